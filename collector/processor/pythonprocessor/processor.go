@@ -1,0 +1,180 @@
+package pythonprocessor // import "github.com/spancost/spancost/collector/processor/pythonprocessor"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/spancost/spancost/collector/extension/pythonextension"
+	"github.com/spancost/spancost/collector/processor/pythonprocessor/internal/metadata"
+)
+
+// errSidecar wraps every failure of a round trip to the sidecar.
+var errSidecar = errors.New("python sidecar failed")
+
+type pythonProcessor struct {
+	cfg        *Config
+	logger     *zap.Logger
+	telemetry  *metadata.TelemetryBuilder
+	id         component.ID
+	instance   string
+	configJSON string
+	// attrs identifies this processor on every metric it records, as
+	// processorhelper does for its own metrics.
+	attrs   metric.MeasurementOption
+	sidecar pythonextension.Sidecar
+
+	marshaler   ptrace.ProtoMarshaler
+	unmarshaler ptrace.ProtoUnmarshaler
+}
+
+func newProcessor(cfg *Config, set processor.Settings) (*pythonProcessor, error) {
+	configJSON, err := cfg.pluginConfigJSON()
+	if err != nil {
+		return nil, err
+	}
+	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	return &pythonProcessor{
+		cfg:        cfg,
+		logger:     set.Logger,
+		telemetry:  tb,
+		id:         set.ID,
+		instance:   set.ID.String(),
+		configJSON: configJSON,
+		attrs:      metric.WithAttributeSet(attribute.NewSet(processorAttr(set.ID))),
+	}, nil
+}
+
+// start finds the extension and has the sidecar validate the plugin's
+// configuration; a wrong plugin or configuration stops the collector here.
+func (p *pythonProcessor) start(ctx context.Context, host component.Host) error {
+	ext, ok := host.GetExtensions()[p.cfg.Extension]
+	if !ok {
+		return fmt.Errorf("extension: %q is not running; configure it under extensions and list it in service::extensions", p.cfg.Extension)
+	}
+	sidecar, ok := ext.(pythonextension.Sidecar)
+	if !ok {
+		return fmt.Errorf("extension: %q is not a python extension", p.cfg.Extension)
+	}
+	if err := sidecar.Register(ctx, p.instance, p.cfg.Plugin, p.configJSON); err != nil {
+		switch {
+		case errors.Is(err, pythonextension.ErrPluginNotFound):
+			return fmt.Errorf("plugin: %q: %w", p.cfg.Plugin, err)
+		case errors.Is(err, pythonextension.ErrPluginConfig):
+			return fmt.Errorf("config: plugin %q rejected its configuration: %w", p.cfg.Plugin, err)
+		default:
+			return fmt.Errorf("plugin %q: %w", p.cfg.Plugin, err)
+		}
+	}
+	p.sidecar = sidecar
+	return nil
+}
+
+func (p *pythonProcessor) shutdown(context.Context) error {
+	if p.sidecar != nil {
+		p.sidecar.Unregister(p.instance)
+	}
+	p.telemetry.Shutdown()
+	return nil
+}
+
+// processTraces sends td to the plugin, in parts when it is larger than
+// max_request_bytes, and returns what the plugin made of it. td is never
+// modified, so on failure it can be forwarded exactly as it came.
+func (p *pythonProcessor) processTraces(ctx context.Context, td ptrace.Traces) (ptrace.Traces, error) {
+	parts := splitTraces(td, p.cfg.MaxRequestBytes, &p.marshaler)
+	var out ptrace.Traces
+	for i, part := range parts {
+		result, reason, err := p.roundTrip(ctx, part)
+		if err != nil {
+			return p.fail(ctx, td, reason, err)
+		}
+		if i == 0 {
+			out = result
+		} else {
+			result.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+		}
+	}
+	return out, nil
+}
+
+// roundTrip sends one request; on failure it says why, in the words of the
+// reason attribute.
+func (p *pythonProcessor) roundTrip(ctx context.Context, part ptrace.Traces) (ptrace.Traces, string, error) {
+	payload, err := p.marshaler.MarshalTraces(part)
+	if err != nil {
+		return ptrace.Traces{}, "other", fmt.Errorf("encoding the batch: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	p.telemetry.ProcessorPythonRequestsSent.Add(ctx, 1, p.attrs)
+	p.telemetry.ProcessorPythonSpansSent.Add(ctx, int64(part.SpanCount()), p.attrs)
+	began := time.Now()
+	resp, err := p.sidecar.ProcessTraces(ctx, p.instance, payload)
+	p.telemetry.ProcessorPythonRoundTripDuration.Record(context.WithoutCancel(ctx), float64(time.Since(began))/float64(time.Millisecond), p.attrs)
+	if err != nil {
+		return ptrace.Traces{}, failureReason(err), err
+	}
+	result, err := p.unmarshaler.UnmarshalTraces(resp.GetTraces())
+	if err != nil {
+		return ptrace.Traces{}, "bad_response", fmt.Errorf("decoding the sidecar's answer: %w", err)
+	}
+	for _, ev := range resp.GetEvents() {
+		p.telemetry.ProcessorPythonPluginEvents.Add(ctx, ev.GetSpans(), metric.WithAttributes(
+			processorAttr(p.id), attribute.String("event", ev.GetEvent()), attribute.String("reason", ev.GetReason())))
+	}
+	return result, "", nil
+}
+
+// processorAttr is the attribute processorhelper puts on its own metrics.
+func processorAttr(id component.ID) attribute.KeyValue {
+	return attribute.String("processor", id.String())
+}
+
+func failureReason(err error) string {
+	switch status.Code(err) {
+	case codes.DeadlineExceeded:
+		return "timeout"
+	case codes.Unavailable, codes.Canceled:
+		return "unavailable"
+	case codes.Internal, codes.Unknown:
+		return "plugin_error"
+	case codes.FailedPrecondition, codes.InvalidArgument, codes.NotFound:
+		return "invalid_config"
+	default:
+		if errors.Is(err, pythonextension.ErrPluginConfig) || errors.Is(err, pythonextension.ErrPluginNotFound) {
+			return "invalid_config"
+		}
+		return "other"
+	}
+}
+
+// fail applies on_error to a batch the sidecar could not process.
+func (p *pythonProcessor) fail(ctx context.Context, td ptrace.Traces, reason string, err error) (ptrace.Traces, error) {
+	ctx = context.WithoutCancel(ctx)
+	p.telemetry.ProcessorPythonRequestsFailed.Add(ctx, 1, metric.WithAttributes(
+		processorAttr(p.id), attribute.String("reason", reason)))
+	spans := int64(td.SpanCount())
+	if p.cfg.OnError == OnErrorReject {
+		p.telemetry.ProcessorPythonSpansRejected.Add(ctx, spans, p.attrs)
+		// Not a permanent error: receivers tell the sender to retry.
+		return td, fmt.Errorf("%w (%s), on_error is reject: %w", errSidecar, reason, err)
+	}
+	p.telemetry.ProcessorPythonSpansPassedUnchanged.Add(ctx, spans, p.attrs)
+	p.logger.Warn("python sidecar failed; forwarding the batch unchanged (on_error: pass)",
+		zap.String("reason", reason), zap.Int64("spans", spans), zap.Error(err))
+	return td, nil
+}

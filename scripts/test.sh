@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make test`: lint, Go unit tests, config validation, Python unit and
+# end-to-end tests against the real built collector and sidecar.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+"$ROOT/scripts/build.sh"
+"$ROOT/scripts/lint.sh"
+
+log "go test (collector components)"
+(cd collector && go test -race -count=1 ./...)
+
+log "validating every collector config in configs/"
+"$ROOT/scripts/validate-configs.sh"
+
+# pytest exits 5 when it collected nothing: that is a failure here, not a pass.
+pytest_or_fail() {
+  local rc=0
+  "$VENV/bin/pytest" "$@" || rc=$?
+  if [[ $rc -eq 5 ]]; then die "pytest collected no tests in: $*"; fi
+  return $rc
+}
+log "python unit tests"
+pytest_or_fail -q -p no:cacheprovider python_processor/tests
+log "end-to-end tests (real otelcol-spancost + sidecar)"
+pytest_or_fail -q -p no:cacheprovider tests
