@@ -31,12 +31,56 @@ class ProcessTracesRequest(_message.Message):
     def __init__(self, instance: _Optional[str] = ..., traces: _Optional[bytes] = ...) -> None: ...
 
 class ProcessTracesResponse(_message.Message):
-    __slots__ = ("traces", "events")
+    __slots__ = ("traces", "changes", "events")
     TRACES_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     traces: bytes
+    changes: BatchChanges
     events: _containers.RepeatedCompositeFieldContainer[PluginEvent]
-    def __init__(self, traces: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[PluginEvent, _Mapping]]] = ...) -> None: ...
+    def __init__(self, traces: _Optional[bytes] = ..., changes: _Optional[_Union[BatchChanges, _Mapping]] = ..., events: _Optional[_Iterable[_Union[PluginEvent, _Mapping]]] = ...) -> None: ...
+
+class BatchChanges(_message.Message):
+    __slots__ = ("attributes", "drop")
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
+    attributes: _containers.RepeatedCompositeFieldContainer[AttributeChange]
+    drop: _containers.RepeatedCompositeFieldContainer[SpanRange]
+    def __init__(self, attributes: _Optional[_Iterable[_Union[AttributeChange, _Mapping]]] = ..., drop: _Optional[_Iterable[_Union[SpanRange, _Mapping]]] = ...) -> None: ...
+
+class SpanRange(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class AttributeChange(_message.Message):
+    __slots__ = ("start", "end", "remove", "set")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    set: _containers.RepeatedCompositeFieldContainer[Attribute]
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., remove: _Optional[_Iterable[str]] = ..., set: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
+
+class Attribute(_message.Message):
+    __slots__ = ("key", "string_value", "bool_value", "int_value", "double_value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    string_value: str
+    bool_value: bool
+    int_value: int
+    double_value: float
+    def __init__(self, key: _Optional[str] = ..., string_value: _Optional[str] = ..., bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ...) -> None: ...
 
 class PluginEvent(_message.Message):
     __slots__ = ("event", "reason", "spans")

@@ -1,0 +1,1 @@
+"""An example spancost processor plugin; copy it to start your own."""

@@ -1,0 +1,71 @@
+"""Reading and writing OTLP attributes (``repeated KeyValue``) in place.
+
+OTLP requires attribute keys to be unique; if a producer repeats one anyway,
+the first occurrence wins, as in the collector's ``pcommon.Map``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "AttributeValue",
+    "assign",
+    "find_value",
+    "set_value",
+    "value_type",
+]
+
+AttributeValue = str | bool | int | float
+"""The scalar types a plugin may write as an attribute value."""
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def find_value(attributes: Iterable[KeyValue], key: str) -> AnyValue | None:
+    """The value of the first attribute named `key`, or None."""
+    for attribute in attributes:
+        if attribute.key == key:
+            return attribute.value
+    return None
+
+
+def value_type(value: AnyValue) -> str:
+    """The OTLP type of `value`: ``string``, ``int``, ``double``, ``bool``, ``bytes``,
+    ``array``, ``kvlist`` or ``empty`` (no value set)."""
+    which = value.WhichOneof("value")
+    if which is None:
+        return "empty"
+    return which.removesuffix("_value")
+
+
+def assign(target: AnyValue, value: AttributeValue) -> None:
+    """Store a Python scalar in `target`, replacing whatever it held."""
+    # bool first: it is an int subclass.
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"integer attribute value {value} does not fit in 64 bits")
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    else:
+        target.string_value = value
+
+
+def set_value(
+    attributes: RepeatedCompositeFieldContainer[KeyValue], key: str, value: AttributeValue
+) -> None:
+    """Set attribute `key` to `value`, overwriting the first existing `key`."""
+    for attribute in attributes:
+        if attribute.key == key:
+            assign(attribute.value, value)
+            return
+    assign(attributes.add(key=key).value, value)

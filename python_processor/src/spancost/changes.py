@@ -1,0 +1,211 @@
+"""The fast form of a plugin's answer: a description of its changes.
+
+A plugin that derives from `AnnotatingPlugin` does not edit the batch; it
+records what should change in a `Changes`, and the collector applies that to
+the batch it still holds. Nothing is re-encoded in Python or sent back but the
+changes, which is most of a round trip's cost (see BENCHMARKS.md).
+
+Spans are numbered in document order over the whole batch, from 0: resource by
+resource, scope by scope, span by span, exactly as `iter_spans` yields them.
+Ranges are half-open, ``[start, end)``. The wire form is
+``spancost.wire.v1.BatchChanges``; `apply` here and the collector's Go code
+apply it the same way:
+
+1. attribute changes in order of ``start`` (ties in the order they were
+   recorded): on each span of the range, first ``remove`` keys, then ``set``
+   attributes (replacing an existing key);
+2. then dropped spans are removed; a scope or resource that held spans and
+   holds none afterwards is removed too (with any empty scopes it had).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from spancost.attributes import INT64_MAX, INT64_MIN, AttributeValue, set_value
+from spancost.wire.v1 import sidecar_pb2
+
+__all__ = ["Changes", "apply", "iter_spans", "span_count"]
+
+
+def iter_spans(
+    batch: ExportTraceServiceRequest,
+) -> Iterator[tuple[int, ResourceSpans, ScopeSpans, Span]]:
+    """Every span of `batch` with its index, resource and scope, in document order."""
+    index = 0
+    for resource_spans in batch.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield index, resource_spans, scope_spans, span
+                index += 1
+
+
+def span_count(container: ExportTraceServiceRequest | ResourceSpans) -> int:
+    """How many spans `container` (a batch or one resource) holds."""
+    if isinstance(container, ResourceSpans):
+        return sum(len(ss.spans) for ss in container.scope_spans)
+    return sum(len(ss.spans) for rs in container.resource_spans for ss in rs.scope_spans)
+
+
+@dataclass(slots=True)
+class _AttributeChange:
+    start: int
+    end: int
+    remove: tuple[str, ...]
+    set: tuple[tuple[str, AttributeValue], ...]
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a plugin changes in one batch of `spans` spans (see the module docstring)."""
+
+    spans: int
+    _attributes: list[_AttributeChange] = field(default_factory=list)
+    _drops: list[tuple[int, int]] = field(default_factory=list)
+
+    def set(self, start: int, end: int, attributes: Mapping[str, AttributeValue]) -> None:
+        """Put `attributes` on spans ``[start, end)``."""
+        self._check(start, end)
+        items = tuple(attributes.items())
+        for key, value in items:
+            _check_value(key, value)
+        if items:
+            self._attributes.append(_AttributeChange(start, end, (), items))
+
+    def set_span(self, index: int, attributes: Mapping[str, AttributeValue]) -> None:
+        """Put `attributes` on span `index`."""
+        self.set(index, index + 1, attributes)
+
+    def remove(self, start: int, end: int, keys: Iterable[str]) -> None:
+        """Remove attributes `keys` from spans ``[start, end)``."""
+        self._check(start, end)
+        keys = tuple(keys)
+        if keys:
+            self._attributes.append(_AttributeChange(start, end, keys, ()))
+
+    def drop(self, start: int, end: int) -> None:
+        """Remove spans ``[start, end)`` from the batch."""
+        self._check(start, end)
+        if start < end:
+            self._drops.append((start, end))
+
+    def __bool__(self) -> bool:
+        return bool(self._attributes or self._drops)
+
+    def _check(self, start: int, end: int) -> None:
+        if not 0 <= start <= end <= self.spans:
+            raise ValueError(
+                f"span range [{start}, {end}) is outside the batch's {self.spans} spans"
+            )
+
+    def to_proto(self) -> sidecar_pb2.BatchChanges:
+        """The wire form, attribute changes sorted by start (stable)."""
+        out = sidecar_pb2.BatchChanges()
+        for change in sorted(self._attributes, key=lambda c: c.start):
+            msg = out.attributes.add(start=change.start, end=change.end, remove=change.remove)
+            for key, value in change.set:
+                _to_wire(msg.set.add(key=key), value)
+        for start, end in self._drops:
+            out.drop.add(start=start, end=end)
+        return out
+
+    def apply(self, batch: ExportTraceServiceRequest) -> None:
+        """Apply the changes to `batch` in place, as the collector does."""
+        apply(batch, self.to_proto())
+
+
+def apply(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -> None:
+    """Apply wire-form `changes` to `batch` in place (the reference for the Go side)."""
+    _apply_attributes(batch, changes)
+    if changes.drop:
+        _apply_drops(batch, sorted((r.start, r.end) for r in changes.drop))
+
+
+def _apply_attributes(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -> None:
+    pending = list(changes.attributes)
+    active: list[sidecar_pb2.AttributeChange] = []
+    cursor = 0
+    for index, _, _, span in iter_spans(batch):
+        while cursor < len(pending) and pending[cursor].start <= index:
+            active.append(pending[cursor])
+            cursor += 1
+        active = [c for c in active if c.end > index]
+        for change in active:
+            if change.remove:
+                drop_keys = set(change.remove)
+                kept = [kv for kv in span.attributes if kv.key not in drop_keys]
+                del span.attributes[:]
+                span.attributes.extend(kept)
+            for attribute in change.set:
+                set_value(span.attributes, attribute.key, _from_wire(attribute))
+
+
+def _apply_drops(batch: ExportTraceServiceRequest, ranges: list[tuple[int, int]]) -> None:
+    index = 0
+    emptied_resources = []
+    for r, resource_spans in enumerate(batch.resource_spans):
+        emptied_scopes = []
+        for s, scope_spans in enumerate(resource_spans.scope_spans):
+            n = len(scope_spans.spans)
+            gone = [i for i in range(n) if _in_ranges(index + i, ranges)]
+            index += n
+            if not gone:
+                continue
+            if len(gone) == n:
+                emptied_scopes.append(s)
+                continue
+            for i in reversed(gone):
+                del scope_spans.spans[i]
+        if emptied_scopes:
+            kept = (
+                ss for s, ss in enumerate(resource_spans.scope_spans) if s not in emptied_scopes
+            )
+            if not any(ss.spans for ss in kept):
+                emptied_resources.append(r)
+                continue
+            for s in reversed(emptied_scopes):
+                del resource_spans.scope_spans[s]
+    for r in reversed(emptied_resources):
+        del batch.resource_spans[r]
+
+
+def _in_ranges(index: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(start <= index < end for start, end in ranges)
+
+
+def _check_value(key: str, value: object) -> None:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"attribute key must be a non-empty string, got {key!r}")
+    if isinstance(value, bool | str | float):
+        return
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"attribute {key}: integer {value} does not fit in 64 bits")
+        return
+    raise ValueError(
+        f"attribute {key}: value must be str, bool, int or float, got {type(value).__name__}"
+    )
+
+
+def _to_wire(target: sidecar_pb2.Attribute, value: AttributeValue) -> None:
+    # bool first: it is an int subclass.
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    else:
+        target.string_value = value
+
+
+def _from_wire(attribute: sidecar_pb2.Attribute) -> AttributeValue:
+    which = attribute.WhichOneof("value")
+    if which is None:
+        return ""
+    value: AttributeValue = getattr(attribute, which)
+    return value

@@ -1,0 +1,1 @@
+"""The plugins that ship with spancost (entry-point group ``spancost.processors``)."""

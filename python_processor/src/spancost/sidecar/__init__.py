@@ -1,0 +1,1 @@
+"""The ``spancost sidecar`` gRPC server that the collector's ``python`` processor calls."""

@@ -1,0 +1,211 @@
+"""The plugin instances a sidecar serves, keyed by the collector component's name.
+
+This is the sidecar's core, free of gRPC: bytes and names in, bytes, events
+and `spancost.errors` out. The servicers translate the errors into status codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from google.protobuf.message import DecodeError
+
+from spancost.changes import Changes, span_count
+from spancost.config import describe_type
+from spancost.errors import (
+    ConfigError,
+    InvalidRequestError,
+    PluginFailedError,
+    SpancostError,
+    UnknownInstanceError,
+)
+from spancost.plugin import AnnotatingPlugin, Event, Events, ExportTraceServiceRequest, Plugin
+from spancost.registry import PluginSpec, load_plugin
+from spancost.wire.v1 import sidecar_pb2
+
+__all__ = ["ANSWER_FORMS", "AnswerForm", "PluginInstances", "ProcessResult"]
+
+AnswerForm = Literal["auto", "full"]
+ANSWER_FORMS: tuple[AnswerForm, ...] = ("auto", "full")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One configured plugin instance and the batches it is processing."""
+
+    instance: str
+    plugin_name: str
+    plugin: Plugin
+    in_flight: int = 0
+    retired: bool = False
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """A processed batch and what the plugin counted.
+
+    Exactly one of `traces` (the full form: the batch, serialized) and
+    `changes` (the fast form of an `AnnotatingPlugin`) is set.
+    """
+
+    events: list[Event]
+    traces: bytes | None = None
+    changes: sidecar_pb2.BatchChanges | None = None
+
+
+class PluginInstances:
+    """Creates, replaces, runs and closes plugin instances; safe for concurrent use.
+
+    An instance replaced by `configure`, or retired by `close`, is closed once
+    the batches it is processing have finished, never under their feet.
+    """
+
+    def __init__(
+        self, load: Callable[[str], PluginSpec] = load_plugin, answer_form: AnswerForm = "auto"
+    ) -> None:
+        """`answer_form` "full" makes annotating plugins answer with the whole batch too."""
+        self._load = load
+        self._fast_form = answer_form == "auto"
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slot] = {}
+
+    def configure(self, instance: str, plugin_name: str, config_json: str) -> str:
+        """Create (or replace) `instance` running `plugin_name`; return the plugin's version.
+
+        Raises `InvalidRequestError` (empty names), `ConfigError`,
+        `PluginNotFoundError`, `PluginLoadError` or `PluginFailedError`
+        (the plugin raised something other than `ConfigError`).
+        """
+        if not instance:
+            raise InvalidRequestError("instance must not be empty")
+        if not plugin_name:
+            raise InvalidRequestError("plugin must not be empty")
+        config = _parse_config(config_json)
+        spec = self._load(plugin_name)
+        try:
+            plugin = spec.factory(config)
+        except SpancostError:
+            raise
+        except Exception as exc:
+            raise PluginFailedError(
+                f"plugin {plugin_name!r} failed to start: {type(exc).__name__}: {exc}"
+            ) from exc
+        with self._lock:
+            previous = self._slots.get(instance)
+            self._slots[instance] = _Slot(instance, plugin_name, plugin)
+        if previous is None:
+            logger.info(
+                "configured instance %s: plugin %s (%s)", instance, plugin_name, spec.version
+            )
+        else:
+            logger.info(
+                "reconfigured instance %s: plugin %s (%s) replaces %s",
+                instance,
+                plugin_name,
+                spec.version,
+                previous.plugin_name,
+            )
+            self._retire(previous)
+        return spec.version
+
+    def process(self, instance: str, traces: bytes) -> ProcessResult:
+        """Run `instance`'s plugin over the serialized batch `traces`.
+
+        Raises `UnknownInstanceError`, `InvalidRequestError` (bytes that do not
+        parse) or `PluginFailedError` (the plugin raised).
+        """
+        slot = self._acquire(instance)
+        try:
+            try:
+                batch = ExportTraceServiceRequest.FromString(traces)
+            except DecodeError as exc:
+                raise InvalidRequestError(
+                    f"traces are not a serialized ExportTraceServiceRequest: {exc}"
+                ) from exc
+            events = Events()
+            plugin = slot.plugin
+            try:
+                if self._fast_form and isinstance(plugin, AnnotatingPlugin):
+                    changes = Changes(span_count(batch))
+                    plugin.annotate(batch, changes, events)
+                    return ProcessResult(list(events), changes=changes.to_proto())
+                plugin.process(batch, events)
+            except Exception as exc:
+                raise PluginFailedError(
+                    f"plugin {slot.plugin_name!r} of instance {instance!r} raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            return ProcessResult(list(events), traces=batch.SerializeToString())
+        finally:
+            self._release(slot)
+
+    def close(self) -> None:
+        """Retire every instance: each is closed once its in-flight batches finish."""
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            self._retire(slot)
+
+    def _acquire(self, instance: str) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(instance)
+            if slot is None:
+                raise UnknownInstanceError(instance)
+            slot.in_flight += 1
+            return slot
+
+    def _release(self, slot: _Slot) -> None:
+        with self._lock:
+            slot.in_flight -= 1
+            close_now = slot.retired and not slot.in_flight and not slot.closed
+            if close_now:
+                slot.closed = True
+        if close_now:
+            _close(slot)
+
+    def _retire(self, slot: _Slot) -> None:
+        with self._lock:
+            slot.retired = True
+            in_flight = slot.in_flight
+            close_now = not in_flight and not slot.closed
+            if close_now:
+                slot.closed = True
+        if close_now:
+            _close(slot)
+        elif in_flight:
+            logger.info(
+                "instance %s (plugin %s) still has %d batch(es) in flight; "
+                "closing it when they finish",
+                slot.instance,
+                slot.plugin_name,
+                in_flight,
+            )
+
+
+def _parse_config(config_json: str) -> dict[str, Any]:
+    try:
+        config = json.loads(config_json) if config_json.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError("", f"is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError("", f"must be a mapping, got {describe_type(config)}")
+    return config
+
+
+def _close(slot: _Slot) -> None:
+    try:
+        slot.plugin.close()
+    except Exception:
+        # A failing close must not stop the sidecar from closing the others.
+        logger.exception("instance %s: plugin %s failed to close", slot.instance, slot.plugin_name)
+    else:
+        logger.debug("instance %s: plugin %s closed", slot.instance, slot.plugin_name)

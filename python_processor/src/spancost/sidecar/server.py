@@ -1,0 +1,271 @@
+"""Runs the sidecar's gRPC server, in one of two modes, until a signal stops it.
+
+``threads``  `grpc.server`: each batch runs on one of `workers` threads; health
+             checks and Configure have two threads of their own.
+``asyncio``  `grpc.aio.server` on an event loop in a dedicated thread; decoding,
+             the plugin and encoding run on `workers` threads, Configure on two
+             more; health checks are answered on the loop.
+
+Both serve `spancost.wire.v1.Sidecar` and `grpc.health.v1.Health` (``""`` and
+``spancost.wire.v1.Sidecar`` are SERVING while up, NOT_SERVING once stopping),
+and stop the same way: NOT_SERVING, refuse new calls, let in-flight calls
+finish within the grace period, then close every plugin instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Literal, Protocol
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from spancost.errors import ServerStartError
+from spancost.sidecar.address import (
+    ListenAddress,
+    prepare_unix_socket,
+    private_umask,
+    remove_socket,
+    restrict_socket,
+)
+from spancost.sidecar.instances import PluginInstances
+from spancost.sidecar.servicer import (
+    SERVICE_NAME,
+    AsyncSidecarServicer,
+    SidecarServicer,
+    add_sidecar_servicer,
+)
+
+__all__ = [
+    "DEFAULT_GRACE_PERIOD",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_SERVER_MODE",
+    "DEFAULT_WORKERS",
+    "SERVER_MODES",
+    "ServerOptions",
+    "SidecarServer",
+    "create_server",
+    "serve_until_signalled",
+]
+
+logger = logging.getLogger(__name__)
+
+# grpc-stubs does not describe grpc_health's asyncio servicer.
+_AsyncHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
+
+ServerMode = Literal["threads", "asyncio"]
+SERVER_MODES: tuple[ServerMode, ...] = ("threads", "asyncio")
+# Measured in benchmarks/README.md.
+DEFAULT_SERVER_MODE: ServerMode = "threads"
+DEFAULT_WORKERS = 4
+DEFAULT_GRACE_PERIOD = 10.0
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+HEALTH_SERVICES = ("", SERVICE_NAME)
+# Threads of the thread-pool server that answer health checks and Configure.
+CONTROL_THREADS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """How the sidecar serves (the `spancost sidecar` flags)."""
+
+    listen: ListenAddress
+    mode: ServerMode = DEFAULT_SERVER_MODE
+    workers: int = DEFAULT_WORKERS
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        """Channel arguments of the server."""
+        return [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            # Without this, a second sidecar could bind the same TCP port and
+            # silently take half the calls.
+            ("grpc.so_reuseport", 0),
+        ]
+
+
+class SidecarServer(Protocol):
+    """A started-once, stopped-once sidecar gRPC server."""
+
+    @property
+    def address(self) -> ListenAddress:
+        """Where it listens (for TCP port 0: the port actually bound, once started)."""
+
+    def start(self) -> None:
+        """Bind and start serving; `ServerStartError` if it cannot."""
+
+    def stop(self, grace: float) -> None:
+        """NOT_SERVING, refuse new calls, wait up to `grace` s for in-flight ones, close plugins."""
+
+
+def create_server(options: ServerOptions, instances: PluginInstances) -> SidecarServer:
+    """A server for `options.mode`, serving `instances` (not started yet)."""
+    if options.mode == "asyncio":
+        return AsyncioSidecarServer(options, instances)
+    return ThreadedSidecarServer(options, instances)
+
+
+def _bound(address: ListenAddress, port: int) -> ListenAddress:
+    # add_insecure_port returns 0 (older gRPC) or raises (newer) when it cannot bind.
+    if port == 0:
+        raise ServerStartError(f"cannot listen on {address}: the address is in use or invalid")
+    if address.unix_path is None and address.port == 0:
+        return address.with_port(port)
+    return address
+
+
+class ThreadedSidecarServer:
+    """`grpc.server`: batches on `options.workers` threads, the rest on two more."""
+
+    def __init__(self, options: ServerOptions, instances: PluginInstances) -> None:
+        self._options = options
+        self._instances = instances
+        self.address = options.listen
+        # Batches run on their own pool; health checks and Configure on the server's.
+        self._batch_pool = ThreadPoolExecutor(options.workers, thread_name_prefix="spancost-batch")
+        self._control_pool = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="spancost-rpc")
+        self._server = grpc.server(self._control_pool, options=options.grpc_options())
+        self._health = health.HealthServicer()
+        add_sidecar_servicer(SidecarServicer(instances), self._server, self._batch_pool)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._started = False
+        self._stopped = False
+        self._socket_inode: int | None = None
+
+    def start(self) -> None:
+        address = self._options.listen
+        if address.unix_path is not None:
+            prepare_unix_socket(address.unix_path)
+        with private_umask(address):
+            try:
+                port = self._server.add_insecure_port(address.grpc_target)
+            except RuntimeError as exc:
+                raise ServerStartError(f"cannot listen on {address}: {exc}") from exc
+            self.address = _bound(address, port)
+            self._server.start()
+        self._started = True
+        self._socket_inode = restrict_socket(address)
+        for service in HEALTH_SERVICES:
+            self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._health.enter_graceful_shutdown()
+        if self._started:
+            self._server.stop(grace).wait()
+        self._batch_pool.shutdown(wait=False)
+        self._control_pool.shutdown(wait=False)
+        self._instances.close()
+        remove_socket(self._options.listen, self._socket_inode)
+
+
+class AsyncioSidecarServer:
+    """`grpc.aio.server` on its own event loop thread; plugin work on thread pools."""
+
+    def __init__(self, options: ServerOptions, instances: PluginInstances) -> None:
+        self._options = options
+        self._instances = instances
+        self.address = options.listen
+        self._batch_pool = ThreadPoolExecutor(options.workers, thread_name_prefix="spancost-batch")
+        self._control_pool = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="spancost-rpc")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="spancost-asyncio", daemon=True
+        )
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._stopped = False
+        self._socket_inode: int | None = None
+
+    def start(self) -> None:
+        address = self._options.listen
+        if address.unix_path is not None:
+            prepare_unix_socket(address.unix_path)
+        self._thread.start()
+        with private_umask(address):
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+        self._socket_inode = restrict_socket(address)
+
+    async def _start(self) -> None:
+        # The aio server and its health servicer must be created on the loop they serve on.
+        server = grpc.aio.server(options=self._options.grpc_options())
+        self._health = _AsyncHealthServicer()
+        add_sidecar_servicer(
+            AsyncSidecarServicer(self._instances, self._batch_pool, self._control_pool), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        address = self._options.listen
+        try:
+            port = server.add_insecure_port(address.grpc_target)
+        except RuntimeError as exc:
+            raise ServerStartError(f"cannot listen on {address}: {exc}") from exc
+        self.address = _bound(address, port)
+        await server.start()
+        self._server = server
+        for service in HEALTH_SERVICES:
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _stop(self, grace: float) -> None:
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+
+    def stop(self, grace: float) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._stop(grace), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+        self._batch_pool.shutdown(wait=False)
+        self._control_pool.shutdown(wait=False)
+        self._instances.close()
+        remove_socket(self._options.listen, self._socket_inode)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def serve_until_signalled(server: SidecarServer, grace: float) -> None:
+    """Start `server`, serve until SIGTERM or SIGINT, then stop it gracefully.
+
+    Must run on the main thread (Python only delivers signals there).
+    """
+    stopping = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        server.start()
+        logger.info("sidecar serving on %s", server.address)
+        # A timed wait keeps the main thread responsive to signals.
+        while not stopping.wait(0.5):
+            pass
+        logger.info(
+            "%s received: refusing new calls, finishing in-flight batches (grace period %.1fs)",
+            signal.Signals(received[0]).name,
+            grace,
+        )
+    finally:
+        server.stop(grace)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    logger.info("sidecar stopped")

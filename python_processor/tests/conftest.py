@@ -1,0 +1,112 @@
+"""Shared fixtures: test-only plugins installed for real, and a running sidecar."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from spancost.sidecar.address import parse_listen_address
+from spancost.sidecar.instances import PluginInstances
+from spancost.sidecar.server import SERVER_MODES, ServerOptions, SidecarServer, create_server
+from spancost.wire.v1 import sidecar_pb2_grpc
+
+# No example database, and Hypothesis' caches in the temp directory: the suite is
+# run from several directories and must not leave .hypothesis/ behind in them.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "spancost-hypothesis"))
+settings.register_profile("spancost", database=None)
+settings.load_profile("spancost")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLE_PLUGIN_SRC = Path(__file__).parents[2] / "examples" / "spancost-example-plugin" / "src"
+
+
+# Entry points of the test-only distribution (the plugins are in fixtures/).
+TEST_ENTRY_POINTS = {
+    "test.slow": "spancost_test_plugins:SlowPlugin",
+    "test.failing": "spancost_test_plugins:FailingPlugin",
+    "test.rename": "spancost_test_plugins:RenamePlugin",
+    "test.broken_init": "spancost_test_plugins:BrokenInitPlugin",
+    "test.not_a_plugin": "spancost_test_plugins:NotAPlugin",
+    "test.missing_module": "spancost_test_plugins_missing:Nothing",
+}
+
+
+@pytest.fixture(scope="session")
+def test_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A directory holding the ``spancost-test-plugins`` distribution, on ``sys.path``.
+
+    Subprocesses get it through ``PYTHONPATH`` (see `sidecar_env`).
+    """
+    site = tmp_path_factory.mktemp("site")
+    shutil.copy(FIXTURES / "spancost_test_plugins.py", site)
+    dist_info = site / "spancost_test_plugins-0.0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: spancost-test-plugins\nVersion: 0.0.1\n"
+    )
+    lines = [f"{name} = {target}" for name, target in TEST_ENTRY_POINTS.items()]
+    (dist_info / "entry_points.txt").write_text("[spancost.processors]\n" + "\n".join(lines) + "\n")
+    sys.path.insert(0, str(site))
+    yield site
+    sys.path.remove(str(site))
+
+
+@pytest.fixture
+def sidecar_env(test_plugin_site: Path) -> dict[str, str]:
+    """Environment for a `spancost sidecar` subprocess that sees the test plugins."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANCOST_")}
+    env.pop("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(test_plugin_site), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    return env
+
+
+@pytest.fixture(params=SERVER_MODES)
+def server_mode(request: pytest.FixtureRequest) -> str:
+    mode: str = request.param
+    return mode
+
+
+@pytest.fixture
+def sidecar_server(
+    tmp_path: Path, server_mode: str, test_plugin_site: Path
+) -> Iterator[SidecarServer]:
+    """A real sidecar gRPC server, in-process, on a unix socket in `tmp_path`."""
+    options = ServerOptions(
+        listen=parse_listen_address(f"unix://{tmp_path / 'sidecar.sock'}"),
+        mode=server_mode,  # type: ignore[arg-type]
+        workers=2,
+    )
+    server = create_server(options, PluginInstances())
+    server.start()
+    yield server
+    server.stop(grace=1.0)
+
+
+@pytest.fixture
+def channel(sidecar_server: SidecarServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(sidecar_server.address.grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> sidecar_pb2_grpc.SidecarStub:
+    return sidecar_pb2_grpc.SidecarStub(channel)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def example_plugin_path() -> Iterator[Path]:
+    """The example plugin's sources on ``sys.path`` (it is not installed in this venv)."""
+    sys.path.insert(0, str(EXAMPLE_PLUGIN_SRC))
+    yield EXAMPLE_PLUGIN_SRC
+    sys.path.remove(str(EXAMPLE_PLUGIN_SRC))

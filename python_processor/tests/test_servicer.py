@@ -1,0 +1,261 @@
+"""The Sidecar service over a real gRPC server on a unix socket, in both server modes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from spancost.changes import apply
+from spancost.plugin import ExportTraceServiceRequest
+from spancost.sidecar.address import parse_listen_address
+from spancost.sidecar.instances import PluginInstances
+from spancost.sidecar.server import ServerOptions, SidecarServer, create_server
+from spancost.wire.v1 import sidecar_pb2, sidecar_pb2_grpc
+from tests.builders import all_spans, attribute_map, batch, resource_spans, span
+
+Stub = sidecar_pb2_grpc.SidecarStub
+
+
+def configure(stub: Stub, plugin: str, config: Any, instance: str = "python/env") -> str:
+    response = stub.Configure(
+        sidecar_pb2.ConfigureRequest(
+            instance=instance, plugin=plugin, config_json=json.dumps(config)
+        ),
+        timeout=5,
+    )
+    version: str = response.plugin_version
+    return version
+
+
+def process(
+    stub: Stub, request: ExportTraceServiceRequest | bytes, instance: str = "python/env"
+) -> sidecar_pb2.ProcessTracesResponse:
+    traces = request if isinstance(request, bytes) else request.SerializeToString()
+    response: sidecar_pb2.ProcessTracesResponse = stub.ProcessTraces(
+        sidecar_pb2.ProcessTracesRequest(instance=instance, traces=traces), timeout=5
+    )
+    return response
+
+
+def result_of(
+    request: ExportTraceServiceRequest, response: sidecar_pb2.ProcessTracesResponse
+) -> ExportTraceServiceRequest:
+    """The batch the collector forwards: the full form, or the request with the changes applied."""
+    if response.WhichOneof("result") == "changes":
+        result = ExportTraceServiceRequest()
+        result.CopyFrom(request)
+        apply(result, response.changes)
+        return result
+    return ExportTraceServiceRequest.FromString(response.traces)
+
+
+def rpc_error(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+@pytest.fixture
+def sdk_batch() -> Iterator[ExportTraceServiceRequest]:
+    """A realistic batch from the OpenTelemetry SDK: parents, events, links, attributes."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": "checkout", "deployment.environment.name": "Production"}
+        )
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("shop.checkout", "1.2.3", attributes={"scope.attr": "s"})
+    with tracer.start_as_current_span("GET /cart", kind=trace.SpanKind.SERVER) as parent:
+        parent.set_attribute("http.request.method", "GET")
+        parent.add_event("cache-miss", {"key": "cart:1"})
+        with tracer.start_as_current_span(
+            "SELECT cart",
+            links=[trace.Link(parent.get_span_context(), {"link.kind": "follows"})],
+        ) as child:
+            child.set_attribute("db.system", "postgresql")
+            child.set_attribute("rows", 3)
+            child.set_status(trace.Status(trace.StatusCode.ERROR, "slow"))
+    provider.shutdown()
+    yield encode_spans(exporter.get_finished_spans())
+
+
+def test_health_is_serving(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "spancost.wire.v1.Sidecar"):
+        response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_configure_returns_the_plugin_version(stub: Stub) -> None:
+    version = configure(stub, "spancost.environment", {"drop": ["ci"]})
+    assert version.startswith("spancost 0.")
+
+
+def test_configure_invalid_argument_names_the_key(stub: Stub) -> None:
+    error = rpc_error(lambda: configure(stub, "spancost.environment", {"drop": ["ci", 7]}))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "config.drop[1]: must be a string, got integer"
+
+
+def test_configure_unknown_plugin_is_not_found(stub: Stub) -> None:
+    error = rpc_error(lambda: configure(stub, "spancost.nope", {}))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "spancost.environment" in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("plugin", "code"),
+    [
+        ("test.not_a_plugin", grpc.StatusCode.FAILED_PRECONDITION),
+        ("test.missing_module", grpc.StatusCode.FAILED_PRECONDITION),
+        ("test.broken_init", grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_configure_broken_plugins(stub: Stub, plugin: str, code: grpc.StatusCode) -> None:
+    assert rpc_error(lambda: configure(stub, plugin, {})).code() == code
+
+
+def test_round_trip_preserves_everything_it_keeps(
+    stub: Stub, sdk_batch: ExportTraceServiceRequest
+) -> None:
+    configure(stub, "spancost.environment", {"drop": ["ci"]})
+    response = process(stub, sdk_batch)
+    assert response.WhichOneof("result") == "changes", "the plugin answers in the fast form"
+    assert result_of(sdk_batch, response) == sdk_batch
+    assert list(response.events) == []
+    spans = list(all_spans(sdk_batch))
+    assert len(spans) == 2
+    child = next(s for s in spans if s.name == "SELECT cart")
+    parent = next(s for s in spans if s.name == "GET /cart")
+    assert child.parent_span_id == parent.span_id
+    assert child.links[0].span_id == parent.span_id
+    assert parent.events[0].name == "cache-miss"
+    assert attribute_map(sdk_batch.resource_spans[0].scope_spans[0].scope.attributes) == {
+        "scope.attr": "s"
+    }
+
+
+def test_round_trip_with_tags_changes_only_the_tags(
+    stub: Stub, sdk_batch: ExportTraceServiceRequest
+) -> None:
+    configure(stub, "spancost.environment", {"tag": {"production": {"env.tagged": True}}})
+    response = process(stub, sdk_batch)
+    result = result_of(sdk_batch, response)
+    assert [(e.event, e.reason, e.spans) for e in response.events] == [
+        ("tagged", "environment=production", 2)
+    ]
+    for before, after in zip(all_spans(sdk_batch), all_spans(result), strict=True):
+        assert attribute_map(after.attributes) == {
+            **attribute_map(before.attributes),
+            "env.tagged": True,
+        }
+        del after.attributes[-1]
+        assert after == before
+    assert result.resource_spans[0].resource == sdk_batch.resource_spans[0].resource
+
+
+def test_drop_reports_events(stub: Stub) -> None:
+    configure(stub, "spancost.environment", {"drop": ["ci"]})
+    request = batch(
+        resource_spans({"deployment.environment.name": "ci"}, [span(), span()]),
+        resource_spans({"deployment.environment.name": "prod"}, [span("kept")]),
+    )
+    response = process(stub, request)
+    result = result_of(request, response)
+    assert [s.name for s in all_spans(result)] == ["kept"]
+    assert [(e.event, e.reason, e.spans) for e in response.events] == [
+        ("dropped", "environment=ci", 2)
+    ]
+
+
+def test_unknown_instance_is_failed_precondition(stub: Stub) -> None:
+    error = rpc_error(lambda: process(stub, batch(), instance="python/other"))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "python/other" in (error.details() or "")
+
+
+def test_garbage_bytes_are_invalid_argument(stub: Stub) -> None:
+    configure(stub, "spancost.environment", {"drop": ["ci"]})
+    error = rpc_error(lambda: process(stub, b"\xff\xff\xff\xff"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_plugin_that_raises_is_internal_and_server_keeps_serving(stub: Stub) -> None:
+    configure(stub, "test.failing", {}, instance="python/failing")
+    error = rpc_error(lambda: process(stub, batch(), instance="python/failing"))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "RuntimeError: boom" in (error.details() or "")
+    configure(stub, "spancost.environment", {"drop": ["ci"]})
+    request = batch(resource_spans({}, [span()]))
+    assert result_of(request, process(stub, request)) == request
+
+
+def test_configure_replaces_an_instance(stub: Stub) -> None:
+    request = batch(resource_spans({"deployment.environment.name": "ci"}, [span()]))
+    configure(stub, "spancost.environment", {"drop": ["ci"]})
+    assert result_of(request, process(stub, request)) == ExportTraceServiceRequest()
+    configure(stub, "spancost.environment", {"drop": ["qa"]})
+    assert result_of(request, process(stub, request)) == request
+
+
+def test_stopped_server_reports_not_serving_then_refuses(
+    sidecar_server: SidecarServer, channel: grpc.Channel
+) -> None:
+    sidecar_server.stop(grace=0.5)
+    health = health_pb2_grpc.HealthStub(channel)
+    with pytest.raises(grpc.RpcError):
+        health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+
+
+def test_batches_beyond_grpcs_4_mib_default_pass(sidecar_server: SidecarServer) -> None:
+    limit = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    with grpc.insecure_channel(sidecar_server.address.grpc_target, options=limit) as channel:
+        stub = sidecar_pb2_grpc.SidecarStub(channel)  # type: ignore[no-untyped-call]
+        configure(stub, "test.rename", {}, instance="python/rename")
+        request = batch(resource_spans({}, [span("big", {"blob": "x" * (6 * 1024 * 1024)})]))
+        response = process(stub, request, instance="python/rename")
+        assert response.WhichOneof("result") == "traces"
+        assert len(response.traces) > 6 * 1024 * 1024
+        assert [s.name for s in all_spans(result_of(request, response))] == ["renamed"]
+
+
+@pytest.mark.usefixtures("test_plugin_site")
+def test_health_and_configure_answer_while_every_worker_is_busy(
+    tmp_path: Path, server_mode: str
+) -> None:
+    options = ServerOptions(
+        listen=parse_listen_address(f"unix://{tmp_path / 'busy.sock'}"),
+        mode=server_mode,  # type: ignore[arg-type]
+        workers=1,
+    )
+    server = create_server(options, PluginInstances())
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address.grpc_target) as channel:
+            stub = sidecar_pb2_grpc.SidecarStub(channel)  # type: ignore[no-untyped-call]
+            configure(stub, "test.slow", {"seconds": 0.5}, instance="python/slow")
+            request = sidecar_pb2.ProcessTracesRequest(instance="python/slow", traces=b"")
+            backlog = [stub.ProcessTraces.future(request, timeout=10) for _ in range(3)]
+            time.sleep(0.1)
+            health = health_pb2_grpc.HealthStub(channel)
+            began = time.monotonic()
+            health.Check(health_pb2.HealthCheckRequest(), timeout=0.3)
+            configure(stub, "spancost.environment", {"drop": ["ci"]}, instance="python/other")
+            assert time.monotonic() - began < 0.4
+            assert [future.result().WhichOneof("result") for future in backlog] == ["traces"] * 3
+    finally:
+        server.stop(grace=5)
