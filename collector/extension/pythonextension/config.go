@@ -43,7 +43,8 @@ type Config struct {
 	// in-flight batches after SIGTERM before it is killed.
 	ShutdownGracePeriod time.Duration `mapstructure:"shutdown_grace_period"`
 
-	// MaxMessageBytes is the largest gRPC message accepted from the sidecar.
+	// MaxMessageBytes is the largest gRPC message sent to or accepted from
+	// the sidecar; keep it above the processors' max_request_bytes.
 	MaxMessageBytes int `mapstructure:"max_message_bytes"`
 
 	// prevent unkeyed literal initialization

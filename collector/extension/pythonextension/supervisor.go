@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadata"
 )
@@ -107,17 +109,24 @@ func (s *supervisor) awaitServing(ctx context.Context, p *process) error {
 }
 
 // waitHealthy polls check until it succeeds, ctx ends, or exited is closed.
+// It returns the error of the last check that was not cut short by ctx, which
+// says why the sidecar is not serving (NOT_SERVING, connection refused, ...).
 func waitHealthy(ctx context.Context, check func(context.Context) error, exited <-chan struct{}) error {
 	ticker := time.NewTicker(healthPollInterval)
 	defer ticker.Stop()
+	var last error
 	for {
 		err := check(ctx)
 		if err == nil {
 			return nil
 		}
+		// A check cut short by the start-up deadline says nothing new.
+		if last == nil || (ctx.Err() == nil && status.Code(err) != codes.DeadlineExceeded) {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
-			return err
+			return last
 		case <-exited:
 			return errors.New("process exited")
 		case <-ticker.C:
@@ -134,10 +143,13 @@ func (s *supervisor) spawn() (*process, error) {
 	}
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...) //nolint:gosec // the command is the operator's configuration
 	cmd.Dir = s.cfg.WorkingDir
-	cmd.Env = append(os.Environ(), envListen+"="+s.ep.String())
+	cmd.Env = os.Environ()
 	for k, v := range s.cfg.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	// Last, so that neither the collector's environment nor env can move the
+	// sidecar away from the endpoint the extension dials.
+	cmd.Env = append(cmd.Env, envListen+"="+s.ep.String())
 	cmd.SysProcAttr = sysProcAttr()
 	p := &process{cmd: cmd, done: make(chan struct{}), output: newTail(outputLines)}
 	stdout, err := cmd.StdoutPipe()

@@ -35,7 +35,8 @@ type Config struct {
 	// wrong.
 	PluginConfig map[string]any `mapstructure:"config"`
 
-	// Timeout bounds the round trip of one batch to the sidecar.
+	// Timeout bounds one round trip to the sidecar; a batch split into
+	// several requests (see MaxRequestBytes) gets it for each request.
 	Timeout time.Duration `mapstructure:"timeout"`
 
 	// OnError is pass or reject; see OnError.
@@ -66,7 +67,7 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("plugin: %q is not a plugin entry-point name", cfg.Plugin))
 	}
 	if cfg.Timeout <= 0 || cfg.Timeout > maxTimeout {
-		errs = append(errs, fmt.Errorf("timeout: must be between 0 and %s, got %s", maxTimeout, cfg.Timeout))
+		errs = append(errs, fmt.Errorf("timeout: must be positive and at most %s, got %s", maxTimeout, cfg.Timeout))
 	}
 	if cfg.OnError != OnErrorPass && cfg.OnError != OnErrorReject {
 		errs = append(errs, fmt.Errorf("on_error: must be %q or %q, got %q", OnErrorPass, OnErrorReject, cfg.OnError))
