@@ -189,9 +189,11 @@ func (x *ProcessTracesRequest) GetTraces() []byte {
 
 type ProcessTracesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The batch after the plugin: the same encoding as the request. A plugin
-	// may drop spans (e.g. spancost.environment), never add unrelated ones.
-	Traces []byte `protobuf:"bytes,1,opt,name=traces,proto3" json:"traces,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ProcessTracesResponse_Traces
+	//	*ProcessTracesResponse_Changes
+	Result isProcessTracesResponse_Result `protobuf_oneof:"result"`
 	// Events the plugin counted in this batch. The collector adds them to its
 	// own metric `otelcol_processor_python_plugin_events` (attributes: event,
 	// reason, plus the processor's instance).
@@ -230,9 +232,27 @@ func (*ProcessTracesResponse) Descriptor() ([]byte, []int) {
 	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{3}
 }
 
+func (x *ProcessTracesResponse) GetResult() isProcessTracesResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 func (x *ProcessTracesResponse) GetTraces() []byte {
 	if x != nil {
-		return x.Traces
+		if x, ok := x.Result.(*ProcessTracesResponse_Traces); ok {
+			return x.Traces
+		}
+	}
+	return nil
+}
+
+func (x *ProcessTracesResponse) GetChanges() *BatchChanges {
+	if x != nil {
+		if x, ok := x.Result.(*ProcessTracesResponse_Changes); ok {
+			return x.Changes
+		}
 	}
 	return nil
 }
@@ -243,6 +263,330 @@ func (x *ProcessTracesResponse) GetEvents() []*PluginEvent {
 	}
 	return nil
 }
+
+type isProcessTracesResponse_Result interface {
+	isProcessTracesResponse_Result()
+}
+
+type ProcessTracesResponse_Traces struct {
+	// The full form: the batch after the plugin, encoded like the request.
+	// A plugin may drop spans (e.g. spancost.environment), never add
+	// unrelated ones.
+	Traces []byte `protobuf:"bytes,1,opt,name=traces,proto3,oneof"`
+}
+
+type ProcessTracesResponse_Changes struct {
+	// The fast form: what the plugin changed, for the collector to apply to
+	// the batch it sent. Nothing is re-encoded or sent back but the changes,
+	// which saves most of the round trip's cost (see BENCHMARKS.md).
+	Changes *BatchChanges `protobuf:"bytes,3,opt,name=changes,proto3,oneof"`
+}
+
+func (*ProcessTracesResponse_Traces) isProcessTracesResponse_Result() {}
+
+func (*ProcessTracesResponse_Changes) isProcessTracesResponse_Result() {}
+
+// BatchChanges numbers spans in document order over the whole request:
+// resource by resource, scope by scope, span by span, from 0. Ranges are
+// half-open [start, end) and must lie within the request's spans.
+type BatchChanges struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Applied first, in order of `start` (ties in the order given).
+	Attributes []*AttributeChange `protobuf:"bytes,1,rep,name=attributes,proto3" json:"attributes,omitempty"`
+	// Then these spans are removed; a scope or resource that held spans and
+	// holds none afterwards is removed too (with any empty scopes it had).
+	Drop          []*SpanRange `protobuf:"bytes,2,rep,name=drop,proto3" json:"drop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchChanges) Reset() {
+	*x = BatchChanges{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchChanges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchChanges) ProtoMessage() {}
+
+func (x *BatchChanges) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchChanges.ProtoReflect.Descriptor instead.
+func (*BatchChanges) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BatchChanges) GetAttributes() []*AttributeChange {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *BatchChanges) GetDrop() []*SpanRange {
+	if x != nil {
+		return x.Drop
+	}
+	return nil
+}
+
+type SpanRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint32                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpanRange) Reset() {
+	*x = SpanRange{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpanRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpanRange) ProtoMessage() {}
+
+func (x *SpanRange) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpanRange.ProtoReflect.Descriptor instead.
+func (*SpanRange) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SpanRange) GetStart() uint32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *SpanRange) GetEnd() uint32 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+type AttributeChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End   uint32                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	// Keys removed from each span of the range (before `set`).
+	Remove []string `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	// Attributes put on each span of the range, replacing same-key ones.
+	Set           []*Attribute `protobuf:"bytes,4,rep,name=set,proto3" json:"set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttributeChange) Reset() {
+	*x = AttributeChange{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttributeChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttributeChange) ProtoMessage() {}
+
+func (x *AttributeChange) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttributeChange.ProtoReflect.Descriptor instead.
+func (*AttributeChange) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AttributeChange) GetStart() uint32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *AttributeChange) GetEnd() uint32 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *AttributeChange) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *AttributeChange) GetSet() []*Attribute {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+type Attribute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Types that are valid to be assigned to Value:
+	//
+	//	*Attribute_StringValue
+	//	*Attribute_BoolValue
+	//	*Attribute_IntValue
+	//	*Attribute_DoubleValue
+	Value         isAttribute_Value `protobuf_oneof:"value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attribute) Reset() {
+	*x = Attribute{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attribute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attribute) ProtoMessage() {}
+
+func (x *Attribute) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attribute.ProtoReflect.Descriptor instead.
+func (*Attribute) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Attribute) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Attribute) GetValue() isAttribute_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *Attribute) GetStringValue() string {
+	if x != nil {
+		if x, ok := x.Value.(*Attribute_StringValue); ok {
+			return x.StringValue
+		}
+	}
+	return ""
+}
+
+func (x *Attribute) GetBoolValue() bool {
+	if x != nil {
+		if x, ok := x.Value.(*Attribute_BoolValue); ok {
+			return x.BoolValue
+		}
+	}
+	return false
+}
+
+func (x *Attribute) GetIntValue() int64 {
+	if x != nil {
+		if x, ok := x.Value.(*Attribute_IntValue); ok {
+			return x.IntValue
+		}
+	}
+	return 0
+}
+
+func (x *Attribute) GetDoubleValue() float64 {
+	if x != nil {
+		if x, ok := x.Value.(*Attribute_DoubleValue); ok {
+			return x.DoubleValue
+		}
+	}
+	return 0
+}
+
+type isAttribute_Value interface {
+	isAttribute_Value()
+}
+
+type Attribute_StringValue struct {
+	StringValue string `protobuf:"bytes,2,opt,name=string_value,json=stringValue,proto3,oneof"`
+}
+
+type Attribute_BoolValue struct {
+	BoolValue bool `protobuf:"varint,3,opt,name=bool_value,json=boolValue,proto3,oneof"`
+}
+
+type Attribute_IntValue struct {
+	IntValue int64 `protobuf:"varint,4,opt,name=int_value,json=intValue,proto3,oneof"`
+}
+
+type Attribute_DoubleValue struct {
+	DoubleValue float64 `protobuf:"fixed64,5,opt,name=double_value,json=doubleValue,proto3,oneof"`
+}
+
+func (*Attribute_StringValue) isAttribute_Value() {}
+
+func (*Attribute_BoolValue) isAttribute_Value() {}
+
+func (*Attribute_IntValue) isAttribute_Value() {}
+
+func (*Attribute_DoubleValue) isAttribute_Value() {}
 
 type PluginEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -258,7 +602,7 @@ type PluginEvent struct {
 
 func (x *PluginEvent) Reset() {
 	*x = PluginEvent{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +614,7 @@ func (x *PluginEvent) String() string {
 func (*PluginEvent) ProtoMessage() {}
 
 func (x *PluginEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +627,7 @@ func (x *PluginEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
 func (*PluginEvent) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{4}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PluginEvent) GetEvent() string {
@@ -321,10 +665,33 @@ const file_spancost_wire_v1_sidecar_proto_rawDesc = "" +
 	"\x0eplugin_version\x18\x01 \x01(\tR\rpluginVersion\"J\n" +
 	"\x14ProcessTracesRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
-	"\x06traces\x18\x02 \x01(\fR\x06traces\"f\n" +
-	"\x15ProcessTracesResponse\x12\x16\n" +
-	"\x06traces\x18\x01 \x01(\fR\x06traces\x125\n" +
-	"\x06events\x18\x02 \x03(\v2\x1d.spancost.wire.v1.PluginEventR\x06events\"Q\n" +
+	"\x06traces\x18\x02 \x01(\fR\x06traces\"\xae\x01\n" +
+	"\x15ProcessTracesResponse\x12\x18\n" +
+	"\x06traces\x18\x01 \x01(\fH\x00R\x06traces\x12:\n" +
+	"\achanges\x18\x03 \x01(\v2\x1e.spancost.wire.v1.BatchChangesH\x00R\achanges\x125\n" +
+	"\x06events\x18\x02 \x03(\v2\x1d.spancost.wire.v1.PluginEventR\x06eventsB\b\n" +
+	"\x06result\"\x82\x01\n" +
+	"\fBatchChanges\x12A\n" +
+	"\n" +
+	"attributes\x18\x01 \x03(\v2!.spancost.wire.v1.AttributeChangeR\n" +
+	"attributes\x12/\n" +
+	"\x04drop\x18\x02 \x03(\v2\x1b.spancost.wire.v1.SpanRangeR\x04drop\"3\n" +
+	"\tSpanRange\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\x80\x01\n" +
+	"\x0fAttributeChange\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x12-\n" +
+	"\x03set\x18\x04 \x03(\v2\x1b.spancost.wire.v1.AttributeR\x03set\"\xb0\x01\n" +
+	"\tAttribute\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12#\n" +
+	"\fstring_value\x18\x02 \x01(\tH\x00R\vstringValue\x12\x1f\n" +
+	"\n" +
+	"bool_value\x18\x03 \x01(\bH\x00R\tboolValue\x12\x1d\n" +
+	"\tint_value\x18\x04 \x01(\x03H\x00R\bintValue\x12#\n" +
+	"\fdouble_value\x18\x05 \x01(\x01H\x00R\vdoubleValueB\a\n" +
+	"\x05value\"Q\n" +
 	"\vPluginEvent\x12\x14\n" +
 	"\x05event\x18\x01 \x01(\tR\x05event\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
@@ -345,25 +712,33 @@ func file_spancost_wire_v1_sidecar_proto_rawDescGZIP() []byte {
 	return file_spancost_wire_v1_sidecar_proto_rawDescData
 }
 
-var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_spancost_wire_v1_sidecar_proto_goTypes = []any{
 	(*ConfigureRequest)(nil),      // 0: spancost.wire.v1.ConfigureRequest
 	(*ConfigureResponse)(nil),     // 1: spancost.wire.v1.ConfigureResponse
 	(*ProcessTracesRequest)(nil),  // 2: spancost.wire.v1.ProcessTracesRequest
 	(*ProcessTracesResponse)(nil), // 3: spancost.wire.v1.ProcessTracesResponse
-	(*PluginEvent)(nil),           // 4: spancost.wire.v1.PluginEvent
+	(*BatchChanges)(nil),          // 4: spancost.wire.v1.BatchChanges
+	(*SpanRange)(nil),             // 5: spancost.wire.v1.SpanRange
+	(*AttributeChange)(nil),       // 6: spancost.wire.v1.AttributeChange
+	(*Attribute)(nil),             // 7: spancost.wire.v1.Attribute
+	(*PluginEvent)(nil),           // 8: spancost.wire.v1.PluginEvent
 }
 var file_spancost_wire_v1_sidecar_proto_depIdxs = []int32{
-	4, // 0: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
-	0, // 1: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
-	2, // 2: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
-	1, // 3: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
-	3, // 4: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 0: spancost.wire.v1.ProcessTracesResponse.changes:type_name -> spancost.wire.v1.BatchChanges
+	8, // 1: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
+	6, // 2: spancost.wire.v1.BatchChanges.attributes:type_name -> spancost.wire.v1.AttributeChange
+	5, // 3: spancost.wire.v1.BatchChanges.drop:type_name -> spancost.wire.v1.SpanRange
+	7, // 4: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
+	0, // 5: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
+	2, // 6: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
+	1, // 7: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
+	3, // 8: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_spancost_wire_v1_sidecar_proto_init() }
@@ -371,13 +746,23 @@ func file_spancost_wire_v1_sidecar_proto_init() {
 	if File_spancost_wire_v1_sidecar_proto != nil {
 		return
 	}
+	file_spancost_wire_v1_sidecar_proto_msgTypes[3].OneofWrappers = []any{
+		(*ProcessTracesResponse_Traces)(nil),
+		(*ProcessTracesResponse_Changes)(nil),
+	}
+	file_spancost_wire_v1_sidecar_proto_msgTypes[7].OneofWrappers = []any{
+		(*Attribute_StringValue)(nil),
+		(*Attribute_BoolValue)(nil),
+		(*Attribute_IntValue)(nil),
+		(*Attribute_DoubleValue)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spancost_wire_v1_sidecar_proto_rawDesc), len(file_spancost_wire_v1_sidecar_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

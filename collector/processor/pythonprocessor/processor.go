@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/spancost/spancost/collector/extension/pythonextension"
+	"github.com/spancost/spancost/collector/internal/wirepb"
 	"github.com/spancost/spancost/collector/processor/pythonprocessor/internal/metadata"
 )
 
@@ -128,9 +129,22 @@ func (p *pythonProcessor) roundTrip(ctx context.Context, part ptrace.Traces) (pt
 	if err != nil {
 		return ptrace.Traces{}, failureReason(err), err
 	}
-	result, err := p.unmarshaler.UnmarshalTraces(resp.GetTraces())
-	if err != nil {
-		return ptrace.Traces{}, "bad_response", fmt.Errorf("decoding the sidecar's answer: %w", err)
+	var result ptrace.Traces
+	switch answer := resp.GetResult().(type) {
+	case *wirepb.ProcessTracesResponse_Traces:
+		result, err = p.unmarshaler.UnmarshalTraces(answer.Traces)
+		if err != nil {
+			return ptrace.Traces{}, "bad_response", fmt.Errorf("decoding the sidecar's answer: %w", err)
+		}
+	case *wirepb.ProcessTracesResponse_Changes:
+		// part is td itself or a copy of part of it; applyChanges checks
+		// the whole answer before it changes anything.
+		if err := applyChanges(part, answer.Changes); err != nil {
+			return ptrace.Traces{}, "bad_response", fmt.Errorf("the sidecar's changes: %w", err)
+		}
+		result = part
+	default:
+		return ptrace.Traces{}, "bad_response", errors.New("the sidecar answered neither traces nor changes")
 	}
 	for _, ev := range resp.GetEvents() {
 		p.telemetry.ProcessorPythonPluginEvents.Add(ctx, ev.GetSpans(), metric.WithAttributes(
@@ -145,7 +159,21 @@ func processorAttr(id component.ID) attribute.KeyValue {
 }
 
 func failureReason(err error) string {
-	switch status.Code(err) {
+	// The extension's own errors carry no gRPC status: without these checks
+	// they would all count as plugin_error.
+	switch {
+	case errors.Is(err, pythonextension.ErrPluginConfig), errors.Is(err, pythonextension.ErrPluginNotFound):
+		return "invalid_config"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "unavailable"
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return "other"
+	}
+	switch s.Code() {
 	case codes.DeadlineExceeded:
 		return "timeout"
 	case codes.Unavailable, codes.Canceled:
@@ -155,9 +183,6 @@ func failureReason(err error) string {
 	case codes.FailedPrecondition, codes.InvalidArgument, codes.NotFound:
 		return "invalid_config"
 	default:
-		if errors.Is(err, pythonextension.ErrPluginConfig) || errors.Is(err, pythonextension.ErrPluginNotFound) {
-			return "invalid_config"
-		}
 		return "other"
 	}
 }

@@ -1,0 +1,165 @@
+package pythonprocessor // import "github.com/spancost/spancost/collector/processor/pythonprocessor"
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/spancost/spancost/collector/internal/wirepb"
+)
+
+// applyChanges applies a plugin's fast-form answer to td in place, the way
+// python_processor/src/spancost/changes.py documents (and implements, as the
+// reference): attribute changes in order of start, then drops, removing a
+// scope or resource that held spans and holds none afterwards. It checks the
+// whole answer first and changes nothing when any of it is wrong.
+func applyChanges(td ptrace.Traces, ch *wirepb.BatchChanges) error {
+	total := td.SpanCount()
+	if err := checkChanges(ch, total); err != nil {
+		return err
+	}
+	if len(ch.GetAttributes()) > 0 {
+		applyAttributes(td, ch.GetAttributes())
+	}
+	if len(ch.GetDrop()) > 0 {
+		applyDrops(td, mergeRanges(ch.GetDrop()))
+	}
+	return nil
+}
+
+func checkChanges(ch *wirepb.BatchChanges, total int) error {
+	if ch == nil {
+		return errors.New("empty answer")
+	}
+	var prevStart uint32
+	for i, c := range ch.GetAttributes() {
+		if err := checkRange(c.GetStart(), c.GetEnd(), total); err != nil {
+			return fmt.Errorf("attributes[%d]: %w", i, err)
+		}
+		if c.GetStart() < prevStart {
+			return fmt.Errorf("attributes[%d]: start %d comes after start %d; changes must be in order of start", i, c.GetStart(), prevStart)
+		}
+		prevStart = c.GetStart()
+		for j, a := range c.GetSet() {
+			if a.GetKey() == "" {
+				return fmt.Errorf("attributes[%d].set[%d]: empty key", i, j)
+			}
+			if a.GetValue() == nil {
+				return fmt.Errorf("attributes[%d].set[%d]: attribute %q has no value", i, j, a.GetKey())
+			}
+		}
+	}
+	for i, r := range ch.GetDrop() {
+		if err := checkRange(r.GetStart(), r.GetEnd(), total); err != nil {
+			return fmt.Errorf("drop[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func checkRange(start, end uint32, total int) error {
+	if start > end || int(end) > total {
+		return fmt.Errorf("span range [%d, %d) is outside the batch's %d spans", start, end, total)
+	}
+	return nil
+}
+
+func applyAttributes(td ptrace.Traces, changes []*wirepb.AttributeChange) {
+	var active []*wirepb.AttributeChange
+	next := 0
+	index := uint32(0)
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				for next < len(changes) && changes[next].GetStart() <= index {
+					active = append(active, changes[next])
+					next++
+				}
+				active = slices.DeleteFunc(active, func(c *wirepb.AttributeChange) bool { return c.GetEnd() <= index })
+				if len(active) > 0 {
+					attrs := spans.At(k).Attributes()
+					for _, c := range active {
+						applyAttributeChange(attrs, c)
+					}
+				}
+				index++
+			}
+		}
+	}
+}
+
+func applyAttributeChange(attrs pcommon.Map, c *wirepb.AttributeChange) {
+	for _, key := range c.GetRemove() {
+		attrs.Remove(key)
+	}
+	for _, a := range c.GetSet() {
+		switch v := a.GetValue().(type) {
+		case *wirepb.Attribute_StringValue:
+			attrs.PutStr(a.GetKey(), v.StringValue)
+		case *wirepb.Attribute_BoolValue:
+			attrs.PutBool(a.GetKey(), v.BoolValue)
+		case *wirepb.Attribute_IntValue:
+			attrs.PutInt(a.GetKey(), v.IntValue)
+		case *wirepb.Attribute_DoubleValue:
+			attrs.PutDouble(a.GetKey(), v.DoubleValue)
+		}
+	}
+}
+
+type dropRange struct{ start, end uint32 }
+
+// mergeRanges sorts the drop ranges and merges overlapping ones.
+func mergeRanges(drops []*wirepb.SpanRange) []dropRange {
+	ranges := make([]dropRange, 0, len(drops))
+	for _, r := range drops {
+		if r.GetStart() < r.GetEnd() {
+			ranges = append(ranges, dropRange{r.GetStart(), r.GetEnd()})
+		}
+	}
+	slices.SortFunc(ranges, func(a, b dropRange) int { return cmp.Compare(a.start, b.start) })
+	merged := ranges[:0]
+	for _, r := range ranges {
+		if n := len(merged); n > 0 && r.start <= merged[n-1].end {
+			merged[n-1].end = max(merged[n-1].end, r.end)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	return merged
+}
+
+func applyDrops(td ptrace.Traces, ranges []dropRange) {
+	index := uint32(0)
+	cur := 0
+	dropped := func() bool {
+		for cur < len(ranges) && ranges[cur].end <= index {
+			cur++
+		}
+		d := cur < len(ranges) && ranges[cur].start <= index
+		index++
+		return d
+	}
+	td.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool {
+		heldSpans, holdsSpans := false, false
+		rs.ScopeSpans().RemoveIf(func(ss ptrace.ScopeSpans) bool {
+			if ss.Spans().Len() == 0 {
+				return false
+			}
+			heldSpans = true
+			ss.Spans().RemoveIf(func(ptrace.Span) bool { return dropped() })
+			if ss.Spans().Len() == 0 {
+				return true
+			}
+			holdsSpans = true
+			return false
+		})
+		return heldSpans && !holdsSpans
+	})
+}
