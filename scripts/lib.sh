@@ -4,7 +4,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OTELCOL_VERSION="${OTELCOL_VERSION:-v0.161.0}"          # ocb, mdatagen and every collector module
-TELEMETRYGEN_VERSION="${TELEMETRYGEN_VERSION:-v0.161.0}"
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$ROOT/.venv}"
 GOBIN="${GOBIN:-$(go env GOPATH)/bin}"

@@ -22,7 +22,10 @@ from typing import Any
 import grpc
 import psutil
 import yaml
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +39,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -60,7 +65,9 @@ class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
         self._server.add_insecure_port(f"127.0.0.1:{self.port}")
 
     def Export(  # noqa: N802 - the gRPC method name
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.ServicerContext,
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         with self._lock:
             self._requests.append(request)
@@ -73,16 +80,30 @@ class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
     def stop(self) -> None:
         self._server.stop(grace=None)
 
-    def spans(self) -> list[tuple[trace_pb2.ResourceSpans, trace_pb2.ScopeSpans, trace_pb2.Span]]:
+    def spans(
+        self,
+    ) -> list[tuple[trace_pb2.ResourceSpans, trace_pb2.ScopeSpans, trace_pb2.Span]]:
         with self._lock:
             reqs = list(self._requests)
-        return [(rs, ss, span) for req in reqs for rs in req.resource_spans for ss in rs.scope_spans for span in ss.spans]
+        return [
+            (rs, ss, span)
+            for req in reqs
+            for rs in req.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        ]
 
     def span_count(self) -> int:
         return len(self.spans())
 
-    def wait_spans(self, n: int, timeout: float = 20.0) -> list[tuple[trace_pb2.ResourceSpans, trace_pb2.ScopeSpans, trace_pb2.Span]]:
-        wait_for(lambda: self.span_count() >= n, timeout, f"{n} spans at the sink (have {self.span_count()})")
+    def wait_spans(
+        self, n: int, timeout: float = 20.0
+    ) -> list[tuple[trace_pb2.ResourceSpans, trace_pb2.ScopeSpans, trace_pb2.Span]]:
+        wait_for(
+            lambda: self.span_count() >= n,
+            timeout,
+            f"{n} spans at the sink (have {self.span_count()})",
+        )
         return self.spans()
 
 
@@ -99,13 +120,19 @@ def base_config(
         "plugin": "spancost.environment",
         "timeout": "250ms",
         "on_error": "pass",
-        "config": plugin_config if plugin_config is not None else {"drop": ["ci"], "tag": {"prod": {"spancost.checked": True}}},
+        "config": plugin_config
+        if plugin_config is not None
+        else {"drop": ["ci"], "tag": {"prod": {"spancost.checked": True}}},
     }
     proc.update(processor or {})
     ext: dict[str, Any] = {
         "command": [str(SPANCOST), "sidecar"],
         "restart": {"initial_interval": "50ms", "max_interval": "1s"},
-        "health_check": {"interval": "200ms", "timeout": "200ms", "failure_threshold": 3},
+        "health_check": {
+            "interval": "200ms",
+            "timeout": "200ms",
+            "failure_threshold": 3,
+        },
         "shutdown_grace_period": "5s",
     }
     ext.update(extension or {})
@@ -114,7 +141,10 @@ def base_config(
         "receivers": {
             "otlp": {
                 "protocols": {
-                    "grpc": {"endpoint": f"127.0.0.1:{free_port()}", "max_recv_msg_size_mib": 64},
+                    "grpc": {
+                        "endpoint": f"127.0.0.1:{free_port()}",
+                        "max_recv_msg_size_mib": 64,
+                    },
                     "http": {"endpoint": f"127.0.0.1:{free_port()}"},
                 }
             }
@@ -135,12 +165,25 @@ def base_config(
                 "metrics": {
                     "level": "detailed",
                     "readers": [
-                        {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": free_port()}}}}
+                        {
+                            "pull": {
+                                "exporter": {
+                                    "prometheus": {
+                                        "host": "127.0.0.1",
+                                        "port": free_port(),
+                                    }
+                                }
+                            }
+                        }
                     ],
                 },
             },
             "pipelines": {
-                "traces": {"receivers": ["otlp"], "processors": ["python/env"], "exporters": ["otlp_grpc"]}
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["python/env"],
+                    "exporters": ["otlp_grpc"],
+                }
             },
         },
     }
@@ -175,7 +218,10 @@ class Collector:
     def start(self, *, wait: bool = True) -> Collector:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(  # noqa: S603 - our own binary
-            [str(COLLECTOR), "--config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            [str(COLLECTOR), "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
         )
         if wait:
             wait_for(self._ready, 30, "the collector to accept OTLP", interval=0.05)
@@ -215,7 +261,11 @@ class Collector:
         found: list[psutil.Process] = []
 
         def look() -> bool:
-            found[:] = [c for c in psutil.Process(self.proc.pid).children() if c.status() != psutil.STATUS_ZOMBIE]  # type: ignore[union-attr]
+            found[:] = [
+                c
+                for c in psutil.Process(self.proc.pid).children()
+                if c.status() != psutil.STATUS_ZOMBIE
+            ]  # type: ignore[union-attr]
             return bool(found)
 
         wait_for(look, 10, "a sidecar child process")
@@ -223,7 +273,9 @@ class Collector:
 
     def metrics(self) -> dict[str, float]:
         """The collector's own Prometheus metrics, summed over label sets per name+labels text."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as resp:
             text = resp.read().decode()
         out: dict[str, float] = {}
         for line in text.splitlines():
@@ -248,7 +300,10 @@ class Collector:
 def iter_attrs(kvs: Any) -> Iterator[tuple[str, Any]]:
     for kv in kvs:
         v = kv.value
-        yield kv.key, getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+        yield (
+            kv.key,
+            getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None,
+        )
 
 
 def attrs(kvs: Any) -> dict[str, Any]:

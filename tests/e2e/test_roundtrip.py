@@ -18,8 +18,16 @@ def test_spans_pass_through_the_plugin_unchanged_but_for_its_changes(
 ) -> None:
     c = collector(base_config(sink.port))
     endpoint = c.grpc_endpoint if protocol == "grpc" else c.http_endpoint
-    prod = Sender(endpoint, protocol=protocol, resource={"service.name": "checkout", "deployment.environment.name": "prod"})
-    ci = Sender(endpoint, protocol=protocol, resource={"service.name": "checkout", "deployment.environment": "ci"})
+    prod = Sender(
+        endpoint,
+        protocol=protocol,
+        resource={"service.name": "checkout", "deployment.environment.name": "prod"},
+    )
+    ci = Sender(
+        endpoint,
+        protocol=protocol,
+        resource={"service.name": "checkout", "deployment.environment": "ci"},
+    )
     for _ in range(20):
         prod.trace(children=3)
         ci.trace(children=1)
@@ -38,6 +46,13 @@ def test_spans_pass_through_the_plugin_unchanged_but_for_its_changes(
     prod.shutdown()
     ci.shutdown()
 
-    assert c.metric("otelcol_processor_python_plugin_events", processor="python/env", event="dropped") == 40
+    assert (
+        c.metric(
+            "otelcol_processor_python_plugin_events",
+            processor="python/env",
+            event="dropped",
+        )
+        == 40
+    )
     assert c.metric("otelcol_processor_python_spans_passed_unchanged") == 0
     assert c.metric("otelcol_processor_python_requests_failed") == 0

@@ -1,0 +1,146 @@
+// Command spancost-loadgen sends OTLP/gRPC trace batches at a fixed rate and
+// reports exactly how many spans the receiver acknowledged, so `make bench`
+// can tell a collector that keeps up from one that drops. (telemetrygen drops
+// spans in its own SDK queue when the receiver is slow, and its --rate does
+// not hold above a few thousand spans a second, so neither can say that.)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+type result struct {
+	SentSpans   int64   `json:"sent_spans"`
+	AckedSpans  int64   `json:"acked_spans"`
+	FailedCalls int64   `json:"failed_calls"`
+	Elapsed     float64 `json:"elapsed_s"`
+	Requests    int     `json:"requests"`
+	P50Millis   float64 `json:"p50_ms"`
+	P99Millis   float64 `json:"p99_ms"`
+}
+
+func main() {
+	endpoint := flag.String("endpoint", "127.0.0.1:4317", "OTLP/gRPC endpoint")
+	rate := flag.Float64("rate", 10000, "spans per second over all workers (0: as fast as acknowledged)")
+	duration := flag.Duration("duration", 10*time.Second, "how long to send")
+	batchSize := flag.Int("batch", 512, "spans per request")
+	workers := flag.Int("workers", 4, "concurrent senders")
+	env := flag.String("environment", "prod", "deployment.environment.name of the resource")
+	flag.Parse()
+
+	conn, err := grpc.NewClient(*endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "endpoint:", err)
+		os.Exit(2)
+	}
+	defer conn.Close()
+	client := ptraceotlp.NewGRPCClient(conn)
+
+	var res result
+	var mu sync.Mutex
+	var latencies []float64
+	var idSeq atomic.Uint64
+	interval := time.Duration(0)
+	if *rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(*batchSize) * float64(*workers) / *rate)
+	}
+	began := time.Now()
+	deadline := began.Add(*duration)
+	var wg sync.WaitGroup
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := time.Now()
+			for time.Now().Before(deadline) {
+				req := ptraceotlp.NewExportRequestFromTraces(makeBatch(*batchSize, *env, &idSeq))
+				start := time.Now()
+				_, err := client.Export(context.Background(), req)
+				took := time.Since(start)
+				atomic.AddInt64(&res.SentSpans, int64(*batchSize))
+				mu.Lock()
+				latencies = append(latencies, float64(took)/float64(time.Millisecond))
+				mu.Unlock()
+				if err != nil {
+					atomic.AddInt64(&res.FailedCalls, 1)
+				} else {
+					atomic.AddInt64(&res.AckedSpans, int64(*batchSize))
+				}
+				if interval > 0 {
+					next = next.Add(interval)
+					if d := time.Until(next); d > 0 {
+						time.Sleep(d)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(began).Seconds()
+	slices.Sort(latencies)
+	res.Requests = len(latencies)
+	res.P50Millis = quantile(latencies, 0.50)
+	res.P99Millis = quantile(latencies, 0.99)
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+}
+
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[int(q*float64(len(sorted)-1))]
+}
+
+// makeBatch builds one request: a resource with batchSize server spans, a
+// few attributes each, unique IDs.
+func makeBatch(n int, env string, seq *atomic.Uint64) ptrace.Traces {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "checkout")
+	rs.Resource().Attributes().PutStr("deployment.environment.name", env)
+	rs.Resource().Attributes().PutStr("cloud.provider", "aws")
+	rs.Resource().Attributes().PutStr("host.type", "m5.large")
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName("spancost-loadgen")
+	now := time.Now()
+	spans := ss.Spans()
+	spans.EnsureCapacity(n)
+	for i := 0; i < n; i++ {
+		id := seq.Add(1)
+		s := spans.AppendEmpty()
+		var tid [16]byte
+		var sid [8]byte
+		putUint64(tid[8:], id)
+		putUint64(sid[:], id)
+		s.SetTraceID(pcommon.TraceID(tid))
+		s.SetSpanID(pcommon.SpanID(sid))
+		s.SetName("GET /checkout")
+		s.SetKind(ptrace.SpanKindServer)
+		s.SetStartTimestamp(pcommon.NewTimestampFromTime(now.Add(-5 * time.Millisecond)))
+		s.SetEndTimestamp(pcommon.NewTimestampFromTime(now))
+		s.Attributes().PutStr("http.route", "/checkout")
+		s.Attributes().PutInt("http.response.status_code", 200)
+	}
+	return td
+}
+
+func putUint64(b []byte, v uint64) {
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+}

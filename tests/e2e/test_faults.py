@@ -1,0 +1,187 @@
+"""A sidecar that dies, freezes or is misconfigured never costs a span."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.harness import Collector, OtlpSink, attrs, base_config, wait_for
+from tests.e2e.raw import RawClient, batch, span_ids
+from tests.e2e.sdk import Sender
+
+TAG = "spancost.checked"
+
+
+def enriched(span: object) -> bool:
+    return attrs(span.attributes).get(TAG) is True  # type: ignore[attr-defined]
+
+
+def test_sigkilled_sidecar_loses_nothing_with_on_error_pass(
+    sink: OtlpSink, collector: Callable[..., Collector]
+) -> None:
+    c = collector(base_config(sink.port))
+    client = RawClient(c.grpc_endpoint)
+    old = c.sidecar()
+    sent: list[tuple[float, list[bytes]]] = []
+    killed_at: list[float] = []
+
+    def kill_later() -> None:
+        time.sleep(0.8)
+        killed_at.append(time.monotonic())
+        old.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_later)
+    killer.start()
+    deadline = time.monotonic() + 4.0
+    while time.monotonic() < deadline:
+        req = batch(10)
+        at = time.monotonic()
+        client.export(req)
+        sent.append((at, span_ids(req)))
+        time.sleep(0.02)
+    killer.join()
+    client.close()
+
+    all_ids = [i for _, ids in sent for i in ids]
+    got = sink.wait_spans(len(all_ids))
+    assert len(got) == len(all_ids), "spans were duplicated"
+    assert sorted(span.span_id for _, _, span in got) == sorted(all_ids)
+
+    by_id = {span.span_id: span for _, _, span in got}
+    unenriched = sum(1 for span in by_id.values() if not enriched(span))
+    assert unenriched > 0, "the kill never hit a batch: the test proved nothing"
+    wait_for(
+        lambda: c.metric("otelcol_processor_python_spans_passed_unchanged") == unenriched,
+        5,
+        "spans_passed_unchanged to match the unenriched spans",
+    )
+    assert c.metric("otelcol_extension_python_sidecar_restarts", extension="python") == 1
+
+    # Enrichment resumes within 2 s of the kill, and stays on.
+    kill = killed_at[0]
+    after = [(at, ids) for at, ids in sent if at > kill]
+    first_ok = next(at for at, ids in after if all(enriched(by_id[i]) for i in ids))
+    assert first_ok - kill < 2.0, f"enrichment resumed {first_ok - kill:.2f}s after the kill"
+    assert all(enriched(by_id[i]) for at, ids in sent if at > first_ok + 0.1 for i in ids)
+    assert c.sidecar().pid != old.pid
+
+
+def test_rejecting_processor_with_a_retrying_sender_loses_nothing(
+    sink: OtlpSink, collector: Callable[..., Collector]
+) -> None:
+    c = collector(base_config(sink.port, processor={"on_error": "reject"}))
+    sender = Sender(
+        c.grpc_endpoint,
+        resource={"service.name": "checkout", "deployment.environment.name": "prod"},
+    )
+    old = c.sidecar()
+    deadline = time.monotonic() + 3.0
+    killed = False
+    while time.monotonic() < deadline:
+        sender.trace(children=2)
+        if not killed and time.monotonic() > deadline - 2.5:
+            old.send_signal(signal.SIGKILL)
+            killed = True
+        time.sleep(0.01)
+    sender.flush()
+    sent = {s.get_span_context().span_id.to_bytes(8, "big") for s in sender.sent()}  # type: ignore[union-attr]
+    got = sink.wait_spans(len(sent))
+    assert len(got) == len(sent), "spans were lost or duplicated"
+    assert {span.span_id for _, _, span in got} == sent
+    # With reject, every span that reached the backend went through the plugin.
+    assert all(enriched(span) for _, _, span in got)
+    assert c.metric("otelcol_processor_python_spans_rejected") > 0, "the kill never hit a batch"
+    sender.shutdown()
+
+
+def test_frozen_sidecar_costs_at_most_the_timeout(
+    sink: OtlpSink, collector: Callable[..., Collector]
+) -> None:
+    c = collector(
+        base_config(
+            sink.port,
+            processor={"timeout": "200ms"},
+            extension={
+                "health_check": {
+                    "interval": "10s",
+                    "timeout": "1s",
+                    "failure_threshold": 3,
+                }
+            },
+        )
+    )
+    client = RawClient(c.grpc_endpoint)
+    client.export(batch(5))  # warm: the connection is up
+    sidecar = c.sidecar()
+    os.kill(sidecar.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        client.export(batch(5))
+        took = time.monotonic() - began
+    finally:
+        os.kill(sidecar.pid, signal.SIGCONT)
+    client.close()
+    assert 0.2 <= took < 1.0, f"the frozen sidecar held the batch for {took:.3f}s"
+    got = sink.wait_spans(10)
+    assert sum(1 for _, _, span in got if not enriched(span)) == 5
+    assert c.metric("otelcol_processor_python_requests_failed", reason="timeout") == 1
+
+
+def test_a_20_mb_batch_is_split_not_dropped(
+    sink: OtlpSink, collector: Callable[..., Collector]
+) -> None:
+    c = collector(base_config(sink.port))
+    req = batch(4000, attr_bytes=5000)
+    assert req.ByteSize() > 20_000_000
+    client = RawClient(c.grpc_endpoint)
+    client.export(req, timeout=60)
+    client.close()
+    got = sink.wait_spans(4000, timeout=60)
+    assert len(got) == 4000
+    assert sorted(span.span_id for _, _, span in got) == sorted(span_ids(req))
+    assert all(enriched(span) for _, _, span in got)
+    assert c.metric("otelcol_processor_python_requests_sent") >= 5  # 4 MiB parts
+    assert c.metric("otelcol_processor_python_requests_failed") == 0
+
+
+@pytest.mark.parametrize(
+    ("processor", "extension", "expected"),
+    [
+        ({"plugin": "nosuch.plugin"}, {}, 'plugin: "nosuch.plugin"'),
+        ({"config": {"drop": "ci"}}, {}, "config.drop"),
+        ({"config": {"drpo": ["ci"]}}, {}, "config.drpo"),
+        ({"on_error": "drop"}, {}, 'on_error: must be "pass" or "reject", got "drop"'),
+        ({"timeout": "0s"}, {}, "timeout: must be positive"),
+        (
+            {},
+            {"command": ["/nonexistent/spancost", "sidecar"]},
+            "/nonexistent/spancost",
+        ),
+        ({}, {"endpoint": "0.0.0.0:4999"}, "endpoint"),
+    ],
+    ids=[
+        "unknown-plugin",
+        "plugin-config-type",
+        "plugin-config-unknown-key",
+        "on_error",
+        "timeout",
+        "missing-sidecar-command",
+        "public-endpoint",
+    ],
+)
+def test_bad_configuration_stops_the_collector_naming_the_problem(
+    processor: dict[str, object],
+    extension: dict[str, object],
+    expected: str,
+    sink: OtlpSink,
+    collector: Callable[..., Collector],
+) -> None:
+    c = collector(base_config(sink.port, processor=processor, extension=extension), wait=False)
+    rc = c.wait_exit(timeout=30)
+    assert rc != 0
+    assert expected in c.log(), c.log()[-3000:]
