@@ -12,11 +12,17 @@ from tests.e2e.sdk import Sender, assert_same_span
 TAG = "spancost.checked"
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize(
+    ("protocol", "answer_form"), [("grpc", "auto"), ("http", "auto"), ("grpc", "full")]
+)
 def test_spans_pass_through_the_plugin_unchanged_but_for_its_changes(
-    protocol: str, sink: OtlpSink, collector: Callable[..., Collector]
+    protocol: str, answer_form: str, sink: OtlpSink, collector: Callable[..., Collector]
 ) -> None:
-    c = collector(base_config(sink.port))
+    """auto: the environment plugin answers in the fast form (changes applied in Go);
+    full: the sidecar sends the whole batch back (decoded in Go)."""
+    config = base_config(sink.port)
+    config["extensions"]["python"]["command"] += ["--answer-form", answer_form]
+    c = collector(config)
     endpoint = c.grpc_endpoint if protocol == "grpc" else c.http_endpoint
     prod = Sender(
         endpoint,
