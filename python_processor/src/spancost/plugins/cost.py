@@ -1,0 +1,694 @@
+"""``spancost.cost``: prices every span and writes the price on it.
+
+Attributes written (every other ``cost.*`` attribute is left alone):
+
+``cost.usd`` (double), ``cost.currency`` (``USD``), ``cost.source`` (who
+answered: ``bundled``, ``aws_pricelist``, ``genai-prices``, ``rule:<name>``),
+``cost.model`` (how it was computed, e.g. ``ec2.on_demand.duration``),
+``cost.price_as_of``, ``cost.instance_type`` (compute only) — or, for a span
+that cannot be priced, only ``cost.unpriced_reason`` (``no_resource_info``,
+``unknown_instance_type``, ``unknown_region``, ``unknown_model``,
+``source_unavailable``, ``bad_attribute``). These attributes are removed from
+incoming spans and recomputed, so no client can set its own price; with
+``trust_upstream: true`` a span that already has a ``cost.usd`` double (from an
+upstream spancost collector) passes untouched.
+
+How a span is priced, first that applies:
+
+1. the first user rule that matches it, if that rule prices usage
+   (``per_unit_usd``, or ``per_hour_usd`` with ``applies_to: all``);
+2. its LLM token usage (``gen_ai.usage.*``), with genai-prices;
+3. the compute of its service segment (EC2, Lambda, Fargate, or a
+   ``per_hour_usd`` rule with ``applies_to: local_roots``): charged on the
+   segment's local root, 0.0 (``<kind>.included_in_segment``) on the others.
+
+See the README section "What is priced and how" for the formulas.
+
+Speed: resource attributes are read once per ``ResourceSpans`` and the resource's
+plan is cached; a scope's spans are only read attribute by attribute when its
+serialized bytes contain a key that matters (``gen_ai.usage.``, a rule's
+attribute, ...). Otherwise each span costs a few field reads, and only local
+roots get an attribute change of their own: the rest share one range.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+
+from spancost.attributes import AttributeValue
+from spancost.changes import Changes
+from spancost.config import ConfigSection
+from spancost.errors import ConfigError
+from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest
+from spancost.pricing.catalog import PriceBook, build_price_book
+from spancost.pricing.compute import (
+    FLAG_CONTEXT_HAS_IS_REMOTE,
+    FLAG_CONTEXT_IS_REMOTE,
+    MAX_DURATION_NS,
+    SPAN_KIND_CONSUMER,
+    SPAN_KIND_SERVER,
+    ComputeSettings,
+    FargateTask,
+    MemoryUnit,
+    SegmentPricing,
+    is_local_root,
+    normalize_arch,
+    plan_compute,
+    span_duration_ns,
+)
+from spancost.pricing.facts import (
+    ATTR_FAAS_TRIGGER,
+    RESOURCE_KEYS,
+    ResourceFacts,
+    Unusable,
+    Value,
+    as_count,
+)
+from spancost.pricing.llm import LLM_KEYS, LlmPricer, token_usage
+from spancost.pricing.model import Priced, Unpriced, UnpricedReason
+from spancost.pricing.rules import Rule, first_match, parse_rules, read_number, span_triggers
+
+__all__ = [
+    "ATTR_CURRENCY",
+    "ATTR_INSTANCE_TYPE",
+    "ATTR_MODEL",
+    "ATTR_PRICE_AS_OF",
+    "ATTR_SOURCE",
+    "ATTR_UNPRICED_REASON",
+    "ATTR_USD",
+    "OWNED_KEYS",
+    "CostPlugin",
+]
+
+logger = logging.getLogger(__name__)
+
+ATTR_USD: Final = "cost.usd"
+ATTR_CURRENCY: Final = "cost.currency"
+ATTR_SOURCE: Final = "cost.source"
+ATTR_MODEL: Final = "cost.model"
+ATTR_PRICE_AS_OF: Final = "cost.price_as_of"
+ATTR_INSTANCE_TYPE: Final = "cost.instance_type"
+ATTR_UNPRICED_REASON: Final = "cost.unpriced_reason"
+OWNED_KEYS: Final = (
+    ATTR_USD,
+    ATTR_CURRENCY,
+    ATTR_SOURCE,
+    ATTR_MODEL,
+    ATTR_PRICE_AS_OF,
+    ATTR_INSTANCE_TYPE,
+    ATTR_UNPRICED_REASON,
+)
+"""The attributes this plugin writes, and removes from incoming spans."""
+
+CURRENCY: Final = "USD"
+MAX_SPAN_USD: Final = 1e9
+"""A higher price for one span is bad data (e.g. a huge count), not a price."""
+
+DEFAULT_SPOT_ATTRIBUTE: Final = "aws.ec2.instance.lifecycle"
+DEFAULT_SPOT_VALUES: Final = ("spot",)
+DEFAULT_SPOT_DISCOUNT: Final = 0.7
+PLAN_TTL_S: Final = 60.0
+PLAN_CACHE_LIMIT: Final = 4096
+
+_ENTRY_KINDS: Final = (SPAN_KIND_SERVER, SPAN_KIND_CONSUMER)
+_LLM_NEEDLE: Final = b"gen_ai.usage."
+_COST_NEEDLE: Final = b"cost."
+_EVENT_TRUSTED: Final = ("trusted", "upstream")
+_BAD_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
+    {ATTR_UNPRICED_REASON: "bad_attribute"},
+    ("unpriced", "bad_attribute"),
+)
+
+Outcome = tuple[dict[str, AttributeValue], tuple[str, str]]
+"""The attributes a span ends with, and the (event, reason) it is counted under."""
+_Override = tuple[int, tuple[str, ...], dict[str, AttributeValue], tuple[str, str]]
+
+
+def _plain(value: AnyValue) -> Value:
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which == "int_value":
+        return value.int_value
+    if which == "double_value":
+        return value.double_value
+    if which == "bool_value":
+        return value.bool_value
+    return Unusable(which.removesuffix("_value") if which else "empty")
+
+
+def _read(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, Value]:
+    """The `wanted` attributes as plain values; the first of a repeated key wins."""
+    found: dict[str, Value] = {}
+    for attribute in attributes:
+        key = attribute.key
+        if key in wanted and key not in found:
+            found[key] = _plain(attribute.value)
+    return found
+
+
+@dataclass(slots=True)
+class _Plan:
+    """How the spans of one resource are priced, unless their own attributes say otherwise."""
+
+    values: dict[str, Value]
+    base: dict[str, AttributeValue]  # a span with no charge of its own
+    base_event: tuple[str, str]
+    segment: SegmentPricing | None  # charged on local roots (or every span)
+    every_span: bool
+    is_lambda: bool
+    rule: Rule | None
+    needles: tuple[bytes, ...]
+    variants: dict[str, _Plan] = field(default_factory=dict)
+
+
+class CostPlugin(AnnotatingPlugin):
+    """Prices every span (see the module docstring and the README)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        section = ConfigSection(config)
+        section.allow_only(
+            "prices",
+            "rules",
+            "minimum_charge_usd",
+            "trust_upstream",
+            "spot",
+            "fargate",
+            "lambda",
+            "llm",
+        )
+        self._minimum = read_number(section, "minimum_charge_usd", 0.0, maximum=1.0)
+        self._trust_upstream = section.get_bool("trust_upstream", default=False)
+        self._spot_attribute, self._spot_values, spot_discount = _read_spot(section)
+        fargate_tasks = _read_fargate(section)
+        lambda_memory_unit = _read_lambda(section)
+        self._rules = parse_rules(section)
+        llm = section.get_section("llm", default={})
+        llm.allow_only("enabled")
+        self._llm = LlmPricer() if llm.get_bool("enabled", default=True) else None
+        # Last: a source may start a background thread.
+        self._book: PriceBook = build_price_book(section.get_section("prices", default={}))
+        self._settings = ComputeSettings(
+            spot_discount=spot_discount,
+            fargate_tasks=fargate_tasks,
+            lambda_memory_unit=lambda_memory_unit,
+            default_operating_system=self._book.default_operating_system,
+        )
+
+        rule_keys = frozenset(key for rule in self._rules for key in rule.keys)
+        self._resource_keys = RESOURCE_KEYS | rule_keys | {self._spot_attribute}
+        span_keys = set(rule_keys) | {ATTR_FAAS_TRIGGER}
+        needles: list[bytes] = []
+        if self._llm is not None:
+            span_keys |= LLM_KEYS
+            needles.append(_LLM_NEEDLE)
+        if self._trust_upstream:
+            span_keys.add(ATTR_USD)
+            needles.append(ATTR_USD.encode())
+        self._span_keys = frozenset(span_keys)
+        self._needles = tuple(needles)
+        self._plans: dict[bytes, _Plan] = {}
+        self._plans_expire = time.monotonic() + PLAN_TTL_S
+        self._force_detailed = False  # tests: read every span's attributes
+        logger.info(
+            "spancost.cost: sources %s, %d rules, llm %s, trust_upstream %s",
+            ", ".join(self._book.names) or "none",
+            len(self._rules),
+            "on" if self._llm is not None else "off",
+            self._trust_upstream,
+        )
+
+    def close(self) -> None:
+        self._book.close()
+
+    # -- the hot path ---------------------------------------------------------------
+
+    def annotate(self, batch: ExportTraceServiceRequest, changes: Changes, events: Events) -> None:
+        """Record every span's price in `changes` and count it in `events`."""
+        now = time.monotonic()
+        if now > self._plans_expire:  # live prices may have changed
+            self._plans = {}
+            self._plans_expire = now + PLAN_TTL_S
+        counts: dict[tuple[str, str], int] = {}
+        start = 0
+        for resource_spans in batch.resource_spans:
+            start = self._annotate_resource(resource_spans, start, changes, counts)
+        for (event, reason), spans in counts.items():
+            events.add(event, reason, spans)
+
+    def _annotate_resource(
+        self,
+        resource_spans: ResourceSpans,
+        start: int,
+        changes: Changes,
+        counts: dict[tuple[str, str], int],
+    ) -> int:
+        plan: _Plan | None = None
+        has_cost = False
+        overrides: list[_Override] = []
+        trusted: list[int] = []
+        index = start
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            if not spans:
+                continue
+            if plan is None:
+                plan = self._plan(resource_spans)
+            # The serialized scope holds every attribute key of its spans: searching its
+            # bytes (in C) finds the few spans worth reading attribute by attribute.
+            blob = scope_spans.SerializeToString()
+            if _COST_NEEDLE in blob:
+                has_cost = True
+            hits = None if self._force_detailed else _hits(blob, plan.needles)
+            if hits is None:
+                hits = set(range(len(spans)))
+            if hits:
+                self._detailed(
+                    plan, spans, index, offsets=sorted(hits), overrides=overrides, trusted=trusted
+                )
+            if plan.segment is not None and len(hits) < len(spans):
+                self._fast(plan, plan.segment, spans, index, overrides=overrides, skip=hits)
+            index += len(spans)
+        if plan is not None:
+            _emit(
+                plan,
+                start=start,
+                end=index,
+                has_cost=has_cost,
+                overrides=overrides,
+                trusted=trusted,
+                changes=changes,
+                counts=counts,
+            )
+        return index
+
+    def _fast(
+        self,
+        plan: _Plan,
+        segment: SegmentPricing,
+        spans: Iterable[Span],
+        index: int,
+        *,
+        overrides: list[_Override],
+        skip: set[int],
+    ) -> None:
+        """Charge the local roots; the other spans keep the plan's base.
+
+        Spans at offsets in `skip` were decided from their own attributes.
+        Inlines `is_local_root` and `span_duration_ns` (tests check they agree).
+        """
+        every_span = plan.every_span
+        minimum = self._minimum
+        event = ("priced", segment.source)
+        model = segment.model
+        charge = segment.charge
+        append = overrides.append
+        has_is_remote = FLAG_CONTEXT_HAS_IS_REMOTE
+        is_remote = FLAG_CONTEXT_IS_REMOTE
+        entry_kinds = _ENTRY_KINDS
+        max_duration = MAX_DURATION_NS
+        for offset, span in enumerate(spans):
+            if skip and offset in skip:
+                continue
+            if not every_span:
+                flags = span.flags
+                if flags & has_is_remote:
+                    if not flags & is_remote and span.parent_span_id:
+                        continue  # the parent is known to be in this process
+                elif span.kind not in entry_kinds and span.parent_span_id:
+                    continue
+            begin = span.start_time_unix_nano
+            duration = span.end_time_unix_nano - begin
+            if begin <= 0 or duration < 0 or duration > max_duration:
+                append(_override(index + offset, plan.base, _BAD_OUTCOME))
+                continue
+            usd = max(charge(duration), minimum)
+            if usd <= MAX_SPAN_USD:
+                append((index + offset, (), {ATTR_USD: usd, ATTR_MODEL: model}, event))
+            else:
+                append(_override(index + offset, plan.base, _BAD_OUTCOME))
+
+    def _detailed(
+        self,
+        plan: _Plan,
+        spans: Sequence[Span],
+        index: int,
+        *,
+        offsets: list[int],
+        overrides: list[_Override],
+        trusted: list[int],
+    ) -> None:
+        """Decide the spans at `offsets` (ascending) from their own attributes."""
+        wanted = self._span_keys
+        for offset in offsets:
+            span = spans[offset]
+            values = _read(span.attributes, wanted)
+            outcome = self._decide(plan, values, span)
+            if outcome is None:
+                trusted.append(index + offset)
+            elif outcome[0] is not plan.base:
+                overrides.append(_override(index + offset, plan.base, outcome))
+
+    def _decide(  # noqa: PLR0911 - one return per step of the pricing order
+        self, plan: _Plan, values: dict[str, Value], span: Span
+    ) -> Outcome | None:
+        """A span's outcome; None to leave it untouched (a trusted upstream price)."""
+        if self._trust_upstream and _is_upstream_price(values.get(ATTR_USD)):
+            return None
+        resource = plan.values
+        rule = plan.rule
+        if self._rules and values:
+            rule = first_match(self._rules, lambda key: values.get(key, resource.get(key)))
+        if rule is not None and not rule.is_segment_rule:
+            if rule.per_unit_usd is not None:
+                return self._unit_outcome(rule, values, resource)
+            return self._charge(rule.segment_pricing(), span)
+        if self._llm is not None and values:
+            usage = token_usage(values)
+            if isinstance(usage, Unpriced):
+                return _unpriced(usage.reason)
+            if usage is not None:
+                return self._priced(self._llm.price(values, usage, span.start_time_unix_nano))
+        segment_plan = plan if rule is plan.rule else self._variant(plan, rule)
+        segment = segment_plan.segment
+        if segment is None:
+            return segment_plan.base, segment_plan.base_event
+        root = segment_plan.every_span or is_local_root(
+            span.kind, span.flags, bool(span.parent_span_id)
+        )
+        if not root and segment_plan.is_lambda:
+            root = ATTR_FAAS_TRIGGER in values
+        if root:
+            return self._charge(segment, span)
+        return segment_plan.base, segment_plan.base_event
+
+    # -- plans ----------------------------------------------------------------------
+
+    def _plan(self, resource_spans: ResourceSpans) -> _Plan:
+        # Keyed by the resource's bytes: one C call instead of reading its attributes.
+        key = resource_spans.resource.SerializeToString()
+        plan = self._plans.get(key)
+        if plan is None:
+            values = _read(resource_spans.resource.attributes, self._resource_keys)
+            rule = first_match(self._rules, values.get) if self._rules else None
+            plan = self._make_plan(values, rule)
+            plans = self._plans
+            if len(plans) >= PLAN_CACHE_LIMIT:
+                plans = self._plans = {}
+            plans[key] = plan
+        return plan
+
+    def _variant(self, plan: _Plan, rule: Rule | None) -> _Plan:
+        """The plan of the same resource under another rule (or none), for one span."""
+        name = rule.name if rule is not None else ""
+        variant = plan.variants.get(name)
+        if variant is None:
+            variant = plan.variants[name] = self._make_plan(plan.values, rule)
+        return variant
+
+    def _make_plan(self, values: dict[str, Value], rule: Rule | None) -> _Plan:
+        is_lambda = False
+        every_span = False
+        segment: SegmentPricing | None = None
+        if rule is None:
+            facts = ResourceFacts.from_values(values, self._spot_attribute, self._spot_values)
+            pricing = plan_compute(facts, self._book, self._settings)
+            is_lambda = facts.platform == "aws_lambda"
+            if isinstance(pricing, Unpriced):
+                base, base_event = _unpriced(pricing.reason)
+            else:
+                segment = pricing
+                base, base_event = _included(pricing)
+        elif rule.per_hour_usd is not None:
+            segment = rule.segment_pricing()
+            every_span = not rule.local_roots_only
+            base, base_event = _included(segment)
+        else:
+            base, base_event = self._unit_outcome(rule, {}, values)
+        triggers = span_triggers(self._rules, rule) if self._rules else frozenset()
+        needles = self._needles + tuple(t.encode() for t in sorted(triggers))
+        if is_lambda:
+            needles += (ATTR_FAAS_TRIGGER.encode(),)
+        return _Plan(
+            values=values,
+            base=base,
+            base_event=base_event,
+            segment=segment,
+            every_span=every_span,
+            is_lambda=is_lambda,
+            rule=rule,
+            needles=needles,
+        )
+
+    # -- outcomes -------------------------------------------------------------------
+
+    def _charge(self, segment: SegmentPricing, span: Span) -> Outcome:
+        duration = span_duration_ns(span.start_time_unix_nano, span.end_time_unix_nano)
+        if duration is None:
+            return _BAD_OUTCOME
+        usd = segment.charge(duration)
+        return self._priced(
+            Priced(usd, segment.source, segment.model, segment.as_of, segment.instance_type)
+        )
+
+    def _unit_outcome(
+        self, rule: Rule, values: Mapping[str, Value], resource: Mapping[str, Value]
+    ) -> Outcome:
+        assert rule.per_unit_usd is not None  # only per-unit rules come here
+        units = 1.0
+        if rule.unit_attribute is not None:
+            raw = values.get(rule.unit_attribute, resource.get(rule.unit_attribute))
+            try:
+                count = as_count(raw, maximum=MAX_SPAN_USD / max(rule.per_unit_usd, 1e-300))
+            except ValueError:
+                return _BAD_OUTCOME
+            if count is None:
+                return _BAD_OUTCOME
+            units = count
+        usd = rule.per_unit_usd * units
+        return self._priced(Priced(usd, rule.source, "rule.usage", rule.as_of))
+
+    def _priced(self, decision: Priced | Unpriced) -> Outcome:
+        if isinstance(decision, Unpriced):
+            return _unpriced(decision.reason)
+        usd = max(decision.usd, self._minimum)
+        if not 0.0 <= usd <= MAX_SPAN_USD:  # also refuses NaN
+            return _BAD_OUTCOME
+        attributes: dict[str, AttributeValue] = {
+            ATTR_USD: float(usd),
+            ATTR_CURRENCY: CURRENCY,
+            ATTR_SOURCE: decision.source,
+            ATTR_MODEL: decision.model,
+            ATTR_PRICE_AS_OF: decision.as_of,
+        }
+        if decision.instance_type:
+            attributes[ATTR_INSTANCE_TYPE] = decision.instance_type
+        return attributes, ("priced", decision.source)
+
+
+def _included(segment: SegmentPricing) -> Outcome:
+    """A span whose compute is charged on its segment's local root."""
+    attributes: dict[str, AttributeValue] = {
+        ATTR_USD: 0.0,
+        ATTR_CURRENCY: CURRENCY,
+        ATTR_SOURCE: segment.source,
+        ATTR_MODEL: segment.included_model,
+        ATTR_PRICE_AS_OF: segment.as_of,
+    }
+    if segment.instance_type:
+        attributes[ATTR_INSTANCE_TYPE] = segment.instance_type
+    return attributes, ("priced", segment.source)
+
+
+def _unpriced(reason: UnpricedReason) -> Outcome:
+    return {ATTR_UNPRICED_REASON: reason}, ("unpriced", reason)
+
+
+def _is_upstream_price(value: Value | None) -> bool:
+    return type(value) is float and math.isfinite(value) and value >= 0
+
+
+def _span_bounds(blob: bytes) -> tuple[list[int], list[int]] | None:
+    """Where each span starts and ends in a serialized ``ScopeSpans`` (field 2, in order).
+
+    None if the bytes do not parse (never expected: they come from upb).
+    """
+    starts: list[int] = []
+    ends: list[int] = []
+    position = 0
+    size = len(blob)
+    try:
+        while position < size:
+            tag, position = _varint(blob, position)
+            wire_type = tag & 7
+            if wire_type == 2:  # length-delimited
+                length, position = _varint(blob, position)
+                if tag >> 3 == 2:
+                    starts.append(position)
+                    ends.append(position + length)
+                position += length
+            elif wire_type == 0:
+                _, position = _varint(blob, position)
+            elif wire_type == 1:
+                position += 8
+            elif wire_type == 5:
+                position += 4
+            else:
+                return None
+    except IndexError:
+        return None
+    return starts, ends
+
+
+def _varint(blob: bytes, position: int) -> tuple[int, int]:
+    byte = blob[position]
+    position += 1
+    if byte < 0x80:
+        return byte, position
+    result = byte & 0x7F
+    shift = 7
+    while True:
+        byte = blob[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7
+
+
+def _hits(blob: bytes, needles: tuple[bytes, ...]) -> set[int] | None:
+    """Offsets of the spans whose bytes contain a needle (a false positive costs a read).
+
+    None: read them all (the bytes did not parse; never expected, they come from upb).
+    """
+    found = [needle for needle in needles if needle in blob]
+    if not found:
+        return set()
+    bounds = _span_bounds(blob)
+    if bounds is None:
+        return None
+    starts, ends = bounds
+    hits: set[int] = set()
+    for needle in found:
+        position = blob.find(needle)
+        while position != -1:
+            span = bisect.bisect_right(starts, position) - 1
+            if span >= 0 and position < ends[span]:
+                hits.add(span)
+                position = blob.find(needle, ends[span])
+            else:
+                position = blob.find(needle, position + 1)
+    return hits
+
+
+def _override(index: int, base: Mapping[str, AttributeValue], outcome: Outcome) -> _Override:
+    """What to change on span `index`, which the plan's base was set on, to reach `outcome`."""
+    attributes, event = outcome
+    remove = tuple(key for key in base if key not in attributes)
+    changed = {
+        key: value
+        for key, value in attributes.items()
+        if key not in base or type(base[key]) is not type(value) or base[key] != value
+    }
+    return index, remove, changed, event
+
+
+def _emit(
+    plan: _Plan,
+    *,
+    start: int,
+    end: int,
+    has_cost: bool,
+    overrides: list[_Override],
+    trusted: list[int],
+    changes: Changes,
+    counts: dict[tuple[str, str], int],
+) -> None:
+    """Record one resource's changes: base ranges first, then each span's override."""
+    ranges: list[tuple[int, int]] = []
+    cursor = start
+    for index in trusted:
+        if cursor < index:
+            ranges.append((cursor, index))
+        cursor = index + 1
+    if cursor < end:
+        ranges.append((cursor, end))
+    if has_cost:
+        for first, last in ranges:
+            changes.remove(first, last, OWNED_KEYS)
+    for first, last in ranges:
+        changes.set(first, last, plan.base)
+    for index, remove, changed, event in overrides:
+        if remove:
+            changes.remove(index, index + 1, remove)
+        if changed:
+            changes.set(index, index + 1, changed)
+        counts[event] = counts.get(event, 0) + 1
+    base_spans = end - start - len(trusted) - len(overrides)
+    if base_spans:
+        counts[plan.base_event] = counts.get(plan.base_event, 0) + base_spans
+    if trusted:
+        counts[_EVENT_TRUSTED] = counts.get(_EVENT_TRUSTED, 0) + len(trusted)
+
+
+# -- configuration --------------------------------------------------------------------
+
+
+def _read_spot(section: ConfigSection) -> tuple[str, frozenset[str], float]:
+    spot = section.get_section("spot", default={})
+    spot.allow_only("attribute", "values", "discount")
+    attribute = spot.get_str("attribute", default=DEFAULT_SPOT_ATTRIBUTE).strip()
+    if not attribute:
+        raise ConfigError(spot.key("attribute"), "must not be empty")
+    values = spot.get_str_list("values", default=list(DEFAULT_SPOT_VALUES))
+    if not values:
+        raise ConfigError(spot.key("values"), "must list at least one value")
+    for index, value in enumerate(values):
+        if not value.strip():
+            raise ConfigError(f"{spot.key('values')}[{index}]", "must not be empty")
+    discount = read_number(
+        spot, "discount", DEFAULT_SPOT_DISCOUNT, maximum=1.0, exclusive_maximum=True
+    )
+    return attribute, frozenset(v.strip().casefold() for v in values), discount
+
+
+def _read_fargate(section: ConfigSection) -> dict[str, FargateTask]:
+    fargate = section.get_section("fargate", default={})
+    fargate.allow_only("services")
+    tasks: dict[str, FargateTask] = {}
+    for service, task in fargate.get_section("services", default={}).sections():
+        if not service.strip():
+            raise ConfigError(task.path, "service name must not be empty")
+        task.allow_only("vcpu", "memory_gb", "arch")
+        vcpu = read_number(task, "vcpu", maximum=16.0)
+        memory_gb = read_number(task, "memory_gb", maximum=120.0)
+        for name, number in (("vcpu", vcpu), ("memory_gb", memory_gb)):
+            if number <= 0:
+                raise ConfigError(task.key(name), "must be > 0")
+        arch_text = task.get_str("arch", default="x86_64")
+        arch = normalize_arch(arch_text)
+        if arch is None:
+            raise ConfigError(task.key("arch"), f"must be x86_64 or arm64, got {arch_text!r}")
+        tasks[service.strip()] = FargateTask(vcpu, memory_gb, arch)
+    return tasks
+
+
+def _read_lambda(section: ConfigSection) -> MemoryUnit:
+    lambda_ = section.get_section("lambda", default={})
+    lambda_.allow_only("max_memory_unit")
+    unit = lambda_.get_str("max_memory_unit", default="auto")
+    if unit not in ("auto", "bytes", "mb"):
+        raise ConfigError(
+            lambda_.key("max_memory_unit"),
+            f"must be auto, bytes or mb, got {unit!r}",
+        )
+    return cast(MemoryUnit, unit)

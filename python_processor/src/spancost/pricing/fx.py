@@ -1,0 +1,296 @@
+"""Currency: US dollars → the currency reports and budgets are shown in.
+
+Spans always carry ``cost.usd`` (and ``cost.currency: USD``); only what is
+shown to people (reports, budgets) is converted, with a table of USD → X
+multipliers::
+
+    currency:
+      code: EUR                       # the currency to show (default USD)
+      rates: {EUR: 0.92, GBP: 0.79}   # 1 USD = 0.92 EUR
+      source:                         # optional: fresher rates from a URL
+        url: https://fx.example.internal/latest?base=USD
+        refresh: 1h
+
+The configured rates are the start and the fallback: the shown currency
+must have one, so a conversion never waits for, or fails on, the network.
+With a `source`, a background thread fetches the document every `refresh`
+and swaps in its rates; when a fetch fails the rates in use stay (logged),
+and the next attempt comes sooner (backoff up to `refresh`).
+
+The source document is JSON with a ``rates`` object of USD → X multipliers,
+the form of the common FX APIs (``{"base": "USD", "date": "2025-01-31",
+"rates": {"EUR": 0.92}}``); a ``base``/``base_code`` other than USD is
+refused. `convert` and `parse_rates_document` are pure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from spancost.config import ConfigSection, describe_type
+from spancost.errors import ConfigError, SpancostError
+from spancost.pricing.aws_products import parse_duration
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "FxError",
+    "FxRates",
+    "FxSource",
+    "FxTable",
+    "convert",
+    "parse_rates_document",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH: Final = "currency"
+USD: Final = "USD"
+_CODE_RE: Final = re.compile(r"[A-Z]{3}")
+_MAX_DOCUMENT_BYTES: Final = 1 << 20
+_RETRY_DIVISOR: Final = 16.0
+_MIN_RETRY_DELAY: Final = 0.05
+
+
+class FxError(SpancostError):
+    """An FX rates source could not be fetched or did not hold rates."""
+
+
+@dataclass(frozen=True, slots=True)
+class FxRates:
+    """USD → X multipliers (USD itself is 1), where they came from and as of when."""
+
+    rates: Mapping[str, float]
+    source: str  # "config" or the source URL
+    as_of: str  # the document's date, or "" for configured rates
+
+
+@dataclass(frozen=True, slots=True)
+class FxSource:
+    url: str
+    refresh: float  # seconds
+    timeout: float  # seconds
+
+
+def convert(usd: float, code: str, rates: Mapping[str, float]) -> float:
+    """`usd` US dollars in `code`; `ConfigError` when there is no rate for `code`."""
+    if code == USD:
+        return usd
+    rate = rates.get(code)
+    if rate is None:
+        raise ConfigError(
+            f"{DEFAULT_CONFIG_PATH}.rates.{code}",
+            f"no exchange rate for {code!r} (known: {', '.join(sorted({USD, *rates}))})",
+        )
+    return usd * rate
+
+
+def parse_rates_document(document: bytes | str | Mapping[str, Any], source: str) -> FxRates:
+    """The USD → X rates in a JSON document (``{"rates": {"EUR": 0.92}, ...}``)."""
+    if isinstance(document, bytes | str):
+        try:
+            document = json.loads(document)
+        except ValueError as exc:
+            raise FxError(f"{source}: not JSON: {exc}") from exc
+    if not isinstance(document, Mapping):
+        raise FxError(f"{source}: not a JSON object")
+    base = document.get("base", document.get("base_code", USD))
+    if base != USD:
+        raise FxError(f"{source}: rates are based on {base!r}; spancost needs USD-based rates")
+    raw_rates = document.get("rates")
+    if not isinstance(raw_rates, Mapping) or not raw_rates:
+        raise FxError(f"{source}: no 'rates' object")
+    rates: dict[str, float] = {}
+    for code, rate in raw_rates.items():
+        if not isinstance(code, str) or not _CODE_RE.fullmatch(code):
+            continue  # not an ISO 4217 code; some APIs add metadata here
+        if not _is_rate(rate):
+            raise FxError(f"{source}: rates.{code} is not a positive number: {rate!r}")
+        rates[code] = float(rate)
+    if rates.get(USD, 1.0) != 1.0:
+        raise FxError(f"{source}: rates.USD is {rates[USD]}, not 1")
+    rates.pop(USD, None)
+    as_of = document.get("date") or document.get("time_last_update_utc") or ""
+    return FxRates(rates, source, str(as_of))
+
+
+class FxTable:
+    """The rates in use, and the currency to show.
+
+    `convert` is pure arithmetic on the current rates; it never touches the
+    network. Counters: `fetches`, `failures`.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | ConfigSection | None = None,
+        *,
+        path: str = DEFAULT_CONFIG_PATH,
+    ) -> None:
+        section = (
+            config
+            if isinstance(config, ConfigSection)
+            else ConfigSection({} if config is None else config, path)
+        )
+        section.allow_only("code", "rates", "source")
+        rates = _configured_rates(section.get_section("rates", {}))
+        code = section.get_str("code", USD).strip().upper()
+        if not _CODE_RE.fullmatch(code):
+            raise ConfigError(
+                section.key("code"), f"must be an ISO 4217 code such as EUR, got {code!r}"
+            )
+        if code != USD and code not in rates:
+            raise ConfigError(
+                section.key("code"),
+                f"no rate for {code}: add {section.key('rates')}.{code} "
+                "(the configured rates are the fallback when the source cannot be reached)",
+            )
+        self.code = code
+        self.source = _source(section.get_section("source")) if "source" in section else None
+        self._rates = FxRates(rates, "config", "")
+        self.fetches = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def rates(self) -> FxRates:
+        """The rates in use now (an immutable snapshot)."""
+        return self._rates
+
+    def check(self, code: str, key: str) -> None:
+        """`ConfigError` at `key` unless `code` can be converted to (call at start-up)."""
+        if code != USD and code not in self._rates.rates:
+            raise ConfigError(key, f"no exchange rate for {code!r}; add currency.rates.{code}")
+
+    def convert(self, usd: float, code: str | None = None) -> float:
+        """`usd` in `code` (default: the configured currency)."""
+        return convert(usd, self.code if code is None else code, self._rates.rates)
+
+    # -- the optional source ----------------------------------------------------------
+
+    def refresh_now(self) -> bool:
+        """Fetch the source once, now (blocking); False (logged) when it failed or there is none."""
+        if self.source is None:
+            return False
+        with self._lock:
+            self.fetches += 1
+        try:
+            fetched = fetch_rates(self.source)
+        except FxError as exc:
+            with self._lock:
+                self.failures += 1
+            logger.warning(
+                "currency: fetching rates failed: %s; keeping the rates from %s%s",
+                exc,
+                self._rates.source,
+                f" as of {self._rates.as_of}" if self._rates.as_of else "",
+            )
+            return False
+        # Codes the source lacks keep their previous rate.
+        self._rates = FxRates({**self._rates.rates, **fetched.rates}, fetched.source, fetched.as_of)
+        logger.info(
+            "currency: %d rates from %s as of %s",
+            len(fetched.rates),
+            fetched.source,
+            fetched.as_of or "?",
+        )
+        return True
+
+    def start(self) -> None:
+        """Refresh from the source in a background thread (no-op without a source)."""
+        if self.source is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="spancost-fx", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            assert self.source is not None
+            self._thread.join(self.source.timeout)
+
+    def _run(self) -> None:
+        assert self.source is not None
+        failures = 0
+        while not self._stop.is_set():
+            if self.refresh_now():
+                failures, delay = 0, self.source.refresh
+            else:
+                failures += 1
+                delay = max(
+                    _MIN_RETRY_DELAY,
+                    min(
+                        self.source.refresh,
+                        self.source.refresh / _RETRY_DIVISOR * 2 ** (failures - 1),
+                    ),
+                )
+            self._stop.wait(delay)
+
+
+def fetch_rates(source: FxSource) -> FxRates:
+    """GET the source document and read it; `FxError` on any failure."""
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked in _source
+        source.url, headers={"Accept": "application/json", "User-Agent": "spancost"}
+    )
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=source.timeout) as response:  # noqa: S310
+            body = response.read(_MAX_DOCUMENT_BYTES + 1)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise FxError(f"{source.url}: {exc}") from exc
+    if len(body) > _MAX_DOCUMENT_BYTES:
+        raise FxError(f"{source.url}: document larger than {_MAX_DOCUMENT_BYTES} bytes")
+    logger.debug("currency: fetched %s in %.3fs", source.url, time.monotonic() - started)
+    return parse_rates_document(body, source.url)
+
+
+def _configured_rates(section: ConfigSection) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for code, rate in section.items():
+        key = section.key(code)
+        if not _CODE_RE.fullmatch(code):
+            raise ConfigError(key, "must be an ISO 4217 currency code in capitals, such as EUR")
+        if not _is_rate(rate):
+            raise ConfigError(
+                key,
+                f"must be a positive number (1 USD in {code}), got {describe_type(rate)} {rate!r}",
+            )
+        if code == USD and rate != 1:
+            raise ConfigError(key, "USD is the base currency; its rate is 1")
+        rates[code] = float(rate)
+    rates.pop(USD, None)
+    return rates
+
+
+def _source(section: ConfigSection) -> FxSource:
+    section.allow_only("url", "refresh", "timeout")
+    url = section.get_str("url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(section.key("url"), f"must be an http:// or https:// URL, got {url!r}")
+    return FxSource(
+        url=url,
+        refresh=parse_duration(section.get_raw("refresh", "1h"), section.key("refresh")),
+        timeout=parse_duration(section.get_raw("timeout", "10s"), section.key("timeout")),
+    )
+
+
+def _is_rate(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
