@@ -33,10 +33,16 @@ from tests.e2e.harness import ROOT, Collector, base_config, free_port
 LOADGEN = Path(os.environ.get("LOADGEN", ROOT / "_build" / "spancost-loadgen"))
 
 
-def pipeline_config(with_python: bool, answer_form: str = "auto") -> dict[str, Any]:
+def pipeline_config(name: str) -> dict[str, Any]:
+    """baseline: no python; python / python_full: spancost.environment in the fast /
+    full form; python_cost: spancost.cost (every span an EC2 local root, priced)."""
+    with_python = name != "baseline"
+    answer_form = "full" if name == "python_full" else "auto"
     cfg = base_config(free_port(), plugin_config={"drop": ["ci", "staging"]})
     cfg["extensions"]["python"]["command"] += ["--answer-form", answer_form]
     cfg["processors"]["batch"] = {}
+    if name == "python_cost":
+        cfg["processors"]["python/env"].update(plugin="spancost.cost", config={}, timeout="1s")
     cfg["exporters"] = {
         "debug": {
             "verbosity": "basic",
@@ -141,12 +147,8 @@ def latency(c: Collector, seconds: float) -> dict[str, float]:
 
 def measure(name: str, seconds: float) -> dict[str, Any]:
     """Capacity first (unthrottled), then the highest rate that holds with no drops."""
-    with_python = name != "baseline"
     workdir = Path(tempfile.mkdtemp(prefix="spancost-bench-"))
-    c = Collector(
-        pipeline_config(with_python, "full" if name == "python_full" else "auto"),
-        workdir,
-    ).start()
+    c = Collector(pipeline_config(name), workdir).start()
     try:
         time.sleep(2)
         procs = processes(c)
@@ -199,6 +201,7 @@ def main() -> None:
         "baseline": measure("baseline", args.seconds),
         "python": measure("python", args.seconds),
         "python_full": measure("python_full", args.seconds),
+        "python_cost": measure("python_cost", args.seconds),
     }
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
@@ -214,7 +217,7 @@ def _cpu_model() -> str:
 
 
 def table(r: dict[str, Any]) -> str:
-    names = ("baseline", "python", "python_full")
+    names = ("baseline", "python", "python_full", "python_cost")
 
     def best(x: dict[str, Any], key: str) -> str:
         if x["best"] is None:
@@ -247,8 +250,9 @@ def table(r: dict[str, Any]) -> str:
         ("sidecar RSS idle / loaded (MiB)", [rss(r[n], "sidecar") for n in names]),
     ]
     lines = [
-        "| measure | without python | python/env, fast form | python/env, full form |",
-        "|---|---:|---:|---:|",
+        "| measure | without python | python/env, fast form | python/env, full form "
+        "| python/cost (fast form) |",
+        "|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     b = r["baseline"]

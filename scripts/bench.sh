@@ -5,5 +5,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/build.sh"
 run_quiet "build spancost-loadgen" go -C collector build -o "$ROOT/_build/spancost-loadgen" ./cmd/spancost-loadgen
-log "pipeline benchmark (about 3 minutes)"
+log "pipeline benchmark (about 6 minutes)"
 "$VENV/bin/python" -m bench.pipeline "$@"
+log "what spancost.cost adds per span (annotate on a 1,000-span batch)"
+"$VENV/bin/python" python_processor/benchmarks/bench_cost_plugin.py

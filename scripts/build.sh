@@ -8,7 +8,7 @@ cd "$ROOT"
 
 out="$ROOT/_build/otelcol-spancost"
 key="$( { cat builder-config.yaml; go version;
-          find collector -path collector/tools -prune -o -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print \
+          find collector \( -path collector/tools -o -path collector/cmd \) -prune -o -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print \
             | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)"
 cached="$CACHE_DIR/bin/otelcol-spancost-$key"
 if [[ -x "$cached" ]]; then

@@ -105,14 +105,17 @@ func quantile(sorted []float64, q float64) float64 {
 	return sorted[int(q*float64(len(sorted)-1))]
 }
 
-// makeBatch builds one request: a resource with batchSize server spans, a
-// few attributes each, unique IDs.
+// makeBatch builds one request: a resource (an EKS node, so spancost.cost can
+// price it) with batchSize server spans, a few attributes each, unique IDs.
+// Every span is a local root: the most pricing work per span.
 func makeBatch(n int, env string, seq *atomic.Uint64) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
 	rs.Resource().Attributes().PutStr("service.name", "checkout")
 	rs.Resource().Attributes().PutStr("deployment.environment.name", env)
 	rs.Resource().Attributes().PutStr("cloud.provider", "aws")
+	rs.Resource().Attributes().PutStr("cloud.platform", "aws_eks")
+	rs.Resource().Attributes().PutStr("cloud.region", "us-east-1")
 	rs.Resource().Attributes().PutStr("host.type", "m5.large")
 	ss := rs.ScopeSpans().AppendEmpty()
 	ss.Scope().SetName("spancost-loadgen")
