@@ -92,3 +92,45 @@ def test_empty_ranges_and_keys_record_nothing() -> None:
     changes.remove(0, 3, [])
     assert not changes
     assert changes.to_proto() == sidecar_pb2.BatchChanges()
+
+
+def test_set_spans_and_doubles_touch_only_the_listed_spans() -> None:
+    request = batch(resource_spans({}, [span("a"), span("b"), span("c"), span("d")]))
+    changes = Changes(4)
+    changes.set(0, 4, {"cost.model": "included", "cost.usd": 0.0})
+    changes.set_spans([0, 3], {"cost.model": "duration"}, remove=["gone"])
+    changes.set_doubles("cost.usd", [0], [0.25])
+    changes.set_doubles("cost.usd", [3], [1e-15])
+    wire = changes.to_proto()
+    assert len(wire.attributes) == 2
+    assert list(wire.doubles[0].spans) == [0, 3]
+    apply(request, wire)
+    got = [(s.name, attribute_map(s.attributes)) for s in all_spans(request)]
+    assert got == [
+        ("a", {"cost.model": "duration", "cost.usd": 0.25}),
+        ("b", {"cost.model": "included", "cost.usd": 0.0}),
+        ("c", {"cost.model": "included", "cost.usd": 0.0}),
+        ("d", {"cost.model": "duration", "cost.usd": 1e-15}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.set_spans([2, 1], {"k": "v"}), "must ascend strictly: 1 after 2"),
+        (lambda c: c.set_spans([1, 3], {"k": "v"}), "outside the batch's 3 spans"),
+        (lambda c: c.set_doubles("k", [0, 1], [1.0]), "2 span indices but 1 values"),
+        (lambda c: c.set_doubles("", [0], [1.0]), "non-empty string"),
+        (lambda c: c.set_doubles("k", [1, 1], [1.0, 2.0]), "must ascend strictly: 1 after 1"),
+    ],
+)
+def test_set_spans_and_doubles_refuse_bad_indices(call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(Changes(3))
+
+
+def test_doubles_for_one_key_must_come_in_span_order() -> None:
+    changes = Changes(3)
+    changes.set_doubles("k", [2], [1.0])
+    with pytest.raises(ValueError, match="must ascend strictly: 1 after 2"):
+        changes.set_doubles("k", [1], [1.0])

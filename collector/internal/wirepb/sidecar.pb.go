@@ -295,7 +295,10 @@ type BatchChanges struct {
 	Attributes []*AttributeChange `protobuf:"bytes,1,rep,name=attributes,proto3" json:"attributes,omitempty"`
 	// Then these spans are removed; a scope or resource that held spans and
 	// holds none afterwards is removed too (with any empty scopes it had).
-	Drop          []*SpanRange `protobuf:"bytes,2,rep,name=drop,proto3" json:"drop,omitempty"`
+	Drop []*SpanRange `protobuf:"bytes,2,rep,name=drop,proto3" json:"drop,omitempty"`
+	// Applied after `attributes` and before `drop`: one double per listed span,
+	// e.g. each local root's cost.usd, without a message per span.
+	Doubles       []*DoubleColumn `protobuf:"bytes,3,rep,name=doubles,proto3" json:"doubles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -344,6 +347,75 @@ func (x *BatchChanges) GetDrop() []*SpanRange {
 	return nil
 }
 
+func (x *BatchChanges) GetDoubles() []*DoubleColumn {
+	if x != nil {
+		return x.Doubles
+	}
+	return nil
+}
+
+// DoubleColumn puts `key` = values[i] on span spans[i].
+type DoubleColumn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Span indexes, strictly ascending; as many as values.
+	Spans         []uint32  `protobuf:"varint,2,rep,packed,name=spans,proto3" json:"spans,omitempty"`
+	Values        []float64 `protobuf:"fixed64,3,rep,packed,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DoubleColumn) Reset() {
+	*x = DoubleColumn{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DoubleColumn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DoubleColumn) ProtoMessage() {}
+
+func (x *DoubleColumn) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DoubleColumn.ProtoReflect.Descriptor instead.
+func (*DoubleColumn) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DoubleColumn) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *DoubleColumn) GetSpans() []uint32 {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
+func (x *DoubleColumn) GetValues() []float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 type SpanRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Start         uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
@@ -354,7 +426,7 @@ type SpanRange struct {
 
 func (x *SpanRange) Reset() {
 	*x = SpanRange{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +438,7 @@ func (x *SpanRange) String() string {
 func (*SpanRange) ProtoMessage() {}
 
 func (x *SpanRange) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +451,7 @@ func (x *SpanRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpanRange.ProtoReflect.Descriptor instead.
 func (*SpanRange) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{5}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SpanRange) GetStart() uint32 {
@@ -400,6 +472,10 @@ type AttributeChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Start uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
 	End   uint32                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	// When not empty, the change applies only to these spans of the range
+	// (strictly ascending, within [start, end)): one message for the same
+	// change on scattered spans, e.g. every local root of a resource.
+	Spans []uint32 `protobuf:"varint,5,rep,packed,name=spans,proto3" json:"spans,omitempty"`
 	// Keys removed from each span of the range (before `set`).
 	Remove []string `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
 	// Attributes put on each span of the range, replacing same-key ones.
@@ -410,7 +486,7 @@ type AttributeChange struct {
 
 func (x *AttributeChange) Reset() {
 	*x = AttributeChange{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +498,7 @@ func (x *AttributeChange) String() string {
 func (*AttributeChange) ProtoMessage() {}
 
 func (x *AttributeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +511,7 @@ func (x *AttributeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeChange.ProtoReflect.Descriptor instead.
 func (*AttributeChange) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{6}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AttributeChange) GetStart() uint32 {
@@ -450,6 +526,13 @@ func (x *AttributeChange) GetEnd() uint32 {
 		return x.End
 	}
 	return 0
+}
+
+func (x *AttributeChange) GetSpans() []uint32 {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
 }
 
 func (x *AttributeChange) GetRemove() []string {
@@ -482,7 +565,7 @@ type Attribute struct {
 
 func (x *Attribute) Reset() {
 	*x = Attribute{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +577,7 @@ func (x *Attribute) String() string {
 func (*Attribute) ProtoMessage() {}
 
 func (x *Attribute) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +590,7 @@ func (x *Attribute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attribute.ProtoReflect.Descriptor instead.
 func (*Attribute) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{7}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Attribute) GetKey() string {
@@ -602,7 +685,7 @@ type PluginEvent struct {
 
 func (x *PluginEvent) Reset() {
 	*x = PluginEvent{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +697,7 @@ func (x *PluginEvent) String() string {
 func (*PluginEvent) ProtoMessage() {}
 
 func (x *PluginEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +710,7 @@ func (x *PluginEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
 func (*PluginEvent) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{8}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PluginEvent) GetEvent() string {
@@ -670,18 +753,24 @@ const file_spancost_wire_v1_sidecar_proto_rawDesc = "" +
 	"\x06traces\x18\x01 \x01(\fH\x00R\x06traces\x12:\n" +
 	"\achanges\x18\x03 \x01(\v2\x1e.spancost.wire.v1.BatchChangesH\x00R\achanges\x125\n" +
 	"\x06events\x18\x02 \x03(\v2\x1d.spancost.wire.v1.PluginEventR\x06eventsB\b\n" +
-	"\x06result\"\x82\x01\n" +
+	"\x06result\"\xbc\x01\n" +
 	"\fBatchChanges\x12A\n" +
 	"\n" +
 	"attributes\x18\x01 \x03(\v2!.spancost.wire.v1.AttributeChangeR\n" +
 	"attributes\x12/\n" +
-	"\x04drop\x18\x02 \x03(\v2\x1b.spancost.wire.v1.SpanRangeR\x04drop\"3\n" +
+	"\x04drop\x18\x02 \x03(\v2\x1b.spancost.wire.v1.SpanRangeR\x04drop\x128\n" +
+	"\adoubles\x18\x03 \x03(\v2\x1e.spancost.wire.v1.DoubleColumnR\adoubles\"N\n" +
+	"\fDoubleColumn\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05spans\x18\x02 \x03(\rR\x05spans\x12\x16\n" +
+	"\x06values\x18\x03 \x03(\x01R\x06values\"3\n" +
 	"\tSpanRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\rR\x03end\"\x80\x01\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\x96\x01\n" +
 	"\x0fAttributeChange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\rR\x03end\x12\x16\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\x12\x14\n" +
+	"\x05spans\x18\x05 \x03(\rR\x05spans\x12\x16\n" +
 	"\x06remove\x18\x03 \x03(\tR\x06remove\x12-\n" +
 	"\x03set\x18\x04 \x03(\v2\x1b.spancost.wire.v1.AttributeR\x03set\"\xb0\x01\n" +
 	"\tAttribute\x12\x10\n" +
@@ -712,33 +801,35 @@ func file_spancost_wire_v1_sidecar_proto_rawDescGZIP() []byte {
 	return file_spancost_wire_v1_sidecar_proto_rawDescData
 }
 
-var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_spancost_wire_v1_sidecar_proto_goTypes = []any{
 	(*ConfigureRequest)(nil),      // 0: spancost.wire.v1.ConfigureRequest
 	(*ConfigureResponse)(nil),     // 1: spancost.wire.v1.ConfigureResponse
 	(*ProcessTracesRequest)(nil),  // 2: spancost.wire.v1.ProcessTracesRequest
 	(*ProcessTracesResponse)(nil), // 3: spancost.wire.v1.ProcessTracesResponse
 	(*BatchChanges)(nil),          // 4: spancost.wire.v1.BatchChanges
-	(*SpanRange)(nil),             // 5: spancost.wire.v1.SpanRange
-	(*AttributeChange)(nil),       // 6: spancost.wire.v1.AttributeChange
-	(*Attribute)(nil),             // 7: spancost.wire.v1.Attribute
-	(*PluginEvent)(nil),           // 8: spancost.wire.v1.PluginEvent
+	(*DoubleColumn)(nil),          // 5: spancost.wire.v1.DoubleColumn
+	(*SpanRange)(nil),             // 6: spancost.wire.v1.SpanRange
+	(*AttributeChange)(nil),       // 7: spancost.wire.v1.AttributeChange
+	(*Attribute)(nil),             // 8: spancost.wire.v1.Attribute
+	(*PluginEvent)(nil),           // 9: spancost.wire.v1.PluginEvent
 }
 var file_spancost_wire_v1_sidecar_proto_depIdxs = []int32{
 	4, // 0: spancost.wire.v1.ProcessTracesResponse.changes:type_name -> spancost.wire.v1.BatchChanges
-	8, // 1: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
-	6, // 2: spancost.wire.v1.BatchChanges.attributes:type_name -> spancost.wire.v1.AttributeChange
-	5, // 3: spancost.wire.v1.BatchChanges.drop:type_name -> spancost.wire.v1.SpanRange
-	7, // 4: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
-	0, // 5: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
-	2, // 6: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
-	1, // 7: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
-	3, // 8: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9, // 1: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
+	7, // 2: spancost.wire.v1.BatchChanges.attributes:type_name -> spancost.wire.v1.AttributeChange
+	6, // 3: spancost.wire.v1.BatchChanges.drop:type_name -> spancost.wire.v1.SpanRange
+	5, // 4: spancost.wire.v1.BatchChanges.doubles:type_name -> spancost.wire.v1.DoubleColumn
+	8, // 5: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
+	0, // 6: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
+	2, // 7: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
+	1, // 8: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
+	3, // 9: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_spancost_wire_v1_sidecar_proto_init() }
@@ -750,7 +841,7 @@ func file_spancost_wire_v1_sidecar_proto_init() {
 		(*ProcessTracesResponse_Traces)(nil),
 		(*ProcessTracesResponse_Changes)(nil),
 	}
-	file_spancost_wire_v1_sidecar_proto_msgTypes[7].OneofWrappers = []any{
+	file_spancost_wire_v1_sidecar_proto_msgTypes[8].OneofWrappers = []any{
 		(*Attribute_StringValue)(nil),
 		(*Attribute_BoolValue)(nil),
 		(*Attribute_IntValue)(nil),
@@ -762,7 +853,7 @@ func file_spancost_wire_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spancost_wire_v1_sidecar_proto_rawDesc), len(file_spancost_wire_v1_sidecar_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

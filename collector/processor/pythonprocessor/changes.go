@@ -14,16 +14,17 @@ import (
 
 // applyChanges applies a plugin's fast-form answer to td in place, the way
 // python_processor/src/spancost/changes.py documents (and implements, as the
-// reference): attribute changes in order of start, then drops, removing a
-// scope or resource that held spans and holds none afterwards. It checks the
+// reference): attribute changes in order of start (each on its range, or on
+// its listed spans), then double columns, then drops, removing a scope or
+// resource that held spans and holds none afterwards. It checks the
 // whole answer first and changes nothing when any of it is wrong.
 func applyChanges(td ptrace.Traces, ch *wirepb.BatchChanges) error {
 	total := td.SpanCount()
 	if err := checkChanges(ch, total); err != nil {
 		return err
 	}
-	if len(ch.GetAttributes()) > 0 {
-		applyAttributes(td, ch.GetAttributes())
+	if len(ch.GetAttributes()) > 0 || len(ch.GetDoubles()) > 0 {
+		applyAttributes(td, ch.GetAttributes(), ch.GetDoubles())
 	}
 	if len(ch.GetDrop()) > 0 {
 		applyDrops(td, mergeRanges(ch.GetDrop()))
@@ -44,6 +45,9 @@ func checkChanges(ch *wirepb.BatchChanges, total int) error {
 			return fmt.Errorf("attributes[%d]: start %d comes after start %d; changes must be in order of start", i, c.GetStart(), prevStart)
 		}
 		prevStart = c.GetStart()
+		if err := checkSpans(c.GetSpans(), c.GetStart(), c.GetEnd()); err != nil {
+			return fmt.Errorf("attributes[%d].spans: %w", i, err)
+		}
 		for j, a := range c.GetSet() {
 			if a.GetKey() == "" {
 				return fmt.Errorf("attributes[%d].set[%d]: empty key", i, j)
@@ -53,9 +57,33 @@ func checkChanges(ch *wirepb.BatchChanges, total int) error {
 			}
 		}
 	}
+	for i, col := range ch.GetDoubles() {
+		if col.GetKey() == "" {
+			return fmt.Errorf("doubles[%d]: empty key", i)
+		}
+		if len(col.GetSpans()) != len(col.GetValues()) {
+			return fmt.Errorf("doubles[%d]: %d spans but %d values", i, len(col.GetSpans()), len(col.GetValues()))
+		}
+		if err := checkSpans(col.GetSpans(), 0, uint32(total)); err != nil {
+			return fmt.Errorf("doubles[%d].spans: %w", i, err)
+		}
+	}
 	for i, r := range ch.GetDrop() {
 		if err := checkRange(r.GetStart(), r.GetEnd(), total); err != nil {
 			return fmt.Errorf("drop[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// checkSpans checks that spans ascend strictly within [start, end).
+func checkSpans(spans []uint32, start, end uint32) error {
+	for j, span := range spans {
+		if span < start || span >= end {
+			return fmt.Errorf("span %d is outside [%d, %d)", span, start, end)
+		}
+		if j > 0 && span <= spans[j-1] {
+			return fmt.Errorf("span %d does not come after span %d", span, spans[j-1])
 		}
 	}
 	return nil
@@ -68,9 +96,30 @@ func checkRange(start, end uint32, total int) error {
 	return nil
 }
 
-func applyAttributes(td ptrace.Traces, changes []*wirepb.AttributeChange) {
-	var active []*wirepb.AttributeChange
+// activeChange is an attribute change being applied; next walks its span
+// list when it has one.
+type activeChange struct {
+	change *wirepb.AttributeChange
+	next   int
+}
+
+// appliesTo reports whether the change applies to span index, advancing
+// through its span list (indexes only grow).
+func (a *activeChange) appliesTo(index uint32) bool {
+	spans := a.change.GetSpans()
+	if len(spans) == 0 {
+		return true
+	}
+	for a.next < len(spans) && spans[a.next] < index {
+		a.next++
+	}
+	return a.next < len(spans) && spans[a.next] == index
+}
+
+func applyAttributes(td ptrace.Traces, changes []*wirepb.AttributeChange, doubles []*wirepb.DoubleColumn) {
+	var active []*activeChange
 	next := 0
+	columns := make([]int, len(doubles)) // the next entry of each column
 	index := uint32(0)
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
@@ -79,14 +128,27 @@ func applyAttributes(td ptrace.Traces, changes []*wirepb.AttributeChange) {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				for next < len(changes) && changes[next].GetStart() <= index {
-					active = append(active, changes[next])
+					active = append(active, &activeChange{change: changes[next]})
 					next++
 				}
-				active = slices.DeleteFunc(active, func(c *wirepb.AttributeChange) bool { return c.GetEnd() <= index })
-				if len(active) > 0 {
-					attrs := spans.At(k).Attributes()
-					for _, c := range active {
-						applyAttributeChange(attrs, c)
+				active = slices.DeleteFunc(active, func(a *activeChange) bool { return a.change.GetEnd() <= index })
+				var attrs pcommon.Map
+				touched := false
+				for _, a := range active {
+					if a.appliesTo(index) {
+						if !touched {
+							attrs, touched = spans.At(k).Attributes(), true
+						}
+						applyAttributeChange(attrs, a.change)
+					}
+				}
+				for c, col := range doubles {
+					if n := columns[c]; n < len(col.GetSpans()) && col.GetSpans()[n] == index {
+						if !touched {
+							attrs, touched = spans.At(k).Attributes(), true
+						}
+						attrs.PutDouble(col.GetKey(), col.GetValues()[n])
+						columns[c]++
 					}
 				}
 				index++

@@ -12,15 +12,18 @@ Ranges are half-open, ``[start, end)``. The wire form is
 apply it the same way:
 
 1. attribute changes in order of ``start`` (ties in the order they were
-   recorded): on each span of the range, first ``remove`` keys, then ``set``
-   attributes (replacing an existing key);
-2. then dropped spans are removed; a scope or resource that held spans and
+   recorded): on each span of the range (or only on the spans it lists, for
+   `Changes.set_spans`), first ``remove`` keys, then ``set`` attributes
+   (replacing an existing key);
+2. double columns (`Changes.set_doubles`): ``key = value`` on each listed span;
+3. then dropped spans are removed; a scope or resource that held spans and
    holds none afterwards is removed too (with any empty scopes it had).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -57,6 +60,7 @@ class _AttributeChange:
     end: int
     remove: tuple[str, ...]
     set: tuple[tuple[str, AttributeValue], ...]
+    spans: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -66,6 +70,7 @@ class Changes:
     spans: int
     _attributes: list[_AttributeChange] = field(default_factory=list)
     _drops: list[tuple[int, int]] = field(default_factory=list)
+    _doubles: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
 
     def set(self, start: int, end: int, attributes: Mapping[str, AttributeValue]) -> None:
         """Put `attributes` on spans ``[start, end)``."""
@@ -79,6 +84,52 @@ class Changes:
     def set_span(self, index: int, attributes: Mapping[str, AttributeValue]) -> None:
         """Put `attributes` on span `index`."""
         self.set(index, index + 1, attributes)
+
+    def set_spans(
+        self,
+        indices: Sequence[int],
+        attributes: Mapping[str, AttributeValue],
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Remove `remove`, then put `attributes`, on each span of `indices` (ascending).
+
+        One change for scattered spans, e.g. every local root of a resource.
+        """
+        if not indices:
+            return
+        for previous, index in itertools.pairwise(indices):
+            if index <= previous:
+                raise ValueError(f"span indices must ascend strictly: {index} after {previous}")
+        self._check(indices[0], indices[-1] + 1)
+        items = tuple(attributes.items())
+        for key, value in items:
+            _check_value(key, value)
+        keys = tuple(remove)
+        if items or keys:
+            change = _AttributeChange(indices[0], indices[-1] + 1, keys, items, tuple(indices))
+            self._attributes.append(change)
+
+    def set_doubles(self, key: str, indices: Sequence[int], values: Sequence[float]) -> None:
+        """Put ``key = values[i]`` on span ``indices[i]``: a number per span, cheaply.
+
+        Applied after every `set`/`remove`. Calls for the same key must come in
+        ascending span order.
+        """
+        if not key:
+            raise ValueError("attribute key must be a non-empty string")
+        if len(indices) != len(values):
+            raise ValueError(f"{len(indices)} span indices but {len(values)} values")
+        if not indices:
+            return
+        spans, numbers = self._doubles.setdefault(key, ([], []))
+        last = spans[-1] if spans else -1
+        for index in indices:
+            if index <= last:
+                raise ValueError(f"span indices must ascend strictly: {index} after {last}")
+            last = index
+        self._check(indices[0], indices[-1] + 1)
+        spans.extend(indices)
+        numbers.extend(float(v) for v in values)
 
     def remove(self, start: int, end: int, keys: Iterable[str]) -> None:
         """Remove attributes `keys` from spans ``[start, end)``."""
@@ -94,7 +145,7 @@ class Changes:
             self._drops.append((start, end))
 
     def __bool__(self) -> bool:
-        return bool(self._attributes or self._drops)
+        return bool(self._attributes or self._drops or self._doubles)
 
     def _check(self, start: int, end: int) -> None:
         if not 0 <= start <= end <= self.spans:
@@ -106,9 +157,13 @@ class Changes:
         """The wire form, attribute changes sorted by start (stable)."""
         out = sidecar_pb2.BatchChanges()
         for change in sorted(self._attributes, key=lambda c: c.start):
-            msg = out.attributes.add(start=change.start, end=change.end, remove=change.remove)
+            msg = out.attributes.add(
+                start=change.start, end=change.end, remove=change.remove, spans=change.spans
+            )
             for key, value in change.set:
                 _to_wire(msg.set.add(key=key), value)
+        for key, (spans, values) in self._doubles.items():
+            out.doubles.add(key=key, spans=spans, values=values)
         for start, end in self._drops:
             out.drop.add(start=start, end=end)
         return out
@@ -121,12 +176,15 @@ class Changes:
 def apply(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -> None:
     """Apply wire-form `changes` to `batch` in place (the reference for the Go side)."""
     _apply_attributes(batch, changes)
+    if changes.doubles:
+        _apply_doubles(batch, changes)
     if changes.drop:
         _apply_drops(batch, sorted((r.start, r.end) for r in changes.drop))
 
 
 def _apply_attributes(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -> None:
     pending = list(changes.attributes)
+    listed = {id(c): frozenset(c.spans) for c in pending if c.spans}
     active: list[sidecar_pb2.AttributeChange] = []
     cursor = 0
     for index, _, _, span in iter_spans(batch):
@@ -135,6 +193,8 @@ def _apply_attributes(batch: ExportTraceServiceRequest, changes: sidecar_pb2.Bat
             cursor += 1
         active = [c for c in active if c.end > index]
         for change in active:
+            if change.spans and index not in listed[id(change)]:
+                continue
             if change.remove:
                 drop_keys = set(change.remove)
                 kept = [kv for kv in span.attributes if kv.key not in drop_keys]
@@ -142,6 +202,14 @@ def _apply_attributes(batch: ExportTraceServiceRequest, changes: sidecar_pb2.Bat
                 span.attributes.extend(kept)
             for attribute in change.set:
                 set_value(span.attributes, attribute.key, _from_wire(attribute))
+
+
+def _apply_doubles(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -> None:
+    columns = [(c.key, dict(zip(c.spans, c.values, strict=True))) for c in changes.doubles]
+    for index, _, _, span in iter_spans(batch):
+        for key, values in columns:
+            if index in values:
+                set_value(span.attributes, key, values[index])
 
 
 def _apply_drops(batch: ExportTraceServiceRequest, ranges: list[tuple[int, int]]) -> None:

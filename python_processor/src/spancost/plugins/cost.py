@@ -627,17 +627,49 @@ def _emit(
             changes.remove(first, last, OWNED_KEYS)
     for first, last in ranges:
         changes.set(first, last, plan.base)
-    for index, remove, changed, event in overrides:
-        if remove:
-            changes.remove(index, index + 1, remove)
-        if changed:
-            changes.set(index, index + 1, changed)
-        counts[event] = counts.get(event, 0) + 1
+    _emit_overrides(ranges, overrides, changes, counts)
     base_spans = end - start - len(trusted) - len(overrides)
     if base_spans:
         counts[plan.base_event] = counts.get(plan.base_event, 0) + base_spans
     if trusted:
         counts[_EVENT_TRUSTED] = counts.get(_EVENT_TRUSTED, 0) + len(trusted)
+
+
+def _emit_overrides(
+    ranges: Sequence[tuple[int, int]],
+    overrides: list[_Override],
+    changes: Changes,
+    counts: dict[tuple[str, str], int],
+) -> None:
+    """Record the spans that differ from the base, in few messages.
+
+    Spans with the same change (apart from ``cost.usd``) share one
+    `Changes.set_spans` per base range, so the change is applied after its
+    range's base; each span's ``cost.usd`` goes into one double column.
+    """
+    starts = [first for first, _ in ranges]
+    groups: dict[
+        tuple[int, tuple[str, ...], tuple[tuple[str, str, AttributeValue], ...]], list[int]
+    ]
+    groups = {}
+    usd_spans: list[int] = []
+    usd_values: list[float] = []
+    for index, remove, changed, event in sorted(overrides, key=lambda o: o[0]):
+        counts[event] = counts.get(event, 0) + 1
+        usd = changed.get(ATTR_USD)
+        others = changed
+        if type(usd) is float:
+            usd_spans.append(index)
+            usd_values.append(usd)
+            others = {k: v for k, v in changed.items() if k != ATTR_USD}
+        if remove or others:
+            # The type is part of the key: False == 0 == 0.0 must not share a group.
+            rest = tuple((k, type(v).__name__, v) for k, v in others.items())
+            in_range = bisect.bisect_right(starts, index) - 1
+            groups.setdefault((in_range, remove, rest), []).append(index)
+    for (_, remove, rest), indices in groups.items():
+        changes.set_spans(indices, {k: v for k, _, v in rest}, remove)
+    changes.set_doubles(ATTR_USD, usd_spans, usd_values)
 
 
 # -- configuration --------------------------------------------------------------------

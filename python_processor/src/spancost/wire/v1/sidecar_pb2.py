@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1espancost/wire/v1/sidecar.proto\x12\x10spancost.wire.v1\"I\n\x10\x43onfigureRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\"+\n\x11\x43onfigureResponse\x12\x16\n\x0eplugin_version\x18\x01 \x01(\t\"8\n\x14ProcessTracesRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06traces\x18\x02 \x01(\x0c\"\x95\x01\n\x15ProcessTracesResponse\x12\x10\n\x06traces\x18\x01 \x01(\x0cH\x00\x12\x31\n\x07\x63hanges\x18\x03 \x01(\x0b\x32\x1e.spancost.wire.v1.BatchChangesH\x00\x12-\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1d.spancost.wire.v1.PluginEventB\x08\n\x06result\"p\n\x0c\x42\x61tchChanges\x12\x35\n\nattributes\x18\x01 \x03(\x0b\x32!.spancost.wire.v1.AttributeChange\x12)\n\x04\x64rop\x18\x02 \x03(\x0b\x32\x1b.spancost.wire.v1.SpanRange\"\'\n\tSpanRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"g\n\x0f\x41ttributeChange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12\x0e\n\x06remove\x18\x03 \x03(\t\x12(\n\x03set\x18\x04 \x03(\x0b\x32\x1b.spancost.wire.v1.Attribute\"|\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x04 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x00\x42\x07\n\x05value\";\n\x0bPluginEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05spans\x18\x03 \x01(\x03\x32\xc1\x01\n\x07Sidecar\x12T\n\tConfigure\x12\".spancost.wire.v1.ConfigureRequest\x1a#.spancost.wire.v1.ConfigureResponse\x12`\n\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a\'.spancost.wire.v1.ProcessTracesResponseB?Z=github.com/spancost/spancost/collector/internal/wirepb;wirepbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1espancost/wire/v1/sidecar.proto\x12\x10spancost.wire.v1\"I\n\x10\x43onfigureRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\"+\n\x11\x43onfigureResponse\x12\x16\n\x0eplugin_version\x18\x01 \x01(\t\"8\n\x14ProcessTracesRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06traces\x18\x02 \x01(\x0c\"\x95\x01\n\x15ProcessTracesResponse\x12\x10\n\x06traces\x18\x01 \x01(\x0cH\x00\x12\x31\n\x07\x63hanges\x18\x03 \x01(\x0b\x32\x1e.spancost.wire.v1.BatchChangesH\x00\x12-\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1d.spancost.wire.v1.PluginEventB\x08\n\x06result\"\xa1\x01\n\x0c\x42\x61tchChanges\x12\x35\n\nattributes\x18\x01 \x03(\x0b\x32!.spancost.wire.v1.AttributeChange\x12)\n\x04\x64rop\x18\x02 \x03(\x0b\x32\x1b.spancost.wire.v1.SpanRange\x12/\n\x07\x64oubles\x18\x03 \x03(\x0b\x32\x1e.spancost.wire.v1.DoubleColumn\":\n\x0c\x44oubleColumn\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05spans\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\'\n\tSpanRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"v\n\x0f\x41ttributeChange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12\r\n\x05spans\x18\x05 \x03(\r\x12\x0e\n\x06remove\x18\x03 \x03(\t\x12(\n\x03set\x18\x04 \x03(\x0b\x32\x1b.spancost.wire.v1.Attribute\"|\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x04 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x00\x42\x07\n\x05value\";\n\x0bPluginEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05spans\x18\x03 \x01(\x03\x32\xc1\x01\n\x07Sidecar\x12T\n\tConfigure\x12\".spancost.wire.v1.ConfigureRequest\x1a#.spancost.wire.v1.ConfigureResponse\x12`\n\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a\'.spancost.wire.v1.ProcessTracesResponseB?Z=github.com/spancost/spancost/collector/internal/wirepb;wirepbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,16 +40,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSTRACESREQUEST']._serialized_end=228
   _globals['_PROCESSTRACESRESPONSE']._serialized_start=231
   _globals['_PROCESSTRACESRESPONSE']._serialized_end=380
-  _globals['_BATCHCHANGES']._serialized_start=382
-  _globals['_BATCHCHANGES']._serialized_end=494
-  _globals['_SPANRANGE']._serialized_start=496
-  _globals['_SPANRANGE']._serialized_end=535
-  _globals['_ATTRIBUTECHANGE']._serialized_start=537
-  _globals['_ATTRIBUTECHANGE']._serialized_end=640
-  _globals['_ATTRIBUTE']._serialized_start=642
-  _globals['_ATTRIBUTE']._serialized_end=766
-  _globals['_PLUGINEVENT']._serialized_start=768
-  _globals['_PLUGINEVENT']._serialized_end=827
-  _globals['_SIDECAR']._serialized_start=830
-  _globals['_SIDECAR']._serialized_end=1023
+  _globals['_BATCHCHANGES']._serialized_start=383
+  _globals['_BATCHCHANGES']._serialized_end=544
+  _globals['_DOUBLECOLUMN']._serialized_start=546
+  _globals['_DOUBLECOLUMN']._serialized_end=604
+  _globals['_SPANRANGE']._serialized_start=606
+  _globals['_SPANRANGE']._serialized_end=645
+  _globals['_ATTRIBUTECHANGE']._serialized_start=647
+  _globals['_ATTRIBUTECHANGE']._serialized_end=765
+  _globals['_ATTRIBUTE']._serialized_start=767
+  _globals['_ATTRIBUTE']._serialized_end=891
+  _globals['_PLUGINEVENT']._serialized_start=893
+  _globals['_PLUGINEVENT']._serialized_end=952
+  _globals['_SIDECAR']._serialized_start=955
+  _globals['_SIDECAR']._serialized_end=1148
 # @@protoc_insertion_point(module_scope)

@@ -41,12 +41,24 @@ class ProcessTracesResponse(_message.Message):
     def __init__(self, traces: _Optional[bytes] = ..., changes: _Optional[_Union[BatchChanges, _Mapping]] = ..., events: _Optional[_Iterable[_Union[PluginEvent, _Mapping]]] = ...) -> None: ...
 
 class BatchChanges(_message.Message):
-    __slots__ = ("attributes", "drop")
+    __slots__ = ("attributes", "drop", "doubles")
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
+    DOUBLES_FIELD_NUMBER: _ClassVar[int]
     attributes: _containers.RepeatedCompositeFieldContainer[AttributeChange]
     drop: _containers.RepeatedCompositeFieldContainer[SpanRange]
-    def __init__(self, attributes: _Optional[_Iterable[_Union[AttributeChange, _Mapping]]] = ..., drop: _Optional[_Iterable[_Union[SpanRange, _Mapping]]] = ...) -> None: ...
+    doubles: _containers.RepeatedCompositeFieldContainer[DoubleColumn]
+    def __init__(self, attributes: _Optional[_Iterable[_Union[AttributeChange, _Mapping]]] = ..., drop: _Optional[_Iterable[_Union[SpanRange, _Mapping]]] = ..., doubles: _Optional[_Iterable[_Union[DoubleColumn, _Mapping]]] = ...) -> None: ...
+
+class DoubleColumn(_message.Message):
+    __slots__ = ("key", "spans", "values")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    spans: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, key: _Optional[str] = ..., spans: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SpanRange(_message.Message):
     __slots__ = ("start", "end")
@@ -57,16 +69,18 @@ class SpanRange(_message.Message):
     def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class AttributeChange(_message.Message):
-    __slots__ = ("start", "end", "remove", "set")
+    __slots__ = ("start", "end", "spans", "remove", "set")
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_FIELD_NUMBER: _ClassVar[int]
     SET_FIELD_NUMBER: _ClassVar[int]
     start: int
     end: int
+    spans: _containers.RepeatedScalarFieldContainer[int]
     remove: _containers.RepeatedScalarFieldContainer[str]
     set: _containers.RepeatedCompositeFieldContainer[Attribute]
-    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., remove: _Optional[_Iterable[str]] = ..., set: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., spans: _Optional[_Iterable[int]] = ..., remove: _Optional[_Iterable[str]] = ..., set: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
 
 class Attribute(_message.Message):
     __slots__ = ("key", "string_value", "bool_value", "int_value", "double_value")
