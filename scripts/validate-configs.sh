@@ -25,3 +25,10 @@ if _build/otelcol-spancost validate --config "$readme_config" >/dev/null 2>"$CAC
 else
   printf '  FAIL README.md (A full configuration)\n' >&2; cat "$CACHE_DIR/validate.err" >&2; exit 1
 fi
+
+# configs/k8s/configmap.yaml carries configs/daemonset.yaml; they must agree.
+if "$VENV/bin/python" scripts/configmap.py --check; then
+  printf '  ok   configs/k8s/configmap.yaml matches configs/daemonset.yaml\n' >&2
+else
+  exit 1
+fi
