@@ -29,9 +29,7 @@ def run_health(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
 def sidecar(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     sock = tmp_path / "sidecar.sock"
     target = f"unix://{sock}"
-    proc = subprocess.Popen(
-        [*SPANCOST, "sidecar", "--listen", target], stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen([*SPANCOST, "sidecar", "--listen", target], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while not sock.exists():
         assert proc.poll() is None, "the sidecar exited"

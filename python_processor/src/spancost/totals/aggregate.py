@@ -1,0 +1,285 @@
+"""Per-trace cost totals as idempotent deltas: span contributions in, per-trace sums out.
+
+Pure: plain dataclasses and ``now`` in, decisions out; no protobuf, no database.
+`spancost.totals.otlp.contributions` turns an OTLP batch into `SpanContribution`
+values; a store then does, in one database transaction per batch::
+
+    accepted, quarantined = split(contributions, now, max_skew)
+    inserted = <insert every contribution keyed by (trace_id, span_id),
+                ON CONFLICT DO NOTHING; quarantined ones with their reason>
+    for trace_id, delta in fold(<the accepted ones actually inserted>).items():
+        <add delta to the trace's row: sums add, start = least, root kept if known>
+
+Every span therefore adds to its trace's totals once, whatever the replays (a
+replayed batch inserts nothing new, so it adds nothing) and however many
+collectors hold parts of the trace (their deltas add, never overwrite).
+
+Precision: `TraceDelta.cost_usd` is ``math.fsum`` of its spans' ``cost.usd``,
+the correctly rounded sum (at most half an ulp, 1.1e-16 relative, per delta).
+Stores add deltas with ordinary floating point; since every cost is >= 0 there
+is no cancellation, so n additions err by at most about n x 1.1e-16 relative:
+under the 1e-9 the totals promise for fewer than nine million deltas per sum.
+``Decimal`` would buy nothing here: the inputs are already doubles, so the only
+error is in the additions, and fsum plus non-negative terms keep it far below 1e-9.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Final, Literal
+
+__all__ = [
+    "QUARANTINE_REASONS",
+    "QuarantineReason",
+    "Quarantined",
+    "SpanContribution",
+    "TraceDelta",
+    "fold",
+    "merge",
+    "ns_from_duration",
+    "ns_from_utc",
+    "split",
+    "utc_from_ns",
+]
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_PER_US: Final = 1000
+_MICROSECOND: Final = timedelta(microseconds=1)
+_TRACE_ID_HEX: Final = 32
+_SPAN_ID_HEX: Final = 16
+
+QuarantineReason = Literal["invalid_id", "missing_time", "end_before_start", "future", "past"]
+QUARANTINE_REASONS: Final[tuple[QuarantineReason, ...]] = (
+    "invalid_id",
+    "missing_time",
+    "end_before_start",
+    "future",
+    "past",
+)
+"""Why a span is kept out of the totals, in the order they are checked."""
+
+
+def ns_from_utc(moment: datetime) -> int:
+    """Nanoseconds since the Unix epoch of an aware `moment` (exact: integer arithmetic)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"datetime must be timezone-aware (UTC), got naive {moment.isoformat()}")
+    return (moment - EPOCH) // _MICROSECOND * _NS_PER_US
+
+
+def utc_from_ns(ns: int) -> datetime:
+    """The UTC datetime of `ns` nanoseconds since the epoch (truncated to microseconds)."""
+    return EPOCH + timedelta(microseconds=ns // _NS_PER_US)
+
+
+def ns_from_duration(duration: timedelta) -> int:
+    """Nanoseconds in `duration` (exact)."""
+    return duration // _MICROSECOND * _NS_PER_US
+
+
+@dataclass(frozen=True, slots=True)
+class SpanContribution:
+    """What one span adds to its trace's totals, and the facts that name the trace.
+
+    Keyed by (`trace_id`, `span_id`): a store inserts each key once, so a span
+    delivered twice contributes once.
+    """
+
+    trace_id: str
+    """32 lower-case hex digits (other lengths, or all zeros, are quarantined as ``invalid_id``)."""
+    span_id: str
+    """16 lower-case hex digits."""
+    start_ns: int
+    """Start, nanoseconds since the Unix epoch (UTC); 0 when unset."""
+    end_ns: int
+    cost_usd: float = 0.0
+    """``cost.usd``; 0.0 when the span is unpriced."""
+    unpriced_reason: str | None = None
+    """None when priced; else ``cost.unpriced_reason``, or ``cost_missing`` (no cost
+    attribute at all) or ``cost_invalid`` (a ``cost.usd`` that is not a finite double >= 0)."""
+    is_root: bool = False
+    """The span has no parent: the root of its trace."""
+    name: str = ""
+    """The span's name."""
+    service: str | None = None
+    """Resource ``service.name``."""
+    environment: str | None = None
+    """``deployment.environment.name`` (or ``deployment.environment``), normalized."""
+    account: str | None = None
+    """Resource ``cloud.account.id``."""
+    transaction_attribute: str | None = None
+    """On a root span: the configured transaction attribute (span, else resource), if a string."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What a store deduplicates on."""
+        return (self.trace_id, self.span_id)
+
+    @property
+    def priced(self) -> bool:
+        return self.unpriced_reason is None
+
+    @property
+    def start_utc(self) -> datetime:
+        return utc_from_ns(self.start_ns)
+
+    @property
+    def end_utc(self) -> datetime:
+        return utc_from_ns(self.end_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A span kept out of the totals, and why."""
+
+    contribution: SpanContribution
+    reason: QuarantineReason
+
+
+def _quarantine_reason(
+    contribution: SpanContribution, now_ns: int, skew_ns: int
+) -> QuarantineReason | None:
+    trace_id, span_id = contribution.trace_id, contribution.span_id
+    if (
+        len(trace_id) != _TRACE_ID_HEX
+        or len(span_id) != _SPAN_ID_HEX
+        or not trace_id.strip("0")
+        or not span_id.strip("0")
+    ):
+        return "invalid_id"
+    start, end = contribution.start_ns, contribution.end_ns
+    if start <= 0 or end <= 0:
+        return "missing_time"
+    if end < start:
+        return "end_before_start"
+    if end - now_ns > skew_ns:  # end >= start: the start is checked too
+        return "future"
+    if now_ns - start > skew_ns:
+        return "past"
+    return None
+
+
+def split(
+    contributions: Iterable[SpanContribution], now: datetime, max_skew: timedelta
+) -> tuple[list[SpanContribution], list[Quarantined]]:
+    """The contributions that may enter the totals, and the others with their reason.
+
+    A span is accepted when its ids are valid and both its timestamps are set,
+    in order, and within `max_skew` of `now` (the ingest time) inclusive:
+    exactly `max_skew` away is accepted, a nanosecond more is not. Every
+    contribution lands in exactly one of the two lists, in input order.
+    """
+    now_ns = ns_from_utc(now)
+    skew_ns = ns_from_duration(max_skew)
+    if skew_ns < 0:
+        raise ValueError(f"max_skew must not be negative, got {max_skew}")
+    accepted: list[SpanContribution] = []
+    quarantined: list[Quarantined] = []
+    for contribution in contributions:
+        reason = _quarantine_reason(contribution, now_ns, skew_ns)
+        if reason is None:
+            accepted.append(contribution)
+        else:
+            quarantined.append(Quarantined(contribution, reason))
+    return accepted, quarantined
+
+
+@dataclass(frozen=True, slots=True)
+class TraceDelta:
+    """What a set of distinct spans of one trace adds to the trace's row.
+
+    Sums add (`merge`); `start_ns`/`end_ns` take the least/greatest; `root` and
+    `earliest` take the span that sorts first by (start, span id), so merging is
+    commutative and associative and its result does not depend on which
+    collector or batch delivered which span.
+    """
+
+    trace_id: str
+    cost_usd: float
+    span_count: int
+    priced_count: int
+    unpriced_count: int
+    start_ns: int
+    """Earliest span start (the trace start, once every span is in)."""
+    end_ns: int
+    """Latest span end."""
+    earliest: SpanContribution
+    """The first span by (start, span id): facts for a trace whose root never arrives."""
+    root: SpanContribution | None = None
+    """The root span, when it is among these spans (the first one, should a trace have two)."""
+
+    @property
+    def start_utc(self) -> datetime:
+        return utc_from_ns(self.start_ns)
+
+
+def _order(contribution: SpanContribution) -> tuple[int, str]:
+    return (contribution.start_ns, contribution.span_id)
+
+
+def _first(a: SpanContribution | None, b: SpanContribution | None) -> SpanContribution | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a if _order(a) <= _order(b) else b
+
+
+def _delta(trace_id: str, spans: list[SpanContribution]) -> TraceDelta:
+    priced = sum(1 for span in spans if span.priced)
+    roots = [span for span in spans if span.is_root]
+    return TraceDelta(
+        trace_id=trace_id,
+        cost_usd=math.fsum(span.cost_usd for span in spans),
+        span_count=len(spans),
+        priced_count=priced,
+        unpriced_count=len(spans) - priced,
+        start_ns=min(span.start_ns for span in spans),
+        end_ns=max(span.end_ns for span in spans),
+        earliest=min(spans, key=_order),
+        root=min(roots, key=_order) if roots else None,
+    )
+
+
+def fold(contributions: Iterable[SpanContribution]) -> dict[str, TraceDelta]:
+    """The per-trace sums of `contributions`, by trace id.
+
+    A key (trace id, span id) seen again is ignored (the first wins), as a
+    store's ``ON CONFLICT DO NOTHING`` would: a batch that carries a span twice
+    counts it once. Pass only contributions accepted by `split`.
+    """
+    seen: set[tuple[str, str]] = set()
+    by_trace: dict[str, list[SpanContribution]] = {}
+    for contribution in contributions:
+        key = contribution.key
+        if key in seen:
+            continue
+        seen.add(key)
+        by_trace.setdefault(contribution.trace_id, []).append(contribution)
+    return {trace_id: _delta(trace_id, spans) for trace_id, spans in by_trace.items()}
+
+
+def merge(total: TraceDelta | None, delta: TraceDelta) -> TraceDelta:
+    """`total` with `delta` added: what a store does to a trace's row (sums add, never overwrite).
+
+    The deltas must come from disjoint sets of spans (the store's deduplication
+    sees to that); merging the same delta twice counts its spans twice.
+    """
+    if total is None:
+        return delta
+    if total.trace_id != delta.trace_id:
+        raise ValueError(f"cannot merge trace {delta.trace_id} into trace {total.trace_id}")
+    earliest = (
+        total.earliest if _order(total.earliest) <= _order(delta.earliest) else delta.earliest
+    )
+    return replace(
+        total,
+        cost_usd=total.cost_usd + delta.cost_usd,
+        span_count=total.span_count + delta.span_count,
+        priced_count=total.priced_count + delta.priced_count,
+        unpriced_count=total.unpriced_count + delta.unpriced_count,
+        start_ns=min(total.start_ns, delta.start_ns),
+        end_ns=max(total.end_ns, delta.end_ns),
+        earliest=earliest,
+        root=_first(total.root, delta.root),
+    )

@@ -1,0 +1,155 @@
+"""The OTLP adapter: a batch of enriched spans → one `SpanContribution` per span.
+
+The only totals module that knows protobuf. It reads what ``spancost.cost``
+wrote (``cost.usd``, ``cost.unpriced_reason``) and the facts that name a trace
+(``service.name``, ``cloud.account.id``, the deployment environment, the root's
+transaction attribute), and nothing else: deciding is left to the pure core.
+
+Odd input is data: an attribute of the wrong type (an integer ``service.name``)
+counts as absent and is counted in `events` as ``skipped`` with reason
+``<fact>_type=<otlp type>`` (``service``, ``account``, ``environment``,
+``transaction``); a ``cost.usd`` that is not a finite double >= 0 makes the
+span unpriced with reason ``cost_invalid``. Every span of the batch yields a
+contribution, whatever it holds (invalid ids and times are for `split` to quarantine).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Final
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from spancost.attributes import value_type
+from spancost.plugin import Events
+from spancost.plugins.environment import ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY, normalize
+from spancost.totals.aggregate import SpanContribution
+from spancost.totals.naming import DEFAULT_TRANSACTION_ATTRIBUTE
+
+__all__ = [
+    "ATTR_CLOUD_ACCOUNT_ID",
+    "ATTR_SERVICE_NAME",
+    "ATTR_UNPRICED_REASON",
+    "ATTR_USD",
+    "REASON_COST_INVALID",
+    "REASON_COST_MISSING",
+    "contributions",
+]
+
+# The contract of "Attributes written" (spancost.plugins.cost); repeated rather than
+# imported so the totals path does not load the pricing engine (a test keeps them equal).
+ATTR_USD: Final = "cost.usd"
+ATTR_UNPRICED_REASON: Final = "cost.unpriced_reason"
+ATTR_SERVICE_NAME: Final = "service.name"
+ATTR_CLOUD_ACCOUNT_ID: Final = "cloud.account.id"
+
+REASON_COST_MISSING: Final = "cost_missing"
+"""Neither ``cost.usd`` nor ``cost.unpriced_reason``: the span was not priced (e.g. the
+sidecar failed and ``on_error: pass`` forwarded the batch unchanged)."""
+REASON_COST_INVALID: Final = "cost_invalid"
+
+_ENVIRONMENT_KEYS: Final = (ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY)
+
+
+def _read(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, AnyValue]:
+    """The `wanted` attributes; the first of a repeated key wins (as in ``pcommon.Map``)."""
+    found: dict[str, AnyValue] = {}
+    for attribute in attributes:
+        key = attribute.key
+        if key in wanted and key not in found:
+            found[key] = attribute.value
+    return found
+
+
+def _text(value: AnyValue | None, fact: str, events: Events | None, spans: int = 1) -> str | None:
+    """A string attribute, stripped; None if absent, blank, or (counted) of another type."""
+    if value is None:
+        return None
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value.strip() or None
+    if which is not None and events is not None:
+        events.add("skipped", reason=f"{fact}_type={value_type(value)}", spans=spans)
+    return None
+
+
+def _environment(values: dict[str, AnyValue], events: Events | None, spans: int = 1) -> str | None:
+    for key in _ENVIRONMENT_KEYS:
+        name = _text(values.get(key), "environment", events, spans)
+        if name is not None:
+            return normalize(name)
+    return None
+
+
+def _cost(values: dict[str, AnyValue]) -> tuple[float, str | None]:
+    """(cost in USD, None) for a priced span; (0.0, reason) for an unpriced one."""
+    usd = values.get(ATTR_USD)
+    if usd is not None:
+        if usd.WhichOneof("value") == "double_value":
+            number = usd.double_value
+            if math.isfinite(number) and number >= 0:
+                return number + 0.0, None  # + 0.0: -0.0 becomes 0.0
+        return 0.0, REASON_COST_INVALID
+    reason = values.get(ATTR_UNPRICED_REASON)
+    if reason is None:
+        return 0.0, REASON_COST_MISSING
+    if reason.WhichOneof("value") == "string_value" and reason.string_value:
+        return 0.0, reason.string_value
+    return 0.0, REASON_COST_INVALID
+
+
+def contributions(
+    batch: ExportTraceServiceRequest,
+    *,
+    transaction_attribute: str = DEFAULT_TRANSACTION_ATTRIBUTE,
+    events: Events | None = None,
+) -> list[SpanContribution]:
+    """One contribution per span of `batch`, in document order.
+
+    `transaction_attribute` (``TotalsConfig.transaction_attribute``) is read on
+    root spans only, from the span's attributes, else its resource's.
+    """
+    resource_keys = frozenset(
+        (ATTR_SERVICE_NAME, ATTR_CLOUD_ACCOUNT_ID, transaction_attribute, *_ENVIRONMENT_KEYS)
+    )
+    span_keys = frozenset((ATTR_USD, ATTR_UNPRICED_REASON, transaction_attribute))
+    result: list[SpanContribution] = []
+    for resource_spans in batch.resource_spans:
+        spans = sum(len(scope_spans.spans) for scope_spans in resource_spans.scope_spans)
+        if not spans:
+            continue
+        resource = _read(resource_spans.resource.attributes, resource_keys)
+        service = _text(resource.get(ATTR_SERVICE_NAME), "service", events, spans)
+        account = _text(resource.get(ATTR_CLOUD_ACCOUNT_ID), "account", events, spans)
+        resource_environment = _environment(resource, events, spans)
+        resource_transaction = resource.get(transaction_attribute)
+        wanted = span_keys if resource_environment else span_keys.union(_ENVIRONMENT_KEYS)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                values = _read(span.attributes, wanted)
+                cost_usd, unpriced_reason = _cost(values)
+                is_root = not any(span.parent_span_id)  # absent, or all zeros
+                transaction = None
+                if is_root:
+                    transaction = _text(
+                        values.get(transaction_attribute), "transaction", events
+                    ) or _text(resource_transaction, "transaction", events)
+                result.append(
+                    SpanContribution(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        cost_usd=cost_usd,
+                        unpriced_reason=unpriced_reason,
+                        is_root=is_root,
+                        name=span.name,
+                        service=service,
+                        environment=resource_environment or _environment(values, events),
+                        account=account,
+                        transaction_attribute=transaction,
+                    )
+                )
+    return result
