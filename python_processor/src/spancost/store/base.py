@@ -1,0 +1,77 @@
+"""What every trace-totals store offers the sink: a small protocol over the pure core.
+
+A store keeps, per trace, the sum of what its spans add (`spancost.totals.fold`,
+`spancost.totals.merge`), idempotently: each (trace id, span id) is counted once,
+whatever the replays and however many collectors write. See the README section
+"Trace totals (core)" for the invariant and "Totals store: SQLite" for the schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from spancost.errors import SpancostError
+from spancost.totals.aggregate import Quarantined, SpanContribution
+
+__all__ = ["StoreError", "TotalsStore", "WriteResult"]
+
+
+class StoreError(SpancostError):
+    """A store operation failed; nothing of it was committed (the caller should retry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one committed `TotalsStore.write` added."""
+
+    accepted: int = 0
+    """Accepted spans inserted (and so added to their traces' totals)."""
+    duplicates: int = 0
+    """Spans (accepted or quarantined) already stored: a replay, added nothing."""
+    quarantined: Mapping[str, int] = field(default_factory=dict)
+    """Quarantined spans inserted, by reason."""
+    traces: int = 0
+    """Trace rows the batch added to."""
+    cost_usd: float = 0.0
+    """Cost added (the sum over the inserted accepted spans)."""
+
+
+class TotalsStore(Protocol):
+    """Per-trace totals, a quarantine, and an hourly per-domain rollup.
+
+    Every method either commits all of its work or raises (`StoreError` for a
+    database failure) having committed nothing: a sink acknowledges a batch only
+    when `write` returned.
+    """
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to run again (and from several processes)."""
+
+    def write(
+        self,
+        contributions: Sequence[SpanContribution],
+        quarantined: Sequence[Quarantined],
+        now: datetime,
+    ) -> WriteResult:
+        """Store one batch, split by `spancost.totals.split` at ingest time `now` (aware UTC).
+
+        In one transaction: insert every span keyed by (trace id, span id), skipping
+        those already stored, then add the `fold` of the accepted ones inserted to
+        their trace rows and to the per-domain rollup.
+        """
+
+    def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
+        """Name every rootless trace first seen at least `grace` before `now`
+        `unattributed_name`; return how many were named."""
+
+    def domain_spend(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, float]:
+        """Cost by domain of the traces first seen in the hours from `since` (rounded
+        down to the hour) to before `until`, leaving out `exclude_environments`."""
+
+    def close(self) -> None:
+        """Release the database connection."""

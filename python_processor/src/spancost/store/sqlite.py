@@ -1,0 +1,512 @@
+"""The embedded trace-totals store: one SQLite file, stdlib ``sqlite3``, WAL.
+
+Times are INTEGER nanoseconds since the Unix epoch, UTC (``*_ns`` columns), as in
+`SpanContribution`. Every write runs in one ``BEGIN IMMEDIATE`` transaction, which
+takes SQLite's write lock up front: writers (threads with their own store, or other
+processes) are serialized by SQLite and wait up to ``busy_timeout`` for each other.
+
+The rollup ``domain_hourly`` holds every trace once, under its CURRENT
+(domain, environment) and the hour it was first seen; when a late root (or
+`attribute_orphans`) changes a trace's domain or environment, the trace's whole
+totals move from the old key to the new one in the same transaction, so the rollup
+always sums the trace rows. Traces still waiting for their root are under domain
+``''``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Final, TypeVar
+
+from spancost.store.base import StoreError, WriteResult
+from spancost.totals.aggregate import (
+    Quarantined,
+    SpanContribution,
+    TraceDelta,
+    fold,
+    ns_from_duration,
+    ns_from_utc,
+    utc_from_ns,
+)
+from spancost.totals.naming import (
+    TotalsConfig,
+    TraceState,
+    domain_name,
+    resolve_transaction,
+    transaction_name,
+)
+
+__all__ = ["MIGRATIONS", "PENDING_DOMAIN", "SQLiteStore"]
+
+logger = logging.getLogger(__name__)
+
+HOUR_NS: Final = 3600 * 10**9
+PENDING_DOMAIN: Final = ""
+"""The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
+UNKNOWN_ENVIRONMENT: Final = ""
+"""The rollup's environment of traces without ``deployment.environment``."""
+
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            """
+            CREATE TABLE contributions (
+                trace_id TEXT NOT NULL,
+                span_id TEXT NOT NULL,
+                ingested_ns INTEGER NOT NULL,
+                quarantine_reason TEXT,
+                cost_usd REAL NOT NULL,
+                unpriced_reason TEXT,
+                is_root INTEGER NOT NULL,
+                start_ns INTEGER NOT NULL,
+                end_ns INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                service TEXT,
+                environment TEXT,
+                account TEXT,
+                transaction_attribute TEXT,
+                PRIMARY KEY (trace_id, span_id)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE traces (
+                trace_id TEXT PRIMARY KEY,
+                cost_usd REAL NOT NULL,
+                span_count INTEGER NOT NULL,
+                priced_count INTEGER NOT NULL,
+                unpriced_count INTEGER NOT NULL,
+                start_ns INTEGER NOT NULL,
+                end_ns INTEGER NOT NULL,
+                first_seen_ns INTEGER NOT NULL,
+                last_update_ns INTEGER NOT NULL,
+                earliest_span_id TEXT NOT NULL,
+                earliest_start_ns INTEGER NOT NULL,
+                earliest_service TEXT,
+                earliest_environment TEXT,
+                root_span_id TEXT,
+                root_start_ns INTEGER,
+                root_transaction TEXT,
+                root_service TEXT,
+                root_environment TEXT,
+                transaction_name TEXT,
+                domain TEXT,
+                environment TEXT
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX traces_pending ON traces (first_seen_ns) WHERE transaction_name IS NULL",
+            "CREATE INDEX traces_first_seen ON traces (first_seen_ns)",
+            """
+            CREATE TABLE domain_hourly (
+                domain TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                hour_ns INTEGER NOT NULL,
+                cost_usd REAL NOT NULL,
+                traces INTEGER NOT NULL,
+                spans INTEGER NOT NULL,
+                PRIMARY KEY (hour_ns, domain, environment)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE quarantine_counts (
+                reason TEXT PRIMARY KEY,
+                spans INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+)
+"""(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
+
+_INSERT_CONTRIBUTION: Final = """
+INSERT INTO contributions (
+    trace_id, span_id, ingested_ns, quarantine_reason, cost_usd, unpriced_reason, is_root,
+    start_ns, end_ns, name, service, environment, account, transaction_attribute
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (trace_id, span_id) DO NOTHING
+"""
+
+# Sums add; start least, end greatest; earliest and root the first by (start, span id).
+# Every right-hand side of an UPDATE sees the row as it was before the update.
+_ADD_TO_TRACE: Final = """
+INSERT INTO traces (
+    trace_id, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
+    first_seen_ns, last_update_ns,
+    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
+    root_span_id, root_start_ns, root_transaction, root_service, root_environment
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (trace_id) DO UPDATE SET
+    cost_usd = cost_usd + excluded.cost_usd,
+    span_count = span_count + excluded.span_count,
+    priced_count = priced_count + excluded.priced_count,
+    unpriced_count = unpriced_count + excluded.unpriced_count,
+    start_ns = min(start_ns, excluded.start_ns),
+    end_ns = max(end_ns, excluded.end_ns),
+    last_update_ns = excluded.last_update_ns,
+    {earliest},
+    {root}
+RETURNING cost_usd, span_count, first_seen_ns, earliest_service, earliest_environment,
+    root_span_id, root_transaction, root_service, root_environment
+"""
+_EARLIER: Final = (
+    "(excluded.earliest_start_ns, excluded.earliest_span_id)"
+    " < (earliest_start_ns, earliest_span_id)"
+)
+_ROOT_EARLIER: Final = (
+    "excluded.root_span_id IS NOT NULL AND (root_span_id IS NULL"
+    " OR (excluded.root_start_ns, excluded.root_span_id) < (root_start_ns, root_span_id))"
+)
+
+
+def _take_if(condition: str, columns: Sequence[str]) -> str:
+    return ",\n    ".join(
+        f"{column} = CASE WHEN {condition} THEN excluded.{column} ELSE {column} END"
+        for column in columns
+    )
+
+
+_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(
+    earliest=_take_if(
+        _EARLIER,
+        ("earliest_span_id", "earliest_start_ns", "earliest_service", "earliest_environment"),
+    ),
+    root=_take_if(
+        _ROOT_EARLIER,
+        ("root_start_ns", "root_transaction", "root_service", "root_environment", "root_span_id"),
+    ),
+)
+
+_ADD_TO_ROLLUP: Final = """
+INSERT INTO domain_hourly (domain, environment, hour_ns, cost_usd, traces, spans)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour_ns, domain, environment) DO UPDATE SET
+    cost_usd = cost_usd + excluded.cost_usd,
+    traces = traces + excluded.traces,
+    spans = spans + excluded.spans
+"""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _RollupEntry:
+    """Where a trace sits in ``domain_hourly`` and what it put there."""
+
+    domain: str
+    environment: str
+    hour_ns: int
+    cost_usd: float
+    spans: int
+
+
+class SQLiteStore:
+    """`TotalsStore` over one SQLite file (see the module docstring).
+
+    One connection per store, guarded by a lock: a store may be shared by threads,
+    and several stores (threads or processes) may open the same file.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: TotalsConfig | None = None,
+        *,
+        busy_timeout: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._config = config if config is not None else TotalsConfig()
+        self._lock = threading.Lock()
+        try:
+            # isolation_level=None: no implicit transactions; every method opens its own.
+            self._connection = sqlite3.connect(
+                path,
+                timeout=busy_timeout.total_seconds(),
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: a batch acknowledged to the exporter survives a power loss, not only a crash.
+            self._connection.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite totals store {str(path)!r}: {exc}") from exc
+        self._path = str(path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def migrate(self) -> None:
+        def apply(cursor: sqlite3.Cursor) -> None:
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)"
+            )
+            applied = {row[0] for row in cursor.execute("SELECT version FROM schema_migrations")}
+            for version, statements in MIGRATIONS:
+                if version in applied:
+                    continue
+                logger.info("applying totals schema migration %s to %s", version, self._path)
+                for statement in statements:
+                    cursor.execute(statement)
+                cursor.execute(
+                    "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)",
+                    (version, ns_from_utc(datetime.now().astimezone())),
+                )
+
+        self._transaction("migrate", apply)
+
+    def write(
+        self,
+        contributions: Sequence[SpanContribution],
+        quarantined: Sequence[Quarantined],
+        now: datetime,
+    ) -> WriteResult:
+        now_ns = ns_from_utc(now)
+        return self._transaction(
+            "write", lambda cursor: self._write(cursor, contributions, quarantined, now_ns)
+        )
+
+    def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
+        return self._transaction(
+            "attribute_orphans",
+            lambda cursor: self._attribute_orphans(cursor, now, grace, unattributed_name),
+        )
+
+    def domain_spend(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, float]:
+        query = (
+            "SELECT domain, environment, sum(cost_usd) FROM domain_hourly"
+            " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ? GROUP BY domain, environment"
+        )
+        since_hour = ns_from_utc(since) // HOUR_NS * HOUR_NS
+        parameters = (since_hour, ns_from_utc(until), PENDING_DOMAIN)
+        rows = self._transaction(
+            "domain_spend",
+            lambda cursor: cursor.execute(query, parameters).fetchall(),
+            read_only=True,
+        )
+        excluded = frozenset(exclude_environments)
+        spend: dict[str, float] = {}
+        for domain, environment, cost in rows:
+            if environment not in excluded:
+                spend[domain] = spend.get(domain, 0.0) + cost
+        return spend
+
+    def _transaction(
+        self, operation: str, work: Callable[[sqlite3.Cursor], _T], *, read_only: bool = False
+    ) -> _T:
+        """Run `work` in one transaction: all of it commits, or none and it raises.
+
+        Writes begin IMMEDIATE (the write lock up front, so two writers never deadlock
+        upgrading a read lock); reads begin DEFERRED and do not block writers (WAL).
+        """
+        with self._lock:
+            try:
+                cursor = self._connection.cursor()
+                cursor.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"totals store {operation}: {exc}") from exc
+            try:
+                result = work(cursor)
+                cursor.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    self._connection.rollback()
+                except sqlite3.Error:
+                    logger.warning("totals store %s: rollback failed", operation, exc_info=True)
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"totals store {operation}: {exc}") from exc
+                raise
+            return result
+
+    def _write(
+        self,
+        cursor: sqlite3.Cursor,
+        contributions: Sequence[SpanContribution],
+        quarantined: Sequence[Quarantined],
+        now_ns: int,
+    ) -> WriteResult:
+        inserted = [c for c in contributions if _insert(cursor, c, None, now_ns)]
+        reasons: Counter[str] = Counter(
+            q.reason for q in quarantined if _insert(cursor, q.contribution, q.reason, now_ns)
+        )
+        for reason, spans in reasons.items():
+            cursor.execute(
+                "INSERT INTO quarantine_counts (reason, spans) VALUES (?, ?)"
+                " ON CONFLICT (reason) DO UPDATE SET spans = spans + excluded.spans",
+                (reason, spans),
+            )
+        deltas = fold(inserted)
+        for delta in deltas.values():
+            self._add(cursor, delta, now_ns)
+        return WriteResult(
+            accepted=len(inserted),
+            duplicates=len(contributions) + len(quarantined) - len(inserted) - reasons.total(),
+            quarantined=dict(reasons),
+            traces=len(deltas),
+            cost_usd=sum(delta.cost_usd for delta in deltas.values()),
+        )
+
+    def _add(self, cursor: sqlite3.Cursor, delta: TraceDelta, now_ns: int) -> None:
+        """Add `delta` to its trace's row (as `merge` does) and to the rollup, moving the
+        trace's totals in the rollup if its domain or environment changed."""
+        before = _rollup_entry(cursor, delta.trace_id)
+        root, earliest = delta.root, delta.earliest
+        row = cursor.execute(
+            _ADD_TO_TRACE_SQL,
+            (
+                delta.trace_id,
+                delta.cost_usd,
+                delta.span_count,
+                delta.priced_count,
+                delta.unpriced_count,
+                delta.start_ns,
+                delta.end_ns,
+                now_ns,
+                now_ns,
+                earliest.span_id,
+                earliest.start_ns,
+                earliest.service,
+                earliest.environment,
+                None if root is None else root.span_id,
+                None if root is None else root.start_ns,
+                None if root is None else transaction_name(root, self._config),
+                None if root is None else root.service,
+                None if root is None else root.environment,
+            ),
+        ).fetchone()
+        (cost, spans, first_seen_ns, earliest_service, earliest_environment) = row[:5]
+        (root_span_id, root_transaction, root_service, root_environment) = row[5:]
+        transaction = root_transaction
+        if transaction is None:  # no root yet: keep the orphan's name, if it has one
+            transaction = cursor.execute(
+                "SELECT transaction_name FROM traces WHERE trace_id = ?", (delta.trace_id,)
+            ).fetchone()[0]
+        has_root = root_span_id is not None
+        service = root_service if has_root else earliest_service
+        environment = root_environment if has_root else earliest_environment
+        domain = None if transaction is None else domain_name(transaction, service, self._config)
+        cursor.execute(
+            "UPDATE traces SET transaction_name = ?, domain = ?, environment = ?"
+            " WHERE trace_id = ?",
+            (transaction, domain, environment, delta.trace_id),
+        )
+        after = _RollupEntry(
+            domain=PENDING_DOMAIN if domain is None else domain,
+            environment=UNKNOWN_ENVIRONMENT if environment is None else environment,
+            hour_ns=first_seen_ns // HOUR_NS * HOUR_NS,
+            cost_usd=cost,
+            spans=spans,
+        )
+        if before is not None and _same_key(before, after):
+            _rollup_add(cursor, after, delta.cost_usd, 0, delta.span_count)
+        else:
+            _rollup_move(cursor, before, after)
+
+    def _attribute_orphans(
+        self, cursor: sqlite3.Cursor, now: datetime, grace: timedelta, unattributed_name: str
+    ) -> int:
+        rows = cursor.execute(
+            "SELECT trace_id, first_seen_ns, earliest_service FROM traces"
+            " WHERE transaction_name IS NULL AND first_seen_ns <= ?",
+            (ns_from_utc(now) - ns_from_duration(grace),),
+        ).fetchall()
+        named = 0
+        for trace_id, first_seen_ns, earliest_service in rows:
+            state = TraceState(first_seen=utc_from_ns(first_seen_ns))
+            transaction = resolve_transaction(state, now, grace, unattributed_name)
+            if transaction is None:
+                continue
+            before = _rollup_entry(cursor, trace_id)
+            domain = domain_name(transaction, earliest_service, self._config)
+            cursor.execute(
+                "UPDATE traces SET transaction_name = ?, domain = ? WHERE trace_id = ?",
+                (transaction, domain, trace_id),
+            )
+            after = _rollup_entry(cursor, trace_id)
+            _rollup_move(cursor, before, after)
+            named += 1
+        if named:
+            logger.info("named %s traces without root %r", named, unattributed_name)
+        return named
+
+
+def _insert(
+    cursor: sqlite3.Cursor, span: SpanContribution, reason: str | None, now_ns: int
+) -> bool:
+    """Insert `span` unless its (trace id, span id) is stored; whether it was inserted."""
+    cursor.execute(
+        _INSERT_CONTRIBUTION,
+        (
+            span.trace_id,
+            span.span_id,
+            now_ns,
+            reason,
+            span.cost_usd,
+            span.unpriced_reason,
+            span.is_root,
+            span.start_ns,
+            span.end_ns,
+            span.name,
+            span.service,
+            span.environment,
+            span.account,
+            span.transaction_attribute,
+        ),
+    )
+    return cursor.rowcount == 1
+
+
+def _rollup_entry(cursor: sqlite3.Cursor, trace_id: str) -> _RollupEntry | None:
+    row = cursor.execute(
+        "SELECT domain, environment, first_seen_ns, cost_usd, span_count FROM traces"
+        " WHERE trace_id = ?",
+        (trace_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    domain, environment, first_seen_ns, cost, spans = row
+    return _RollupEntry(
+        domain=PENDING_DOMAIN if domain is None else domain,
+        environment=UNKNOWN_ENVIRONMENT if environment is None else environment,
+        hour_ns=first_seen_ns // HOUR_NS * HOUR_NS,
+        cost_usd=cost,
+        spans=spans,
+    )
+
+
+def _same_key(a: _RollupEntry, b: _RollupEntry) -> bool:
+    return (a.domain, a.environment, a.hour_ns) == (b.domain, b.environment, b.hour_ns)
+
+
+def _rollup_add(
+    cursor: sqlite3.Cursor, entry: _RollupEntry, cost: float, traces: int, spans: int
+) -> None:
+    cursor.execute(
+        _ADD_TO_ROLLUP, (entry.domain, entry.environment, entry.hour_ns, cost, traces, spans)
+    )
+
+
+def _rollup_move(
+    cursor: sqlite3.Cursor, before: _RollupEntry | None, after: _RollupEntry | None
+) -> None:
+    """Take a trace's whole totals out of its old rollup row and add them to its new one."""
+    if before is not None and after is not None and _same_key(before, after):
+        return
+    if before is not None:
+        _rollup_add(cursor, before, -before.cost_usd, -1, -before.spans)
+        # The last trace gone: drop the row rather than keep a rounding residue of cost.
+        cursor.execute(
+            "DELETE FROM domain_hourly WHERE hour_ns = ? AND domain = ? AND environment = ?"
+            " AND traces = 0",
+            (before.hour_ns, before.domain, before.environment),
+        )
+    if after is not None:
+        _rollup_add(cursor, after, after.cost_usd, 1, after.spans)
