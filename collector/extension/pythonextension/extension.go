@@ -71,6 +71,7 @@ type pythonExtension struct {
 
 	mu            sync.Mutex
 	registrations map[string]registration
+	codec         requestCodec
 }
 
 var _ Sidecar = (*pythonExtension)(nil)
@@ -80,7 +81,7 @@ func newExtension(cfg *Config, set extension.Settings) (*pythonExtension, error)
 	if err != nil {
 		return nil, err
 	}
-	return &pythonExtension{cfg: cfg, set: set, telemetry: tb, registrations: map[string]registration{}}, nil
+	return &pythonExtension{cfg: cfg, set: set, telemetry: tb, registrations: map[string]registration{}, codec: newRequestCodec()}, nil
 }
 
 func (e *pythonExtension) Start(ctx context.Context, _ component.Host) error {
@@ -244,7 +245,7 @@ func (e *pythonExtension) replay(ctx context.Context) error {
 
 func (e *pythonExtension) ProcessTraces(ctx context.Context, instance string, traces []byte) (*wirepb.ProcessTracesResponse, error) {
 	req := &wirepb.ProcessTracesRequest{Instance: instance, Traces: traces}
-	resp, err := e.client.ProcessTraces(ctx, req)
+	resp, err := e.client.ProcessTraces(ctx, req, grpc.ForceCodecV2(e.codec))
 	if status.Code(err) != codes.FailedPrecondition {
 		return resp, err
 	}
@@ -257,5 +258,5 @@ func (e *pythonExtension) ProcessTraces(ctx context.Context, instance string, tr
 	if cerr := e.configure(ctx, instance, r); cerr != nil {
 		return nil, fmt.Errorf("configuring instance %q again after the sidecar lost it: %w", instance, cerr)
 	}
-	return e.client.ProcessTraces(ctx, req)
+	return e.client.ProcessTraces(ctx, req, grpc.ForceCodecV2(e.codec))
 }
