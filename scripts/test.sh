@@ -3,6 +3,7 @@
 # end-to-end tests against the real built collector and sidecar.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+"$ROOT/scripts/deps.sh"
 "$ROOT/scripts/build.sh"
 "$ROOT/scripts/lint.sh"
 

@@ -1,0 +1,658 @@
+"""The shared trace-totals store: PostgreSQL through psycopg 3 and a `ConnectionPool`.
+
+Same semantics as `spancost.store.sqlite` (see the README section "Totals store:
+PostgreSQL"); what differs is how PostgreSQL gives them:
+
+- ``contributions`` and ``traces`` are declarative monthly range partitions on
+  ``keyed_at``, the time the trace id was first seen, taken from the one-row-per-trace
+  table ``trace_keys`` (not partitioned). Every span of a trace therefore lands in the
+  partition of the trace's month, so the primary key (trace_id, span_id, keyed_at)
+  deduplicates a replay whenever it arrives, even in a later month.
+- A write locks the ``trace_keys`` row of each trace it touches, one at a time in
+  sorted order (no deadlock between writers), before it reads the old trace row: the
+  rollup move reads values no other writer can change under it. Rollup and quarantine
+  counts, shared between traces, are updated last, also in sorted key order.
+- Retention drops whole partitions (`drop_partitions_before`); it never DELETEs
+  contributions or traces.
+
+Times are ``timestamptz`` (sessions run in UTC), span times bigint nanoseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from spancost.store.base import StoreError, WriteResult
+from spancost.store.migrations.postgres import MIGRATIONS
+from spancost.totals.aggregate import Quarantined, SpanContribution, TraceDelta, fold
+from spancost.totals.naming import (
+    TotalsConfig,
+    TraceState,
+    domain_name,
+    resolve_transaction,
+    transaction_name,
+)
+
+__all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
+
+logger = logging.getLogger(__name__)
+
+PENDING_DOMAIN: Final = ""
+"""The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
+UNKNOWN_ENVIRONMENT: Final = ""
+"""The rollup's environment of traces without ``deployment.environment``."""
+
+PARTITIONED_TABLES: Final = ("contributions", "traces")
+_PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<month>\d{2})$")
+# pg_advisory_xact_lock keys: migrations and partition DDL run one store at a time.
+_MIGRATE_LOCK: Final = 0x5370_6E63_0001
+_PARTITION_LOCK: Final = 0x5370_6E63_0002
+_MASK: Final = "***"
+
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+_T = TypeVar("_T")
+
+# Locks the trace's key row (a new row is locked by its insert, an old one by the
+# no-op update) and returns the month the trace belongs to.
+_LOCK_TRACE: Final = """
+INSERT INTO trace_keys (trace_id, keyed_at) VALUES (%s, %s)
+ON CONFLICT (trace_id) DO UPDATE SET keyed_at = trace_keys.keyed_at
+RETURNING keyed_at
+"""
+
+_INSERT_CONTRIBUTIONS: Final = """
+INSERT INTO contributions (
+    trace_id, span_id, keyed_at, ingested_at, quarantine_reason, cost_usd, unpriced_reason,
+    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
+)
+SELECT trace_id, span_id, keyed_at, %s, quarantine_reason, cost_usd, unpriced_reason,
+    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
+FROM unnest(
+    %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::float8[], %s::text[],
+    %s::boolean[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[],
+    %s::text[], %s::text[]
+) WITH ORDINALITY AS span (
+    trace_id, span_id, keyed_at, quarantine_reason, cost_usd, unpriced_reason,
+    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute,
+    position
+)
+ORDER BY position
+ON CONFLICT (trace_id, span_id, keyed_at) DO NOTHING
+RETURNING trace_id, span_id, quarantine_reason
+"""
+
+# Sums add; start least, end greatest; earliest and root the first by (start, span id).
+# Every right-hand side of ON CONFLICT DO UPDATE sees the row as it was before.
+_ADD_TO_TRACE: Final = """
+INSERT INTO traces (
+    trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
+    first_seen, last_update,
+    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
+    root_span_id, root_start_ns, root_transaction, root_service, root_environment
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (trace_id, keyed_at) DO UPDATE SET
+    cost_usd = traces.cost_usd + excluded.cost_usd,
+    span_count = traces.span_count + excluded.span_count,
+    priced_count = traces.priced_count + excluded.priced_count,
+    unpriced_count = traces.unpriced_count + excluded.unpriced_count,
+    start_ns = least(traces.start_ns, excluded.start_ns),
+    end_ns = greatest(traces.end_ns, excluded.end_ns),
+    last_update = excluded.last_update,
+    {earliest},
+    {root}
+RETURNING cost_usd, span_count, first_seen, earliest_service, earliest_environment,
+    root_span_id, root_transaction, root_service, root_environment, transaction_name
+"""
+_EARLIER: Final = (
+    "(excluded.earliest_start_ns, excluded.earliest_span_id)"
+    " < (traces.earliest_start_ns, traces.earliest_span_id)"
+)
+_ROOT_EARLIER: Final = (
+    "excluded.root_span_id IS NOT NULL AND (traces.root_span_id IS NULL"
+    " OR (excluded.root_start_ns, excluded.root_span_id)"
+    " < (traces.root_start_ns, traces.root_span_id))"
+)
+
+
+def _take_if(condition: str, columns: Sequence[str]) -> str:
+    return ",\n    ".join(
+        f"{column} = CASE WHEN {condition} THEN excluded.{column} ELSE traces.{column} END"
+        for column in columns
+    )
+
+
+_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(
+    earliest=_take_if(
+        _EARLIER,
+        ("earliest_span_id", "earliest_start_ns", "earliest_service", "earliest_environment"),
+    ),
+    root=_take_if(
+        _ROOT_EARLIER,
+        ("root_start_ns", "root_transaction", "root_service", "root_environment", "root_span_id"),
+    ),
+)
+
+_ADD_TO_ROLLUP: Final = """
+INSERT INTO domain_hourly (hour, domain, environment, cost_usd, traces, spans)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (hour, domain, environment) DO UPDATE SET
+    cost_usd = domain_hourly.cost_usd + excluded.cost_usd,
+    traces = domain_hourly.traces + excluded.traces,
+    spans = domain_hourly.spans + excluded.spans
+"""
+
+_RollupKey = tuple[datetime, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _RollupEntry:
+    """Where a trace sits in ``domain_hourly`` and what it put there."""
+
+    hour: datetime
+    domain: str
+    environment: str
+    cost_usd: float
+    spans: int
+
+    @property
+    def key(self) -> _RollupKey:
+        return (self.hour, self.domain, self.environment)
+
+
+class _RollupChanges:
+    """A transaction's rollup changes, applied at its end in key order.
+
+    Rollup rows are shared by many traces; updating them last and sorted keeps two
+    writers from locking the same two rows in opposite orders.
+    """
+
+    def __init__(self) -> None:
+        self._changes: dict[_RollupKey, tuple[float, int, int]] = {}
+
+    def add(self, entry: _RollupEntry, cost: float, traces: int, spans: int) -> None:
+        old_cost, old_traces, old_spans = self._changes.get(entry.key, (0.0, 0, 0))
+        self._changes[entry.key] = (old_cost + cost, old_traces + traces, old_spans + spans)
+
+    def move(self, before: _RollupEntry | None, after: _RollupEntry) -> None:
+        """Take a trace's whole totals out of its old row and add them to its new one."""
+        if before is not None:
+            self.add(before, -before.cost_usd, -1, -before.spans)
+        self.add(after, after.cost_usd, 1, after.spans)
+
+    def apply(self, cursor: Cursor) -> None:
+        for key in sorted(self._changes):
+            cost, traces, spans = self._changes[key]
+            cursor.execute(_ADD_TO_ROLLUP, (*key, cost, traces, spans))
+            if traces < 0:
+                # The last trace gone: drop the row rather than keep a rounding residue.
+                cursor.execute(
+                    "DELETE FROM domain_hourly"
+                    " WHERE hour = %s AND domain = %s AND environment = %s AND traces = 0",
+                    key,
+                )
+
+
+class PostgresStore:
+    """`TotalsStore` over a PostgreSQL database (see the module docstring).
+
+    Thread-safe: every operation borrows a connection from the pool for one
+    transaction. Several stores, in several processes or hosts, may share a database.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        config: TotalsConfig | None = None,
+        *,
+        max_connections: int = 4,
+        connect_timeout: timedelta = timedelta(seconds=10),
+    ) -> None:
+        self._config = config if config is not None else TotalsConfig()
+        self._dsn_for_logs = masked_dsn(dsn)
+        self._password = _passwords(dsn)
+        seconds = max(1, round(connect_timeout.total_seconds()))
+        try:
+            conninfo_to_dict(dsn)
+            # Connect once up front: a wrong host or password is reported now, with
+            # libpq's reason, rather than as a pool timeout on the first write.
+            psycopg.connect(dsn, connect_timeout=seconds).close()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL totals store {self._dsn_for_logs}:"
+                f" {self._scrub(str(exc))}"
+            ) from None  # the cause's text may quote the DSN, password and all
+        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "connect_timeout": seconds},
+            configure=_configure,
+            timeout=connect_timeout.total_seconds(),
+            name="spancost-totals",
+            open=True,
+        )
+        self._months: set[datetime] = set()
+        logger.info("PostgreSQL totals store %s", self._dsn_for_logs)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def migrate(self) -> None:
+        def apply(cursor: Cursor) -> None:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)"
+            )
+            applied = {row[0] for row in cursor.execute("SELECT version FROM schema_migrations")}
+            for version, statements in MIGRATIONS:
+                if version in applied:
+                    continue
+                logger.info(
+                    "applying totals schema migration %s to %s", version, self._dsn_for_logs
+                )
+                for statement in statements:
+                    cursor.execute(statement)
+                cursor.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, now())",
+                    (version,),
+                )
+
+        self._transaction("migrate", apply)
+
+    def ensure_partitions(self, now: datetime, months_ahead: int = 2) -> list[str]:
+        """Create the monthly partitions from `now`'s month (UTC) to `months_ahead` after
+        it, those missing; return the names created."""
+        months = [_add_months(_month_start(now), offset) for offset in range(months_ahead + 1)]
+
+        def create(cursor: Cursor) -> list[str]:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            created: list[str] = []
+            for table in PARTITIONED_TABLES:
+                for month in months:
+                    name = _partition_name(table, month)
+                    cursor.execute("SELECT to_regclass(%s)", (name,))
+                    if _one(cursor)[0] is not None:
+                        continue
+                    cursor.execute(
+                        sql.SQL(
+                            "CREATE TABLE {partition} PARTITION OF {table}"
+                            " FOR VALUES FROM ({start}) TO ({end})"
+                        ).format(
+                            partition=sql.Identifier(name),
+                            table=sql.Identifier(table),
+                            start=sql.Literal(month),
+                            end=sql.Literal(_add_months(month, 1)),
+                        )
+                    )
+                    created.append(name)
+            return created
+
+        created = self._transaction("ensure_partitions", create)
+        self._months.update(months)
+        if created:
+            logger.info("created totals partitions %s", ", ".join(created))
+        return created
+
+    def drop_partitions_before(self, cutoff: datetime) -> list[str]:
+        """Detach and drop every monthly partition entirely before `cutoff`, with the
+        ``trace_keys`` of those months; return the names dropped.
+
+        Keep more than ``max_clock_skew`` (plus the longest trace): a span of a dropped
+        trace arriving later would start the trace afresh.
+        """
+        boundary = _month_start(cutoff)
+
+        def drop(cursor: Cursor) -> list[str]:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            dropped: list[str] = []
+            for table in PARTITIONED_TABLES:
+                cursor.execute(
+                    "SELECT child.relname FROM pg_inherits"
+                    " JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
+                    " WHERE pg_inherits.inhparent = %s::regclass ORDER BY 1",
+                    (table,),
+                )
+                for (name,) in cursor.fetchall():
+                    month = _partition_month(table, name)
+                    if month is None:
+                        logger.warning("leaving partition %s alone: not named by spancost", name)
+                        continue
+                    if month >= boundary:
+                        continue
+                    cursor.execute(
+                        sql.SQL("ALTER TABLE {table} DETACH PARTITION {partition}").format(
+                            table=sql.Identifier(table), partition=sql.Identifier(name)
+                        )
+                    )
+                    cursor.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                    dropped.append(name)
+            # One row per trace, not per span: the only rows retention deletes.
+            cursor.execute("DELETE FROM trace_keys WHERE keyed_at < %s", (boundary,))
+            return dropped
+
+        dropped = self._transaction("drop_partitions_before", drop)
+        self._months = {month for month in self._months if month >= boundary}
+        if dropped:
+            logger.info("dropped totals partitions %s", ", ".join(dropped))
+        return dropped
+
+    def write(
+        self,
+        contributions: Sequence[SpanContribution],
+        quarantined: Sequence[Quarantined],
+        now: datetime,
+    ) -> WriteResult:
+        if not contributions and not quarantined:
+            return WriteResult()
+        if _month_start(now) not in self._months:
+            self.ensure_partitions(now)
+        return self._transaction(
+            "write", lambda cursor: self._write(cursor, contributions, quarantined, now)
+        )
+
+    def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
+        return self._transaction(
+            "attribute_orphans",
+            lambda cursor: self._attribute_orphans(cursor, now, grace, unattributed_name),
+        )
+
+    def domain_spend(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, float]:
+        def read(cursor: Cursor) -> dict[str, float]:
+            cursor.execute(
+                "SELECT domain, sum(cost_usd) FROM domain_hourly"
+                " WHERE hour >= %s AND hour < %s AND domain <> %s"
+                " AND environment <> ALL(%s::text[]) GROUP BY domain",
+                (_hour(since), until, PENDING_DOMAIN, sorted(exclude_environments)),
+            )
+            return {domain: float(cost) for domain, cost in cursor.fetchall()}
+
+        return self._transaction("domain_spend", read)
+
+    def _transaction(self, operation: str, work: Callable[[Cursor], _T]) -> _T:
+        """Run `work` in one transaction: all of it commits, or none and it raises."""
+        try:
+            with (
+                self._pool.connection() as connection,
+                connection.transaction(),
+                connection.cursor() as cursor,
+            ):
+                return work(cursor)
+        except psycopg.Error as exc:
+            raise StoreError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
+
+    def _scrub(self, message: str) -> str:
+        for password in self._password:
+            message = message.replace(password, _MASK)
+        return message
+
+    def _write(
+        self,
+        cursor: Cursor,
+        contributions: Sequence[SpanContribution],
+        quarantined: Sequence[Quarantined],
+        now: datetime,
+    ) -> WriteResult:
+        spans = [(span, None) for span in contributions] + [
+            (entry.contribution, entry.reason) for entry in quarantined
+        ]
+        keyed_at = _lock_traces(cursor, sorted({span.trace_id for span, _ in spans}), now)
+        columns: list[list[Any]] = [[] for _ in range(14)]
+        for span, reason in spans:
+            row = (
+                span.trace_id,
+                span.span_id,
+                keyed_at[span.trace_id],
+                reason,
+                span.cost_usd,
+                span.unpriced_reason,
+                span.is_root,
+                span.start_ns,
+                span.end_ns,
+                span.name,
+                span.service,
+                span.environment,
+                span.account,
+                span.transaction_attribute,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        cursor.execute(_INSERT_CONTRIBUTIONS, (now, *columns))
+        inserted_rows = cursor.fetchall()
+        accepted_keys = {(trace, span) for trace, span, reason in inserted_rows if reason is None}
+        reasons: Counter[str] = Counter(
+            reason for _, _, reason in inserted_rows if reason is not None
+        )
+        deltas = fold(span for span in contributions if span.key in accepted_keys)
+        rollup = _RollupChanges()
+        for trace_id in sorted(deltas):
+            self._add(cursor, deltas[trace_id], keyed_at[trace_id], now, rollup)
+        for quarantine_reason in sorted(reasons):
+            cursor.execute(
+                "INSERT INTO quarantine_counts (reason, spans) VALUES (%s, %s)"
+                " ON CONFLICT (reason) DO UPDATE"
+                " SET spans = quarantine_counts.spans + excluded.spans",
+                (quarantine_reason, reasons[quarantine_reason]),
+            )
+        rollup.apply(cursor)
+        return WriteResult(
+            accepted=len(accepted_keys),
+            duplicates=len(spans) - len(inserted_rows),
+            quarantined=dict(reasons),
+            traces=len(deltas),
+            cost_usd=sum(delta.cost_usd for delta in deltas.values()),
+        )
+
+    def _add(
+        self,
+        cursor: Cursor,
+        delta: TraceDelta,
+        keyed_at: datetime,
+        now: datetime,
+        rollup: _RollupChanges,
+    ) -> None:
+        """Add `delta` to its (locked) trace row as `merge` does, and record the rollup
+        change: the delta, or the trace's whole move if its domain or environment changed."""
+        cursor.execute(
+            "SELECT first_seen, domain, environment, cost_usd, span_count FROM traces"
+            " WHERE trace_id = %s AND keyed_at = %s",
+            (delta.trace_id, keyed_at),
+        )
+        old = cursor.fetchone()
+        before = None if old is None else _entry(*old)
+        root, earliest = delta.root, delta.earliest
+        cursor.execute(
+            _ADD_TO_TRACE_SQL,
+            (
+                delta.trace_id,
+                keyed_at,
+                delta.cost_usd,
+                delta.span_count,
+                delta.priced_count,
+                delta.unpriced_count,
+                delta.start_ns,
+                delta.end_ns,
+                now,
+                now,
+                earliest.span_id,
+                earliest.start_ns,
+                earliest.service,
+                earliest.environment,
+                None if root is None else root.span_id,
+                None if root is None else root.start_ns,
+                None if root is None else transaction_name(root, self._config),
+                None if root is None else root.service,
+                None if root is None else root.environment,
+            ),
+        )
+        (
+            cost,
+            spans,
+            first_seen,
+            earliest_service,
+            earliest_environment,
+            root_span_id,
+            root_transaction,
+            root_service,
+            root_environment,
+            current,
+        ) = _one(cursor)
+        # No root yet: keep the orphan's name, if it has one.
+        transaction = root_transaction if root_transaction is not None else current
+        has_root = root_span_id is not None
+        service = root_service if has_root else earliest_service
+        environment = root_environment if has_root else earliest_environment
+        domain = None if transaction is None else domain_name(transaction, service, self._config)
+        cursor.execute(
+            "UPDATE traces SET transaction_name = %s, domain = %s, environment = %s"
+            " WHERE trace_id = %s AND keyed_at = %s",
+            (transaction, domain, environment, delta.trace_id, keyed_at),
+        )
+        after = _entry(first_seen, domain, environment, cost, spans)
+        if before is not None and before.key == after.key:
+            rollup.add(after, delta.cost_usd, 0, delta.span_count)
+        else:
+            rollup.move(before, after)
+
+    def _attribute_orphans(
+        self, cursor: Cursor, now: datetime, grace: timedelta, unattributed_name: str
+    ) -> int:
+        cursor.execute(
+            "SELECT DISTINCT trace_id FROM traces"
+            " WHERE transaction_name IS NULL AND first_seen <= %s ORDER BY trace_id",
+            (now - grace,),
+        )
+        candidates = [trace_id for (trace_id,) in cursor.fetchall()]
+        if not candidates:
+            return 0
+        # Lock as writers do (sorted), then read again: a root may have arrived meanwhile.
+        cursor.execute(
+            "SELECT trace_id FROM trace_keys WHERE trace_id = ANY(%s) ORDER BY trace_id FOR UPDATE",
+            (candidates,),
+        )
+        cursor.execute(
+            "SELECT trace_id, keyed_at, first_seen, earliest_service, environment, cost_usd,"
+            " span_count FROM traces WHERE trace_id = ANY(%s) AND transaction_name IS NULL"
+            " ORDER BY trace_id",
+            (candidates,),
+        )
+        rollup = _RollupChanges()
+        named = 0
+        for trace_id, keyed_at, first_seen, service, environment, cost, spans in cursor.fetchall():
+            transaction = resolve_transaction(
+                TraceState(first_seen=first_seen), now, grace, unattributed_name
+            )
+            if transaction is None:
+                continue
+            domain = domain_name(transaction, service, self._config)
+            cursor.execute(
+                "UPDATE traces SET transaction_name = %s, domain = %s"
+                " WHERE trace_id = %s AND keyed_at = %s",
+                (transaction, domain, trace_id, keyed_at),
+            )
+            before = _entry(first_seen, None, environment, cost, spans)
+            rollup.move(before, _entry(first_seen, domain, environment, cost, spans))
+            named += 1
+        rollup.apply(cursor)
+        if named:
+            logger.info("named %s traces without root %r", named, unattributed_name)
+        return named
+
+
+def masked_dsn(dsn: str) -> str:
+    """`dsn` as it may be logged: the password replaced by ``***``."""
+    try:
+        parameters = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "<unparsable DSN>"
+    if "password" in parameters:
+        parameters["password"] = _MASK
+    return make_conninfo("", **parameters)
+
+
+def _passwords(dsn: str) -> list[str]:
+    """Every string in `dsn` that may be a password, to scrub from error messages
+    (libpq quotes pieces of a DSN it cannot parse)."""
+    found = re.findall(r"password\s*=\s*'?([^'\s]+)", dsn)
+    found += re.findall(r"://[^:/@]*:([^@]+)@", dsn)
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        password = None
+    if password:
+        found.append(str(password))
+    return sorted({piece for piece in found if piece}, key=len, reverse=True)
+
+
+def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+    # Month and hour boundaries are UTC whatever the server's or role's time zone.
+    connection.execute("SET TIME ZONE 'UTC'")
+
+
+def _lock_traces(cursor: Cursor, trace_ids: list[str], now: datetime) -> dict[str, datetime]:
+    """Lock each trace's key row, in the given (sorted) order; its partition month."""
+    cursor.executemany(_LOCK_TRACE, [(trace_id, now) for trace_id in trace_ids], returning=True)
+    keyed_at: dict[str, datetime] = {}
+    for trace_id in trace_ids:
+        keyed_at[trace_id] = _one(cursor)[0]
+        cursor.nextset()
+    return keyed_at
+
+
+def _one(cursor: Cursor) -> tuple[Any, ...]:
+    """The one row a statement returns."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StoreError("totals store: a statement that returns a row returned none")
+    return row
+
+
+def _entry(
+    first_seen: datetime, domain: str | None, environment: str | None, cost: float, spans: int
+) -> _RollupEntry:
+    return _RollupEntry(
+        hour=_hour(first_seen),
+        domain=PENDING_DOMAIN if domain is None else domain,
+        environment=UNKNOWN_ENVIRONMENT if environment is None else environment,
+        cost_usd=cost,
+        spans=spans,
+    )
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _month_start(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"datetime must be timezone-aware (UTC), got naive {moment.isoformat()}")
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _add_months(month: datetime, months: int) -> datetime:
+    index = month.year * 12 + month.month - 1 + months
+    return month.replace(year=index // 12, month=index % 12 + 1)
+
+
+def _partition_name(table: str, month: datetime) -> str:
+    return f"{table}_p{month.year:04d}{month.month:02d}"
+
+
+def _partition_month(table: str, name: str) -> datetime | None:
+    match = _PARTITION_NAME.match(name)
+    if match is None or match["table"] != table:
+        return None
+    return datetime(int(match["year"]), int(match["month"]), 1, tzinfo=UTC)

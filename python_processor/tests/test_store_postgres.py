@@ -1,0 +1,483 @@
+"""The PostgreSQL totals store against a real server started by the tests (`tests.pg`):
+migrations, monthly partitions and retention, exactness under replays and concurrent
+writers, quarantine, orphans and late roots, the hourly rollup, failures, bad DSNs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+import spancost.store.postgres as postgres_module
+from spancost.store import StoreError, TotalsStore
+from spancost.store.postgres import PostgresStore, masked_dsn
+from spancost.totals import TotalsConfig, split
+from spancost.totals.aggregate import SpanContribution, ns_from_utc
+from tests.pg import PostgresUnavailableError, postgres_server
+
+NOW = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
+NOW_NS = ns_from_utc(NOW)
+SECOND = 10**9
+SKEW = timedelta(hours=2)
+GRACE = timedelta(minutes=10)
+CONFIG = TotalsConfig(
+    domains_by_transaction={"checkout": "payments"},
+    domains_by_service={"search-api": "discovery"},
+)
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[str]:
+    try:
+        with postgres_server() as dsn:
+            yield dsn
+    except PostgresUnavailableError as exc:
+        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
+
+
+def new_database(server: str) -> str:
+    name = f"totals_{next(_databases)}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return server.replace("dbname=postgres", f"dbname={name}")
+
+
+@pytest.fixture
+def dsn(server: str) -> str:
+    return new_database(server)
+
+
+@pytest.fixture
+def store(dsn: str) -> Iterator[PostgresStore]:
+    opened = PostgresStore(dsn, CONFIG)
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+def span(
+    trace: int,
+    span_id: int,
+    *,
+    start: int = NOW_NS - 60 * SECOND,
+    cost: float = 1.0,
+    unpriced: str | None = None,
+    root: bool = False,
+    name: str = "op",
+    service: str | None = "worker",
+    environment: str | None = "production",
+    transaction: str | None = None,
+) -> SpanContribution:
+    return SpanContribution(
+        trace_id=f"{trace:032x}",
+        span_id=f"{span_id:016x}",
+        start_ns=start,
+        end_ns=start + SECOND,
+        cost_usd=cost,
+        unpriced_reason=unpriced,
+        is_root=root,
+        name=name,
+        service=service,
+        environment=environment,
+        transaction_attribute=transaction,
+    )
+
+
+def write(store: PostgresStore, spans: list[SpanContribution], now: datetime = NOW) -> None:
+    accepted, quarantined = split(spans, now, SKEW)
+    store.write(accepted, quarantined, now)
+
+
+def query(dsn: str, statement: str, *parameters: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as connection:
+        return connection.execute(statement.encode(), parameters).fetchall()
+
+
+def trace_row(dsn: str, trace: int) -> dict[str, Any]:
+    with psycopg.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM traces WHERE trace_id = %s", (f"{trace:032x}",))
+        row = cursor.fetchone()
+        assert row is not None and cursor.description is not None
+        return {column.name: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+def assert_rollup_matches_traces(dsn: str) -> None:
+    """Every trace is in the rollup once, under its current domain, environment and hour."""
+    expected = query(
+        dsn,
+        "SELECT date_trunc('hour', first_seen AT TIME ZONE 'UTC'), coalesce(domain, ''),"
+        " coalesce(environment, ''), sum(cost_usd), count(*), sum(span_count)"
+        " FROM traces GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    actual = query(
+        dsn,
+        "SELECT hour AT TIME ZONE 'UTC', domain, environment, cost_usd, traces, spans"
+        " FROM domain_hourly ORDER BY 1, 2, 3",
+    )
+    assert [row[:3] + row[4:] for row in actual] == [row[:3] + row[4:] for row in expected]
+    for got, want in zip(actual, expected, strict=True):
+        assert math.isclose(got[3], want[3], rel_tol=1e-9, abs_tol=1e-9)
+
+
+# -- schema --------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
+    first, second = PostgresStore(dsn, CONFIG), PostgresStore(dsn, CONFIG)
+    first.migrate()
+    first.migrate()
+    second.migrate()
+    assert query(dsn, "SELECT version FROM schema_migrations") == [(1,)]
+    tables = query(
+        dsn,
+        "SELECT relname, relkind FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        " AND relkind IN ('r', 'p') ORDER BY 1",
+    )
+    assert tables == [
+        ("contributions", "p"),
+        ("domain_hourly", "r"),
+        ("quarantine_counts", "r"),
+        ("schema_migrations", "r"),
+        ("trace_keys", "r"),
+        ("traces", "p"),
+    ]
+    typed: TotalsStore = first
+    assert typed.domain_spend(NOW - timedelta(hours=24), NOW) == {}
+    first.close()
+    second.close()
+
+
+def test_a_write_before_migrate_raises_a_store_error(dsn: str) -> None:
+    opened = PostgresStore(dsn, CONFIG)
+    missing = 'totals store ensure_partitions: relation "contributions" does not exist'
+    with pytest.raises(StoreError, match=missing):
+        write(opened, [span(1, 1, root=True)])
+    opened.close()
+
+
+def test_writes_on_both_sides_of_a_month_boundary_and_retention_by_dropping_partitions(
+    store: PostgresStore, dsn: str
+) -> None:
+    before = datetime(2025, 1, 31, 23, 59, tzinfo=UTC)
+    after = datetime(2025, 2, 1, 0, 1, tzinfo=UTC)
+    start = ns_from_utc(before) - 30 * SECOND
+    january = [span(1, 1, start=start, root=True, name="GET /"), span(1, 2, start=start)]
+    write(store, january, before)
+    # A retry of the January batch and the rest of trace 1 land in February; trace 2 is new.
+    write(store, [*january, span(1, 3, start=start), span(2, 1, start=start, root=True)], after)
+    partitions = {
+        row[0]
+        for row in query(dsn, "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'")
+    }
+    assert partitions == {
+        f"{table}_p2025{month:02d}" for table in ("contributions", "traces") for month in (1, 2, 3)
+    }
+    assert query(dsn, "SELECT trace_id, span_count, cost_usd FROM traces_p202501") == [
+        (f"{1:032x}", 3, 3.0)
+    ]
+    assert query(dsn, "SELECT count(*) FROM contributions_p202501") == [(3,)]
+    assert query(dsn, "SELECT trace_id FROM traces_p202502") == [(f"{2:032x}",)]
+    assert store.ensure_partitions(after) == ["contributions_p202504", "traces_p202504"]
+    assert store.ensure_partitions(after) == []
+
+    dropped = store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC))
+    assert dropped == ["contributions_p202501", "traces_p202501"]
+    assert query(dsn, "SELECT trace_id FROM traces") == [(f"{2:032x}",)]
+    assert query(dsn, "SELECT trace_id FROM trace_keys") == [(f"{2:032x}",)]
+    assert store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC)) == []
+
+
+# -- exactness -----------------------------------------------------------------------
+
+costs = st.floats(min_value=0.0, max_value=1e3, allow_nan=False, allow_infinity=False)
+traces_strategy = st.lists(
+    st.lists(
+        st.tuples(costs, st.booleans(), st.booleans(), st.integers(0, 3)),
+        min_size=1,
+        max_size=6,
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@pytest.fixture(scope="module")
+def shared_stores(server: str) -> Iterator[tuple[str, list[PostgresStore]]]:
+    database = new_database(server)
+    stores = [PostgresStore(database, CONFIG), PostgresStore(database, CONFIG)]
+    stores[0].migrate()
+    yield database, stores
+    for opened in stores:
+        opened.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(traces=traces_strategy, data=st.data())
+def test_totals_are_exact_across_batches_replays_and_two_concurrent_stores(
+    shared_stores: tuple[str, list[PostgresStore]],
+    traces: list[list[tuple[float, bool, bool, int]]],
+    data: st.DataObject,
+) -> None:
+    dsn, stores = shared_stores
+    with psycopg.connect(dsn) as connection:
+        connection.execute(
+            "TRUNCATE trace_keys, contributions, traces, domain_hourly, quarantine_counts"
+        )
+    spans: list[SpanContribution] = []
+    for trace, members in enumerate(traces, start=1):
+        for index, (cost, priced, root, offset) in enumerate(members, start=1):
+            spans.append(
+                span(
+                    trace,
+                    index,
+                    start=NOW_NS - (offset + 1) * SECOND,
+                    cost=cost if priced else 0.0,
+                    unpriced=None if priced else "no_rule",
+                    root=root and index == 1,
+                    service=data.draw(st.sampled_from(["worker", "search-api", None])),
+                    environment=data.draw(st.sampled_from(["production", "staging", None])),
+                )
+            )
+    spans.append(span(999, 1, start=0))  # quarantined (missing time), in its own trace
+    order = data.draw(st.permutations(spans))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(order)), max_size=4)))
+    batches = [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
+    replays = data.draw(st.lists(st.sampled_from(batches), max_size=3))
+    work: list[list[list[SpanContribution]]] = [[], []]
+    for batch in batches + replays:
+        work[data.draw(st.integers(0, 1))].append(batch)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            for batch in work[index]:
+                write(stores[index], batch)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for batch in replays:  # an exporter retrying batches already acknowledged
+        write(stores[1], batch, NOW + timedelta(minutes=5))
+
+    accepted = [s for s in spans if s.trace_id != f"{999:032x}"]
+    totals = query(
+        dsn,
+        "SELECT sum(cost_usd), sum(span_count), sum(priced_count), sum(unpriced_count), count(*)"
+        " FROM traces",
+    )[0]
+    assert math.isclose(
+        totals[0], math.fsum(s.cost_usd for s in accepted), rel_tol=1e-9, abs_tol=1e-12
+    )
+    assert totals[1:] == (
+        len(accepted),
+        sum(1 for s in accepted if s.priced),
+        sum(1 for s in accepted if not s.priced),
+        len(traces),
+    )
+    assert query(dsn, "SELECT reason, spans FROM quarantine_counts") == [("missing_time", 1)]
+    assert_rollup_matches_traces(dsn)
+
+
+# -- quarantine, orphans, late roots -------------------------------------------------
+
+
+def test_quarantined_spans_are_stored_with_their_reason_counted_once_and_kept_out(
+    store: PostgresStore, dsn: str
+) -> None:
+    batch = [
+        span(1, 1, root=True, cost=2.0),
+        span(1, 2, start=NOW_NS + 3 * 3600 * SECOND),  # future
+        span(2, 1, start=NOW_NS - 3 * 3600 * SECOND),  # past
+        span(0, 1),  # invalid id
+    ]
+    accepted, quarantined = split(batch, NOW, SKEW)
+    result = store.write(accepted, quarantined, NOW)
+    assert (result.accepted, result.duplicates, result.traces) == (1, 0, 1)
+    assert result.quarantined == {"future": 1, "past": 1, "invalid_id": 1}
+    # Replayed three hours later: span (2, 1) would now be accepted, but it is stored.
+    later = NOW + timedelta(hours=3)
+    accepted, quarantined = split(batch, later, SKEW)
+    again = store.write(accepted, quarantined, later)
+    assert (again.accepted, again.duplicates, again.quarantined) == (0, 4, {})
+    assert sorted(query(dsn, "SELECT reason, spans FROM quarantine_counts")) == [
+        ("future", 1),
+        ("invalid_id", 1),
+        ("past", 1),
+    ]
+    assert query(dsn, "SELECT count(*) FROM contributions WHERE quarantine_reason IS NULL") == [
+        (1,)
+    ]
+    assert query(dsn, "SELECT trace_id, cost_usd FROM traces") == [(f"{1:032x}", 2.0)]
+
+
+def test_orphans_are_unattributed_after_the_grace_and_no_sooner(
+    store: PostgresStore, dsn: str
+) -> None:
+    write(store, [span(1, 2, cost=0.5, service="search-api")])
+    assert store.attribute_orphans(NOW + GRACE - timedelta(microseconds=1), GRACE, "(none)") == 0
+    window = (NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    assert store.domain_spend(*window) == {}  # waiting traces are left out
+    assert store.attribute_orphans(NOW + GRACE, GRACE, "(none)") == 1
+    row = trace_row(dsn, 1)
+    assert (row["transaction_name"], row["domain"]) == ("(none)", "discovery")
+    assert store.domain_spend(*window) == {"discovery": 0.5}
+    assert store.attribute_orphans(NOW + 2 * GRACE, GRACE, "(none)") == 0
+    assert_rollup_matches_traces(dsn)
+
+
+def test_a_late_root_renames_the_trace_and_moves_its_rollup_exactly(
+    store: PostgresStore, dsn: str
+) -> None:
+    write(store, [span(1, 2, cost=0.1), span(1, 3, cost=0.2), span(2, 2, cost=10.0)])
+    store.attribute_orphans(NOW + GRACE, GRACE, "(unattributed)")
+    window = (NOW - timedelta(hours=24), NOW + timedelta(hours=1))
+    assert store.domain_spend(*window) == {"(unattributed)": pytest.approx(10.3)}
+    root = span(1, 1, cost=0.3, root=True, transaction="checkout", environment="staging")
+    write(store, [root], NOW + timedelta(minutes=30))
+    row = trace_row(dsn, 1)
+    assert (row["transaction_name"], row["domain"], row["environment"], row["span_count"]) == (
+        "checkout",
+        "payments",
+        "staging",
+        3,
+    )
+    assert store.domain_spend(*window) == {
+        "payments": pytest.approx(0.6, rel=1e-12),
+        "(unattributed)": 10.0,
+    }
+    assert store.domain_spend(*window, exclude_environments={"staging"}) == {"(unattributed)": 10.0}
+    hour = datetime(2025, 1, 31, 12, tzinfo=UTC)
+    assert query(
+        dsn, "SELECT domain, traces, spans FROM domain_hourly WHERE hour = %s ORDER BY 1", hour
+    ) == [("(unattributed)", 1, 1), ("payments", 1, 3)]  # the emptied row is gone
+    assert_rollup_matches_traces(dsn)
+
+
+def test_rolling_24h_domain_spend_equals_the_trace_rows_without_excluded_environments(
+    store: PostgresStore, dsn: str
+) -> None:
+    environments = ["production", "staging", "dev", None]
+    names = ["checkout", "search", "GET /"]
+    trace = 0
+    for hour in range(30):
+        now = NOW - timedelta(hours=hour)
+        batch: list[SpanContribution] = []
+        for index in range(3):
+            trace += 1
+            start = ns_from_utc(now) - SECOND
+            environment = environments[(hour + index) % len(environments)]
+            batch.append(
+                span(
+                    trace,
+                    1,
+                    start=start,
+                    cost=0.1 * (index + 1) + hour,
+                    root=True,
+                    name=names[(hour * 3 + index) % len(names)],
+                    environment=environment,
+                )
+            )
+            batch.append(span(trace, 2, start=start, cost=0.01, environment=environment))
+        write(store, batch, now)
+
+    since, until = NOW - timedelta(hours=24), NOW
+    spend = store.domain_spend(since, until, {"staging", "dev"})
+    expected = query(
+        dsn,
+        "SELECT domain, sum(cost_usd) FROM traces"
+        " WHERE date_trunc('hour', first_seen) >= date_trunc('hour', %s::timestamptz)"
+        " AND date_trunc('hour', first_seen) < %s"
+        " AND coalesce(environment, '') NOT IN ('staging', 'dev') GROUP BY domain",
+        since,
+        until,
+    )
+    assert spend.keys() == {row[0] for row in expected}
+    for domain, cost in expected:
+        assert math.isclose(spend[domain], cost, rel_tol=1e-9)
+    assert "payments" in spend
+    assert sum(store.domain_spend(since, until).values()) > sum(spend.values())
+    assert_rollup_matches_traces(dsn)
+
+
+# -- failures ------------------------------------------------------------------------
+
+
+def assert_nothing_stored(dsn: str) -> None:
+    for table in ("trace_keys", "contributions", "traces", "domain_hourly", "quarantine_counts"):
+        statement = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        with psycopg.connect(dsn) as connection:
+            assert connection.execute(statement).fetchone() == (0,), table
+
+
+def test_a_check_violation_midway_leaves_nothing_and_a_retry_adds_once(
+    store: PostgresStore, dsn: str
+) -> None:
+    good = [span(1, 1, root=True, cost=1.0), span(3, 1, start=0)]
+    with pytest.raises(StoreError, match=r"totals store write: .*check constraint") as raised:
+        write(store, [*good, span(2, 1, cost=-1.0)])
+    assert isinstance(raised.value.__cause__, psycopg.errors.CheckViolation)
+    assert_nothing_stored(dsn)
+    write(store, good)
+    write(store, good)
+    assert trace_row(dsn, 1)["span_count"] == 1
+    assert store.domain_spend(NOW - timedelta(hours=1), NOW) == {"op": 1.0}
+
+
+def test_an_exception_after_the_trace_rows_leaves_nothing_and_is_raised_as_is(
+    store: PostgresStore, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_apply(*_args: object) -> None:
+        raise RuntimeError("injected before the rollup")
+
+    monkeypatch.setattr(postgres_module._RollupChanges, "apply", broken_apply)
+    with pytest.raises(RuntimeError, match="injected"):
+        write(store, [span(1, 1, root=True), span(2, 1, start=0)])
+    assert_nothing_stored(dsn)
+    monkeypatch.undo()
+    write(store, [span(1, 1, root=True), span(2, 1, start=0)])
+    assert trace_row(dsn, 1)["span_count"] == 1
+    assert_rollup_matches_traces(dsn)
+
+
+def test_an_unreachable_server_is_a_store_error_naming_it_without_the_password() -> None:
+    with pytest.raises(StoreError) as raised:
+        PostgresStore(
+            "postgresql://spancost:s3cret-pw@127.0.0.1:1/totals",
+            connect_timeout=timedelta(seconds=2),
+        )
+    message = str(raised.value)
+    assert "cannot connect to PostgreSQL totals store" in message
+    assert "127.0.0.1" in message and "password=***" in message
+    assert "s3cret-pw" not in message
+
+
+def test_an_unparsable_dsn_is_a_store_error_without_the_password() -> None:
+    with pytest.raises(StoreError, match="unparsable DSN") as raised:
+        PostgresStore("host=db password=s3cret-pw sslmode")
+    assert "s3cret-pw" not in str(raised.value)
+
+
+def test_a_wrong_database_is_named(server: str) -> None:
+    with pytest.raises(StoreError, match='database "no_such_db" does not exist'):
+        PostgresStore(server.replace("dbname=postgres", "dbname=no_such_db"))
+
+
+def test_masked_dsn_hides_the_password() -> None:
+    assert "s3cret" not in masked_dsn("postgresql://u:s3cret@db:5432/totals")
+    masked = masked_dsn("host=db user=u password=s3cret")
+    assert sorted(masked.split()) == ["host=db", "password=***", "user=u"]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the tests need, installed only when missing:
+#   postgresql-15  the real PostgreSQL server the totals-store tests start
+#                  (as a private process, never the system service).
+source "$(dirname "$0")/lib.sh"
+packages=(postgresql-15)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+((${#missing[@]})) || exit 0
+[[ $(id -u) -eq 0 ]] || die "missing Debian packages: ${missing[*]} (install them: sudo apt-get install ${missing[*]})"
+log "installing ${missing[*]}"
+run_quiet "apt-get update" apt-get update
+DEBIAN_FRONTEND=noninteractive run_quiet "apt-get install" apt-get install -y --no-install-recommends "${missing[@]}"
