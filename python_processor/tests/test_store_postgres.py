@@ -444,7 +444,7 @@ def test_an_exception_after_the_trace_rows_leaves_nothing_and_is_raised_as_is(
     def broken_apply(*_args: object) -> None:
         raise RuntimeError("injected before the rollup")
 
-    monkeypatch.setattr(postgres_module._RollupChanges, "apply", broken_apply)
+    monkeypatch.setattr(postgres_module, "_apply_rollup", broken_apply)
     with pytest.raises(RuntimeError, match="injected"):
         write(store, [span(1, 1, root=True), span(2, 1, start=0)])
     assert_nothing_stored(dsn)

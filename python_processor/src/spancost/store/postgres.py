@@ -24,7 +24,6 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -34,8 +33,23 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from spancost.store.base import StoreError, WriteResult
+from spancost.store.common import (
+    PENDING_DOMAIN,
+    Placement,
+    RollupChanges,
+    labels,
+    merge_assignments,
+    placement,
+)
 from spancost.store.migrations.postgres import MIGRATIONS
-from spancost.totals.aggregate import Quarantined, SpanContribution, TraceDelta, fold
+from spancost.totals.aggregate import (
+    Quarantined,
+    SpanContribution,
+    TraceDelta,
+    fold,
+    ns_from_utc,
+    utc_from_ns,
+)
 from spancost.totals.naming import (
     TotalsConfig,
     TraceState,
@@ -47,11 +61,6 @@ from spancost.totals.naming import (
 __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
 logger = logging.getLogger(__name__)
-
-PENDING_DOMAIN: Final = ""
-"""The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
-UNKNOWN_ENVIRONMENT: Final = ""
-"""The rollup's environment of traces without ``deployment.environment``."""
 
 PARTITIONED_TABLES: Final = ("contributions", "traces")
 _PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<month>\d{2})$")
@@ -109,39 +118,11 @@ ON CONFLICT (trace_id, keyed_at) DO UPDATE SET
     start_ns = least(traces.start_ns, excluded.start_ns),
     end_ns = greatest(traces.end_ns, excluded.end_ns),
     last_update = excluded.last_update,
-    {earliest},
-    {root}
+    {merge}
 RETURNING cost_usd, span_count, first_seen, earliest_service, earliest_environment,
     root_span_id, root_transaction, root_service, root_environment, transaction_name
 """
-_EARLIER: Final = (
-    "(excluded.earliest_start_ns, excluded.earliest_span_id)"
-    " < (traces.earliest_start_ns, traces.earliest_span_id)"
-)
-_ROOT_EARLIER: Final = (
-    "excluded.root_span_id IS NOT NULL AND (traces.root_span_id IS NULL"
-    " OR (excluded.root_start_ns, excluded.root_span_id)"
-    " < (traces.root_start_ns, traces.root_span_id))"
-)
-
-
-def _take_if(condition: str, columns: Sequence[str]) -> str:
-    return ",\n    ".join(
-        f"{column} = CASE WHEN {condition} THEN excluded.{column} ELSE traces.{column} END"
-        for column in columns
-    )
-
-
-_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(
-    earliest=_take_if(
-        _EARLIER,
-        ("earliest_span_id", "earliest_start_ns", "earliest_service", "earliest_environment"),
-    ),
-    root=_take_if(
-        _ROOT_EARLIER,
-        ("root_start_ns", "root_transaction", "root_service", "root_environment", "root_span_id"),
-    ),
-)
+_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(merge=merge_assignments(existing="traces."))
 
 _ADD_TO_ROLLUP: Final = """
 INSERT INTO domain_hourly (hour, domain, environment, cost_usd, traces, spans)
@@ -151,56 +132,6 @@ ON CONFLICT (hour, domain, environment) DO UPDATE SET
     traces = domain_hourly.traces + excluded.traces,
     spans = domain_hourly.spans + excluded.spans
 """
-
-_RollupKey = tuple[datetime, str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class _RollupEntry:
-    """Where a trace sits in ``domain_hourly`` and what it put there."""
-
-    hour: datetime
-    domain: str
-    environment: str
-    cost_usd: float
-    spans: int
-
-    @property
-    def key(self) -> _RollupKey:
-        return (self.hour, self.domain, self.environment)
-
-
-class _RollupChanges:
-    """A transaction's rollup changes, applied at its end in key order.
-
-    Rollup rows are shared by many traces; updating them last and sorted keeps two
-    writers from locking the same two rows in opposite orders.
-    """
-
-    def __init__(self) -> None:
-        self._changes: dict[_RollupKey, tuple[float, int, int]] = {}
-
-    def add(self, entry: _RollupEntry, cost: float, traces: int, spans: int) -> None:
-        old_cost, old_traces, old_spans = self._changes.get(entry.key, (0.0, 0, 0))
-        self._changes[entry.key] = (old_cost + cost, old_traces + traces, old_spans + spans)
-
-    def move(self, before: _RollupEntry | None, after: _RollupEntry) -> None:
-        """Take a trace's whole totals out of its old row and add them to its new one."""
-        if before is not None:
-            self.add(before, -before.cost_usd, -1, -before.spans)
-        self.add(after, after.cost_usd, 1, after.spans)
-
-    def apply(self, cursor: Cursor) -> None:
-        for key in sorted(self._changes):
-            cost, traces, spans = self._changes[key]
-            cursor.execute(_ADD_TO_ROLLUP, (*key, cost, traces, spans))
-            if traces < 0:
-                # The last trace gone: drop the row rather than keep a rounding residue.
-                cursor.execute(
-                    "DELETE FROM domain_hourly"
-                    " WHERE hour = %s AND domain = %s AND environment = %s AND traces = 0",
-                    key,
-                )
 
 
 class PostgresStore:
@@ -437,7 +368,7 @@ class PostgresStore:
             reason for _, _, reason in inserted_rows if reason is not None
         )
         deltas = fold(span for span in contributions if span.key in accepted_keys)
-        rollup = _RollupChanges()
+        rollup = RollupChanges()
         for trace_id in sorted(deltas):
             self._add(cursor, deltas[trace_id], keyed_at[trace_id], now, rollup)
         for quarantine_reason in sorted(reasons):
@@ -447,7 +378,7 @@ class PostgresStore:
                 " SET spans = quarantine_counts.spans + excluded.spans",
                 (quarantine_reason, reasons[quarantine_reason]),
             )
-        rollup.apply(cursor)
+        _apply_rollup(cursor, rollup)
         return WriteResult(
             accepted=len(accepted_keys),
             duplicates=len(spans) - len(inserted_rows),
@@ -462,7 +393,7 @@ class PostgresStore:
         delta: TraceDelta,
         keyed_at: datetime,
         now: datetime,
-        rollup: _RollupChanges,
+        rollup: RollupChanges,
     ) -> None:
         """Add `delta` to its (locked) trace row as `merge` does, and record the rollup
         change: the delta, or the trace's whole move if its domain or environment changed."""
@@ -472,7 +403,7 @@ class PostgresStore:
             (delta.trace_id, keyed_at),
         )
         old = cursor.fetchone()
-        before = None if old is None else _entry(*old)
+        before = None if old is None else _placement(*old)
         root, earliest = delta.root, delta.earliest
         cursor.execute(
             _ADD_TO_TRACE_SQL,
@@ -510,22 +441,23 @@ class PostgresStore:
             root_environment,
             current,
         ) = _one(cursor)
-        # No root yet: keep the orphan's name, if it has one.
-        transaction = root_transaction if root_transaction is not None else current
-        has_root = root_span_id is not None
-        service = root_service if has_root else earliest_service
-        environment = root_environment if has_root else earliest_environment
-        domain = None if transaction is None else domain_name(transaction, service, self._config)
+        transaction, domain, environment = labels(
+            self._config,
+            root_span_id=root_span_id,
+            root_transaction=root_transaction,
+            root_service=root_service,
+            root_environment=root_environment,
+            earliest_service=earliest_service,
+            earliest_environment=earliest_environment,
+            current_transaction=current,
+        )
         cursor.execute(
             "UPDATE traces SET transaction_name = %s, domain = %s, environment = %s"
             " WHERE trace_id = %s AND keyed_at = %s",
             (transaction, domain, environment, delta.trace_id, keyed_at),
         )
-        after = _entry(first_seen, domain, environment, cost, spans)
-        if before is not None and before.key == after.key:
-            rollup.add(after, delta.cost_usd, 0, delta.span_count)
-        else:
-            rollup.move(before, after)
+        after = _placement(first_seen, domain, environment, cost, spans)
+        rollup.record(before, after, delta.cost_usd, delta.span_count)
 
     def _attribute_orphans(
         self, cursor: Cursor, now: datetime, grace: timedelta, unattributed_name: str
@@ -549,7 +481,7 @@ class PostgresStore:
             " ORDER BY trace_id",
             (candidates,),
         )
-        rollup = _RollupChanges()
+        rollup = RollupChanges()
         named = 0
         for trace_id, keyed_at, first_seen, service, environment, cost, spans in cursor.fetchall():
             transaction = resolve_transaction(
@@ -563,10 +495,10 @@ class PostgresStore:
                 " WHERE trace_id = %s AND keyed_at = %s",
                 (transaction, domain, trace_id, keyed_at),
             )
-            before = _entry(first_seen, None, environment, cost, spans)
-            rollup.move(before, _entry(first_seen, domain, environment, cost, spans))
+            before = _placement(first_seen, None, environment, cost, spans)
+            rollup.record(before, _placement(first_seen, domain, environment, cost, spans), 0.0, 0)
             named += 1
-        rollup.apply(cursor)
+        _apply_rollup(cursor, rollup)
         if named:
             logger.info("named %s traces without root %r", named, unattributed_name)
         return named
@@ -620,16 +552,23 @@ def _one(cursor: Cursor) -> tuple[Any, ...]:
     return row
 
 
-def _entry(
+def _placement(
     first_seen: datetime, domain: str | None, environment: str | None, cost: float, spans: int
-) -> _RollupEntry:
-    return _RollupEntry(
-        hour=_hour(first_seen),
-        domain=PENDING_DOMAIN if domain is None else domain,
-        environment=UNKNOWN_ENVIRONMENT if environment is None else environment,
-        cost_usd=cost,
-        spans=spans,
-    )
+) -> Placement:
+    return placement(ns_from_utc(first_seen), domain, environment, cost, spans)
+
+
+def _apply_rollup(cursor: Cursor, rollup: RollupChanges) -> None:
+    for (hour_ns, domain, environment), cost, traces, spans in rollup:
+        key = (utc_from_ns(hour_ns), domain, environment)
+        cursor.execute(_ADD_TO_ROLLUP, (*key, cost, traces, spans))
+        if traces < 0:
+            # The last trace gone: drop the row rather than keep a rounding residue.
+            cursor.execute(
+                "DELETE FROM domain_hourly"
+                " WHERE hour = %s AND domain = %s AND environment = %s AND traces = 0",
+                key,
+            )
 
 
 def _hour(moment: datetime) -> datetime:

@@ -20,12 +20,20 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
 from spancost.store.base import StoreError, WriteResult
+from spancost.store.common import (
+    HOUR_NS,
+    PENDING_DOMAIN,
+    Placement,
+    RollupChanges,
+    labels,
+    merge_assignments,
+    placement,
+)
 from spancost.totals.aggregate import (
     Quarantined,
     SpanContribution,
@@ -47,11 +55,6 @@ __all__ = ["MIGRATIONS", "PENDING_DOMAIN", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-HOUR_NS: Final = 3600 * 10**9
-PENDING_DOMAIN: Final = ""
-"""The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
-UNKNOWN_ENVIRONMENT: Final = ""
-"""The rollup's environment of traces without ``deployment.environment``."""
 
 MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     (
@@ -150,38 +153,11 @@ ON CONFLICT (trace_id) DO UPDATE SET
     start_ns = min(start_ns, excluded.start_ns),
     end_ns = max(end_ns, excluded.end_ns),
     last_update_ns = excluded.last_update_ns,
-    {earliest},
-    {root}
+    {merge}
 RETURNING cost_usd, span_count, first_seen_ns, earliest_service, earliest_environment,
-    root_span_id, root_transaction, root_service, root_environment
+    root_span_id, root_transaction, root_service, root_environment, transaction_name
 """
-_EARLIER: Final = (
-    "(excluded.earliest_start_ns, excluded.earliest_span_id)"
-    " < (earliest_start_ns, earliest_span_id)"
-)
-_ROOT_EARLIER: Final = (
-    "excluded.root_span_id IS NOT NULL AND (root_span_id IS NULL"
-    " OR (excluded.root_start_ns, excluded.root_span_id) < (root_start_ns, root_span_id))"
-)
-
-
-def _take_if(condition: str, columns: Sequence[str]) -> str:
-    return ",\n    ".join(
-        f"{column} = CASE WHEN {condition} THEN excluded.{column} ELSE {column} END"
-        for column in columns
-    )
-
-
-_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(
-    earliest=_take_if(
-        _EARLIER,
-        ("earliest_span_id", "earliest_start_ns", "earliest_service", "earliest_environment"),
-    ),
-    root=_take_if(
-        _ROOT_EARLIER,
-        ("root_start_ns", "root_transaction", "root_service", "root_environment", "root_span_id"),
-    ),
-)
+_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(merge=merge_assignments(existing=""))
 
 _ADD_TO_ROLLUP: Final = """
 INSERT INTO domain_hourly (domain, environment, hour_ns, cost_usd, traces, spans)
@@ -193,17 +169,6 @@ ON CONFLICT (hour_ns, domain, environment) DO UPDATE SET
 """
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class _RollupEntry:
-    """Where a trace sits in ``domain_hourly`` and what it put there."""
-
-    domain: str
-    environment: str
-    hour_ns: int
-    cost_usd: float
-    spans: int
 
 
 class SQLiteStore:
@@ -344,8 +309,10 @@ class SQLiteStore:
                 (reason, spans),
             )
         deltas = fold(inserted)
+        rollup = RollupChanges()
         for delta in deltas.values():
-            self._add(cursor, delta, now_ns)
+            self._add(cursor, delta, now_ns, rollup)
+        _apply_rollup(cursor, rollup)
         return WriteResult(
             accepted=len(inserted),
             duplicates=len(contributions) + len(quarantined) - len(inserted) - reasons.total(),
@@ -354,10 +321,12 @@ class SQLiteStore:
             cost_usd=sum(delta.cost_usd for delta in deltas.values()),
         )
 
-    def _add(self, cursor: sqlite3.Cursor, delta: TraceDelta, now_ns: int) -> None:
-        """Add `delta` to its trace's row (as `merge` does) and to the rollup, moving the
-        trace's totals in the rollup if its domain or environment changed."""
-        before = _rollup_entry(cursor, delta.trace_id)
+    def _add(
+        self, cursor: sqlite3.Cursor, delta: TraceDelta, now_ns: int, rollup: RollupChanges
+    ) -> None:
+        """Add `delta` to its trace's row (as `merge` does) and record the rollup change:
+        the delta, or the trace's whole move if its domain or environment changed."""
+        before = _placement(cursor, delta.trace_id)
         root, earliest = delta.root, delta.earliest
         row = cursor.execute(
             _ADD_TO_TRACE_SQL,
@@ -382,33 +351,25 @@ class SQLiteStore:
                 None if root is None else root.environment,
             ),
         ).fetchone()
-        (cost, spans, first_seen_ns, earliest_service, earliest_environment) = row[:5]
-        (root_span_id, root_transaction, root_service, root_environment) = row[5:]
-        transaction = root_transaction
-        if transaction is None:  # no root yet: keep the orphan's name, if it has one
-            transaction = cursor.execute(
-                "SELECT transaction_name FROM traces WHERE trace_id = ?", (delta.trace_id,)
-            ).fetchone()[0]
-        has_root = root_span_id is not None
-        service = root_service if has_root else earliest_service
-        environment = root_environment if has_root else earliest_environment
-        domain = None if transaction is None else domain_name(transaction, service, self._config)
+        cost, spans, first_seen_ns, earliest_service, earliest_environment = row[:5]
+        root_span_id, root_transaction, root_service, root_environment, current = row[5:]
+        transaction, domain, environment = labels(
+            self._config,
+            root_span_id=root_span_id,
+            root_transaction=root_transaction,
+            root_service=root_service,
+            root_environment=root_environment,
+            earliest_service=earliest_service,
+            earliest_environment=earliest_environment,
+            current_transaction=current,
+        )
         cursor.execute(
             "UPDATE traces SET transaction_name = ?, domain = ?, environment = ?"
             " WHERE trace_id = ?",
             (transaction, domain, environment, delta.trace_id),
         )
-        after = _RollupEntry(
-            domain=PENDING_DOMAIN if domain is None else domain,
-            environment=UNKNOWN_ENVIRONMENT if environment is None else environment,
-            hour_ns=first_seen_ns // HOUR_NS * HOUR_NS,
-            cost_usd=cost,
-            spans=spans,
-        )
-        if before is not None and _same_key(before, after):
-            _rollup_add(cursor, after, delta.cost_usd, 0, delta.span_count)
-        else:
-            _rollup_move(cursor, before, after)
+        after = placement(first_seen_ns, domain, environment, cost, spans)
+        rollup.record(before, after, delta.cost_usd, delta.span_count)
 
     def _attribute_orphans(
         self, cursor: sqlite3.Cursor, now: datetime, grace: timedelta, unattributed_name: str
@@ -418,21 +379,24 @@ class SQLiteStore:
             " WHERE transaction_name IS NULL AND first_seen_ns <= ?",
             (ns_from_utc(now) - ns_from_duration(grace),),
         ).fetchall()
+        rollup = RollupChanges()
         named = 0
         for trace_id, first_seen_ns, earliest_service in rows:
             state = TraceState(first_seen=utc_from_ns(first_seen_ns))
             transaction = resolve_transaction(state, now, grace, unattributed_name)
             if transaction is None:
                 continue
-            before = _rollup_entry(cursor, trace_id)
+            before = _placement(cursor, trace_id)
             domain = domain_name(transaction, earliest_service, self._config)
             cursor.execute(
                 "UPDATE traces SET transaction_name = ?, domain = ? WHERE trace_id = ?",
                 (transaction, domain, trace_id),
             )
-            after = _rollup_entry(cursor, trace_id)
-            _rollup_move(cursor, before, after)
+            after = _placement(cursor, trace_id)
+            if before is not None and after is not None:
+                rollup.record(before, after, 0.0, 0)
             named += 1
+        _apply_rollup(cursor, rollup)
         if named:
             logger.info("named %s traces without root %r", named, unattributed_name)
         return named
@@ -464,49 +428,22 @@ def _insert(
     return cursor.rowcount == 1
 
 
-def _rollup_entry(cursor: sqlite3.Cursor, trace_id: str) -> _RollupEntry | None:
+def _placement(cursor: sqlite3.Cursor, trace_id: str) -> Placement | None:
     row = cursor.execute(
-        "SELECT domain, environment, first_seen_ns, cost_usd, span_count FROM traces"
+        "SELECT first_seen_ns, domain, environment, cost_usd, span_count FROM traces"
         " WHERE trace_id = ?",
         (trace_id,),
     ).fetchone()
-    if row is None:
-        return None
-    domain, environment, first_seen_ns, cost, spans = row
-    return _RollupEntry(
-        domain=PENDING_DOMAIN if domain is None else domain,
-        environment=UNKNOWN_ENVIRONMENT if environment is None else environment,
-        hour_ns=first_seen_ns // HOUR_NS * HOUR_NS,
-        cost_usd=cost,
-        spans=spans,
-    )
+    return None if row is None else placement(*row)
 
 
-def _same_key(a: _RollupEntry, b: _RollupEntry) -> bool:
-    return (a.domain, a.environment, a.hour_ns) == (b.domain, b.environment, b.hour_ns)
-
-
-def _rollup_add(
-    cursor: sqlite3.Cursor, entry: _RollupEntry, cost: float, traces: int, spans: int
-) -> None:
-    cursor.execute(
-        _ADD_TO_ROLLUP, (entry.domain, entry.environment, entry.hour_ns, cost, traces, spans)
-    )
-
-
-def _rollup_move(
-    cursor: sqlite3.Cursor, before: _RollupEntry | None, after: _RollupEntry | None
-) -> None:
-    """Take a trace's whole totals out of its old rollup row and add them to its new one."""
-    if before is not None and after is not None and _same_key(before, after):
-        return
-    if before is not None:
-        _rollup_add(cursor, before, -before.cost_usd, -1, -before.spans)
-        # The last trace gone: drop the row rather than keep a rounding residue of cost.
-        cursor.execute(
-            "DELETE FROM domain_hourly WHERE hour_ns = ? AND domain = ? AND environment = ?"
-            " AND traces = 0",
-            (before.hour_ns, before.domain, before.environment),
-        )
-    if after is not None:
-        _rollup_add(cursor, after, after.cost_usd, 1, after.spans)
+def _apply_rollup(cursor: sqlite3.Cursor, rollup: RollupChanges) -> None:
+    for (hour_ns, domain, environment), cost, traces, spans in rollup:
+        cursor.execute(_ADD_TO_ROLLUP, (domain, environment, hour_ns, cost, traces, spans))
+        if traces < 0:
+            # The last trace gone: drop the row rather than keep a rounding residue of cost.
+            cursor.execute(
+                "DELETE FROM domain_hourly WHERE hour_ns = ? AND domain = ? AND environment = ?"
+                " AND traces = 0",
+                (hour_ns, domain, environment),
+            )

@@ -1,0 +1,154 @@
+"""What the SQL stores share, free of any database: how a trace row merges,
+what a trace is labelled after a write, and the per-domain rollup bookkeeping.
+
+Each store only says how to run it in its own SQL dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from spancost.totals.naming import TotalsConfig, domain_name
+
+__all__ = [
+    "HOUR_NS",
+    "PENDING_DOMAIN",
+    "UNKNOWN_ENVIRONMENT",
+    "Placement",
+    "RollupChanges",
+    "labels",
+    "merge_assignments",
+    "placement",
+]
+
+HOUR_NS: Final = 3600 * 10**9
+PENDING_DOMAIN: Final = ""
+"""The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
+UNKNOWN_ENVIRONMENT: Final = ""
+"""The rollup's environment of traces without ``deployment.environment``."""
+
+_EARLIEST_COLUMNS: Final = (
+    "earliest_span_id",
+    "earliest_start_ns",
+    "earliest_service",
+    "earliest_environment",
+)
+_ROOT_COLUMNS: Final = (
+    "root_start_ns",
+    "root_transaction",
+    "root_service",
+    "root_environment",
+    "root_span_id",
+)
+
+
+def merge_assignments(existing: str) -> str:
+    """The ``SET`` items of the trace upsert that keep the earliest span and the root:
+    each the first by (start, span id), a new root only replacing an absent or a later
+    one. `existing` qualifies the stored row's columns (``"traces."``, or ``""``)."""
+    earlier = (
+        "(excluded.earliest_start_ns, excluded.earliest_span_id)"
+        f" < ({existing}earliest_start_ns, {existing}earliest_span_id)"
+    )
+    root_earlier = (
+        f"excluded.root_span_id IS NOT NULL AND ({existing}root_span_id IS NULL"
+        " OR (excluded.root_start_ns, excluded.root_span_id)"
+        f" < ({existing}root_start_ns, {existing}root_span_id))"
+    )
+
+    def take_if(condition: str, columns: Sequence[str]) -> list[str]:
+        return [
+            f"{column} = CASE WHEN {condition} THEN excluded.{column} ELSE {existing}{column} END"
+            for column in columns
+        ]
+
+    return ",\n    ".join(
+        take_if(earlier, _EARLIEST_COLUMNS) + take_if(root_earlier, _ROOT_COLUMNS)
+    )
+
+
+def labels(
+    config: TotalsConfig,
+    *,
+    root_span_id: str | None,
+    root_transaction: str | None,
+    root_service: str | None,
+    root_environment: str | None,
+    earliest_service: str | None,
+    earliest_environment: str | None,
+    current_transaction: str | None,
+) -> tuple[str | None, str | None, str | None]:
+    """A trace's (transaction, domain, environment) after a write: the root's when it
+    has arrived; before that, an orphan keeps the name it was given (or none yet)."""
+    transaction = root_transaction if root_transaction is not None else current_transaction
+    has_root = root_span_id is not None
+    service = root_service if has_root else earliest_service
+    environment = root_environment if has_root else earliest_environment
+    domain = None if transaction is None else domain_name(transaction, service, config)
+    return transaction, domain, environment
+
+
+RollupKey = tuple[int, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a trace sits in the hourly rollup, and what it put there."""
+
+    hour_ns: int
+    domain: str
+    environment: str
+    cost_usd: float
+    spans: int
+
+    @property
+    def key(self) -> RollupKey:
+        return (self.hour_ns, self.domain, self.environment)
+
+
+def placement(
+    first_seen_ns: int, domain: str | None, environment: str | None, cost: float, spans: int
+) -> Placement:
+    """A trace's rollup row: the UTC hour it was first seen, its current domain and
+    environment (pending / unknown when it has none yet), and its totals."""
+    return Placement(
+        hour_ns=first_seen_ns // HOUR_NS * HOUR_NS,
+        domain=PENDING_DOMAIN if domain is None else domain,
+        environment=UNKNOWN_ENVIRONMENT if environment is None else environment,
+        cost_usd=cost,
+        spans=spans,
+    )
+
+
+class RollupChanges:
+    """One transaction's rollup changes, summed per row and applied at its end.
+
+    Applying them in key order keeps two writers from locking the same rollup rows
+    in opposite orders; a row whose trace count went down may be left empty, and
+    the store deletes it rather than keep a rounding residue of cost.
+    """
+
+    def __init__(self) -> None:
+        self._changes: dict[RollupKey, tuple[float, int, int]] = {}
+
+    def add(self, row: Placement, cost: float, traces: int, spans: int) -> None:
+        old_cost, old_traces, old_spans = self._changes.get(row.key, (0.0, 0, 0))
+        self._changes[row.key] = (old_cost + cost, old_traces + traces, old_spans + spans)
+
+    def record(self, before: Placement | None, after: Placement, cost: float, spans: int) -> None:
+        """A trace got `cost` and `spans` more: add them to its row, or, when its row
+        changed (domain, environment), move its whole totals to the new row."""
+        if before is not None and before.key == after.key:
+            self.add(after, cost, 0, spans)
+            return
+        if before is not None:
+            self.add(before, -before.cost_usd, -1, -before.spans)
+        self.add(after, after.cost_usd, 1, after.spans)
+
+    def __iter__(self) -> Iterator[tuple[RollupKey, float, int, int]]:
+        """(key, cost, traces, spans) per changed row, in key order."""
+        for key in sorted(self._changes):
+            cost, traces, spans = self._changes[key]
+            yield key, cost, traces, spans
