@@ -96,10 +96,26 @@ func (p *pythonProcessor) shutdown(context.Context) error {
 // max_request_bytes, and returns what the plugin made of it. td is never
 // modified, so on failure it can be forwarded exactly as it came.
 func (p *pythonProcessor) processTraces(ctx context.Context, td ptrace.Traces) (ptrace.Traces, error) {
-	parts := splitTraces(td, p.cfg.MaxRequestBytes, &p.marshaler)
+	// Encode first and split only what turns out too large: sizing every
+	// batch before encoding it would walk it once more.
+	payload, err := p.marshaler.MarshalTraces(td)
+	if err != nil {
+		return p.fail(ctx, td, "other", fmt.Errorf("encoding the batch: %w", err))
+	}
+	if len(payload) <= p.cfg.MaxRequestBytes {
+		result, reason, err := p.roundTrip(ctx, td, payload)
+		if err != nil {
+			return p.fail(ctx, td, reason, err)
+		}
+		return result, nil
+	}
 	var out ptrace.Traces
-	for i, part := range parts {
-		result, reason, err := p.roundTrip(ctx, part)
+	for i, part := range splitTraces(td, p.cfg.MaxRequestBytes, &p.marshaler) {
+		payload, err := p.marshaler.MarshalTraces(part)
+		if err != nil {
+			return p.fail(ctx, td, "other", fmt.Errorf("encoding the batch: %w", err))
+		}
+		result, reason, err := p.roundTrip(ctx, part, payload)
 		if err != nil {
 			return p.fail(ctx, td, reason, err)
 		}
@@ -112,13 +128,9 @@ func (p *pythonProcessor) processTraces(ctx context.Context, td ptrace.Traces) (
 	return out, nil
 }
 
-// roundTrip sends one request; on failure it says why, in the words of the
-// reason attribute.
-func (p *pythonProcessor) roundTrip(ctx context.Context, part ptrace.Traces) (ptrace.Traces, string, error) {
-	payload, err := p.marshaler.MarshalTraces(part)
-	if err != nil {
-		return ptrace.Traces{}, "other", fmt.Errorf("encoding the batch: %w", err)
-	}
+// roundTrip sends one request, part encoded as payload; on failure it says
+// why, in the words of the reason attribute.
+func (p *pythonProcessor) roundTrip(ctx context.Context, part ptrace.Traces, payload []byte) (ptrace.Traces, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	p.telemetry.ProcessorPythonRequestsSent.Add(ctx, 1, p.attrs)
