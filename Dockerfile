@@ -78,8 +78,10 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
 RUN groupadd --gid 10001 spancost \
  && useradd --uid 10001 --gid 10001 --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin spancost \
- && mkdir -p /var/lib/otelcol/file_storage /etc/otelcol-spancost \
- && chown 10001:10001 /var/lib/otelcol/file_storage \
+ && mkdir -p /var/lib/otelcol/file_storage /etc/otelcol-spancost /var/lib/spancost \
+      /var/run/spancost \
+ && chown 10001:10001 /var/lib/otelcol/file_storage /var/lib/spancost /var/run/spancost \
+ && chmod 0700 /var/lib/spancost /var/run/spancost \
  && ln -s /usr/local/bin/otelcol-spancost /otelcol-spancost
 
 COPY --from=collector /out/otelcol-spancost /usr/local/bin/otelcol-spancost
@@ -92,7 +94,9 @@ COPY configs/gateway.yaml /etc/otelcol-spancost/config.yaml
 # /opt/spancost/bin first: `spancost` (the sidecar, spawned by the gateway
 # config or run as the sidecar container's command) and its `python`.
 # No .pyc writes: the root filesystem is read-only in Kubernetes.
+# SPANCOST_DATA_DIR: the SQLite totals store when no DATABASE_URL is given.
 ENV PATH="/opt/spancost/bin:${PATH}" \
+    SPANCOST_DATA_DIR=/var/lib/spancost \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 

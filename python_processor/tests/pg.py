@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PostgresUnavailableError", "postgres_server"]
+__all__ = ["PostgresServer", "PostgresUnavailableError", "postgres_server", "running_postgres"]
 
 _TIMEOUT_S = 60
 
@@ -64,43 +64,73 @@ def _run(command: list[str], what: str, log: Path | None = None) -> None:
         )
 
 
+class PostgresServer:
+    """A throw-away PostgreSQL server in a temporary directory; `stop` and `start`
+    it again (same data, same port) to simulate an outage."""
+
+    def __init__(self) -> None:
+        self._bindir = _bindir()
+        self._as_user: list[str] = []
+        self.base = Path(tempfile.mkdtemp(prefix="spancost-pg-"))
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError as exc:
+                shutil.rmtree(self.base, ignore_errors=True)
+                raise PostgresUnavailableError(
+                    "running as root and no 'postgres' user to run as"
+                ) from exc
+            os.chown(self.base, account.pw_uid, account.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.data, self.log, self.port = self.base / "data", self.base / "server.log", _free_port()
+        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        try:
+            _run(
+                [*self._as_user, str(self._bindir / "initdb"), "-D", str(self.data),
+                 "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+                "initdb",
+            )  # fmt: skip
+        except BaseException:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        _run(
+            [*self._as_user, str(self._bindir / "pg_ctl"), "start", "-w", "-t", str(_TIMEOUT_S),
+             "-D", str(self.data), "-l", str(self.log), "-o", options],
+            "pg_ctl start",
+            self.log,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are closed)."""
+        subprocess.run(
+            [*self._as_user, str(self._bindir / "pg_ctl"), "stop", "-D", str(self.data),
+             "-m", "fast", "-w"],
+            capture_output=True,
+            timeout=_TIMEOUT_S,
+            check=False,
+        )  # fmt: skip
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started `PostgresServer`, stopped and removed afterwards."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Start a throw-away PostgreSQL server; yield a DSN for its ``postgres`` database."""
-    bindir = _bindir()
-    as_user: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="spancost-pg-"))
-    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError as exc:
-            raise PostgresUnavailableError(
-                "running as root and no 'postgres' user to run as"
-            ) from exc
-        os.chown(base, account.pw_uid, account.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, log, port = base / "data", base / "server.log", _free_port()
-    try:
-        _run(
-            [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-             "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
-            "initdb",
-        )  # fmt: skip
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-        _run(
-            [*as_user, str(bindir / "pg_ctl"), "start", "-w", "-t", str(_TIMEOUT_S),
-             "-D", str(data), "-l", str(log), "-o", options],
-            "pg_ctl start",
-            log,
-        )  # fmt: skip
-        try:
-            yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
-        finally:
-            subprocess.run(
-                [*as_user, str(bindir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"],
-                capture_output=True,
-                timeout=_TIMEOUT_S,
-                check=False,
-            )
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with running_postgres() as server:
+        yield server.dsn

@@ -80,7 +80,7 @@ def reference(model: str, provider: str | None, usage: TokenUsage, at: datetime 
 def test_matches_genai_prices(
     pricer: LlmPricer, attributes: dict[str, Value], model: str, provider: str | None
 ) -> None:
-    rng = random.Random(model)  # noqa: S311 - test data, not secrets
+    rng = random.Random(model)  # test data, not secrets
     for _ in range(40):
         tokens_in = rng.randint(0, 400_000)
         cache_read = rng.randint(0, tokens_in)

@@ -21,10 +21,12 @@ def collector(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callab
     """Starts collectors for a test and stops them (printing their log on failure)."""
     started: list[Collector] = []
 
-    def start(config: dict[str, Any], *, wait: bool = True) -> Collector:
+    def start(
+        config: dict[str, Any], *, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Collector:
         workdir = tmp_path / f"collector-{len(started)}"
         workdir.mkdir()
-        c = Collector(config, workdir)
+        c = Collector(config, workdir, env)
         started.append(c)
         return c.start(wait=wait)
 

@@ -192,10 +192,13 @@ def base_config(
 class Collector:
     """One run of _build/otelcol-spancost with a config written to tmp_path."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         if not COLLECTOR.exists():
             raise AssertionError(f"{COLLECTOR} is missing: run `make build` (make test does it)")
         self.config = config
+        self.env = env
         self.workdir = workdir
         self.config_path = workdir / "collector.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -222,6 +225,7 @@ class Collector:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            env=self.env,
         )
         if wait:
             wait_for(self._ready, 30, "the collector to accept OTLP", interval=0.05)

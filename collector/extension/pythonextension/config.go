@@ -1,8 +1,11 @@
 package pythonextension // import "github.com/spancost/spancost/collector/extension/pythonextension"
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"sort"
 	"time"
 )
 
@@ -47,8 +50,54 @@ type Config struct {
 	// the sidecar; keep it above the processors' max_request_bytes.
 	MaxMessageBytes int `mapstructure:"max_message_bytes"`
 
+	// Sinks configures sink plugins in the sidecar, by name. A pipeline feeds
+	// one with an otlp_grpc exporter pointed at Endpoint with the header
+	// `spancost-sink: <name>`; the sidecar acknowledges a batch once the sink
+	// stored it. Sinks need Endpoint set, so that exporters can reach them.
+	Sinks map[string]SinkConfig `mapstructure:"sinks"`
+
+	// StatsInterval is how often the extension reads the sinks' counters from
+	// the sidecar into its own metrics.
+	StatsInterval time.Duration `mapstructure:"stats_interval"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
+}
+
+// SinkConfig configures one sink plugin.
+type SinkConfig struct {
+	// Plugin is the sink's entry-point name in the group spancost.sinks,
+	// e.g. spancost.totals.
+	Plugin string `mapstructure:"plugin"`
+	// Config is handed to the plugin, which validates it at start-up.
+	Config map[string]any `mapstructure:"config"`
+}
+
+// configJSON is the sink configuration as handed to the sidecar.
+func (s SinkConfig) configJSON() (string, error) {
+	if s.Config == nil {
+		return "{}", nil
+	}
+	b, err := json.Marshal(s.Config)
+	if err != nil {
+		return "", fmt.Errorf("cannot be encoded as JSON for the plugin: %w", err)
+	}
+	return string(b), nil
+}
+
+var (
+	sinkName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	pluginName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+)
+
+// sinkNames are the configured sink names, sorted (for a stable order).
+func (cfg *Config) sinkNames() []string {
+	names := make([]string, 0, len(cfg.Sinks))
+	for name := range cfg.Sinks {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // HealthCheckConfig configures grpc.health.v1 liveness checks.
@@ -108,6 +157,26 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxMessageBytes < minMaxMessageBytes {
 		errs = append(errs, fmt.Errorf("max_message_bytes: must be at least %d, got %d", minMaxMessageBytes, cfg.MaxMessageBytes))
+	}
+	if len(cfg.Sinks) > 0 && cfg.Endpoint == "" {
+		errs = append(errs, errors.New("sinks: exporters reach sinks at the sidecar's endpoint, so set endpoint too (e.g. unix:///var/run/spancost/sidecar.sock)"))
+	}
+	for _, name := range cfg.sinkNames() {
+		sink := cfg.Sinks[name]
+		if !sinkName.MatchString(name) {
+			errs = append(errs, fmt.Errorf("sinks::%s: a sink name is letters, digits, '_', '.' and '-'", name))
+		}
+		if sink.Plugin == "" {
+			errs = append(errs, fmt.Errorf("sinks::%s::plugin: must be set, e.g. spancost.totals", name))
+		} else if !pluginName.MatchString(sink.Plugin) {
+			errs = append(errs, fmt.Errorf("sinks::%s::plugin: %q is not a plugin entry-point name", name, sink.Plugin))
+		}
+		if _, err := sink.configJSON(); err != nil {
+			errs = append(errs, fmt.Errorf("sinks::%s::config: %w", name, err))
+		}
+	}
+	if len(cfg.Sinks) > 0 {
+		errs = append(errs, positive("stats_interval", cfg.StatsInterval))
 	}
 	return errors.Join(errs...)
 }

@@ -53,6 +53,8 @@ func TestLoadConfig(t *testing.T) {
 				},
 				ShutdownGracePeriod: 20 * time.Second,
 				MaxMessageBytes:     16 << 20,
+				StatsInterval:       15 * time.Second,
+				Sinks:               map[string]SinkConfig{"totals": {Plugin: "spancost.totals"}},
 			},
 		},
 		{
@@ -70,6 +72,18 @@ func TestLoadConfig(t *testing.T) {
 		{
 			id:       component.NewIDWithName(metadata.Type, "connect_unix"),
 			expected: withDefaults(func(cfg *Config) { cfg.Endpoint = "unix:///run/spancost/sidecar.sock" }),
+		},
+		{
+			id: component.NewIDWithName(metadata.Type, "sinks"),
+			expected: withDefaults(func(cfg *Config) {
+				cfg.Command = []string{"spancost", "sidecar"}
+				cfg.Endpoint = "unix:///run/spancost/sidecar.sock"
+				cfg.StatsInterval = 5 * time.Second
+				cfg.Sinks = map[string]SinkConfig{"totals": {
+					Plugin: "spancost.totals",
+					Config: map[string]any{"database_url": "postgresql://spancost@db/spancost", "max_clock_skew": "2h"},
+				}}
+			}),
 		},
 	}
 
@@ -147,6 +161,20 @@ func TestLoadInvalidConfig(t *testing.T) {
 		{
 			name:    "empty_program",
 			wantErr: "command[0]: the program to run must not be empty",
+		},
+		{
+			name:    "sinks_without_endpoint",
+			wantErr: "sinks: exporters reach sinks at the sidecar's endpoint, so set endpoint too (e.g. unix:///var/run/spancost/sidecar.sock)",
+		},
+		{
+			name:    "sink_without_plugin",
+			wantErr: "sinks::totals::plugin: must be set, e.g. spancost.totals",
+		},
+		{
+			name: "sink_bad_names",
+			wantErr: "sinks::to tals: a sink name is letters, digits, '_', '.' and '-'\n" +
+				`sinks::to tals::plugin: "spancost totals" is not a plugin entry-point name` + "\n" +
+				"stats_interval: must be positive, got 0s",
 		},
 	}
 

@@ -56,6 +56,12 @@ type registration struct {
 	plugin, configJSON string
 }
 
+// regKey names a registration: processors and sinks have separate names.
+type regKey struct {
+	kind     wirepb.Kind
+	instance string
+}
+
 type pythonExtension struct {
 	cfg       *Config
 	set       extension.Settings
@@ -70,8 +76,10 @@ type pythonExtension struct {
 	healthDone chan struct{}
 
 	mu            sync.Mutex
-	registrations map[string]registration
+	registrations map[regKey]registration
 	codec         requestCodec
+
+	sinks *sinkStats // nil without sinks
 }
 
 var _ Sidecar = (*pythonExtension)(nil)
@@ -81,7 +89,7 @@ func newExtension(cfg *Config, set extension.Settings) (*pythonExtension, error)
 	if err != nil {
 		return nil, err
 	}
-	return &pythonExtension{cfg: cfg, set: set, telemetry: tb, registrations: map[string]registration{}, codec: newRequestCodec()}, nil
+	return &pythonExtension{cfg: cfg, set: set, telemetry: tb, registrations: map[regKey]registration{}, codec: newRequestCodec()}, nil
 }
 
 func (e *pythonExtension) Start(ctx context.Context, _ component.Host) error {
@@ -107,7 +115,10 @@ func (e *pythonExtension) Start(ctx context.Context, _ component.Host) error {
 
 	if len(e.cfg.Command) > 0 {
 		e.super = newSupervisor(e.cfg, ep, e.set, e.checkHealth, e.replay, e.telemetry)
-		return e.super.start(ctx)
+		if err := e.super.start(ctx); err != nil {
+			return err
+		}
+		return e.startSinks(ctx)
 	}
 	// A sidecar container may start after the collector: wait for it as long
 	// as startup_timeout allows, then keep watching its health.
@@ -119,7 +130,7 @@ func (e *pythonExtension) Start(ctx context.Context, _ component.Host) error {
 	hctx, stop := context.WithCancel(context.Background())
 	e.stopHealth, e.healthDone = stop, make(chan struct{})
 	go e.watchConnected(hctx)
-	return nil
+	return e.startSinks(ctx)
 }
 
 // resolveEndpoint returns the configured endpoint or, for a spawned sidecar,
@@ -145,6 +156,9 @@ func (e *pythonExtension) Shutdown(ctx context.Context) error {
 	if e.stopHealth != nil {
 		e.stopHealth()
 		<-e.healthDone
+	}
+	if e.sinks != nil {
+		e.sinks.stop()
 	}
 	if e.super != nil {
 		errs = append(errs, e.super.stop(ctx))
@@ -197,25 +211,32 @@ func (e *pythonExtension) watchConnected(ctx context.Context) {
 }
 
 func (e *pythonExtension) Register(ctx context.Context, instance, plugin, configJSON string) error {
-	if err := e.configure(ctx, instance, registration{plugin: plugin, configJSON: configJSON}); err != nil {
+	return e.register(ctx, regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: instance}, registration{plugin: plugin, configJSON: configJSON})
+}
+
+func (e *pythonExtension) register(ctx context.Context, key regKey, r registration) error {
+	if err := e.configure(ctx, key, r); err != nil {
 		return err
 	}
 	e.mu.Lock()
-	e.registrations[instance] = registration{plugin: plugin, configJSON: configJSON}
+	e.registrations[key] = r
 	e.mu.Unlock()
 	return nil
 }
 
 func (e *pythonExtension) Unregister(instance string) {
 	e.mu.Lock()
-	delete(e.registrations, instance)
+	delete(e.registrations, regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: instance})
 	e.mu.Unlock()
 }
 
-func (e *pythonExtension) configure(ctx context.Context, instance string, r registration) error {
-	_, err := e.client.Configure(ctx, &wirepb.ConfigureRequest{Instance: instance, Plugin: r.plugin, ConfigJson: r.configJSON})
+func (e *pythonExtension) configure(ctx context.Context, key regKey, r registration) error {
+	resp, err := e.client.Configure(ctx, &wirepb.ConfigureRequest{Instance: key.instance, Plugin: r.plugin, ConfigJson: r.configJSON, Kind: key.kind})
 	switch status.Code(err) {
 	case codes.OK:
+		for _, warning := range resp.GetWarnings() {
+			e.set.Logger.Warn("sidecar plugin reported a problem", zap.String("instance", key.instance), zap.String("plugin", r.plugin), zap.String("warning", warning))
+		}
 		return nil
 	case codes.NotFound:
 		return fmt.Errorf("%w: %s", ErrPluginNotFound, status.Convert(err).Message())
@@ -229,15 +250,15 @@ func (e *pythonExtension) configure(ctx context.Context, instance string, r regi
 // replay configures a freshly started sidecar with every registered instance.
 func (e *pythonExtension) replay(ctx context.Context) error {
 	e.mu.Lock()
-	regs := make(map[string]registration, len(e.registrations))
+	regs := make(map[regKey]registration, len(e.registrations))
 	for k, v := range e.registrations {
 		regs[k] = v
 	}
 	e.mu.Unlock()
 	var errs []error
-	for instance, r := range regs {
-		if err := e.configure(ctx, instance, r); err != nil {
-			errs = append(errs, fmt.Errorf("instance %q: %w", instance, err))
+	for key, r := range regs {
+		if err := e.configure(ctx, key, r); err != nil {
+			errs = append(errs, fmt.Errorf("instance %q: %w", key.instance, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -249,13 +270,14 @@ func (e *pythonExtension) ProcessTraces(ctx context.Context, instance string, tr
 	if status.Code(err) != codes.FailedPrecondition {
 		return resp, err
 	}
+	key := regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: instance}
 	e.mu.Lock()
-	r, ok := e.registrations[instance]
+	r, ok := e.registrations[key]
 	e.mu.Unlock()
 	if !ok {
 		return nil, err
 	}
-	if cerr := e.configure(ctx, instance, r); cerr != nil {
+	if cerr := e.configure(ctx, key, r); cerr != nil {
 		return nil, fmt.Errorf("configuring instance %q again after the sidecar lost it: %w", instance, cerr)
 	}
 	return e.client.ProcessTraces(ctx, req, grpc.ForceCodecV2(e.codec))

@@ -148,7 +148,7 @@ func TestRegister(t *testing.T) {
 			assert.Equal(t, tt.configJSON, calls[before].GetConfigJson())
 
 			e.mu.Lock()
-			_, kept := e.registrations[instance]
+			_, kept := e.registrations[regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: instance}]
 			e.mu.Unlock()
 			if tt.wantErr == "" {
 				require.NoError(t, err)
@@ -198,7 +198,7 @@ func TestProcessTracesReconfigureRefused(t *testing.T) {
 	// The sidecar lost the instance and, after an upgrade, refuses its
 	// configuration: the batch fails with the reason, it is not retried forever.
 	e.mu.Lock()
-	e.registrations[testInstance] = registration{plugin: echoPlugin, configJSON: `{"rate":-1}`}
+	e.registrations[regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: testInstance}] = registration{plugin: echoPlugin, configJSON: `{"rate":-1}`}
 	e.mu.Unlock()
 	_, err := e.ProcessTraces(ctx, testInstance, []byte("batch"))
 	require.EqualError(t, err, `configuring instance "python/test" again after the sidecar lost it: invalid plugin configuration: `+rejectedMessage)

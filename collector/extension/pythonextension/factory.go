@@ -29,6 +29,7 @@ func createDefaultConfig() component.Config {
 		},
 		ShutdownGracePeriod: 10 * time.Second,
 		MaxMessageBytes:     64 << 20,
+		StatsInterval:       10 * time.Second,
 	}
 }
 

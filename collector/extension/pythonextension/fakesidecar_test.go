@@ -74,6 +74,7 @@ type fakeSidecar struct {
 	checks         int
 	instances      map[string]*wirepb.ConfigureRequest
 	configures     []*wirepb.ConfigureRequest
+	stats          *wirepb.StatsResponse
 }
 
 func newFakeSidecar() *fakeSidecar {
@@ -88,7 +89,26 @@ func (f *fakeSidecar) Configure(_ context.Context, req *wirepb.ConfigureRequest)
 	if err != nil {
 		return nil, err
 	}
-	return &wirepb.ConfigureResponse{PluginVersion: "fake 0.0.0"}, nil
+	resp := &wirepb.ConfigureResponse{PluginVersion: "fake 0.0.0"}
+	if strings.Contains(req.GetConfigJson(), "warn") {
+		resp.Warnings = []string{"database not reachable yet"}
+	}
+	return resp, nil
+}
+
+func (f *fakeSidecar) Stats(context.Context, *wirepb.StatsRequest) (*wirepb.StatsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stats == nil {
+		return &wirepb.StatsResponse{}, nil
+	}
+	return f.stats, nil
+}
+
+func (f *fakeSidecar) setStats(stats *wirepb.StatsResponse) {
+	f.mu.Lock()
+	f.stats = stats
+	f.mu.Unlock()
 }
 
 func (f *fakeSidecar) configure(req *wirepb.ConfigureRequest) error {

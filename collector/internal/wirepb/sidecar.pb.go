@@ -24,6 +24,54 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Kind int32
+
+const (
+	// A processor plugin (entry-point group `spancost.processors`).
+	Kind_KIND_PROCESSOR Kind = 0
+	// A sink (entry-point group `spancost.sinks`), fed by TraceService.Export.
+	Kind_KIND_SINK Kind = 1
+)
+
+// Enum value maps for Kind.
+var (
+	Kind_name = map[int32]string{
+		0: "KIND_PROCESSOR",
+		1: "KIND_SINK",
+	}
+	Kind_value = map[string]int32{
+		"KIND_PROCESSOR": 0,
+		"KIND_SINK":      1,
+	}
+)
+
+func (x Kind) Enum() *Kind {
+	p := new(Kind)
+	*p = x
+	return p
+}
+
+func (x Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_spancost_wire_v1_sidecar_proto_enumTypes[0].Descriptor()
+}
+
+func (Kind) Type() protoreflect.EnumType {
+	return &file_spancost_wire_v1_sidecar_proto_enumTypes[0]
+}
+
+func (x Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Kind.Descriptor instead.
+func (Kind) EnumDescriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{0}
+}
+
 type ConfigureRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The collector component that owns the instance, e.g. "python/cost".
@@ -32,7 +80,10 @@ type ConfigureRequest struct {
 	// e.g. "spancost.environment".
 	Plugin string `protobuf:"bytes,2,opt,name=plugin,proto3" json:"plugin,omitempty"`
 	// The processor's `config` map as a JSON object ("{}" when empty).
-	ConfigJson    string `protobuf:"bytes,3,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	ConfigJson string `protobuf:"bytes,3,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	// Processors and sinks have separate names: a sink's `instance` is the name
+	// exporters put in their `spancost-sink` header.
+	Kind          Kind `protobuf:"varint,4,opt,name=kind,proto3,enum=spancost.wire.v1.Kind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -88,10 +139,20 @@ func (x *ConfigureRequest) GetConfigJson() string {
 	return ""
 }
 
+func (x *ConfigureRequest) GetKind() Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Kind_KIND_PROCESSOR
+}
+
 type ConfigureResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The installed distribution that provides the plugin, e.g. "spancost 0.1.0".
 	PluginVersion string `protobuf:"bytes,1,opt,name=plugin_version,json=pluginVersion,proto3" json:"plugin_version,omitempty"`
+	// Problems the plugin found that do not stop it, e.g. a database it cannot
+	// reach yet (it keeps trying); the collector logs them.
+	Warnings      []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,6 +194,218 @@ func (x *ConfigureResponse) GetPluginVersion() string {
 	return ""
 }
 
+func (x *ConfigureResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{2}
+}
+
+type StatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sinks         []*SinkStats           `protobuf:"bytes,1,rep,name=sinks,proto3" json:"sinks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StatsResponse) GetSinks() []*SinkStats {
+	if x != nil {
+		return x.Sinks
+	}
+	return nil
+}
+
+type SinkStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sink's name (its ConfigureRequest.instance).
+	Sink string `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	// Running totals since the sink was configured: spans by event and reason,
+	// e.g. ("stored", ""), ("duplicate", ""), ("quarantined", "future").
+	Counts []*PluginEvent `protobuf:"bytes,2,rep,name=counts,proto3" json:"counts,omitempty"`
+	// Current values, e.g. unattributed_cost_ratio.
+	Gauges []*Gauge `protobuf:"bytes,3,rep,name=gauges,proto3" json:"gauges,omitempty"`
+	// Batches the sink refused because its store was unavailable.
+	Unavailable   int64 `protobuf:"varint,4,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkStats) Reset() {
+	*x = SinkStats{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkStats) ProtoMessage() {}
+
+func (x *SinkStats) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkStats.ProtoReflect.Descriptor instead.
+func (*SinkStats) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SinkStats) GetSink() string {
+	if x != nil {
+		return x.Sink
+	}
+	return ""
+}
+
+func (x *SinkStats) GetCounts() []*PluginEvent {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *SinkStats) GetGauges() []*Gauge {
+	if x != nil {
+		return x.Gauges
+	}
+	return nil
+}
+
+func (x *SinkStats) GetUnavailable() int64 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return 0
+}
+
+type Gauge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Gauge) Reset() {
+	*x = Gauge{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Gauge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Gauge) ProtoMessage() {}
+
+func (x *Gauge) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Gauge.ProtoReflect.Descriptor instead.
+func (*Gauge) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Gauge) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Gauge) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 type ProcessTracesRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Instance string                 `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
@@ -145,7 +418,7 @@ type ProcessTracesRequest struct {
 
 func (x *ProcessTracesRequest) Reset() {
 	*x = ProcessTracesRequest{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +430,7 @@ func (x *ProcessTracesRequest) String() string {
 func (*ProcessTracesRequest) ProtoMessage() {}
 
 func (x *ProcessTracesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +443,7 @@ func (x *ProcessTracesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessTracesRequest.ProtoReflect.Descriptor instead.
 func (*ProcessTracesRequest) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{2}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ProcessTracesRequest) GetInstance() string {
@@ -204,7 +477,7 @@ type ProcessTracesResponse struct {
 
 func (x *ProcessTracesResponse) Reset() {
 	*x = ProcessTracesResponse{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +489,7 @@ func (x *ProcessTracesResponse) String() string {
 func (*ProcessTracesResponse) ProtoMessage() {}
 
 func (x *ProcessTracesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +502,7 @@ func (x *ProcessTracesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessTracesResponse.ProtoReflect.Descriptor instead.
 func (*ProcessTracesResponse) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{3}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProcessTracesResponse) GetResult() isProcessTracesResponse_Result {
@@ -305,7 +578,7 @@ type BatchChanges struct {
 
 func (x *BatchChanges) Reset() {
 	*x = BatchChanges{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +590,7 @@ func (x *BatchChanges) String() string {
 func (*BatchChanges) ProtoMessage() {}
 
 func (x *BatchChanges) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +603,7 @@ func (x *BatchChanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchChanges.ProtoReflect.Descriptor instead.
 func (*BatchChanges) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{4}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BatchChanges) GetAttributes() []*AttributeChange {
@@ -367,7 +640,7 @@ type DoubleColumn struct {
 
 func (x *DoubleColumn) Reset() {
 	*x = DoubleColumn{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +652,7 @@ func (x *DoubleColumn) String() string {
 func (*DoubleColumn) ProtoMessage() {}
 
 func (x *DoubleColumn) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +665,7 @@ func (x *DoubleColumn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoubleColumn.ProtoReflect.Descriptor instead.
 func (*DoubleColumn) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{5}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DoubleColumn) GetKey() string {
@@ -426,7 +699,7 @@ type SpanRange struct {
 
 func (x *SpanRange) Reset() {
 	*x = SpanRange{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +711,7 @@ func (x *SpanRange) String() string {
 func (*SpanRange) ProtoMessage() {}
 
 func (x *SpanRange) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +724,7 @@ func (x *SpanRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpanRange.ProtoReflect.Descriptor instead.
 func (*SpanRange) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{6}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SpanRange) GetStart() uint32 {
@@ -486,7 +759,7 @@ type AttributeChange struct {
 
 func (x *AttributeChange) Reset() {
 	*x = AttributeChange{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +771,7 @@ func (x *AttributeChange) String() string {
 func (*AttributeChange) ProtoMessage() {}
 
 func (x *AttributeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +784,7 @@ func (x *AttributeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeChange.ProtoReflect.Descriptor instead.
 func (*AttributeChange) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{7}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AttributeChange) GetStart() uint32 {
@@ -565,7 +838,7 @@ type Attribute struct {
 
 func (x *Attribute) Reset() {
 	*x = Attribute{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +850,7 @@ func (x *Attribute) String() string {
 func (*Attribute) ProtoMessage() {}
 
 func (x *Attribute) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +863,7 @@ func (x *Attribute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attribute.ProtoReflect.Descriptor instead.
 func (*Attribute) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{8}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Attribute) GetKey() string {
@@ -685,7 +958,7 @@ type PluginEvent struct {
 
 func (x *PluginEvent) Reset() {
 	*x = PluginEvent{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +970,7 @@ func (x *PluginEvent) String() string {
 func (*PluginEvent) ProtoMessage() {}
 
 func (x *PluginEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +983,7 @@ func (x *PluginEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
 func (*PluginEvent) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{9}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PluginEvent) GetEvent() string {
@@ -738,14 +1011,27 @@ var File_spancost_wire_v1_sidecar_proto protoreflect.FileDescriptor
 
 const file_spancost_wire_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
-	"\x1espancost/wire/v1/sidecar.proto\x12\x10spancost.wire.v1\"g\n" +
+	"\x1espancost/wire/v1/sidecar.proto\x12\x10spancost.wire.v1\"\x93\x01\n" +
 	"\x10ConfigureRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
 	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12\x1f\n" +
 	"\vconfig_json\x18\x03 \x01(\tR\n" +
-	"configJson\":\n" +
+	"configJson\x12*\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x16.spancost.wire.v1.KindR\x04kind\"V\n" +
 	"\x11ConfigureResponse\x12%\n" +
-	"\x0eplugin_version\x18\x01 \x01(\tR\rpluginVersion\"J\n" +
+	"\x0eplugin_version\x18\x01 \x01(\tR\rpluginVersion\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\x0e\n" +
+	"\fStatsRequest\"B\n" +
+	"\rStatsResponse\x121\n" +
+	"\x05sinks\x18\x01 \x03(\v2\x1b.spancost.wire.v1.SinkStatsR\x05sinks\"\xa9\x01\n" +
+	"\tSinkStats\x12\x12\n" +
+	"\x04sink\x18\x01 \x01(\tR\x04sink\x125\n" +
+	"\x06counts\x18\x02 \x03(\v2\x1d.spancost.wire.v1.PluginEventR\x06counts\x12/\n" +
+	"\x06gauges\x18\x03 \x03(\v2\x17.spancost.wire.v1.GaugeR\x06gauges\x12 \n" +
+	"\vunavailable\x18\x04 \x01(\x03R\vunavailable\"1\n" +
+	"\x05Gauge\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\"J\n" +
 	"\x14ProcessTracesRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x16\n" +
 	"\x06traces\x18\x02 \x01(\fR\x06traces\"\xae\x01\n" +
@@ -784,10 +1070,14 @@ const file_spancost_wire_v1_sidecar_proto_rawDesc = "" +
 	"\vPluginEvent\x12\x14\n" +
 	"\x05event\x18\x01 \x01(\tR\x05event\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05spans\x18\x03 \x01(\x03R\x05spans2\xc1\x01\n" +
+	"\x05spans\x18\x03 \x01(\x03R\x05spans*)\n" +
+	"\x04Kind\x12\x12\n" +
+	"\x0eKIND_PROCESSOR\x10\x00\x12\r\n" +
+	"\tKIND_SINK\x10\x012\x8b\x02\n" +
 	"\aSidecar\x12T\n" +
 	"\tConfigure\x12\".spancost.wire.v1.ConfigureRequest\x1a#.spancost.wire.v1.ConfigureResponse\x12`\n" +
-	"\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a'.spancost.wire.v1.ProcessTracesResponseB?Z=github.com/spancost/spancost/collector/internal/wirepb;wirepbb\x06proto3"
+	"\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a'.spancost.wire.v1.ProcessTracesResponse\x12H\n" +
+	"\x05Stats\x12\x1e.spancost.wire.v1.StatsRequest\x1a\x1f.spancost.wire.v1.StatsResponseB?Z=github.com/spancost/spancost/collector/internal/wirepb;wirepbb\x06proto3"
 
 var (
 	file_spancost_wire_v1_sidecar_proto_rawDescOnce sync.Once
@@ -801,35 +1091,47 @@ func file_spancost_wire_v1_sidecar_proto_rawDescGZIP() []byte {
 	return file_spancost_wire_v1_sidecar_proto_rawDescData
 }
 
-var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_spancost_wire_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_spancost_wire_v1_sidecar_proto_goTypes = []any{
-	(*ConfigureRequest)(nil),      // 0: spancost.wire.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),     // 1: spancost.wire.v1.ConfigureResponse
-	(*ProcessTracesRequest)(nil),  // 2: spancost.wire.v1.ProcessTracesRequest
-	(*ProcessTracesResponse)(nil), // 3: spancost.wire.v1.ProcessTracesResponse
-	(*BatchChanges)(nil),          // 4: spancost.wire.v1.BatchChanges
-	(*DoubleColumn)(nil),          // 5: spancost.wire.v1.DoubleColumn
-	(*SpanRange)(nil),             // 6: spancost.wire.v1.SpanRange
-	(*AttributeChange)(nil),       // 7: spancost.wire.v1.AttributeChange
-	(*Attribute)(nil),             // 8: spancost.wire.v1.Attribute
-	(*PluginEvent)(nil),           // 9: spancost.wire.v1.PluginEvent
+	(Kind)(0),                     // 0: spancost.wire.v1.Kind
+	(*ConfigureRequest)(nil),      // 1: spancost.wire.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),     // 2: spancost.wire.v1.ConfigureResponse
+	(*StatsRequest)(nil),          // 3: spancost.wire.v1.StatsRequest
+	(*StatsResponse)(nil),         // 4: spancost.wire.v1.StatsResponse
+	(*SinkStats)(nil),             // 5: spancost.wire.v1.SinkStats
+	(*Gauge)(nil),                 // 6: spancost.wire.v1.Gauge
+	(*ProcessTracesRequest)(nil),  // 7: spancost.wire.v1.ProcessTracesRequest
+	(*ProcessTracesResponse)(nil), // 8: spancost.wire.v1.ProcessTracesResponse
+	(*BatchChanges)(nil),          // 9: spancost.wire.v1.BatchChanges
+	(*DoubleColumn)(nil),          // 10: spancost.wire.v1.DoubleColumn
+	(*SpanRange)(nil),             // 11: spancost.wire.v1.SpanRange
+	(*AttributeChange)(nil),       // 12: spancost.wire.v1.AttributeChange
+	(*Attribute)(nil),             // 13: spancost.wire.v1.Attribute
+	(*PluginEvent)(nil),           // 14: spancost.wire.v1.PluginEvent
 }
 var file_spancost_wire_v1_sidecar_proto_depIdxs = []int32{
-	4, // 0: spancost.wire.v1.ProcessTracesResponse.changes:type_name -> spancost.wire.v1.BatchChanges
-	9, // 1: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
-	7, // 2: spancost.wire.v1.BatchChanges.attributes:type_name -> spancost.wire.v1.AttributeChange
-	6, // 3: spancost.wire.v1.BatchChanges.drop:type_name -> spancost.wire.v1.SpanRange
-	5, // 4: spancost.wire.v1.BatchChanges.doubles:type_name -> spancost.wire.v1.DoubleColumn
-	8, // 5: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
-	0, // 6: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
-	2, // 7: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
-	1, // 8: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
-	3, // 9: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: spancost.wire.v1.ConfigureRequest.kind:type_name -> spancost.wire.v1.Kind
+	5,  // 1: spancost.wire.v1.StatsResponse.sinks:type_name -> spancost.wire.v1.SinkStats
+	14, // 2: spancost.wire.v1.SinkStats.counts:type_name -> spancost.wire.v1.PluginEvent
+	6,  // 3: spancost.wire.v1.SinkStats.gauges:type_name -> spancost.wire.v1.Gauge
+	9,  // 4: spancost.wire.v1.ProcessTracesResponse.changes:type_name -> spancost.wire.v1.BatchChanges
+	14, // 5: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
+	12, // 6: spancost.wire.v1.BatchChanges.attributes:type_name -> spancost.wire.v1.AttributeChange
+	11, // 7: spancost.wire.v1.BatchChanges.drop:type_name -> spancost.wire.v1.SpanRange
+	10, // 8: spancost.wire.v1.BatchChanges.doubles:type_name -> spancost.wire.v1.DoubleColumn
+	13, // 9: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
+	1,  // 10: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
+	7,  // 11: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
+	3,  // 12: spancost.wire.v1.Sidecar.Stats:input_type -> spancost.wire.v1.StatsRequest
+	2,  // 13: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
+	8,  // 14: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
+	4,  // 15: spancost.wire.v1.Sidecar.Stats:output_type -> spancost.wire.v1.StatsResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_spancost_wire_v1_sidecar_proto_init() }
@@ -837,11 +1139,11 @@ func file_spancost_wire_v1_sidecar_proto_init() {
 	if File_spancost_wire_v1_sidecar_proto != nil {
 		return
 	}
-	file_spancost_wire_v1_sidecar_proto_msgTypes[3].OneofWrappers = []any{
+	file_spancost_wire_v1_sidecar_proto_msgTypes[7].OneofWrappers = []any{
 		(*ProcessTracesResponse_Traces)(nil),
 		(*ProcessTracesResponse_Changes)(nil),
 	}
-	file_spancost_wire_v1_sidecar_proto_msgTypes[8].OneofWrappers = []any{
+	file_spancost_wire_v1_sidecar_proto_msgTypes[12].OneofWrappers = []any{
 		(*Attribute_StringValue)(nil),
 		(*Attribute_BoolValue)(nil),
 		(*Attribute_IntValue)(nil),
@@ -852,13 +1154,14 @@ func file_spancost_wire_v1_sidecar_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spancost_wire_v1_sidecar_proto_rawDesc), len(file_spancost_wire_v1_sidecar_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_spancost_wire_v1_sidecar_proto_goTypes,
 		DependencyIndexes: file_spancost_wire_v1_sidecar_proto_depIdxs,
+		EnumInfos:         file_spancost_wire_v1_sidecar_proto_enumTypes,
 		MessageInfos:      file_spancost_wire_v1_sidecar_proto_msgTypes,
 	}.Build()
 	File_spancost_wire_v1_sidecar_proto = out.File

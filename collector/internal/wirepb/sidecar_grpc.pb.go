@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Sidecar_Configure_FullMethodName     = "/spancost.wire.v1.Sidecar/Configure"
 	Sidecar_ProcessTraces_FullMethodName = "/spancost.wire.v1.Sidecar/ProcessTraces"
+	Sidecar_Stats_FullMethodName         = "/spancost.wire.v1.Sidecar/Stats"
 )
 
 // SidecarClient is the client API for Sidecar service.
@@ -44,6 +45,9 @@ type SidecarClient interface {
 	//	FAILED_PRECONDITION: the instance is unknown to this sidecar (it was
 	//	restarted); the client calls Configure again and retries.
 	ProcessTraces(ctx context.Context, in *ProcessTracesRequest, opts ...grpc.CallOption) (*ProcessTracesResponse, error)
+	// Stats reports what the sidecar's sinks counted since it started: the
+	// extension polls it and turns it into collector metrics.
+	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
 
 type sidecarClient struct {
@@ -74,6 +78,16 @@ func (c *sidecarClient) ProcessTraces(ctx context.Context, in *ProcessTracesRequ
 	return out, nil
 }
 
+func (c *sidecarClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatsResponse)
+	err := c.cc.Invoke(ctx, Sidecar_Stats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SidecarServer is the server API for Sidecar service.
 // All implementations must embed UnimplementedSidecarServer
 // for forward compatibility.
@@ -92,6 +106,9 @@ type SidecarServer interface {
 	//	FAILED_PRECONDITION: the instance is unknown to this sidecar (it was
 	//	restarted); the client calls Configure again and retries.
 	ProcessTraces(context.Context, *ProcessTracesRequest) (*ProcessTracesResponse, error)
+	// Stats reports what the sidecar's sinks counted since it started: the
+	// extension polls it and turns it into collector metrics.
+	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedSidecarServer()
 }
 
@@ -107,6 +124,9 @@ func (UnimplementedSidecarServer) Configure(context.Context, *ConfigureRequest) 
 }
 func (UnimplementedSidecarServer) ProcessTraces(context.Context, *ProcessTracesRequest) (*ProcessTracesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ProcessTraces not implemented")
+}
+func (UnimplementedSidecarServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
 }
 func (UnimplementedSidecarServer) mustEmbedUnimplementedSidecarServer() {}
 func (UnimplementedSidecarServer) testEmbeddedByValue()                 {}
@@ -165,6 +185,24 @@ func _Sidecar_ProcessTraces_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sidecar_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SidecarServer).Stats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sidecar_Stats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SidecarServer).Stats(ctx, req.(*StatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Sidecar_ServiceDesc is the grpc.ServiceDesc for Sidecar service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -179,6 +217,10 @@ var Sidecar_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ProcessTraces",
 			Handler:    _Sidecar_ProcessTraces_Handler,
+		},
+		{
+			MethodName: "Stats",
+			Handler:    _Sidecar_Stats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -33,13 +33,12 @@ class PluginError(SpancostError):
 class PluginNotFoundError(PluginError):
     """No installed distribution provides a plugin of that name."""
 
-    def __init__(self, name: str, installed: list[str]) -> None:
+    def __init__(self, name: str, installed: list[str], group: str = "spancost.processors") -> None:
         self.name = name
         self.installed = installed
         names = ", ".join(installed) if installed else "none"
         super().__init__(
-            f"no plugin named {name!r} in the entry-point group 'spancost.processors' "
-            f"(installed: {names})"
+            f"no plugin named {name!r} in the entry-point group {group!r} (installed: {names})"
         )
 
 
@@ -68,6 +67,26 @@ class UnknownInstanceError(SidecarError):
             f"unknown plugin instance {instance!r}: call Configure first "
             "(the sidecar may have restarted)"
         )
+
+
+class UnknownSinkError(SidecarError):
+    """An export names a sink this sidecar has not been configured with (or names none
+    while several are configured)."""
+
+    def __init__(self, sink: str, configured: list[str]) -> None:
+        self.sink = sink
+        self.configured = configured
+        names = ", ".join(configured) if configured else "none"
+        what = f"no sink named {sink!r}" if sink else "the export names no sink"
+        super().__init__(
+            f"{what} (configured: {names}); set the exporter's header spancost-sink "
+            "to a sink configured under the python extension's sinks"
+        )
+
+
+class SinkUnavailableError(SpancostError):
+    """A sink could not store a batch durably now; nothing of it is acknowledged and
+    the sender should retry (the store is down, or not reached yet)."""
 
 
 class ListenAddressError(SpancostError):

@@ -1,19 +1,30 @@
-"""Finds plugins through the entry-point group ``spancost.processors``."""
+"""Finds plugins through the entry-point groups ``spancost.processors`` and ``spancost.sinks``."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 from spancost.errors import PluginLoadError, PluginNotFoundError
 from spancost.plugin import Plugin
+from spancost.sink import Sink
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginSpec", "installed_plugin_names", "load_plugin"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "SINK_ENTRY_POINT_GROUP",
+    "PluginSpec",
+    "SinkSpec",
+    "installed_plugin_names",
+    "load_plugin",
+    "load_sink",
+]
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "spancost.processors"
+SINK_ENTRY_POINT_GROUP = "spancost.sinks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +37,18 @@ class PluginSpec:
     """``"<distribution name> <version>"``, e.g. ``"spancost 0.1.0"``."""
 
 
-def installed_plugin_names() -> list[str]:
-    """The names of every installed plugin, sorted."""
-    return sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """An installed sink: its entry-point name, its class and who provides it."""
+
+    name: str
+    factory: type[Sink]
+    version: str
+
+
+def installed_plugin_names(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """The names of every installed plugin of `group`, sorted."""
+    return sorted({ep.name for ep in metadata.entry_points(group=group)})
 
 
 def _describe_distribution(entry_point: metadata.EntryPoint) -> str:
@@ -43,15 +63,28 @@ def _describe_distribution(entry_point: metadata.EntryPoint) -> str:
 
 
 def load_plugin(name: str) -> PluginSpec:
-    """Import the plugin `name` and check that it is a `Plugin` subclass.
+    """Import the processor plugin `name` and check that it is a `Plugin` subclass.
 
     Raises `PluginNotFoundError` (listing the installed names) when no
     distribution provides `name`, `PluginLoadError` when importing it fails or
     it is not a concrete `Plugin` subclass.
     """
-    candidates = list(metadata.entry_points(group=ENTRY_POINT_GROUP, name=name))
+    factory: type[Plugin]
+    factory, version = _load(name, ENTRY_POINT_GROUP, Plugin)
+    return PluginSpec(name=name, factory=factory, version=version)
+
+
+def load_sink(name: str) -> SinkSpec:
+    """Import the sink `name` (group ``spancost.sinks``); errors as `load_plugin`."""
+    factory: type[Sink]
+    factory, version = _load(name, SINK_ENTRY_POINT_GROUP, Sink)
+    return SinkSpec(name=name, factory=factory, version=version)
+
+
+def _load(name: str, group: str, base: type) -> tuple[Any, str]:
+    candidates = list(metadata.entry_points(group=group, name=name))
     if not candidates:
-        raise PluginNotFoundError(name, installed_plugin_names())
+        raise PluginNotFoundError(name, installed_plugin_names(group), group)
     entry_point = candidates[0]
     if len({ep.value for ep in candidates}) > 1:
         logger.warning(
@@ -65,11 +98,13 @@ def load_plugin(name: str) -> PluginSpec:
         factory = entry_point.load()
     except Exception as exc:
         raise PluginLoadError(f"plugin {name!r}: cannot import {entry_point.value}: {exc}") from exc
-    if not (isinstance(factory, type) and issubclass(factory, Plugin)):
+    if not (isinstance(factory, type) and issubclass(factory, base)):
         raise PluginLoadError(
-            f"plugin {name!r}: {entry_point.value} is not a subclass of spancost.plugin.Plugin"
+            f"plugin {name!r}: {entry_point.value} is not a subclass of"
+            f" {base.__module__}.{base.__qualname__}"
         )
-    if getattr(factory, "__abstractmethods__", None):
-        missing = ", ".join(sorted(factory.__abstractmethods__))
+    abstract = getattr(factory, "__abstractmethods__", None)
+    if abstract:
+        missing = ", ".join(sorted(abstract))
         raise PluginLoadError(f"plugin {name!r}: {entry_point.value} does not implement {missing}")
-    return PluginSpec(name=name, factory=factory, version=_describe_distribution(entry_point))
+    return factory, _describe_distribution(entry_point)

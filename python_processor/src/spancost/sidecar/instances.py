@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -21,31 +22,49 @@ from spancost.errors import (
     ConfigError,
     InvalidRequestError,
     PluginFailedError,
+    SinkUnavailableError,
     SpancostError,
     UnknownInstanceError,
+    UnknownSinkError,
 )
 from spancost.plugin import AnnotatingPlugin, Event, Events, ExportTraceServiceRequest, Plugin
-from spancost.registry import PluginSpec, load_plugin
+from spancost.registry import PluginSpec, SinkSpec, load_plugin, load_sink
+from spancost.sink import Sink
 from spancost.wire.v1 import sidecar_pb2
 
-__all__ = ["ANSWER_FORMS", "AnswerForm", "PluginInstances", "ProcessResult"]
+__all__ = ["ANSWER_FORMS", "AnswerForm", "PluginInstances", "ProcessResult", "SinkStats"]
 
 AnswerForm = Literal["auto", "full"]
 ANSWER_FORMS: tuple[AnswerForm, ...] = ("auto", "full")
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 @dataclass(slots=True)
 class _Slot:
-    """One configured plugin instance and the batches it is processing."""
+    """One configured plugin instance (or sink) and the batches it is processing."""
 
     instance: str
     plugin_name: str
-    plugin: Plugin
+    plugin: Plugin | Sink
     in_flight: int = 0
     retired: bool = False
     closed: bool = False
+    # Sinks only: running totals since the sink was configured (under the lock).
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unavailable: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """What one sink counted since it was configured (see `PluginInstances.stats`)."""
+
+    sink: str
+    counts: list[Event]
+    gauges: dict[str, float]
+    unavailable: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +88,18 @@ class PluginInstances:
     """
 
     def __init__(
-        self, load: Callable[[str], PluginSpec] = load_plugin, answer_form: AnswerForm = "auto"
+        self,
+        load: Callable[[str], PluginSpec] = load_plugin,
+        answer_form: AnswerForm = "auto",
+        load_sink: Callable[[str], SinkSpec] = load_sink,
     ) -> None:
         """`answer_form` "full" makes annotating plugins answer with the whole batch too."""
         self._load = load
+        self._load_sink = load_sink
         self._fast_form = answer_form == "auto"
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
+        self._sinks: dict[str, _Slot] = {}
 
     def configure(self, instance: str, plugin_name: str, config_json: str) -> str:
         """Create (or replace) `instance` running `plugin_name`; return the plugin's version.
@@ -90,31 +114,96 @@ class PluginInstances:
             raise InvalidRequestError("plugin must not be empty")
         config = _parse_config(config_json)
         spec = self._load(plugin_name)
+        plugin = _create(plugin_name, lambda: spec.factory(config))
+        self._install(self._slots, _Slot(instance, plugin_name, plugin), spec.version, "instance")
+        return spec.version
+
+    def configure_sink(
+        self, sink: str, plugin_name: str, config_json: str
+    ) -> tuple[str, list[str]]:
+        """Create (or replace) the sink named `sink`; return the plugin's version and the
+        warnings it reported. Raises as `configure`."""
+        if not sink:
+            raise InvalidRequestError("sink name (instance) must not be empty")
+        if not plugin_name:
+            raise InvalidRequestError("plugin must not be empty")
+        config = _parse_config(config_json)
+        spec = self._load_sink(plugin_name)
+        created = _create(plugin_name, lambda: spec.factory(config))
+        warnings = [str(warning) for warning in getattr(created, "warnings", [])]
+        for warning in warnings:
+            logger.warning("sink %s (plugin %s): %s", sink, plugin_name, warning)
+        self._install(self._sinks, _Slot(sink, plugin_name, created), spec.version, "sink")
+        return spec.version, warnings
+
+    def export(self, sink: str, batch: ExportTraceServiceRequest) -> list[Event]:
+        """Hand `batch` to the sink named `sink` (empty: the only sink); return its events.
+
+        Returns once the sink stored the batch. Raises `UnknownSinkError`,
+        `SinkUnavailableError` (not stored: retry) or `PluginFailedError`.
+        """
+        slot = self._acquire_sink(sink)
+        events = Events()
         try:
-            plugin = spec.factory(config)
-        except SpancostError:
-            raise
-        except Exception as exc:
-            raise PluginFailedError(
-                f"plugin {plugin_name!r} failed to start: {type(exc).__name__}: {exc}"
-            ) from exc
+            target = slot.plugin
+            assert isinstance(target, Sink)
+            try:
+                target.export(batch, events)
+            except SinkUnavailableError:
+                with self._lock:
+                    slot.unavailable += 1
+                raise
+            except Exception as exc:
+                raise PluginFailedError(
+                    f"sink {slot.instance!r} (plugin {slot.plugin_name!r}) raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            with self._lock:
+                for event in events:
+                    slot.counts[(event.event, event.reason)] += event.spans
+            return list(events)
+        finally:
+            self._release(slot)
+
+    def stats(self) -> list[SinkStats]:
+        """Every sink's running totals and current gauges, by sink name."""
         with self._lock:
-            previous = self._slots.get(instance)
-            self._slots[instance] = _Slot(instance, plugin_name, plugin)
+            slots = sorted(self._sinks.values(), key=lambda slot: slot.instance)
+            taken = [
+                (slot, [Event(e, r, n) for (e, r), n in sorted(slot.counts.items())])
+                for slot in slots
+            ]
+            unavailable = {slot.instance: slot.unavailable for slot in slots}
+        result = []
+        for slot, counts in taken:
+            target = slot.plugin
+            assert isinstance(target, Sink)
+            try:
+                gauges = {name: float(value) for name, value in target.gauges().items()}
+            except Exception:
+                logger.exception("sink %s: gauges() failed", slot.instance)
+                gauges = {}
+            result.append(SinkStats(slot.instance, counts, gauges, unavailable[slot.instance]))
+        return result
+
+    def _install(self, table: dict[str, _Slot], slot: _Slot, version: str, what: str) -> None:
+        with self._lock:
+            previous = table.get(slot.instance)
+            table[slot.instance] = slot
         if previous is None:
             logger.info(
-                "configured instance %s: plugin %s (%s)", instance, plugin_name, spec.version
+                "configured %s %s: plugin %s (%s)", what, slot.instance, slot.plugin_name, version
             )
         else:
             logger.info(
-                "reconfigured instance %s: plugin %s (%s) replaces %s",
-                instance,
-                plugin_name,
-                spec.version,
+                "reconfigured %s %s: plugin %s (%s) replaces %s",
+                what,
+                slot.instance,
+                slot.plugin_name,
+                version,
                 previous.plugin_name,
             )
             self._retire(previous)
-        return spec.version
 
     def process(self, instance: str, traces: bytes) -> ProcessResult:
         """Run `instance`'s plugin over the serialized batch `traces`.
@@ -123,6 +212,8 @@ class PluginInstances:
         parse) or `PluginFailedError` (the plugin raised).
         """
         slot = self._acquire(instance)
+        plugin = slot.plugin
+        assert isinstance(plugin, Plugin)
         try:
             try:
                 batch = ExportTraceServiceRequest.FromString(traces)
@@ -131,7 +222,6 @@ class PluginInstances:
                     f"traces are not a serialized ExportTraceServiceRequest: {exc}"
                 ) from exc
             events = Events()
-            plugin = slot.plugin
             try:
                 if self._fast_form and isinstance(plugin, AnnotatingPlugin):
                     changes = Changes(span_count(batch))
@@ -150,8 +240,9 @@ class PluginInstances:
     def close(self) -> None:
         """Retire every instance: each is closed once its in-flight batches finish."""
         with self._lock:
-            slots = list(self._slots.values())
+            slots = [*self._slots.values(), *self._sinks.values()]
             self._slots.clear()
+            self._sinks.clear()
         for slot in slots:
             self._retire(slot)
 
@@ -160,6 +251,16 @@ class PluginInstances:
             slot = self._slots.get(instance)
             if slot is None:
                 raise UnknownInstanceError(instance)
+            slot.in_flight += 1
+            return slot
+
+    def _acquire_sink(self, sink: str) -> _Slot:
+        with self._lock:
+            slot = self._sinks.get(sink) if sink else None
+            if slot is None and not sink and len(self._sinks) == 1:
+                slot = next(iter(self._sinks.values()))
+            if slot is None:
+                raise UnknownSinkError(sink, sorted(self._sinks))
             slot.in_flight += 1
             return slot
 
@@ -199,6 +300,17 @@ def _parse_config(config_json: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError("", f"must be a mapping, got {describe_type(config)}")
     return config
+
+
+def _create(plugin_name: str, factory: Callable[[], _T]) -> _T:
+    try:
+        return factory()
+    except SpancostError:
+        raise
+    except Exception as exc:
+        raise PluginFailedError(
+            f"plugin {plugin_name!r} failed to start: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _close(slot: _Slot) -> None:

@@ -6,7 +6,8 @@
              the plugin and encoding run on `workers` threads, Configure on two
              more; health checks are answered on the loop.
 
-Both serve `spancost.wire.v1.Sidecar` and `grpc.health.v1.Health` (``""`` and
+Both serve `spancost.wire.v1.Sidecar`, the OTLP TraceService (for sinks, on
+threads of their own) and `grpc.health.v1.Health` (``""`` and
 ``spancost.wire.v1.Sidecar`` are SERVING while up, NOT_SERVING once stopping),
 and stop the same way: NOT_SERVING, refuse new calls, let in-flight calls
 finish within the grace period, then close every plugin instance.
@@ -74,6 +75,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 HEALTH_SERVICES = ("", SERVICE_NAME)
 # Threads of the thread-pool server that answer health checks and Configure.
 CONTROL_THREADS = 2
+# Threads that run sink exports (TraceService.Export): mostly waiting on a database.
+SINK_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +140,12 @@ class ThreadedSidecarServer:
         # Batches run on their own pool; health checks and Configure on the server's.
         self._batch_pool = ThreadPoolExecutor(options.workers, thread_name_prefix="spancost-batch")
         self._control_pool = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="spancost-rpc")
+        self._sink_pool = ThreadPoolExecutor(SINK_THREADS, thread_name_prefix="spancost-sink")
         self._server = grpc.server(self._control_pool, options=options.grpc_options())
         self._health = health.HealthServicer()
-        add_sidecar_servicer(SidecarServicer(instances), self._server, self._batch_pool)
+        add_sidecar_servicer(
+            SidecarServicer(instances), self._server, self._batch_pool, self._sink_pool
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._started = False
         self._stopped = False
@@ -170,6 +176,7 @@ class ThreadedSidecarServer:
             self._server.stop(grace).wait()
         self._batch_pool.shutdown(wait=False)
         self._control_pool.shutdown(wait=False)
+        self._sink_pool.shutdown(wait=False)
         self._instances.close()
         remove_socket(self._options.listen, self._socket_inode)
 
@@ -183,6 +190,7 @@ class AsyncioSidecarServer:
         self.address = options.listen
         self._batch_pool = ThreadPoolExecutor(options.workers, thread_name_prefix="spancost-batch")
         self._control_pool = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="spancost-rpc")
+        self._sink_pool = ThreadPoolExecutor(SINK_THREADS, thread_name_prefix="spancost-sink")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="spancost-asyncio", daemon=True
@@ -206,7 +214,10 @@ class AsyncioSidecarServer:
         server = grpc.aio.server(options=self._options.grpc_options())
         self._health = _AsyncHealthServicer()
         add_sidecar_servicer(
-            AsyncSidecarServicer(self._instances, self._batch_pool, self._control_pool), server
+            AsyncSidecarServicer(
+                self._instances, self._batch_pool, self._control_pool, self._sink_pool
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = self._options.listen
@@ -237,6 +248,7 @@ class AsyncioSidecarServer:
         self._loop.close()
         self._batch_pool.shutdown(wait=False)
         self._control_pool.shutdown(wait=False)
+        self._sink_pool.shutdown(wait=False)
         self._instances.close()
         remove_socket(self._options.listen, self._socket_inode)
 

@@ -15,7 +15,15 @@ Configure              INVALID_ARGUMENT  bad config (message ``config.<key>: ...
 ProcessTraces          FAILED_PRECONDITION  unknown instance (re-Configure, retry);
                        INVALID_ARGUMENT  traces that do not parse;
                        INTERNAL  the plugin raised
+TraceService.Export    UNAVAILABLE  the sink could not store the batch, or no sink
+                       of that name is configured (yet): the exporter retries;
+                       INVALID_ARGUMENT  no ``spancost-sink`` header while several
+                       sinks are configured; INTERNAL  the sink raised
 =====================  ==========================================================
+
+TraceService (``opentelemetry.proto.collector.trace.v1``) is what the stock
+``otlp_grpc`` exporter speaks: a pipeline feeds a sink by exporting to the
+sidecar's endpoint with the header ``spancost-sink: <sink name>``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from spancost.errors import (
     ConfigError,
@@ -34,13 +43,17 @@ from spancost.errors import (
     PluginFailedError,
     PluginLoadError,
     PluginNotFoundError,
+    SinkUnavailableError,
     UnknownInstanceError,
+    UnknownSinkError,
 )
-from spancost.sidecar.instances import PluginInstances, ProcessResult
+from spancost.sidecar.instances import PluginInstances, ProcessResult, SinkStats
 from spancost.wire.v1 import sidecar_pb2, sidecar_pb2_grpc
 
 __all__ = [
     "SERVICE_NAME",
+    "SINK_HEADER",
+    "TRACE_SERVICE_NAME",
     "AsyncSidecarServicer",
     "SidecarServicer",
     "add_sidecar_servicer",
@@ -50,6 +63,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = sidecar_pb2.DESCRIPTOR.services_by_name["Sidecar"].full_name
+TRACE_SERVICE_NAME = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+SINK_HEADER = "spancost-sink"
+"""The gRPC header (metadata key) naming the sink an export is for."""
+
+ExportRequest = trace_service_pb2.ExportTraceServiceRequest
+ExportResponse = trace_service_pb2.ExportTraceServiceResponse
 
 _EXPECTED: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -57,6 +76,7 @@ _EXPECTED: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (PluginNotFoundError, grpc.StatusCode.NOT_FOUND),
     (UnknownInstanceError, grpc.StatusCode.FAILED_PRECONDITION),
     (PluginLoadError, grpc.StatusCode.FAILED_PRECONDITION),
+    (SinkUnavailableError, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -71,6 +91,64 @@ def status_for(exc: Exception, method: str, instance: str) -> tuple[grpc.StatusC
         return grpc.StatusCode.INTERNAL, str(exc)
     logger.error("%s %s: unexpected error", method, instance, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"unexpected error in the sidecar: {type(exc).__name__}: {exc}"
+
+
+def _sink_name(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == SINK_HEADER:
+            return value if isinstance(value, str) else value.decode()
+    return ""
+
+
+def _unknown_sink_status(exc: UnknownSinkError) -> tuple[grpc.StatusCode, str]:
+    # A named sink missing is usually a sidecar that restarted and is not configured
+    # again yet: retryable. No name with several sinks is the exporter's configuration.
+    code = grpc.StatusCode.UNAVAILABLE if exc.sink else grpc.StatusCode.INVALID_ARGUMENT
+    if exc.sink or len(exc.configured) != 1:
+        logger.warning("Export %s: %s: %s", exc.sink or "-", code.name, exc)
+    return code, str(exc)
+
+
+def _export_status(exc: Exception, sink: str) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, UnknownSinkError):
+        return _unknown_sink_status(exc)
+    if isinstance(exc, SinkUnavailableError):
+        # Expected while a database is down: the exporter's queue keeps the batch.
+        logger.debug("Export %s: UNAVAILABLE: %s", sink, exc)
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    return status_for(exc, "Export", sink)
+
+
+def _stats_response(stats: list[SinkStats]) -> sidecar_pb2.StatsResponse:
+    return sidecar_pb2.StatsResponse(
+        sinks=[
+            sidecar_pb2.SinkStats(
+                sink=item.sink,
+                counts=[
+                    sidecar_pb2.PluginEvent(event=e.event, reason=e.reason, spans=e.spans)
+                    for e in item.counts
+                ],
+                gauges=[
+                    sidecar_pb2.Gauge(name=name, value=value)
+                    for name, value in sorted(item.gauges.items())
+                ],
+                unavailable=item.unavailable,
+            )
+            for item in stats
+        ]
+    )
+
+
+def _configure(
+    instances: PluginInstances, request: sidecar_pb2.ConfigureRequest
+) -> sidecar_pb2.ConfigureResponse:
+    if request.kind == sidecar_pb2.KIND_SINK:
+        version, warnings = instances.configure_sink(
+            request.instance, request.plugin, request.config_json
+        )
+        return sidecar_pb2.ConfigureResponse(plugin_version=version, warnings=warnings)
+    version = instances.configure(request.instance, request.plugin, request.config_json)
+    return sidecar_pb2.ConfigureResponse(plugin_version=version)
 
 
 def _response(result: ProcessResult) -> sidecar_pb2.ProcessTracesResponse:
@@ -93,12 +171,24 @@ class SidecarServicer(sidecar_pb2_grpc.SidecarServicer):
         self, request: sidecar_pb2.ConfigureRequest, context: grpc.ServicerContext
     ) -> sidecar_pb2.ConfigureResponse:
         try:
-            version = self._instances.configure(
-                request.instance, request.plugin, request.config_json
-            )
+            return _configure(self._instances, request)
         except Exception as exc:
             context.abort(*status_for(exc, "Configure", request.instance))
-        return sidecar_pb2.ConfigureResponse(plugin_version=version)
+
+    def Stats(  # noqa: N802 - the gRPC method name
+        self, request: sidecar_pb2.StatsRequest, context: grpc.ServicerContext
+    ) -> sidecar_pb2.StatsResponse:
+        return _stats_response(self._instances.stats())
+
+    def Export(  # noqa: N802 - the gRPC method name (TraceService)
+        self, request: ExportRequest, context: grpc.ServicerContext
+    ) -> ExportResponse:
+        sink = _sink_name(context)
+        try:
+            self._instances.export(sink, request)
+        except Exception as exc:
+            context.abort(*_export_status(exc, sink))
+        return ExportResponse()
 
     def ProcessTraces(  # noqa: N802 - the gRPC method name
         self, request: sidecar_pb2.ProcessTracesRequest, context: grpc.ServicerContext
@@ -118,11 +208,16 @@ class AsyncSidecarServicer(sidecar_pb2_grpc.SidecarServicer):
     """
 
     def __init__(
-        self, instances: PluginInstances, batch_pool: Executor, control_pool: Executor
+        self,
+        instances: PluginInstances,
+        batch_pool: Executor,
+        control_pool: Executor,
+        sink_pool: Executor | None = None,
     ) -> None:
         self._instances = instances
         self._batch_pool = batch_pool
         self._control_pool = control_pool
+        self._sink_pool = sink_pool if sink_pool is not None else batch_pool
 
     async def Configure(  # noqa: N802 - the gRPC method name
         self,
@@ -133,16 +228,31 @@ class AsyncSidecarServicer(sidecar_pb2_grpc.SidecarServicer):
     ) -> sidecar_pb2.ConfigureResponse:
         loop = asyncio.get_running_loop()
         try:
-            version = await loop.run_in_executor(
-                self._control_pool,
-                self._instances.configure,
-                request.instance,
-                request.plugin,
-                request.config_json,
+            return await loop.run_in_executor(
+                self._control_pool, _configure, self._instances, request
             )
         except Exception as exc:
             await context.abort(*status_for(exc, "Configure", request.instance))
-        return sidecar_pb2.ConfigureResponse(plugin_version=version)
+
+    async def Stats(  # noqa: N802 - the gRPC method name
+        self,
+        request: sidecar_pb2.StatsRequest,
+        context: grpc.aio.ServicerContext[sidecar_pb2.StatsRequest, sidecar_pb2.StatsResponse],
+    ) -> sidecar_pb2.StatsResponse:
+        loop = asyncio.get_running_loop()
+        stats = await loop.run_in_executor(self._control_pool, self._instances.stats)
+        return _stats_response(stats)
+
+    async def Export(  # noqa: N802 - the gRPC method name (TraceService)
+        self, request: ExportRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ExportResponse:
+        sink = _sink_name(context)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._sink_pool, self._instances.export, sink, request)
+        except Exception as exc:
+            await context.abort(*_export_status(exc, sink))
+        return ExportResponse()
 
     async def ProcessTraces(  # noqa: N802 - the gRPC method name
         self,
@@ -165,25 +275,18 @@ def add_sidecar_servicer(
     servicer: SidecarServicer | AsyncSidecarServicer,
     server: grpc.Server | grpc.aio.Server,
     batch_pool: ThreadPoolExecutor | None = None,
+    sink_pool: ThreadPoolExecutor | None = None,
 ) -> None:
-    """Register `servicer` with `server`.
+    """Register `servicer` (the Sidecar and TraceService services) with `server`.
 
     With `batch_pool` (thread-pool server only), ProcessTraces runs on that
     pool while Configure and the health service keep the server's own pool,
-    so a backlog of batches never delays a health check past its deadline.
+    so a backlog of batches never delays a health check past its deadline;
+    likewise Export on `sink_pool`, so a slow database never delays a batch
+    on the collector's hot path.
     """
-    process_traces: Any = servicer.ProcessTraces
-    if batch_pool is not None:
-        bound = process_traces
-
-        def process_traces(
-            request: sidecar_pb2.ProcessTracesRequest, context: grpc.ServicerContext
-        ) -> sidecar_pb2.ProcessTracesResponse:
-            response: sidecar_pb2.ProcessTracesResponse = bound(request, context)
-            return response
-
-        # grpc.server runs a handler on the pool its behavior names this way.
-        setattr(process_traces, "experimental_thread_pool", batch_pool)  # noqa: B010
+    process_traces: Any = _on_pool(servicer.ProcessTraces, batch_pool)
+    export: Any = _on_pool(servicer.Export, sink_pool)
     handlers = {
         "Configure": grpc.unary_unary_rpc_method_handler(
             servicer.Configure,
@@ -195,5 +298,35 @@ def add_sidecar_servicer(
             request_deserializer=sidecar_pb2.ProcessTracesRequest.FromString,
             response_serializer=sidecar_pb2.ProcessTracesResponse.SerializeToString,
         ),
+        "Stats": grpc.unary_unary_rpc_method_handler(
+            servicer.Stats,
+            request_deserializer=sidecar_pb2.StatsRequest.FromString,
+            response_serializer=sidecar_pb2.StatsResponse.SerializeToString,
+        ),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    trace_handlers = {
+        "Export": grpc.unary_unary_rpc_method_handler(
+            export,
+            request_deserializer=ExportRequest.FromString,
+            response_serializer=ExportResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),
+            grpc.method_handlers_generic_handler(TRACE_SERVICE_NAME, trace_handlers),
+        )
+    )
+
+
+def _on_pool(method: Any, pool: ThreadPoolExecutor | None) -> Any:
+    """`method` as a handler that `grpc.server` runs on `pool` (None: the server's own)."""
+    if pool is None:
+        return method
+
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        return method(request, context)
+
+    # grpc.server runs a handler on the pool its behavior names this way.
+    setattr(handler, "experimental_thread_pool", pool)  # noqa: B010
+    return handler

@@ -20,7 +20,7 @@ from spancost.store.postgres import PostgresStore, masked_dsn
 from spancost.store.sqlite import SQLiteStore
 from spancost.totals.naming import TotalsConfig
 
-__all__ = ["DEFAULT_SQLITE_NAME", "data_dir", "describe_url", "open_store"]
+__all__ = ["DEFAULT_SQLITE_NAME", "check_url", "data_dir", "describe_url", "open_store"]
 
 DEFAULT_SQLITE_NAME: Final = "totals.db"
 _POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
@@ -54,6 +54,11 @@ def _sqlite_path(url: str | None, directory: Path | None) -> Path | None:
         f"database URL starting {scheme!r} is not understood: use postgresql://...,"
         " sqlite:///path/to/totals.db, or leave it empty for the embedded SQLite store"
     )
+
+
+def check_url(url: str | None) -> None:
+    """Raise `StoreError` if `url` is not a form `open_store` understands (no I/O)."""
+    _sqlite_path(url, Path("."))
 
 
 def describe_url(url: str | None, directory: Path | None = None) -> str:

@@ -3,10 +3,12 @@
 package metadata
 
 import (
+	"context"
 	"errors"
 	"sync"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/embedded"
 	"go.opentelemetry.io/otel/trace"
 
 	"go.opentelemetry.io/collector/component"
@@ -23,10 +25,13 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                          metric.Meter
-	mu                             sync.Mutex
-	registrations                  []metric.Registration
-	ExtensionPythonSidecarRestarts metric.Int64Counter
+	meter                                 metric.Meter
+	mu                                    sync.Mutex
+	registrations                         []metric.Registration
+	ExtensionPythonSidecarRestarts        metric.Int64Counter
+	ExtensionPythonSinkBatchesUnavailable metric.Int64Counter
+	ExtensionPythonSinkGauge              metric.Float64ObservableGauge
+	ExtensionPythonSinkSpans              metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -38,6 +43,31 @@ type telemetryBuilderOptionFunc func(mb *TelemetryBuilder)
 
 func (tbof telemetryBuilderOptionFunc) apply(mb *TelemetryBuilder) {
 	tbof(mb)
+}
+
+// RegisterExtensionPythonSinkGaugeCallback sets callback for observable ExtensionPythonSinkGauge metric.
+func (builder *TelemetryBuilder) RegisterExtensionPythonSinkGaugeCallback(cb metric.Float64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerFloat64{inst: builder.ExtensionPythonSinkGauge, obs: o})
+		return nil
+	}, builder.ExtensionPythonSinkGauge)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+type observerFloat64 struct {
+	embedded.Float64Observer
+	inst metric.Float64Observable
+	obs  metric.Observer
+}
+
+func (oi *observerFloat64) Observe(value float64, opts ...metric.ObserveOption) {
+	oi.obs.ObserveFloat64(oi.inst, value, opts...)
 }
 
 // Shutdown unregister all registered callbacks for async instruments.
@@ -62,6 +92,24 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_extension_python_sidecar_restarts",
 		metric.WithDescription("Number of times the sidecar process was restarted after it died or stopped answering health checks. [Development]"),
 		metric.WithUnit("{restarts}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExtensionPythonSinkBatchesUnavailable, err = builder.meter.Int64Counter(
+		"otelcol_extension_python_sink_batches_unavailable",
+		metric.WithDescription("Batches a sink could not store (its store was unavailable); the exporter retried them. [Development]"),
+		metric.WithUnit("{batches}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExtensionPythonSinkGauge, err = builder.meter.Float64ObservableGauge(
+		"otelcol_extension_python_sink_gauge",
+		metric.WithDescription("Current values a sink reports, e.g. spancost.totals' unattributed_cost_ratio and store_up. [Development]"),
+		metric.WithUnit("1"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExtensionPythonSinkSpans, err = builder.meter.Int64Counter(
+		"otelcol_extension_python_sink_spans",
+		metric.WithDescription("Spans received by a sink, by what happened to them (read from the sidecar every stats_interval). [Development]"),
+		metric.WithUnit("{spans}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -6,21 +7,62 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KIND_PROCESSOR: _ClassVar[Kind]
+    KIND_SINK: _ClassVar[Kind]
+KIND_PROCESSOR: Kind
+KIND_SINK: Kind
+
 class ConfigureRequest(_message.Message):
-    __slots__ = ("instance", "plugin", "config_json")
+    __slots__ = ("instance", "plugin", "config_json", "kind")
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     instance: str
     plugin: str
     config_json: str
-    def __init__(self, instance: _Optional[str] = ..., plugin: _Optional[str] = ..., config_json: _Optional[str] = ...) -> None: ...
+    kind: Kind
+    def __init__(self, instance: _Optional[str] = ..., plugin: _Optional[str] = ..., config_json: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ...) -> None: ...
 
 class ConfigureResponse(_message.Message):
-    __slots__ = ("plugin_version",)
+    __slots__ = ("plugin_version", "warnings")
     PLUGIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     plugin_version: str
-    def __init__(self, plugin_version: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, plugin_version: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("sinks",)
+    SINKS_FIELD_NUMBER: _ClassVar[int]
+    sinks: _containers.RepeatedCompositeFieldContainer[SinkStats]
+    def __init__(self, sinks: _Optional[_Iterable[_Union[SinkStats, _Mapping]]] = ...) -> None: ...
+
+class SinkStats(_message.Message):
+    __slots__ = ("sink", "counts", "gauges", "unavailable")
+    SINK_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    GAUGES_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    sink: str
+    counts: _containers.RepeatedCompositeFieldContainer[PluginEvent]
+    gauges: _containers.RepeatedCompositeFieldContainer[Gauge]
+    unavailable: int
+    def __init__(self, sink: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[PluginEvent, _Mapping]]] = ..., gauges: _Optional[_Iterable[_Union[Gauge, _Mapping]]] = ..., unavailable: _Optional[int] = ...) -> None: ...
+
+class Gauge(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
 
 class ProcessTracesRequest(_message.Message):
     __slots__ = ("instance", "traces")

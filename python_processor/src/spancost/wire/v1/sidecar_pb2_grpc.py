@@ -45,6 +45,11 @@ class SidecarStub:
                 request_serializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.ProcessTracesRequest.SerializeToString,
                 response_deserializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.ProcessTracesResponse.FromString,
                 _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/spancost.wire.v1.Sidecar/Stats',
+                request_serializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.StatsRequest.SerializeToString,
+                response_deserializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.StatsResponse.FromString,
+                _registered_method=True)
 
 
 class SidecarServicer:
@@ -71,6 +76,14 @@ class SidecarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stats(self, request, context):
+        """Stats reports what the sidecar's sinks counted since it started: the
+        extension polls it and turns it into collector metrics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SidecarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +96,11 @@ def add_SidecarServicer_to_server(servicer, server):
                     servicer.ProcessTraces,
                     request_deserializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.ProcessTracesRequest.FromString,
                     response_serializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.ProcessTracesResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.StatsRequest.FromString,
+                    response_serializer=spancost_dot_wire_dot_v1_dot_sidecar__pb2.StatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +158,33 @@ class Sidecar:
             '/spancost.wire.v1.Sidecar/ProcessTraces',
             spancost_dot_wire_dot_v1_dot_sidecar__pb2.ProcessTracesRequest.SerializeToString,
             spancost_dot_wire_dot_v1_dot_sidecar__pb2.ProcessTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spancost.wire.v1.Sidecar/Stats',
+            spancost_dot_wire_dot_v1_dot_sidecar__pb2.StatsRequest.SerializeToString,
+            spancost_dot_wire_dot_v1_dot_sidecar__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

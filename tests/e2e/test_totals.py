@@ -1,0 +1,235 @@
+"""The trace-totals path end to end: the real collector, python/cost, the stock OTLP
+exporter with its queue, the sidecar's totals sink and a real PostgreSQL 15.
+
+The invariant every test checks (`assert_exact`): per trace, the stored cost equals
+the sum of ``cost.usd`` over the spans that left the processor (as the test's OTLP
+sink received them) to 1e-9 relative, and the span counts are equal.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from tests.e2e.harness import ROOT, Collector, OtlpSink, free_port, wait_for
+from tests.e2e.raw import RawClient
+from tests.e2e.totals import (
+    assert_exact,
+    make_trace,
+    new_database,
+    pg,
+    request,
+    sending,
+    stored,
+    socket_dir,
+    totals_config,
+)
+
+Start = Callable[..., Collector]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Any]:
+    with pg.running_postgres() as server:
+        yield server
+
+
+def test_a_trace_split_across_batches_and_two_collectors_sums_exactly(
+    postgres: Any, sink: OtlpSink, collector: Start
+) -> None:
+    url = new_database(postgres)
+    a = collector(totals_config(sink.port, socket_dir() / "a.sock", url))
+    b = collector(totals_config(sink.port, socket_dir() / "b.sock", url))
+    rng = random.Random(1)
+    traces = [make_trace(rng, 6) for _ in range(300)]
+    # Each trace's spans go in three batches, two to one collector and one to the
+    # other, from two threads at once: both sidecars add to the same trace rows.
+    parts: dict[str, list[list[Any]]] = {"a": [], "b": []}
+    for n, spans in enumerate(traces):
+        first, second = ("a", "b") if n % 2 else ("b", "a")
+        parts[first] += [spans[0:2], spans[4:6]]
+        parts[second].append(spans[2:4])
+
+    def send(endpoint: str, batches: list[list[Any]]) -> None:
+        client = RawClient(endpoint)
+        try:
+            for i in range(0, len(batches), 10):
+                client.export(request([s for batch in batches[i : i + 10] for s in batch]))
+        finally:
+            client.close()
+
+    threads = [
+        threading.Thread(target=send, args=(a.grpc_endpoint, parts["a"])),
+        threading.Thread(target=send, args=(b.grpc_endpoint, parts["b"])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sink.wait_spans(300 * 6)
+    got = assert_exact(sink, url)
+    assert len(got.spans_by_trace) == 300
+    # Both collectors stored part of the spans.
+    for c in (a, b):
+        wait_for(
+            lambda c=c: c.metric("otelcol_extension_python_sink_spans", event="stored") > 0,
+            10,
+            "the sink's stored-spans metric",
+        )
+    with psycopg.connect(url) as connection:
+        (rollup,) = connection.execute("SELECT sum(cost_usd) FROM domain_hourly").fetchone()
+    assert rollup == pytest.approx(got.cost, rel=1e-9)
+
+
+def test_a_retry_after_a_timeout_whose_first_attempt_committed_adds_nothing(
+    postgres: Any, sink: OtlpSink, collector: Start
+) -> None:
+    url = new_database(postgres)
+    c = collector(
+        totals_config(sink.port, socket_dir() / "s.sock", url, exporter={"timeout": "300ms"})
+    )
+    client = RawClient(c.grpc_endpoint)
+    rng = random.Random(2)
+    client.export(request(make_trace(rng, 3)))  # creates the schema's rows and partitions
+    assert_exact(sink, url)
+    # Hold a lock every write needs: the sink's writes wait, the exporter times out
+    # after 300 ms and sends the batch again, and then every attempt commits.
+    with psycopg.connect(url) as blocker:
+        blocker.execute("LOCK TABLE domain_hourly IN SHARE MODE")
+        for _ in range(5):
+            client.export(request([s for _ in range(4) for s in make_trace(rng, 5)]))
+        time.sleep(3)
+        blocker.rollback()
+    client.close()
+    assert_exact(sink, url)
+    wait_for(
+        lambda: c.metric("otelcol_extension_python_sink_spans", event="duplicate") > 0,
+        20,
+        "duplicates counted by the sink (the exporter's retries)",
+    )
+
+
+def test_the_database_stopped_for_60_seconds_under_load_loses_nothing(
+    postgres: Any, sink: OtlpSink, collector: Start
+) -> None:
+    url = new_database(postgres)
+    c = collector(totals_config(sink.port, socket_dir() / "s.sock", url))
+    with sending(c.grpc_endpoint, seed=3, interval=0.1) as sender:
+        time.sleep(3)
+        postgres.stop()
+        try:
+            time.sleep(60)
+            down = c.metric("otelcol_extension_python_sink_batches_unavailable")
+        finally:
+            postgres.start()
+        time.sleep(3)
+    assert sender.failed == 0
+    assert down > 0, "the sink refused batches while the database was down"
+    assert_exact(sink, url, timeout=120)
+
+
+def test_a_sigterm_restart_with_a_persistent_queue_loses_nothing(
+    postgres: Any, sink: OtlpSink, collector: Start, tmp_path: Path
+) -> None:
+    url = new_database(postgres)
+    storage = tmp_path / "queue"
+    storage.mkdir()
+    config = totals_config(sink.port, socket_dir() / "s.sock", url, storage=storage)
+    first = collector(config)
+    with sending(first.grpc_endpoint, seed=4, interval=0.05) as sender:
+        time.sleep(2)
+        stored_before = stored(url).spans
+        postgres.stop()  # batches now wait in the persistent queue
+        try:
+            time.sleep(2)
+            assert first.stop() == 0
+            # Spans the first collector took in but could not store: only the
+            # persistent queue can bring them to the store now.
+            assert sink.span_count() > stored_before
+            assert any(storage.iterdir()), "the queue is persisted in file_storage"
+            collector(config)  # same storage, same endpoints
+            time.sleep(2)
+        finally:
+            postgres.start()
+        time.sleep(2)
+    assert sender.sent > 0
+    assert_exact(sink, url, timeout=120)
+
+
+def test_a_bad_database_url_is_reported_at_start_up_and_spans_still_flow(
+    sink: OtlpSink, collector: Start
+) -> None:
+    url = "postgresql://spancost:hunter2@127.0.0.1:1/nowhere"
+    c = collector(totals_config(sink.port, socket_dir() / "s.sock", url))
+    client = RawClient(c.grpc_endpoint)
+    client.export(request(make_trace(random.Random(5), 3)))
+    client.close()
+    sink.wait_spans(3)
+    log = c.log()
+    assert "is not available" in log and "cannot connect to PostgreSQL" in log
+    assert "hunter2" not in log
+
+    def store_up() -> list[float]:
+        return [
+            value
+            for key, value in c.metrics().items()
+            if key.startswith("otelcol_extension_python_sink_gauge{") and 'name="store_up"' in key
+        ]
+
+    wait_for(lambda: store_up() == [0.0], 10, "the sink's store_up gauge at 0")
+
+
+def test_make_runs_config_sums_into_sqlite_without_a_server(
+    sink: OtlpSink, collector: Start, tmp_path: Path
+) -> None:
+    config = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
+    port = free_port()
+    config["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"127.0.0.1:{port}"}}
+    config["extensions"]["health_check"]["endpoint"] = f"127.0.0.1:{free_port()}"
+    config["exporters"]["otlp_grpc/test"] = {
+        "endpoint": f"127.0.0.1:{sink.port}",
+        "tls": {"insecure": True},
+        "sending_queue": {"enabled": False},
+    }
+    config["service"]["pipelines"]["traces"]["exporters"].append("otlp_grpc/test")
+    data = tmp_path / "data"
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
+        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "SPANCOST_RUN_DIR": str(socket_dir()),
+        "SPANCOST_DATA_DIR": str(data),
+    }
+    c = collector(config, env=env)
+    client = RawClient(c.grpc_endpoint)
+    rng = random.Random(6)
+    client.export(request([s for _ in range(20) for s in make_trace(rng, 4)]))
+    client.close()
+    expected = sink.wait_spans(80)
+    database = data / "totals.db"
+
+    def stored_spans() -> int:
+        if not database.exists():
+            return 0
+        with sqlite3.connect(database) as db:
+            (spans,) = db.execute("SELECT coalesce(sum(span_count), 0) FROM traces").fetchone()
+        return int(spans)
+
+    wait_for(lambda: stored_spans() == 80, 30, "80 spans in the SQLite totals store")
+    with sqlite3.connect(database) as db:
+        (cost,) = db.execute("SELECT sum(cost_usd) FROM traces").fetchone()
+    sent_cost = sum(
+        kv.value.double_value for _rs, _ss, span in expected for kv in span.attributes
+        if kv.key == "cost.usd"
+    )  # fmt: skip
+    assert cost == pytest.approx(sent_cost, rel=1e-9)
+    assert sent_cost > 0
