@@ -30,8 +30,8 @@ from tests.e2e.totals import (
     pg,
     request,
     sending,
-    stored,
     socket_dir,
+    stored,
     totals_config,
 )
 
