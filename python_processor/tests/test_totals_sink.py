@@ -192,8 +192,12 @@ class FailingStore:
         pass
 
 
+def failing_opener(*args: Any, **kwargs: Any) -> Any:
+    return FailingStore()
+
+
 def test_a_failed_write_is_unavailable_not_acknowledged() -> None:
-    sink = TotalsSink({}, clock=lambda: NOW, opener=lambda *a, **k: FailingStore())
+    sink = TotalsSink({}, clock=lambda: NOW, opener=failing_opener)
     try:
         with pytest.raises(SinkUnavailableError, match="closed the connection"):
             sink.export(batch(resource_spans({}, [make_span(8, 1)])), Events())
@@ -214,7 +218,7 @@ def test_a_failed_write_is_unavailable_not_acknowledged() -> None:
 )
 def test_config_errors_name_the_key(tmp_path: Path, config: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        TotalsSink(config, opener=lambda *a, **k: FailingStore())
+        TotalsSink(config, opener=failing_opener)
     assert str(caught.value).startswith(key)
     assert "p@h" not in str(caught.value)
 
