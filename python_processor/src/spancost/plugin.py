@@ -156,6 +156,16 @@ class AnnotatingPlugin(Plugin):
     def annotate(self, batch: ExportTraceServiceRequest, changes: Changes, events: Events) -> None:
         """Record in `changes` what should happen to `batch`; count it in `events`."""
 
+    def annotate_wire(
+        self, data: bytes, batch: ExportTraceServiceRequest, changes: Changes, events: Events
+    ) -> None:
+        """`annotate`, given also `data`, the bytes `batch` was parsed from.
+
+        The sidecar calls this one. A plugin that searches serialized spans can
+        use `data` instead of serializing `batch` again; the default ignores it.
+        """
+        self.annotate(batch, changes, events)
+
     def process(self, batch: ExportTraceServiceRequest, events: Events) -> None:
         changes = Changes(span_count(batch))
         self.annotate(batch, changes, events)

@@ -234,14 +234,35 @@ class CostPlugin(AnnotatingPlugin):
 
     def annotate(self, batch: ExportTraceServiceRequest, changes: Changes, events: Events) -> None:
         """Record every span's price in `changes` and count it in `events`."""
+        self._annotate(batch, None, changes, events)
+
+    def annotate_wire(
+        self, data: bytes, batch: ExportTraceServiceRequest, changes: Changes, events: Events
+    ) -> None:
+        """`annotate`, searching the received bytes instead of serializing each scope again."""
+        self._annotate(batch, _scope_blobs(data), changes, events)
+
+    def _annotate(
+        self,
+        batch: ExportTraceServiceRequest,
+        blobs: list[list[bytes]] | None,
+        changes: Changes,
+        events: Events,
+    ) -> None:
         now = time.monotonic()
         if now > self._plans_expire:  # live prices may have changed
             self._plans = {}
             self._plans_expire = now + PLAN_TTL_S
         counts: dict[tuple[str, str], int] = {}
         start = 0
-        for resource_spans in batch.resource_spans:
-            start = self._annotate_resource(resource_spans, start, changes, counts)
+        resources = batch.resource_spans
+        if blobs is not None and len(blobs) != len(resources):
+            blobs = None  # never expected: the bytes are what `batch` was parsed from
+        for number, resource_spans in enumerate(resources):
+            scopes = None
+            if blobs is not None and len(blobs[number]) == len(resource_spans.scope_spans):
+                scopes = blobs[number]
+            start = self._annotate_resource(resource_spans, start, changes, counts, scopes)
         for (event, reason), spans in counts.items():
             events.add(event, reason, spans)
 
@@ -251,13 +272,15 @@ class CostPlugin(AnnotatingPlugin):
         start: int,
         changes: Changes,
         counts: dict[tuple[str, str], int],
+        scope_blobs: list[bytes] | None = None,
     ) -> int:
         plan: _Plan | None = None
         has_cost = False
         overrides: list[_Override] = []
+        roots: list[tuple[int, float]] = []  # charged local roots: (span index, cost.usd)
         trusted: list[int] = []
         index = start
-        for scope_spans in resource_spans.scope_spans:
+        for number, scope_spans in enumerate(resource_spans.scope_spans):
             spans = scope_spans.spans
             if not spans:
                 continue
@@ -265,7 +288,10 @@ class CostPlugin(AnnotatingPlugin):
                 plan = self._plan(resource_spans)
             # The serialized scope holds every attribute key of its spans: searching its
             # bytes (in C) finds the few spans worth reading attribute by attribute.
-            blob = scope_spans.SerializeToString()
+            # The bytes the sidecar received, when given, spare serializing it again.
+            blob = (
+                scope_blobs[number] if scope_blobs is not None else scope_spans.SerializeToString()
+            )
             if _COST_NEEDLE in blob:
                 has_cost = True
             hits = None if self._force_detailed else _hits(blob, plan.needles)
@@ -276,7 +302,9 @@ class CostPlugin(AnnotatingPlugin):
                     plan, spans, index, offsets=sorted(hits), overrides=overrides, trusted=trusted
                 )
             if plan.segment is not None and len(hits) < len(spans):
-                self._fast(plan, plan.segment, spans, index, overrides=overrides, skip=hits)
+                self._fast(
+                    plan, plan.segment, spans, index, overrides=overrides, roots=roots, skip=hits
+                )
             index += len(spans)
         if plan is not None:
             _emit(
@@ -285,6 +313,7 @@ class CostPlugin(AnnotatingPlugin):
                 end=index,
                 has_cost=has_cost,
                 overrides=overrides,
+                roots=roots,
                 trusted=trusted,
                 changes=changes,
                 counts=counts,
@@ -299,19 +328,19 @@ class CostPlugin(AnnotatingPlugin):
         index: int,
         *,
         overrides: list[_Override],
+        roots: list[tuple[int, float]],
         skip: set[int],
     ) -> None:
-        """Charge the local roots; the other spans keep the plan's base.
+        """Charge the local roots (into `roots`); the other spans keep the plan's base.
 
         Spans at offsets in `skip` were decided from their own attributes.
         Inlines `is_local_root` and `span_duration_ns` (tests check they agree).
         """
         every_span = plan.every_span
         minimum = self._minimum
-        event = ("priced", segment.source)
-        model = segment.model
         charge = segment.charge
         append = overrides.append
+        append_root = roots.append
         has_is_remote = FLAG_CONTEXT_HAS_IS_REMOTE
         is_remote = FLAG_CONTEXT_IS_REMOTE
         entry_kinds = _ENTRY_KINDS
@@ -333,7 +362,7 @@ class CostPlugin(AnnotatingPlugin):
                 continue
             usd = max(charge(duration), minimum)
             if usd <= MAX_SPAN_USD:
-                append((index + offset, (), {ATTR_USD: usd, ATTR_MODEL: model}, event))
+                append_root((index + offset, usd))
             else:
                 append(_override(index + offset, plan.base, _BAD_OUTCOME))
 
@@ -517,11 +546,10 @@ def _is_upstream_price(value: Value | None) -> bool:
     return type(value) is float and math.isfinite(value) and value >= 0
 
 
-def _span_bounds(blob: bytes) -> tuple[list[int], list[int]] | None:
-    """Where each span starts and ends in a serialized ``ScopeSpans`` (field 2, in order).
-
-    None if the bytes do not parse (never expected: they come from upb).
-    """
+def _bounds(blob: bytes, field: int) -> tuple[list[int], list[int]] | None:
+    """Where each length-delimited occurrence of `field` of the message `blob` starts and
+    ends, in order. None if the bytes do not parse (never expected: upb or the collector
+    encoded them)."""
     starts: list[int] = []
     ends: list[int] = []
     position = 0
@@ -532,7 +560,7 @@ def _span_bounds(blob: bytes) -> tuple[list[int], list[int]] | None:
             wire_type = tag & 7
             if wire_type == 2:  # length-delimited
                 length, position = _varint(blob, position)
-                if tag >> 3 == 2:
+                if tag >> 3 == field:
                     starts.append(position)
                     ends.append(position + length)
                 position += length
@@ -546,7 +574,38 @@ def _span_bounds(blob: bytes) -> tuple[list[int], list[int]] | None:
                 return None
     except IndexError:
         return None
+    if position != size:
+        return None
     return starts, ends
+
+
+def _span_bounds(blob: bytes) -> tuple[list[int], list[int]] | None:
+    """Where each span starts and ends in a serialized ``ScopeSpans`` (field 2)."""
+    return _bounds(blob, 2)
+
+
+def _fields(blob: bytes, field: int) -> list[bytes] | None:
+    """The bytes of each length-delimited occurrence of `field` in `blob`, in order."""
+    bounds = _bounds(blob, field)
+    if bounds is None:
+        return None
+    return [blob[start:end] for start, end in zip(*bounds, strict=True)]
+
+
+def _scope_blobs(data: bytes) -> list[list[bytes]] | None:
+    """Per ``ResourceSpans`` of a serialized ``ExportTraceServiceRequest`` (field 1), the
+    bytes of each of its ``ScopeSpans`` (field 2), in document order; None if the bytes
+    do not parse."""
+    resources = _fields(data, 1)
+    if resources is None:
+        return None
+    result: list[list[bytes]] = []
+    for resource in resources:
+        scopes = _fields(resource, 2)
+        if scopes is None:
+            return None
+        result.append(scopes)
+    return result
 
 
 def _varint(blob: bytes, position: int) -> tuple[int, int]:
@@ -609,6 +668,7 @@ def _emit(
     end: int,
     has_cost: bool,
     overrides: list[_Override],
+    roots: list[tuple[int, float]],
     trusted: list[int],
     changes: Changes,
     counts: dict[tuple[str, str], int],
@@ -627,8 +687,8 @@ def _emit(
             changes.remove(first, last, OWNED_KEYS)
     for first, last in ranges:
         changes.set(first, last, plan.base)
-    _emit_overrides(ranges, overrides, changes, counts)
-    base_spans = end - start - len(trusted) - len(overrides)
+    _emit_overrides(ranges, overrides, changes, counts, roots=roots, segment=plan.segment)
+    base_spans = end - start - len(trusted) - len(overrides) - len(roots)
     if base_spans:
         counts[plan.base_event] = counts.get(plan.base_event, 0) + base_spans
     if trusted:
@@ -640,27 +700,41 @@ def _emit_overrides(
     overrides: list[_Override],
     changes: Changes,
     counts: dict[tuple[str, str], int],
+    *,
+    roots: list[tuple[int, float]],
+    segment: SegmentPricing | None,
 ) -> None:
     """Record the spans that differ from the base, in few messages.
 
     Spans with the same change (apart from ``cost.usd``) share one
     `Changes.set_spans` per base range, so the change is applied after its
     range's base; each span's ``cost.usd`` goes into one double column.
+    `roots` (charged by `_fast`, all with the segment's model) are grouped in bulk.
     """
     starts = [first for first, _ in ranges]
     groups: dict[
         tuple[int, tuple[str, ...], tuple[tuple[str, str, AttributeValue], ...]], list[int]
     ]
     groups = {}
-    usd_spans: list[int] = []
-    usd_values: list[float] = []
-    for index, remove, changed, event in sorted(overrides, key=lambda o: o[0]):
+    usd: list[tuple[int, float]] = roots[:]
+    if roots and segment is not None:
+        event = ("priced", segment.source)
+        counts[event] = counts.get(event, 0) + len(roots)
+        rest_model: tuple[tuple[str, str, AttributeValue], ...] = (
+            (ATTR_MODEL, "str", segment.model),
+        )
+        if len(starts) == 1:
+            groups[(0, (), rest_model)] = [index for index, _ in roots]
+        else:
+            for index, _ in roots:
+                in_range = bisect.bisect_right(starts, index) - 1
+                groups.setdefault((in_range, (), rest_model), []).append(index)
+    for index, remove, changed, event in overrides:
         counts[event] = counts.get(event, 0) + 1
-        usd = changed.get(ATTR_USD)
+        value = changed.get(ATTR_USD)
         others = changed
-        if type(usd) is float:
-            usd_spans.append(index)
-            usd_values.append(usd)
+        if type(value) is float:
+            usd.append((index, value))
             others = {k: v for k, v in changed.items() if k != ATTR_USD}
         if remove or others:
             # The type is part of the key: False == 0 == 0.0 must not share a group.
@@ -668,8 +742,9 @@ def _emit_overrides(
             in_range = bisect.bisect_right(starts, index) - 1
             groups.setdefault((in_range, remove, rest), []).append(index)
     for (_, remove, rest), indices in groups.items():
-        changes.set_spans(indices, {k: v for k, _, v in rest}, remove)
-    changes.set_doubles(ATTR_USD, usd_spans, usd_values)
+        changes.set_spans(sorted(indices), {k: v for k, _, v in rest}, remove)
+    usd.sort()
+    changes.set_doubles(ATTR_USD, [index for index, _ in usd], [value for _, value in usd])
 
 
 # -- configuration --------------------------------------------------------------------

@@ -225,7 +225,7 @@ class PluginInstances:
             try:
                 if self._fast_form and isinstance(plugin, AnnotatingPlugin):
                     changes = Changes(span_count(batch))
-                    plugin.annotate(batch, changes, events)
+                    plugin.annotate_wire(traces, batch, changes, events)
                     return ProcessResult(list(events), changes=changes.to_proto())
                 plugin.process(batch, events)
             except Exception as exc:
