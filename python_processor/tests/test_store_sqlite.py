@@ -517,3 +517,30 @@ def test_a_database_error_midway_rolls_back_and_raises_a_store_error(
     monkeypatch.undo()
     write(store, [span(1, 1, root=True, cost=1.0)])
     assert store.domain_spend(NOW - timedelta(hours=1), NOW) == {"op": 1.0}
+
+
+# -- retention -----------------------------------------------------------------------
+
+
+def test_delete_before_takes_whole_traces_by_when_their_first_span_was_stored(
+    store: SQLiteStore, db: Path
+) -> None:
+    early, cutoff, late = NOW - timedelta(hours=3), NOW - timedelta(hours=1), NOW
+    # Trace 1: stored early. Trace 2: a span quarantined early (so the trace is keyed
+    # early, as PostgreSQL's keyed_at), its accepted spans stored after the cutoff.
+    # Trace 3: stored late. Each keeps its own rollup row either way.
+    write(store, [span(1, 1, root=True, start=ns_from_utc(early) - SECOND)], early)
+    write(store, [span(2, 9, start=0)], early)  # missing_time: quarantined
+    write(store, [span(2, 1, root=True), span(3, 1, root=True, name="GET /")], late)
+    rollup_before = rollup(db)
+
+    deleted = store.delete_before(cutoff)
+    assert (deleted.traces, deleted.contributions) == (2, 3)
+    assert query(db, "SELECT trace_id FROM traces") == [(f"{3:032x}",)]
+    assert query(db, "SELECT DISTINCT trace_id FROM contributions") == [(f"{3:032x}",)]
+    assert rollup(db) == rollup_before  # the rollup is history: kept
+    assert query(db, "SELECT reason, spans FROM quarantine_counts") == [("missing_time", 1)]
+    assert store.delete_before(cutoff) == sqlite_module.Deleted(traces=0, contributions=0)
+    # A replay of a deleted trace's span (within the skew) starts the trace afresh.
+    write(store, [span(1, 1, root=True, start=ns_from_utc(late) - SECOND)], late)
+    assert trace_row(db, 1)["span_count"] == 1

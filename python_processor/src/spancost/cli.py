@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 import click
 
 from spancost import __version__
+from spancost.dbcli import db
 from spancost.errors import ListenAddressError, SpancostError, UnsupportedRuntimeError
+from spancost.guard.cli import guard
 from spancost.log import LOG_LEVELS, configure_logging
 from spancost.pricing.aws_products import (
     ENDPOINT_REGIONS,
@@ -35,6 +37,7 @@ from spancost.pricing.aws_products import (
 )
 from spancost.pricing.model import Ec2Key, Price
 from spancost.registry import load_plugin
+from spancost.reportcli import report
 from spancost.sidecar.address import ListenAddress, parse_listen_address
 from spancost.sidecar.instances import ANSWER_FORMS, AnswerForm, PluginInstances
 from spancost.sidecar.runtime import check_protobuf_backend
@@ -535,6 +538,11 @@ def _price_json(key: Ec2Key, price: Price) -> dict[str, Any]:
         "source": price.source,
         "as_of": price.as_of,
     }
+
+
+cli.add_command(db)
+cli.add_command(report)
+cli.add_command(guard)
 
 
 def main() -> None:

@@ -1,13 +1,44 @@
 """Trace-totals stores: where the totals core's per-trace deltas are kept.
 
-- `base`: the `TotalsStore` protocol every store implements, `WriteResult`, `StoreError`;
+- `base`: the `TotalsStore` protocol every store implements, `WriteResult`, the query
+  rows `SpendRow` and `HourRow`, `StoreError`;
+- `common`: what the SQL stores share, free of any database;
 - `sqlite`: `SQLiteStore`, the embedded default (stdlib ``sqlite3``, one file);
 - `postgres`: `PostgresStore` (psycopg 3);
 - `open`: `open_store(url)`, the store a database URL names (empty: SQLite in the data dir).
+
+`SQLiteStore` and `open_store` are imported on first use, so the pure modules that only
+need `base` and `common` (``spancost.report``) load no database driver.
 """
 
-from spancost.store.base import StoreError, TotalsStore, WriteResult
-from spancost.store.open import open_store
-from spancost.store.sqlite import SQLiteStore
+from __future__ import annotations
 
-__all__ = ["SQLiteStore", "StoreError", "TotalsStore", "WriteResult", "open_store"]
+from typing import TYPE_CHECKING, Any
+
+from spancost.store.base import HourRow, SpendRow, StoreError, TotalsStore, WriteResult
+
+if TYPE_CHECKING:
+    from spancost.store.open import open_store
+    from spancost.store.sqlite import SQLiteStore
+
+__all__ = [
+    "HourRow",
+    "SQLiteStore",
+    "SpendRow",
+    "StoreError",
+    "TotalsStore",
+    "WriteResult",
+    "open_store",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SQLiteStore":
+        from spancost.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+        return SQLiteStore
+    if name == "open_store":
+        from spancost.store.open import open_store  # noqa: PLC0415
+
+        return open_store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from typing import Protocol
 from spancost.errors import SpancostError
 from spancost.totals.aggregate import Quarantined, SpanContribution
 
-__all__ = ["StoreError", "TotalsStore", "WriteResult"]
+__all__ = ["HourRow", "SpendRow", "StoreError", "TotalsStore", "WriteResult"]
 
 
 class StoreError(SpancostError):
@@ -37,6 +37,26 @@ class WriteResult:
     """Trace rows the batch added to."""
     cost_usd: float = 0.0
     """Cost added (the sum over the inserted accepted spans)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """What the traces of one transaction (or domain) cost over a window."""
+
+    name: str
+    cost_usd: float
+    traces: int
+    spans: int
+
+
+@dataclass(frozen=True, slots=True)
+class HourRow:
+    """What the traces first seen in one UTC hour cost (from the hourly rollup)."""
+
+    hour: datetime
+    cost_usd: float
+    traces: int
+    spans: int
 
 
 class TotalsStore(Protocol):
@@ -72,6 +92,33 @@ class TotalsStore(Protocol):
     ) -> dict[str, float]:
         """Cost by domain of the traces first seen in the hours from `since` (rounded
         down to the hour) to before `until`, leaving out `exclude_environments`."""
+
+    def transaction_totals(
+        self,
+        since: datetime,
+        until: datetime,
+        exclude_environments: Collection[str] = (),
+        *,
+        limit: int | None = None,
+        names: Collection[str] | None = None,
+    ) -> list[SpendRow]:
+        """Cost, traces and spans by transaction, from the trace rows first seen in the
+        hours from `since` (rounded down) to `until` (rounded up), most expensive first
+        (ties by name); traces still waiting for their root are left out. `limit` keeps
+        the first rows, `names` only those transactions."""
+
+    def domain_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[SpendRow]:
+        """Cost, traces and spans by domain from the hourly rollup over the same hours as
+        `domain_spend`, most expensive first; the traces waiting for their root are the
+        row named `PENDING_DOMAIN` (``''``)."""
+
+    def hourly_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[HourRow]:
+        """Cost, traces and spans per UTC hour from the hourly rollup over the same hours as
+        `domain_spend`, waiting traces left out; hours without a trace are absent."""
 
     def close(self) -> None:
         """Release the database connection."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
+from spancost.totals.aggregate import ns_from_utc
 from spancost.totals.naming import TotalsConfig, domain_name
 
 __all__ = [
@@ -18,8 +20,11 @@ __all__ = [
     "UNKNOWN_ENVIRONMENT",
     "Placement",
     "RollupChanges",
+    "add_months",
+    "hour_window",
     "labels",
     "merge_assignments",
+    "month_start",
     "placement",
 ]
 
@@ -88,6 +93,32 @@ def labels(
     environment = root_environment if has_root else earliest_environment
     domain = None if transaction is None else domain_name(transaction, service, config)
     return transaction, domain, environment
+
+
+def hour_window(since: datetime, until: datetime) -> tuple[int, int]:
+    """The whole UTC hours, as Unix nanoseconds [start, end), that a window from `since`
+    to `until` covers: `since` rounded down and `until` rounded up to the hour.
+
+    The rollup buckets traces by the hour they were first seen, so a query of the trace
+    rows over these bounds and one of the rollup's buckets from ``start`` to before
+    `until` count the same traces.
+    """
+    start = ns_from_utc(since) // HOUR_NS * HOUR_NS
+    end = -(-ns_from_utc(until) // HOUR_NS) * HOUR_NS
+    return start, max(start, end)
+
+
+def month_start(moment: datetime) -> datetime:
+    """The first instant of `moment`'s UTC month (`moment` must be aware)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"datetime must be timezone-aware (UTC), got naive {moment.isoformat()}")
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def add_months(month: datetime, months: int) -> datetime:
+    """`month` (a month's first instant) moved by `months`, either way."""
+    index = month.year * 12 + month.month - 1 + months
+    return month.replace(year=index // 12, month=index % 12 + 1)
 
 
 RollupKey = tuple[int, str, str]

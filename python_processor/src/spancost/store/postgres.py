@@ -32,15 +32,18 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from spancost.store.base import StoreError, WriteResult
+from spancost.store.base import HourRow, SpendRow, StoreError, WriteResult
 from spancost.store.common import (
     PENDING_DOMAIN,
     Placement,
     RollupChanges,
+    hour_window,
     labels,
     merge_assignments,
     placement,
 )
+from spancost.store.common import add_months as _add_months
+from spancost.store.common import month_start as _month_start
 from spancost.store.migrations.postgres import MIGRATIONS
 from spancost.totals.aggregate import (
     Quarantined,
@@ -72,12 +75,14 @@ _MASK: Final = "***"
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 _T = TypeVar("_T")
 
-# Locks the trace's key row (a new row is locked by its insert, an old one by the
-# no-op update) and returns the month the trace belongs to.
-_LOCK_TRACE: Final = """
-INSERT INTO trace_keys (trace_id, keyed_at) VALUES (%s, %s)
+# Locks every trace's key row, one row after the other in trace id order (a new row is
+# locked by its insert, an old one by the no-op update), and returns the month each
+# trace belongs to. One statement for the whole batch.
+_LOCK_TRACES: Final = """
+INSERT INTO trace_keys (trace_id, keyed_at)
+SELECT trace_id, %s FROM unnest(%b::text[]) AS batch (trace_id) ORDER BY trace_id
 ON CONFLICT (trace_id) DO UPDATE SET keyed_at = trace_keys.keyed_at
-RETURNING keyed_at
+RETURNING trace_id, keyed_at
 """
 
 _INSERT_CONTRIBUTIONS: Final = """
@@ -88,9 +93,9 @@ INSERT INTO contributions (
 SELECT trace_id, span_id, keyed_at, %s, quarantine_reason, cost_usd, unpriced_reason,
     is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
 FROM unnest(
-    %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::float8[], %s::text[],
-    %s::boolean[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[],
-    %s::text[], %s::text[]
+    %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::float8[], %b::text[],
+    %b::boolean[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
+    %b::text[], %b::text[]
 ) WITH ORDINALITY AS span (
     trace_id, span_id, keyed_at, quarantine_reason, cost_usd, unpriced_reason,
     is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute,
@@ -101,15 +106,42 @@ ON CONFLICT (trace_id, span_id, keyed_at) DO NOTHING
 RETURNING trace_id, span_id, quarantine_reason
 """
 
+# The rows the batch's traces have now (their trace_keys rows are locked: nobody else
+# changes them until this transaction ends). The keyed_at range prunes partitions.
+_OLD_TRACES: Final = """
+SELECT trace_id, keyed_at, first_seen, domain, environment, cost_usd, span_count FROM traces
+WHERE trace_id = ANY(%s::text[]) AND keyed_at >= %s AND keyed_at <= %s
+"""
+
 # Sums add; start least, end greatest; earliest and root the first by (start, span id).
-# Every right-hand side of ON CONFLICT DO UPDATE sees the row as it was before.
-_ADD_TO_TRACE: Final = """
+# Every right-hand side of ON CONFLICT DO UPDATE sees the row as it was before. A new
+# row gets its labels (transaction, domain, environment) here; an existing row keeps
+# its own, and the write sets them afterwards only where they changed. One statement
+# for every trace of the batch, in trace id order.
+_ADD_TO_TRACES: Final = """
 INSERT INTO traces (
     trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
     first_seen, last_update,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
-    root_span_id, root_start_ns, root_transaction, root_service, root_environment
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
+    transaction_name, domain, environment
+)
+SELECT trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
+    %s, %s,
+    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
+    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
+    transaction_name, domain, environment
+FROM unnest(
+    %b::text[], %b::timestamptz[], %b::float8[], %b::bigint[], %b::bigint[], %b::bigint[],
+    %b::bigint[], %b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],
+    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]
+) AS delta (
+    trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
+    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
+    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
+    transaction_name, domain, environment
+)
+ORDER BY trace_id
 ON CONFLICT (trace_id, keyed_at) DO UPDATE SET
     cost_usd = traces.cost_usd + excluded.cost_usd,
     span_count = traces.span_count + excluded.span_count,
@@ -119,18 +151,67 @@ ON CONFLICT (trace_id, keyed_at) DO UPDATE SET
     end_ns = greatest(traces.end_ns, excluded.end_ns),
     last_update = excluded.last_update,
     {merge}
-RETURNING cost_usd, span_count, first_seen, earliest_service, earliest_environment,
-    root_span_id, root_transaction, root_service, root_environment, transaction_name
+RETURNING trace_id, cost_usd, span_count, first_seen, earliest_service, earliest_environment,
+    root_span_id, root_transaction, root_service, root_environment, transaction_name, domain,
+    environment
 """
-_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(merge=merge_assignments(existing="traces."))
+_ADD_TO_TRACES_SQL: Final = _ADD_TO_TRACES.format(merge=merge_assignments(existing="traces."))
 
+_RELABEL_TRACES: Final = """
+UPDATE traces SET transaction_name = label.transaction_name, domain = label.domain,
+    environment = label.environment
+FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])
+    AS label (trace_id, keyed_at, transaction_name, domain, environment)
+WHERE traces.trace_id = label.trace_id AND traces.keyed_at = label.keyed_at
+"""
+
+# Every changed rollup row in one statement, in key order (the lock order of all writers).
 _ADD_TO_ROLLUP: Final = """
 INSERT INTO domain_hourly (hour, domain, environment, cost_usd, traces, spans)
-VALUES (%s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(
+    %s::timestamptz[], %s::text[], %s::text[], %s::float8[], %s::bigint[], %s::bigint[]
+) AS change (hour, domain, environment, cost_usd, traces, spans)
+ORDER BY hour, domain, environment
 ON CONFLICT (hour, domain, environment) DO UPDATE SET
     cost_usd = domain_hourly.cost_usd + excluded.cost_usd,
     traces = domain_hourly.traces + excluded.traces,
     spans = domain_hourly.spans + excluded.spans
+"""
+
+# A row whose last trace left is deleted rather than kept with a rounding residue.
+_DELETE_EMPTY_ROLLUP: Final = """
+DELETE FROM domain_hourly USING unnest(%s::timestamptz[], %s::text[], %s::text[])
+    AS emptied (hour, domain, environment)
+WHERE domain_hourly.hour = emptied.hour AND domain_hourly.domain = emptied.domain
+    AND domain_hourly.environment = emptied.environment AND domain_hourly.traces = 0
+"""
+
+# The trace rows first seen in the window; ``keyed_at <= first_seen`` lets the planner
+# skip the partitions of later months.
+_TRANSACTION_TOTALS: Final = """
+SELECT transaction_name, sum(cost_usd), count(*), sum(span_count) FROM traces
+WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
+    AND transaction_name IS NOT NULL
+    AND coalesce(environment, '') <> ALL(%(exclude)s::text[])
+    AND (%(names)s::text[] IS NULL OR transaction_name = ANY(%(names)s::text[]))
+GROUP BY transaction_name
+ORDER BY 2 DESC, 1
+LIMIT %(limit)s
+"""
+
+_DOMAIN_TOTALS: Final = """
+SELECT domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
+WHERE hour >= %(start)s AND hour < %(until)s AND environment <> ALL(%(exclude)s::text[])
+GROUP BY domain
+ORDER BY 2 DESC, 1
+"""
+
+_HOURLY_TOTALS: Final = """
+SELECT hour, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
+WHERE hour >= %(start)s AND hour < %(until)s AND domain <> %(pending)s
+    AND environment <> ALL(%(exclude)s::text[])
+GROUP BY hour
+ORDER BY hour
 """
 
 
@@ -313,6 +394,61 @@ class PostgresStore:
 
         return self._transaction("domain_spend", read)
 
+    def transaction_totals(
+        self,
+        since: datetime,
+        until: datetime,
+        exclude_environments: Collection[str] = (),
+        *,
+        limit: int | None = None,
+        names: Collection[str] | None = None,
+    ) -> list[SpendRow]:
+        start_ns, end_ns = hour_window(since, until)
+        parameters = {
+            "start": utc_from_ns(start_ns),
+            "end": utc_from_ns(end_ns),
+            "exclude": sorted(exclude_environments),
+            "names": None if names is None else sorted(names),
+            "limit": limit,
+        }
+        rows = self._read("transaction_totals", _TRANSACTION_TOTALS, parameters)
+        return [_spend_row(*row) for row in rows]
+
+    def domain_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[SpendRow]:
+        parameters = {
+            "start": _hour(since),
+            "until": until,
+            "exclude": sorted(exclude_environments),
+        }
+        rows = self._read("domain_totals", _DOMAIN_TOTALS, parameters)
+        return [_spend_row(*row) for row in rows]
+
+    def hourly_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[HourRow]:
+        parameters = {
+            "start": _hour(since),
+            "until": until,
+            "pending": PENDING_DOMAIN,
+            "exclude": sorted(exclude_environments),
+        }
+        rows = self._read("hourly_totals", _HOURLY_TOTALS, parameters)
+        return [
+            HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans))
+            for hour, cost, traces, spans in rows
+        ]
+
+    def _read(
+        self, operation: str, query: str, parameters: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        def run(cursor: Cursor) -> list[tuple[Any, ...]]:
+            cursor.execute(query, parameters)
+            return cursor.fetchall()
+
+        return self._transaction(operation, run)
+
     def _transaction(self, operation: str, work: Callable[[Cursor], _T]) -> _T:
         """Run `work` in one transaction: all of it commits, or none and it raises."""
         try:
@@ -369,8 +505,10 @@ class PostgresStore:
         )
         deltas = fold(span for span in contributions if span.key in accepted_keys)
         rollup = RollupChanges()
-        for trace_id in sorted(deltas):
-            self._add(cursor, deltas[trace_id], keyed_at[trace_id], now, rollup)
+        if deltas:
+            self._add(
+                cursor, [deltas[trace_id] for trace_id in sorted(deltas)], keyed_at, now, rollup
+            )
         for quarantine_reason in sorted(reasons):
             cursor.execute(
                 "INSERT INTO quarantine_counts (reason, spans) VALUES (%s, %s)"
@@ -390,48 +528,80 @@ class PostgresStore:
     def _add(
         self,
         cursor: Cursor,
-        delta: TraceDelta,
-        keyed_at: datetime,
+        deltas: Sequence[TraceDelta],
+        keyed_at: dict[str, datetime],
         now: datetime,
         rollup: RollupChanges,
     ) -> None:
-        """Add `delta` to its (locked) trace row as `merge` does, and record the rollup
-        change: the delta, or the trace's whole move if its domain or environment changed."""
+        """Add each delta to its (locked) trace row as `merge` does, set the labels that
+        changed, and record the rollup changes: a delta, or a trace's whole move when its
+        domain or environment changed. A handful of statements for the whole batch."""
+        months = [keyed_at[delta.trace_id] for delta in deltas]
         cursor.execute(
-            "SELECT first_seen, domain, environment, cost_usd, span_count FROM traces"
-            " WHERE trace_id = %s AND keyed_at = %s",
-            (delta.trace_id, keyed_at),
+            _OLD_TRACES, ([delta.trace_id for delta in deltas], min(months), max(months))
         )
-        old = cursor.fetchone()
-        before = None if old is None else _placement(*old)
-        root, earliest = delta.root, delta.earliest
-        cursor.execute(
-            _ADD_TO_TRACE_SQL,
-            (
+        before: dict[str, Placement] = {}
+        for (
+            trace_id,
+            trace_keyed_at,
+            first_seen,
+            domain,
+            environment,
+            cost,
+            count,
+        ) in cursor.fetchall():
+            if keyed_at.get(trace_id) == trace_keyed_at:
+                before[trace_id] = _placement(first_seen, domain, environment, cost, count)
+        columns: list[list[Any]] = [[] for _ in range(20)]
+        for delta in deltas:
+            root, earliest = delta.root, delta.earliest
+            root_transaction = None if root is None else transaction_name(root, self._config)
+            # A new row's labels, as `labels` gives them for a row that is this delta.
+            transaction, domain, environment = (
+                (None, None, None)
+                if delta.trace_id in before
+                else labels(
+                    self._config,
+                    root_span_id=None if root is None else root.span_id,
+                    root_transaction=root_transaction,
+                    root_service=None if root is None else root.service,
+                    root_environment=None if root is None else root.environment,
+                    earliest_service=earliest.service,
+                    earliest_environment=earliest.environment,
+                    current_transaction=None,
+                )
+            )
+            row = (
                 delta.trace_id,
-                keyed_at,
+                keyed_at[delta.trace_id],
                 delta.cost_usd,
                 delta.span_count,
                 delta.priced_count,
                 delta.unpriced_count,
                 delta.start_ns,
                 delta.end_ns,
-                now,
-                now,
                 earliest.span_id,
                 earliest.start_ns,
                 earliest.service,
                 earliest.environment,
                 None if root is None else root.span_id,
                 None if root is None else root.start_ns,
-                None if root is None else transaction_name(root, self._config),
+                root_transaction,
                 None if root is None else root.service,
                 None if root is None else root.environment,
-            ),
-        )
-        (
+                transaction,
+                domain,
+                environment,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        cursor.execute(_ADD_TO_TRACES_SQL, (now, now, *columns))
+        relabel: list[list[Any]] = [[] for _ in range(5)]
+        added = {delta.trace_id: delta for delta in deltas}
+        for (
+            trace_id,
             cost,
-            spans,
+            count,
             first_seen,
             earliest_service,
             earliest_environment,
@@ -440,24 +610,31 @@ class PostgresStore:
             root_service,
             root_environment,
             current,
-        ) = _one(cursor)
-        transaction, domain, environment = labels(
-            self._config,
-            root_span_id=root_span_id,
-            root_transaction=root_transaction,
-            root_service=root_service,
-            root_environment=root_environment,
-            earliest_service=earliest_service,
-            earliest_environment=earliest_environment,
-            current_transaction=current,
-        )
-        cursor.execute(
-            "UPDATE traces SET transaction_name = %s, domain = %s, environment = %s"
-            " WHERE trace_id = %s AND keyed_at = %s",
-            (transaction, domain, environment, delta.trace_id, keyed_at),
-        )
-        after = _placement(first_seen, domain, environment, cost, spans)
-        rollup.record(before, after, delta.cost_usd, delta.span_count)
+            current_domain,
+            current_environment,
+        ) in cursor.fetchall():
+            transaction, domain, environment = labels(
+                self._config,
+                root_span_id=root_span_id,
+                root_transaction=root_transaction,
+                root_service=root_service,
+                root_environment=root_environment,
+                earliest_service=earliest_service,
+                earliest_environment=earliest_environment,
+                current_transaction=current,
+            )
+            if (transaction, domain, environment) != (current, current_domain, current_environment):
+                for column, value in zip(
+                    relabel,
+                    (trace_id, keyed_at[trace_id], transaction, domain, environment),
+                    strict=True,
+                ):
+                    column.append(value)
+            after = _placement(first_seen, domain, environment, cost, count)
+            delta = added[trace_id]
+            rollup.record(before.get(trace_id), after, delta.cost_usd, delta.span_count)
+        if relabel[0]:
+            cursor.execute(_RELABEL_TRACES, relabel)
 
     def _attribute_orphans(
         self, cursor: Cursor, now: datetime, grace: timedelta, unattributed_name: str
@@ -535,12 +712,11 @@ def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
 
 
 def _lock_traces(cursor: Cursor, trace_ids: list[str], now: datetime) -> dict[str, datetime]:
-    """Lock each trace's key row, in the given (sorted) order; its partition month."""
-    cursor.executemany(_LOCK_TRACE, [(trace_id, now) for trace_id in trace_ids], returning=True)
-    keyed_at: dict[str, datetime] = {}
-    for trace_id in trace_ids:
-        keyed_at[trace_id] = _one(cursor)[0]
-        cursor.nextset()
+    """Lock each trace's key row, in trace id order; its partition month."""
+    cursor.execute(_LOCK_TRACES, (now, trace_ids))
+    keyed_at: dict[str, datetime] = dict(cursor.fetchall())
+    if len(keyed_at) != len(trace_ids):
+        raise StoreError("totals store: trace_keys returned fewer rows than traces locked")
     return keyed_at
 
 
@@ -559,31 +735,27 @@ def _placement(
 
 
 def _apply_rollup(cursor: Cursor, rollup: RollupChanges) -> None:
+    changes: list[list[Any]] = [[] for _ in range(6)]
+    emptied: list[list[Any]] = [[] for _ in range(3)]
     for (hour_ns, domain, environment), cost, traces, spans in rollup:
         key = (utc_from_ns(hour_ns), domain, environment)
-        cursor.execute(_ADD_TO_ROLLUP, (*key, cost, traces, spans))
-        if traces < 0:
-            # The last trace gone: drop the row rather than keep a rounding residue.
-            cursor.execute(
-                "DELETE FROM domain_hourly"
-                " WHERE hour = %s AND domain = %s AND environment = %s AND traces = 0",
-                key,
-            )
+        for column, value in zip(changes, (*key, cost, traces, spans), strict=True):
+            column.append(value)
+        if traces < 0:  # the row may have lost its last trace
+            for column, value in zip(emptied, key, strict=True):
+                column.append(value)
+    if changes[0]:
+        cursor.execute(_ADD_TO_ROLLUP, changes)
+    if emptied[0]:
+        cursor.execute(_DELETE_EMPTY_ROLLUP, emptied)
+
+
+def _spend_row(name: str, cost: float, traces: Any, spans: Any) -> SpendRow:
+    return SpendRow(name, float(cost), int(traces), int(spans))
 
 
 def _hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _month_start(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"datetime must be timezone-aware (UTC), got naive {moment.isoformat()}")
-    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def _add_months(month: datetime, months: int) -> datetime:
-    index = month.year * 12 + month.month - 1 + months
-    return month.replace(year=index // 12, month=index % 12 + 1)
 
 
 def _partition_name(table: str, month: datetime) -> str:

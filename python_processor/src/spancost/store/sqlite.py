@@ -15,21 +15,24 @@ always sums the trace rows. Traces still waiting for their root are under domain
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from spancost.store.base import StoreError, WriteResult
+from spancost.store.base import HourRow, SpendRow, StoreError, WriteResult
 from spancost.store.common import (
     HOUR_NS,
     PENDING_DOMAIN,
     Placement,
     RollupChanges,
+    hour_window,
     labels,
     merge_assignments,
     placement,
@@ -51,7 +54,7 @@ from spancost.totals.naming import (
     transaction_name,
 )
 
-__all__ = ["MIGRATIONS", "PENDING_DOMAIN", "SQLiteStore"]
+__all__ = ["MIGRATIONS", "PENDING_DOMAIN", "Deleted", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +173,27 @@ ON CONFLICT (hour_ns, domain, environment) DO UPDATE SET
 
 _T = TypeVar("_T")
 
+# Retention takes whole traces: a trace belongs to the time its first span (accepted or
+# quarantined) was stored, as with PostgreSQL's ``keyed_at``.
+_DELETE_TRACES: Final = """
+DELETE FROM traces WHERE first_seen_ns < ? OR trace_id IN (
+    SELECT trace_id FROM contributions GROUP BY trace_id HAVING min(ingested_ns) < ?
+)
+"""
+_DELETE_CONTRIBUTIONS: Final = """
+DELETE FROM contributions WHERE trace_id IN (
+    SELECT trace_id FROM contributions GROUP BY trace_id HAVING min(ingested_ns) < ?
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """What `SQLiteStore.delete_before` removed."""
+
+    traces: int
+    contributions: int
+
 
 class SQLiteStore:
     """`TotalsStore` over one SQLite file (see the module docstring).
@@ -263,6 +287,110 @@ class SQLiteStore:
             if environment not in excluded:
                 spend[domain] = spend.get(domain, 0.0) + cost
         return spend
+
+    def transaction_totals(
+        self,
+        since: datetime,
+        until: datetime,
+        exclude_environments: Collection[str] = (),
+        *,
+        limit: int | None = None,
+        names: Collection[str] | None = None,
+    ) -> list[SpendRow]:
+        start_ns, end_ns = hour_window(since, until)
+        query = (
+            "SELECT transaction_name, sum(cost_usd), count(*), sum(span_count) FROM traces"
+            " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND transaction_name IS NOT NULL"
+            " AND coalesce(environment, '') NOT IN (SELECT value FROM json_each(?))"
+            " AND (? IS NULL OR transaction_name IN (SELECT value FROM json_each(?)))"
+            " GROUP BY transaction_name ORDER BY 2 DESC, 1 LIMIT ?"
+        )
+        wanted = None if names is None else json.dumps(sorted(names))
+        parameters = (
+            start_ns,
+            end_ns,
+            json.dumps(sorted(exclude_environments)),
+            wanted,
+            wanted,
+            -1 if limit is None else limit,
+        )
+        rows = self._read("transaction_totals", query, parameters)
+        return [SpendRow(name, float(cost), traces, spans) for name, cost, traces, spans in rows]
+
+    def domain_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[SpendRow]:
+        query = (
+            "SELECT domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"
+            " WHERE hour_ns >= ? AND hour_ns < ?"
+            " AND environment NOT IN (SELECT value FROM json_each(?))"
+            " GROUP BY domain ORDER BY 2 DESC, 1"
+        )
+        parameters = (
+            hour_window(since, until)[0],
+            ns_from_utc(until),
+            json.dumps(sorted(exclude_environments)),
+        )
+        rows = self._read("domain_totals", query, parameters)
+        return [SpendRow(name, float(cost), traces, spans) for name, cost, traces, spans in rows]
+
+    def hourly_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[HourRow]:
+        query = (
+            "SELECT hour_ns, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"
+            " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ?"
+            " AND environment NOT IN (SELECT value FROM json_each(?))"
+            " GROUP BY hour_ns ORDER BY hour_ns"
+        )
+        parameters = (
+            hour_window(since, until)[0],
+            ns_from_utc(until),
+            PENDING_DOMAIN,
+            json.dumps(sorted(exclude_environments)),
+        )
+        rows = self._read("hourly_totals", query, parameters)
+        return [
+            HourRow(utc_from_ns(hour_ns), float(cost), traces, spans)
+            for hour_ns, cost, traces, spans in rows
+        ]
+
+    def delete_before(self, cutoff: datetime) -> Deleted:
+        """Retention: delete every trace first stored before `cutoff` — its row and all
+        its contributions — in one transaction; the hourly rollup and the quarantine
+        counts stay (as with PostgreSQL, whose equivalent drops monthly partitions).
+
+        Keep far more than ``max_clock_skew``: a span of a deleted trace arriving later
+        would start the trace afresh. SQLite reuses the freed pages; the file does not
+        shrink (``VACUUM`` does that, offline).
+        """
+        cutoff_ns = ns_from_utc(cutoff)
+
+        def delete(cursor: sqlite3.Cursor) -> Deleted:
+            cursor.execute(_DELETE_TRACES, (cutoff_ns, cutoff_ns))
+            traces = cursor.rowcount
+            cursor.execute(_DELETE_CONTRIBUTIONS, (cutoff_ns,))
+            return Deleted(traces=traces, contributions=cursor.rowcount)
+
+        deleted = self._transaction("delete_before", delete)
+        if deleted.traces or deleted.contributions:
+            logger.info(
+                "deleted %s traces and %s contributions stored before %s from %s",
+                deleted.traces,
+                deleted.contributions,
+                cutoff.isoformat(),
+                self._path,
+            )
+        return deleted
+
+    def _read(
+        self, operation: str, query: str, parameters: Sequence[object]
+    ) -> list[tuple[Any, ...]]:
+        return self._transaction(
+            operation,
+            lambda cursor: cursor.execute(query, parameters).fetchall(),
+            read_only=True,
+        )
 
     def _transaction(
         self, operation: str, work: Callable[[sqlite3.Cursor], _T], *, read_only: bool = False

@@ -1,0 +1,349 @@
+"""`make bench`: the PostgreSQL totals store, on a private server started here.
+
+Two figures, the targets of issue #4:
+- write throughput: trace totals per second through `PostgresStore.write`, with
+  1,000-span batches of 5-span traces (a root and four children, as the sink hands
+  them over), by 1 writer and by several (threads sharing one store and its pool, as
+  the sink's exporter workers would; and processes, as several collectors would);
+- the rolling 24 h per-domain spend (`domain_spend`, what the guard reads) with
+  10 million trace rows in the current month: the rows are loaded with one
+  ``INSERT ... SELECT generate_series`` into the real schema (``trace_keys`` and the
+  ``traces`` partition), the hourly rollup is then built from them with one
+  ``INSERT ... SELECT ... GROUP BY``, and `domain_spend` is timed many times.
+
+The server is the one the tests use (python_processor/tests/pg.py), with ``fsync``
+turned back on (the tests run without it): an acknowledged write is durable.
+Results go to bench-results/store.json and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from spancost.store.postgres import PostgresStore
+from spancost.totals import TotalsConfig
+from spancost.totals.aggregate import SpanContribution, ns_from_utc
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench-results" / "store.json"
+SPANS_PER_TRACE = 5
+CONFIG = TotalsConfig(domains_by_service={f"service-{i}": f"domain-{i % 10}" for i in range(20)})
+
+
+def _pg_module() -> ModuleType:
+    """python_processor/tests/pg.py (``tests`` at the root is the e2e package)."""
+    path = ROOT / "python_processor" / "tests" / "pg.py"
+    spec = importlib.util.spec_from_file_location("spancost_bench_pg", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _new_database(server: str, name: str) -> str:
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return server.replace("dbname=postgres", f"dbname={name}")
+
+
+# -- write throughput ----------------------------------------------------------------
+
+
+def make_batches(
+    writer: int, count: int, batch_spans: int, now: datetime
+) -> list[list[SpanContribution]]:
+    """`count` batches of `batch_spans` spans, traces of 5 spans, unique to `writer`."""
+    now_ns = ns_from_utc(now)
+    batches: list[list[SpanContribution]] = []
+    trace = 0
+    for _ in range(count):
+        batch: list[SpanContribution] = []
+        for _ in range(batch_spans // SPANS_PER_TRACE):
+            trace += 1
+            trace_id = f"{writer:08x}{trace:024x}"
+            service = f"service-{trace % 20}"
+            start = now_ns - 30 * 10**9 + trace % 1000
+            for index in range(SPANS_PER_TRACE):
+                root = index == 0
+                batch.append(
+                    SpanContribution(
+                        trace_id=trace_id,
+                        span_id=f"{index + 1:016x}",
+                        start_ns=start + index * 1000,
+                        end_ns=start + index * 1000 + 5 * 10**6,
+                        cost_usd=1.3e-6 * (index + 1),
+                        unpriced_reason=None,
+                        is_root=root,
+                        name="POST /cart" if root else "SELECT orders",
+                        service=service,
+                        environment="production",
+                        account="123456789012",
+                        transaction_attribute=f"tx-{trace % 40}" if root else None,
+                    )
+                )
+        batches.append(batch)
+    return batches
+
+
+def _write_all(store: PostgresStore, batches: list[list[SpanContribution]], now: datetime) -> int:
+    traces = 0
+    for batch in batches:
+        traces += store.write(batch, [], now).traces
+    return traces
+
+
+def _process_writer(job: tuple[str, int, int, int], start: Any, result: Any) -> None:
+    dsn, writer, count, batch_spans = job
+    now = datetime.now(UTC)
+    batches = make_batches(writer, count, batch_spans, now)
+    store = PostgresStore(dsn, CONFIG, max_connections=1)
+    start.wait()
+    began = time.perf_counter()
+    traces = _write_all(store, batches, now)
+    result.put((traces, time.perf_counter() - began))
+    store.close()
+
+
+def write_throughput(
+    server: str, label: str, *, writers: int, processes: bool, batches: int, batch_spans: int
+) -> dict[str, Any]:
+    dsn = _new_database(server, f"bench_write_{label}")
+    store = PostgresStore(dsn, CONFIG, max_connections=max(1, writers))
+    store.migrate()
+    now = datetime.now(UTC)
+    store.ensure_partitions(now)
+    # Warm up: the first writes create the pool's connections and plans.
+    _write_all(store, make_batches(10_000, 3, batch_spans, now), now)
+    if processes:
+        context = multiprocessing.get_context("spawn")
+        start_event, results = context.Event(), context.Queue()
+        workers = [
+            context.Process(
+                target=_process_writer,
+                args=((dsn, writer, batches, batch_spans), start_event, results),
+            )
+            for writer in range(writers)
+        ]
+        for worker in workers:
+            worker.start()
+        time.sleep(2.0)  # let every process build its batches and connect
+        began = time.perf_counter()
+        start_event.set()
+        outcomes = [results.get(timeout=600) for _ in workers]
+        elapsed = time.perf_counter() - began
+        for worker in workers:
+            worker.join()
+        traces = sum(count for count, _ in outcomes)
+    else:
+        work = [make_batches(writer, batches, batch_spans, now) for writer in range(writers)]
+        counts = [0] * writers
+
+        def run(index: int) -> None:
+            counts[index] = _write_all(store, work[index], now)
+
+        threads = [threading.Thread(target=run, args=(index,)) for index in range(writers)]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - began
+        traces = sum(counts)
+    with psycopg.connect(dsn) as connection:
+        stored = connection.execute("SELECT count(*) FROM traces").fetchone()
+    store.close()
+    expected = writers * batches * (batch_spans // SPANS_PER_TRACE) + 3 * (
+        batch_spans // SPANS_PER_TRACE
+    )
+    assert stored == (expected,), f"stored {stored}, expected {expected}"
+    return {
+        "label": label,
+        "writers": writers,
+        "kind": "processes" if processes else "threads",
+        "batch_spans": batch_spans,
+        "traces": traces,
+        "seconds": round(elapsed, 3),
+        "traces_per_s": round(traces / elapsed),
+        "spans_per_s": round(traces * SPANS_PER_TRACE / elapsed),
+        "ms_per_batch": round(1000 * elapsed * writers / (writers * batches), 2),
+    }
+
+
+# -- the rolling 24 h rollup ---------------------------------------------------------
+
+_LOAD_KEYS = """
+INSERT INTO trace_keys (trace_id, keyed_at)
+SELECT lpad(to_hex(i), 32, '0'), %(start)s + (%(span)s * i / %(rows)s)
+FROM generate_series(1, %(rows)s) AS i
+"""
+
+_LOAD_TRACES = """
+INSERT INTO traces (
+    trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
+    first_seen, last_update, earliest_span_id, earliest_start_ns, earliest_service,
+    earliest_environment, root_span_id, root_start_ns, root_transaction, root_service,
+    root_environment, transaction_name, domain, environment
+)
+SELECT trace_id, keyed_at, (i %% 997) * 1.0e-6, 5, 5, 0, ns, ns + 5000000,
+    keyed_at, keyed_at, '0000000000000001', ns, 'service-' || (i %% 20), env,
+    '0000000000000001', ns, 'tx-' || (i %% 40), 'service-' || (i %% 20), env,
+    'tx-' || (i %% 40), 'domain-' || (i %% 50), env
+FROM (
+    SELECT lpad(to_hex(i), 32, '0') AS trace_id, i,
+        %(start)s + (%(span)s * i / %(rows)s) AS keyed_at,
+        (extract(epoch FROM %(start)s + (%(span)s * i / %(rows)s)) * 1e9)::bigint AS ns,
+        (ARRAY['production', 'production', 'staging', 'dev'])[1 + i %% 4] AS env
+    FROM generate_series(1, %(rows)s) AS i
+) AS generated
+"""
+
+_BUILD_ROLLUP = """
+INSERT INTO domain_hourly (hour, domain, environment, cost_usd, traces, spans)
+SELECT date_trunc('hour', first_seen), coalesce(domain, ''), coalesce(environment, ''),
+    sum(cost_usd), count(*), sum(span_count)
+FROM traces GROUP BY 1, 2, 3
+"""
+
+
+def _timed(action: Callable[[], object], rounds: int) -> list[float]:
+    times: list[float] = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - began) * 1000)
+    return times
+
+
+def rollup_query(server: str, rows: int, rounds: int) -> dict[str, Any]:
+    dsn = _new_database(server, "bench_rollup")
+    store = PostgresStore(dsn, CONFIG, max_connections=1)
+    store.migrate()
+    now = datetime.now(UTC).replace(microsecond=0)
+    month = now.replace(day=1, hour=0, minute=0, second=0)
+    store.ensure_partitions(now, months_ahead=1)
+    # First seen from the month's start to a second before now: a trace first seen at
+    # `now` itself would be in the rollup's current hour but not before `now`.
+    parameters = {"start": month, "span": now - month - timedelta(seconds=1), "rows": rows}
+    began = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        connection.execute(_LOAD_KEYS, parameters)
+        connection.execute(_LOAD_TRACES, parameters)
+        connection.execute(_BUILD_ROLLUP)
+        connection.execute("VACUUM ANALYZE")
+        loaded = connection.execute("SELECT count(*) FROM traces").fetchone()
+        rollup_rows = connection.execute("SELECT count(*) FROM domain_hourly").fetchone()
+    load_s = time.perf_counter() - began
+    assert loaded == (rows,)
+    since, exclude = now - timedelta(hours=24), {"staging", "dev"}
+    # Consistency: the rollup's answer equals the same sums over the trace rows.
+    spend = store.domain_spend(since, now, exclude)
+    with psycopg.connect(dsn) as connection:
+        from_rows = connection.execute(
+            "SELECT domain, sum(cost_usd) FROM traces"
+            " WHERE first_seen >= date_trunc('hour', %s::timestamptz) AND first_seen < %s"
+            " AND environment <> ALL(%s) GROUP BY domain",
+            (since, now, sorted(exclude)),
+        ).fetchall()
+    assert spend.keys() == {domain for domain, _ in from_rows}
+    for domain, cost in from_rows:
+        assert abs(spend[domain] - cost) <= 1e-9 * max(1.0, cost), domain
+    times = _timed(lambda: store.domain_spend(since, now, exclude), rounds)
+    report_times = _timed(lambda: store.transaction_totals(since, now, limit=10), 10)
+    store.close()
+    return {
+        "trace_rows": rows,
+        "rollup_rows": rollup_rows[0] if rollup_rows else None,
+        "load_seconds": round(load_s, 1),
+        "domains": len(spend),
+        "rounds": rounds,
+        "domain_spend_ms_median": round(statistics.median(times), 3),
+        "domain_spend_ms_p99": round(sorted(times)[int(len(times) * 0.99) - 1], 3),
+        "transaction_totals_24h_ms_median": round(statistics.median(report_times), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=60, help="batches per writer")
+    parser.add_argument("--batch-spans", type=int, default=1000)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="trace rows for the rollup")
+    parser.add_argument("--rounds", type=int, default=2000, help="domain_spend calls timed")
+    parser.add_argument("--skip-rollup", action="store_true")
+    arguments = parser.parse_args()
+
+    pg = _pg_module()
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()},"
+        f" Python {platform.python_version()}",
+    }
+    with pg.postgres_server() as server:
+        with psycopg.connect(server, autocommit=True) as connection:
+            connection.execute("ALTER SYSTEM SET fsync = on")
+            connection.execute("SELECT pg_reload_conf()")
+            version = connection.execute("SHOW server_version").fetchone()
+        results["postgresql"] = version[0] if version else "?"
+        writes = []
+        for label, writers, processes in [
+            ("1-thread", 1, False),
+            ("2-threads", 2, False),
+            ("4-threads", 4, False),
+            ("2-processes", 2, True),
+            ("4-processes", 4, True),
+        ]:
+            outcome = write_throughput(
+                server,
+                label.replace("-", "_"),
+                writers=writers,
+                processes=processes,
+                batches=arguments.batches,
+                batch_spans=arguments.batch_spans,
+            )
+            writes.append(outcome)
+            print(json.dumps(outcome), file=sys.stderr, flush=True)
+        results["writes"] = writes
+        if not arguments.skip_rollup:
+            results["rollup"] = rollup_query(server, arguments.rows, arguments.rounds)
+            print(json.dumps(results["rollup"]), file=sys.stderr, flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"PostgreSQL {results['postgresql']}, {results['machine']}, {results['date']}\n")
+    print("| writers | traces/s | spans/s | ms per 1,000-span batch (per writer) |")
+    print("|---|---:|---:|---:|")
+    for outcome in writes:
+        print(
+            f"| {outcome['writers']} {outcome['kind']} | {outcome['traces_per_s']:,} |"
+            f" {outcome['spans_per_s']:,} | {outcome['ms_per_batch']} |"
+        )
+    if "rollup" in results:
+        rollup = results["rollup"]
+        print(
+            f"\ndomain_spend over 24 h with {rollup['trace_rows']:,} trace rows"
+            f" ({rollup['rollup_rows']:,} rollup rows, loaded in {rollup['load_seconds']} s):"
+            f" median {rollup['domain_spend_ms_median']} ms,"
+            f" p99 {rollup['domain_spend_ms_p99']} ms over {rollup['rounds']} calls;"
+            f" transaction_totals (24 h, trace rows) median"
+            f" {rollup['transaction_totals_24h_ms_median']} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""``spancost db``: create, upgrade and maintain the totals database.
+
+- ``spancost db migrate``: create or upgrade the schema (PostgreSQL or SQLite);
+- ``spancost db maintain``: migrate, then for PostgreSQL create the monthly partitions
+  ahead and drop those older than the retention; for SQLite delete the traces older
+  than the retention (SQLite has no partitions). Idempotent: meant for a CronJob.
+
+The database comes from ``--database-url`` or ``$DATABASE_URL``; empty means the
+embedded SQLite file in the data directory (`spancost.store.open`). A URL is only ever
+shown with its password masked.
+
+Exit codes: 0 done; 1 the database failed (unreachable, a wrong password, an SQL error);
+2 usage: a URL of an unknown kind, a bad flag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import click
+
+from spancost.errors import SpancostError
+from spancost.log import LOG_LEVELS, configure_logging
+from spancost.store.base import StoreError, TotalsStore
+from spancost.store.common import add_months, month_start
+from spancost.totals.naming import TotalsConfig
+
+__all__ = [
+    "DEFAULT_MONTHS_AHEAD",
+    "DEFAULT_RETENTION_MONTHS",
+    "UsageFailure",
+    "database_url_option",
+    "db",
+    "open_database",
+    "retention_cutoff",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_MONTHS: Final = 13
+DEFAULT_MONTHS_AHEAD: Final = 2
+EXIT_USAGE: Final = 2
+
+
+class UsageFailure(click.ClickException):
+    """An error the user fixes by changing how spancost is run (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+database_url_option = click.option(
+    "--database-url",
+    envvar="DATABASE_URL",
+    default="",
+    show_envvar=True,
+    metavar="URL",
+    help="postgresql://user:password@host/db, sqlite:///path/to/totals.db, or empty for "
+    "the embedded SQLite file in $SPANCOST_DATA_DIR (default ~/.local/share/spancost).",
+)
+
+log_level_option = click.option(
+    "--log-level",
+    envvar="SPANCOST_LOG_LEVEL",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Log level of the lines on stderr (env SPANCOST_LOG_LEVEL).",
+)
+
+
+class UtcDateTime(click.ParamType[datetime]):
+    """An ISO 8601 instant; without an offset it is taken as UTC."""
+
+    name = "ISO-TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z", param, ctx)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@contextmanager
+def open_database(url: str, config: TotalsConfig | None = None) -> Iterator[TotalsStore]:
+    """The store `url` names, closed afterwards; errors become exit codes 2 (the URL
+    cannot be understood) or 1 (the database cannot be reached or failed)."""
+    from spancost.store.open import describe_url, open_store  # noqa: PLC0415
+
+    try:
+        where = describe_url(url)
+    except StoreError as exc:
+        raise UsageFailure(f"--database-url / DATABASE_URL: {exc}") from exc
+    try:
+        store = open_store(url, config, max_connections=1)
+    except SpancostError as exc:
+        raise click.ClickException(str(exc)) from exc
+    logger.debug("totals store %s", where)
+    try:
+        yield store
+    except SpancostError as exc:
+        raise click.ClickException(f"{where}: {exc}") from exc
+    finally:
+        store.close()
+
+
+def describe(url: str) -> str:
+    """`url` as it may be printed (password masked)."""
+    from spancost.store.open import describe_url  # noqa: PLC0415
+
+    return describe_url(url)
+
+
+def retention_cutoff(now: datetime, retention_months: int) -> datetime:
+    """The first instant kept: the current UTC month and `retention_months` whole months
+    before it are kept, everything first stored earlier goes."""
+    return add_months(month_start(now), -retention_months)
+
+
+@click.group()
+@log_level_option
+def db(log_level: str) -> None:
+    """Create, upgrade and maintain the totals database (PostgreSQL or SQLite)."""
+    configure_logging(log_level)
+
+
+@db.command()
+@database_url_option
+def migrate(*, database_url: str) -> None:
+    """Create or upgrade the totals schema; safe to run again, and from several places
+    at once."""
+    with open_database(database_url) as store:
+        store.migrate()
+    click.echo(f"totals schema of {describe(database_url)} is up to date")
+
+
+_now_option = click.option(
+    "--now",
+    type=UtcDateTime(),
+    default=None,
+    hidden=True,
+    help="Act as if it were this time (tests).",
+)
+
+
+@db.command()
+@database_url_option
+@click.option(
+    "--retention-months",
+    type=click.IntRange(min=1),
+    default=DEFAULT_RETENTION_MONTHS,
+    show_default=True,
+    help="Keep the current month and this many whole months before it; older traces go "
+    "(PostgreSQL: their monthly partitions are dropped; SQLite: their rows are deleted).",
+)
+@click.option(
+    "--months-ahead",
+    type=click.IntRange(min=0, max=24),
+    default=DEFAULT_MONTHS_AHEAD,
+    show_default=True,
+    help="PostgreSQL: create the partitions of this many months after the current one.",
+)
+@_now_option
+def maintain(
+    *, database_url: str, retention_months: int, months_ahead: int, now: datetime | None
+) -> None:
+    """Migrate, create partitions ahead and apply the retention; idempotent (run it daily,
+    e.g. as a Kubernetes CronJob)."""
+    from spancost.store.postgres import PostgresStore  # noqa: PLC0415
+    from spancost.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+    moment = now if now is not None else datetime.now(UTC)
+    cutoff = retention_cutoff(moment, retention_months)
+    where = describe(database_url)
+    with open_database(database_url) as store:
+        store.migrate()
+        if isinstance(store, PostgresStore):
+            created = store.ensure_partitions(moment, months_ahead=months_ahead)
+            dropped = store.drop_partitions_before(cutoff)
+            click.echo(f"{where}: partitions created: {', '.join(created) or 'none'}")
+            click.echo(
+                f"{where}: partitions dropped (before {cutoff:%Y-%m}):"
+                f" {', '.join(dropped) or 'none'}"
+            )
+        elif isinstance(store, SQLiteStore):
+            deleted = store.delete_before(cutoff)
+            click.echo(
+                f"{where}: deleted {deleted.traces} traces and {deleted.contributions}"
+                f" contributions stored before {cutoff:%Y-%m-%d}"
+            )
+        else:  # pragma: no cover - open_store returns one of the two
+            raise click.ClickException(f"{where}: no maintenance for {type(store).__name__}")

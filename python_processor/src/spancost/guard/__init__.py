@@ -1,0 +1,9 @@
+"""The budget guard: rolling 24 h budgets per domain that alert and scale Deployments down.
+
+- `budgets`: the budgets file (YAML) → `GuardConfig`, errors naming the key;
+- `policy`: pure decisions (spend, Deployments and ``now`` in; alerts and actions out);
+- `kube`: the Kubernetes adapter (deployments, the scale subresource, Events);
+- `alerts`: webhooks (PagerDuty Events API v2 or plain JSON) with retries, and logs;
+- `run`: one guard run (read spend, decide, act, alert);
+- `cli`: ``spancost guard``.
+"""

@@ -1,0 +1,154 @@
+"""``spancost guard``: rolling 24 h budgets per domain that alert and scale Deployments down.
+
+Exit codes with ``--once``: 0 when the run did its job (a breach that was acted on
+included), 1 when the totals store or the Kubernetes API could not be used or a
+write failed, 2 for a bad flag or budgets file. The loop (no ``--once``) runs
+until SIGTERM/SIGINT and exits 0; a run that fails is logged, alerted and retried
+at the next interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from spancost.errors import SpancostError
+from spancost.log import LOG_LEVELS, configure_logging
+from spancost.pricing.aws_products import parse_duration
+
+__all__ = ["guard"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _UsageError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+@click.command()
+@click.option(
+    "--budgets",
+    "budgets_path",
+    envvar="SPANCOST_GUARD_BUDGETS",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The budgets file (YAML; env SPANCOST_GUARD_BUDGETS).",
+)
+@click.option(
+    "--database-url",
+    envvar="SPANCOST_DATABASE_URL",
+    default="",
+    help="The totals store: postgresql://..., sqlite:///path, or empty for SQLite in the "
+    "data directory (env SPANCOST_DATABASE_URL).",
+)
+@click.option("--once", is_flag=True, help="One run, then exit (for a CronJob).")
+@click.option(
+    "--interval",
+    default="5m",
+    show_default=True,
+    help="Time between runs without --once, e.g. 5m, 1h.",
+)
+@click.option("--dry-run", is_flag=True, help="Decide and report, change nothing (every budget).")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="A kubeconfig file; default $KUBECONFIG or ~/.kube/config, or the in-cluster "
+    "service account when running in a pod.",
+)
+@click.option("--context", help="The kubeconfig context to use.")
+@click.option(
+    "--output",
+    type=click.Choice(["none", "json"]),
+    default="none",
+    show_default=True,
+    help="json: print each run's report (spend, decisions, alerts) on stdout.",
+)
+@click.option(
+    "--log-level",
+    envvar="SPANCOST_LOG_LEVEL",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Log level (env SPANCOST_LOG_LEVEL).",
+)
+def guard(
+    *,
+    budgets_path: Path,
+    database_url: str,
+    once: bool,
+    interval: str,
+    dry_run: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    output: str,
+    log_level: str,
+) -> None:
+    """Compare each domain's rolling 24 h spend with its budget; warn, and scale the
+    domain's non-critical Deployments down when it is exceeded (reversibly)."""
+    configure_logging(log_level)
+    # Imported here: the other commands should not pay for the kubernetes client.
+    from spancost.guard.alerts import AlertSender  # noqa: PLC0415
+    from spancost.guard.budgets import load_budgets  # noqa: PLC0415
+    from spancost.guard.kube import KubeCluster, load_api_client  # noqa: PLC0415
+    from spancost.guard.run import RunReport, run_forever, run_once  # noqa: PLC0415
+    from spancost.store.open import describe_url, open_store  # noqa: PLC0415
+
+    try:
+        config = load_budgets(budgets_path)
+        seconds = parse_duration(interval, "--interval")
+        store_description = describe_url(database_url)
+    except SpancostError as exc:  # ConfigError, or a database URL that is not understood
+        raise _UsageError(str(exc)) from exc
+    config.fx.refresh_now()
+    sender = AlertSender(config.webhooks)
+    logger.info(
+        "spancost guard: %d budget(s) from %s, store %s, %s%s",
+        len(config.budgets),
+        budgets_path,
+        store_description,
+        "once" if once else f"every {interval}",
+        ", dry run" if dry_run or config.dry_run else "",
+    )
+
+    def connect() -> KubeCluster:
+        return KubeCluster(load_api_client(kubeconfig, context))
+
+    def one_run() -> RunReport:
+        report = run_once(
+            config, lambda: open_store(database_url), connect, sender, dry_run=dry_run
+        )
+        if output == "json":
+            click.echo(json.dumps(report.to_json(), sort_keys=True))
+        return report
+
+    try:
+        if once:
+            report = one_run()
+            if not report.ok:
+                raise click.ClickException(
+                    "; ".join(report.errors)
+                    or "some Deployments could not be changed (see the log)"
+                )
+            return
+        config.fx.start()
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            logger.info("spancost guard: %s, stopping", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        run_forever(one_run, seconds, stop)
+    finally:
+        config.fx.close()
+        sender.close()

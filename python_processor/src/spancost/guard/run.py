@@ -1,0 +1,318 @@
+"""One run of the budget guard: read spend, read the cluster, decide, act, alert.
+
+Reads come first and writes after: a store or Kubernetes API that cannot be read
+stops the run before anything is written (a failure alert is sent, and the run
+reports an error). Each write is retried on 409 by re-reading the Deployment and
+deciding again (`spancost.guard.policy.plan`), at most `MAX_ATTEMPTS` times.
+Alerts are sent last; a webhook failure changes nothing that was done.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from spancost.guard.alerts import AlertSender
+from spancost.guard.budgets import Budget, GuardConfig
+from spancost.guard.kube import ConflictError, KubeError, KubeUnavailableError
+from spancost.guard.policy import (
+    DOMAIN_ANNOTATION,
+    Action,
+    ActionKind,
+    Alert,
+    Assessment,
+    DeploymentState,
+    Level,
+    alerts_for,
+    assess,
+    failure_alert,
+    format_time,
+    plan,
+)
+from spancost.store.base import StoreError, TotalsStore
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "WINDOW",
+    "ActionResult",
+    "Cluster",
+    "DomainReport",
+    "RunReport",
+    "run_forever",
+    "run_once",
+]
+
+logger = logging.getLogger(__name__)
+
+WINDOW: Final = timedelta(hours=24)
+MAX_ATTEMPTS: Final = 5
+
+
+class Cluster(Protocol):
+    """What a run needs of Kubernetes (`spancost.guard.kube.KubeCluster`)."""
+
+    def list_deployments(self, namespace: str, selector: str | None) -> list[DeploymentState]: ...
+
+    def read_deployment(
+        self, namespace: str, name: str, *, selected: bool
+    ) -> DeploymentState | None: ...
+
+    def apply(self, action: Action, resource_version: str) -> None: ...
+
+    def record_event(self, action: Action, deployment: DeploymentState, now: datetime) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    applied: bool = False
+    """The cluster was changed (never in a dry run)."""
+    error: str = ""
+
+
+@dataclass(slots=True)
+class DomainReport:
+    assessment: Assessment
+    dry_run: bool
+    results: list[ActionResult] = field(default_factory=list)
+
+    @property
+    def actions(self) -> list[Action]:
+        return [result.action for result in self.results]
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What one run saw and did; `ok` is False when the store, the API or a write failed."""
+
+    now: datetime
+    domains: list[DomainReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not any(r.error for d in self.domains for r in d.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": format_time(self.now),
+            "ok": self.ok,
+            "errors": list(self.errors),
+            "domains": [_domain_json(domain) for domain in self.domains],
+            "alerts": [
+                {"severity": str(a.severity), "priority": a.priority, "summary": a.summary}
+                for a in self.alerts
+            ],
+        }
+
+
+def run_once(
+    config: GuardConfig,
+    open_store: Callable[[], TotalsStore],
+    connect: Callable[[], Cluster],
+    sender: AlertSender,
+    now: datetime | None = None,
+    *,
+    dry_run: bool = False,
+) -> RunReport:
+    """One guard run at `now` (default: the current UTC time); never raises SpancostError.
+
+    `open_store` and `connect` are called once per run, so a loop survives a database
+    or API server that was down at the last run.
+    """
+    now = datetime.now(UTC) if now is None else now
+    report = RunReport(now)
+    try:
+        spend_usd = _read_spend(open_store, config, now)
+    except StoreError as exc:
+        _fail(
+            report, sender, "cannot read spend from the totals store; nothing scaled", exc, "store"
+        )
+        return report
+    assessed = [
+        (
+            budget,
+            assess(budget, config.fx.convert(spend_usd.get(budget.domain, 0.0), budget.currency)),
+        )
+        for budget in config.budgets
+    ]
+    try:
+        cluster = connect()
+        states = _read_cluster(cluster, config.budgets)
+    except KubeError as exc:
+        for budget, assessment in assessed:
+            report.domains.append(DomainReport(assessment, _dry(config, budget, dry_run)))
+            report.alerts += alerts_for(assessment, [], dry_run=_dry(config, budget, dry_run))
+        _fail(report, sender, "cannot read the Kubernetes API; nothing scaled", exc, "kubernetes")
+        return report
+    try:
+        for budget, assessment in assessed:
+            domain = DomainReport(assessment, _dry(config, budget, dry_run))
+            report.domains.append(domain)
+            for state in states[budget.domain]:
+                domain.results.append(
+                    _act(cluster, budget, assessment, state, now, dry_run=domain.dry_run)
+                )
+            done = [
+                r.action for r in domain.results if r.applied or (domain.dry_run and not r.error)
+            ]
+            skipped = [r.action for r in domain.results if not r.action.changes]
+            report.alerts += alerts_for(assessment, done + skipped, dry_run=domain.dry_run)
+    except KubeUnavailableError as exc:
+        _fail(report, sender, "the Kubernetes API failed during the run", exc, "kubernetes")
+        return report
+    sender.send(report.alerts, now)
+    return report
+
+
+def run_forever(run: Callable[[], RunReport], interval: float, stop: threading.Event) -> None:
+    """Call `run` every `interval` seconds until `stop` is set (the loop of a Deployment)."""
+    while not stop.is_set():
+        try:
+            run()
+        except Exception:  # the loop must outlive any one run
+            logger.exception("guard run failed unexpectedly; next run in %.0fs", interval)
+        stop.wait(interval)
+
+
+def _dry(config: GuardConfig, budget: Budget, dry_run: bool) -> bool:
+    return dry_run or config.dry_run or budget.dry_run
+
+
+def _fail(report: RunReport, sender: AlertSender, what: str, exc: Exception, dedup: str) -> None:
+    logger.error("guard run: %s: %s", what, exc)
+    report.errors.append(f"{what}: {exc}")
+    report.alerts.append(failure_alert(what, str(exc), dedup=dedup))
+    sender.send(report.alerts, report.now)
+
+
+def _read_spend(
+    open_store: Callable[[], TotalsStore], config: GuardConfig, now: datetime
+) -> dict[str, float]:
+    store = open_store()
+    try:
+        spend = store.domain_spend(now - WINDOW, now, config.exclude_environments)
+    finally:
+        store.close()
+    logger.debug("spend over 24 h by domain (USD): %s", spend)
+    return spend
+
+
+def _read_cluster(cluster: Cluster, budgets: Sequence[Budget]) -> dict[str, list[DeploymentState]]:
+    """Per domain: the Deployments its selector matches, and those it holds that it no
+    longer matches (found by the guard's domain annotation)."""
+    everything: dict[str, list[DeploymentState]] = {}
+    result: dict[str, list[DeploymentState]] = {}
+    for budget in budgets:
+        states: list[DeploymentState] = []
+        for namespace in budget.namespaces:
+            selected = cluster.list_deployments(namespace, budget.selector)
+            if namespace not in everything:
+                everything[namespace] = cluster.list_deployments(namespace, None)
+            names = {state.name for state in selected}
+            held = [
+                replace(state, selected=False)
+                for state in everything[namespace]
+                if state.annotations.get(DOMAIN_ANNOTATION) == budget.domain
+                and state.name not in names
+            ]
+            states += sorted(selected + held, key=lambda state: state.name)
+        result[budget.domain] = states
+    return result
+
+
+def _act(
+    cluster: Cluster,
+    budget: Budget,
+    assessment: Assessment,
+    state: DeploymentState,
+    now: datetime,
+    *,
+    dry_run: bool,
+) -> ActionResult:
+    action = plan(budget, assessment, state, now)
+    if not action.changes or dry_run:
+        _log(action, assessment, dry_run=dry_run)
+        return ActionResult(action)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            cluster.apply(action, state.resource_version)
+        except ConflictError as exc:
+            logger.info(
+                "guard conflict deployment=%s attempt=%d: %s; re-reading", action.ref, attempt, exc
+            )
+            fresh = cluster.read_deployment(state.namespace, state.name, selected=state.selected)
+            if fresh is None:
+                gone = replace(
+                    action, kind=ActionKind.SKIP, target=None, reason="deleted meanwhile"
+                )
+                _log(gone, assessment, dry_run=False)
+                return ActionResult(gone)
+            state = fresh
+            action = plan(budget, assessment, state, now)
+            if not action.changes:
+                _log(action, assessment, dry_run=False)
+                return ActionResult(action)
+            continue
+        except KubeUnavailableError:
+            raise
+        except KubeError as exc:
+            logger.error("guard action=%s deployment=%s failed: %s", action.kind, action.ref, exc)
+            return ActionResult(action, error=str(exc))
+        _log(action, assessment, dry_run=False)
+        cluster.record_event(action, state, now)
+        return ActionResult(action, applied=True)
+    error = f"{action.ref} still changing after {MAX_ATTEMPTS} attempts; left for the next run"
+    logger.error("guard action=%s deployment=%s: %s", action.kind, action.ref, error)
+    return ActionResult(action, error=error)
+
+
+def _log(action: Action, assessment: Assessment, *, dry_run: bool) -> None:
+    level = logging.INFO
+    if action.kind is ActionKind.SKIP and assessment.level is not Level.BREACH:
+        level = logging.DEBUG
+    logger.log(
+        level,
+        "guard domain=%s ratio=%.4f level=%s deployment=%s action=%s replicas=%d target=%s"
+        " dry_run=%s: %s",
+        action.domain,
+        assessment.ratio,
+        assessment.level,
+        action.ref,
+        action.kind,
+        action.replicas,
+        "-" if action.target is None else action.target,
+        dry_run,
+        action.reason,
+    )
+
+
+def _domain_json(domain: DomainReport) -> dict[str, Any]:
+    a = domain.assessment
+    return {
+        "domain": a.domain,
+        "spend": round(a.spend, 6),
+        "limit": a.limit,
+        "currency": a.currency,
+        "ratio": round(a.ratio, 6),
+        "level": str(a.level),
+        "recovered": a.recovered,
+        "dry_run": domain.dry_run,
+        "actions": [
+            {
+                "deployment": r.action.ref,
+                "action": str(r.action.kind),
+                "replicas": r.action.replicas,
+                "target": r.action.target,
+                "reason": r.action.reason,
+                "applied": r.applied,
+                **({"error": r.error} if r.error else {}),
+            }
+            for r in domain.results
+        ],
+    }

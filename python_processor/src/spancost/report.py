@@ -1,0 +1,319 @@
+"""`spancost report`, the pure part: query rows in, a `Report`, its table and its JSON out.
+
+No database here: the stores answer `transaction_totals`, `domain_totals` and
+`hourly_totals` (see `spancost.store.base`), and this module assembles what they
+return over one window of whole UTC hours (`spancost.store.common.hour_window`):
+
+- the total: every trace first seen in the window whose transaction is known, from
+  the hourly rollup (the sum over its domains);
+- the top transactions (from the trace rows) and the top domains (from the rollup),
+  each with its cost, traces, spans, cost per trace and share of the total;
+- the cost per hour (the rollup), every hour of the window, zeros included;
+- the unattributed share: the cost of the transaction named ``unattributed_name``
+  (traces whose root never arrived, or had a blank name) over the total;
+- the pending traces: still waiting for their root, not yet in any transaction, and
+  left out of everything above.
+
+Amounts are converted from USD by multiplying by `rate` (`spancost.pricing.fx`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from spancost.errors import ConfigError
+from spancost.pricing.aws_products import parse_duration
+from spancost.store.base import HourRow, SpendRow
+from spancost.store.common import HOUR_NS, PENDING_DOMAIN, hour_window
+from spancost.totals.aggregate import utc_from_ns
+from spancost.totals.naming import UNATTRIBUTED
+
+__all__ = [
+    "JSON_FORMAT",
+    "Figure",
+    "HourFigure",
+    "Report",
+    "build_report",
+    "format_table",
+    "parse_span",
+    "to_json",
+]
+
+JSON_FORMAT: Final = 1
+"""``format`` in the JSON document; raised when a key changes meaning or disappears."""
+
+_DAYS_RE: Final = re.compile(r"^(\d+)d")
+_BAR_WIDTH: Final = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """What a transaction or domain (or the whole window) cost, in the report's currency."""
+
+    name: str
+    cost: float
+    traces: int
+    spans: int
+    share: float | None
+    """`cost` over the window's total; None when the total is zero."""
+
+    @property
+    def cost_per_trace(self) -> float | None:
+        """Cost per request: `cost` over `traces`; None without traces."""
+        return self.cost / self.traces if self.traces else None
+
+
+@dataclass(frozen=True, slots=True)
+class HourFigure:
+    """What the traces first seen in one UTC hour cost."""
+
+    hour: datetime
+    cost: float
+    traces: int
+    spans: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    start: datetime
+    """First hour of the window (UTC, inclusive)."""
+    end: datetime
+    """End of the window's last hour (UTC, exclusive)."""
+    currency: str
+    rate: float
+    """1 USD in `currency`."""
+    excluded_environments: tuple[str, ...]
+    total: Figure
+    pending: Figure
+    unattributed: Figure
+    transactions: tuple[Figure, ...]
+    domains: tuple[Figure, ...]
+    hourly: tuple[HourFigure, ...]
+
+    @property
+    def hours(self) -> int:
+        return int((self.end - self.start) / timedelta(hours=1))
+
+
+def parse_span(text: str) -> timedelta:
+    """A look-back such as ``24h``, ``7d``, ``1d12h``, ``90m`` (`ConfigError` at ``--since``)."""
+    value = text.strip()
+    days = 0
+    match = _DAYS_RE.match(value)
+    if match is not None:
+        days, value = int(match.group(1)), value[match.end() :]
+    seconds = parse_duration(value, "--since") if value else 0.0
+    if days == 0 and seconds == 0:
+        raise ConfigError("--since", f"must be a duration such as '24h' or '7d', got {text!r}")
+    return timedelta(days=days, seconds=seconds)
+
+
+def build_report(
+    *,
+    since: datetime,
+    until: datetime,
+    transactions: Sequence[SpendRow],
+    unattributed: Sequence[SpendRow],
+    domains: Sequence[SpendRow],
+    hours: Sequence[HourRow],
+    top: int,
+    unattributed_name: str = UNATTRIBUTED,
+    currency: str = "USD",
+    rate: float = 1.0,
+    excluded_environments: Sequence[str] = (),
+) -> Report:
+    """Assemble a report from what the store answered for the window `since`..`until`.
+
+    `domains` are all the window's domains (the pending row ``''`` included),
+    `transactions` the top ones, `unattributed` the row(s) of `unattributed_name`.
+    """
+    start_ns, end_ns = hour_window(since, until)
+    known = [row for row in domains if row.name != PENDING_DOMAIN]
+    pending_rows = [row for row in domains if row.name == PENDING_DOMAIN]
+    total_usd = math.fsum(row.cost_usd for row in known)
+
+    def figure(name: str, rows: Sequence[SpendRow]) -> Figure:
+        cost_usd = math.fsum(row.cost_usd for row in rows)
+        return Figure(
+            name=name,
+            cost=cost_usd * rate,
+            traces=sum(row.traces for row in rows),
+            spans=sum(row.spans for row in rows),
+            share=cost_usd / total_usd if total_usd > 0 else None,
+        )
+
+    by_hour = {row.hour: row for row in hours}
+    hourly: list[HourFigure] = []
+    for hour_ns in range(start_ns, end_ns, HOUR_NS):
+        hour = utc_from_ns(hour_ns)
+        row = by_hour.get(hour)
+        hourly.append(
+            HourFigure(hour, 0.0, 0, 0)
+            if row is None
+            else HourFigure(hour, row.cost_usd * rate, row.traces, row.spans)
+        )
+    return Report(
+        start=utc_from_ns(start_ns),
+        end=utc_from_ns(end_ns),
+        currency=currency,
+        rate=rate,
+        excluded_environments=tuple(sorted(excluded_environments)),
+        total=figure("total", known),
+        pending=figure("pending", pending_rows),
+        unattributed=figure(
+            unattributed_name, [row for row in unattributed if row.name == unattributed_name]
+        ),
+        transactions=tuple(figure(row.name, [row]) for row in transactions[:top]),
+        domains=tuple(figure(row.name, [row]) for row in known[:top]),
+        hourly=tuple(hourly),
+    )
+
+
+# -- JSON ------------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The ``--json`` document (keys documented in the README, ``format`` 1)."""
+    return {
+        "format": JSON_FORMAT,
+        "window": {
+            "from": _iso(report.start),
+            "to": _iso(report.end),
+            "hours": report.hours,
+        },
+        "currency": report.currency,
+        "usd_rate": report.rate,
+        "excluded_environments": list(report.excluded_environments),
+        "total": _figure_json(report.total, named=False),
+        "pending": _figure_json(report.pending, named=False),
+        "unattributed": _figure_json(report.unattributed),
+        "transactions": [_figure_json(item) for item in report.transactions],
+        "domains": [_figure_json(item) for item in report.domains],
+        "hourly": [
+            {"hour": _iso(item.hour), "cost": item.cost, "traces": item.traces, "spans": item.spans}
+            for item in report.hourly
+        ],
+    }
+
+
+def _figure_json(figure: Figure, *, named: bool = True) -> dict[str, Any]:
+    document: dict[str, Any] = {"name": figure.name} if named else {}
+    document.update(
+        cost=figure.cost,
+        traces=figure.traces,
+        spans=figure.spans,
+        cost_per_trace=figure.cost_per_trace,
+        share=figure.share,
+    )
+    return document
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the table -------------------------------------------------------------------------
+
+
+def format_table(report: Report) -> str:
+    """The report as plain text for a terminal (no colours, fixed-width columns)."""
+    currency = report.currency
+    lines = [
+        f"spancost report {_when(report.start)} to {_when(report.end)} UTC"
+        f" ({report.hours} h), amounts in {currency}"
+        + (f" (1 USD = {report.rate:g} {currency})" if currency != "USD" else ""),
+    ]
+    if report.excluded_environments:
+        lines.append(f"environments left out: {', '.join(report.excluded_environments)}")
+    total = report.total
+    lines.append(
+        f"total {_money(total.cost)} over {total.traces:,} traces"
+        f" ({_money(total.cost_per_trace)} per trace)"
+    )
+    unattributed = report.unattributed
+    lines.append(
+        f"unattributed ({unattributed.name}): {_share(unattributed.share)} of the total,"
+        f" {_money(unattributed.cost)} over {unattributed.traces:,} traces"
+    )
+    if report.pending.traces:
+        lines.append(
+            f"waiting for their root (not counted above): {report.pending.traces:,} traces,"
+            f" {_money(report.pending.cost)}"
+        )
+    lines += ["", *_figures_table("transaction", report.transactions)]
+    lines += ["", *_figures_table("domain", report.domains)]
+    lines += ["", *_hourly_table(report.hourly)]
+    return "\n".join(lines) + "\n"
+
+
+def _figures_table(kind: str, figures: Sequence[Figure]) -> list[str]:
+    title = f"top {len(figures)} {kind}s by cost" if figures else f"no {kind}s in the window"
+    if not figures:
+        return [title]
+    rows = [
+        (
+            item.name,
+            _money(item.cost),
+            _share(item.share),
+            f"{item.traces:,}",
+            _money(item.cost_per_trace),
+        )
+        for item in figures
+    ]
+    return [title, *_columns((kind, "cost", "share", "traces", "per trace"), rows)]
+
+
+def _hourly_table(hourly: Sequence[HourFigure]) -> list[str]:
+    peak = max((item.cost for item in hourly), default=0.0)
+    rows = [
+        (
+            _when(item.hour),
+            _money(item.cost),
+            f"{item.traces:,}",
+            "#" * round(_BAR_WIDTH * item.cost / peak) if peak > 0 else "",
+        )
+        for item in hourly
+    ]
+    return ["cost per hour", *_columns(("hour (UTC)", "cost", "traces", ""), rows)]
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-align the first column, right-align the others (except a last, empty-headed one)."""
+    widths = [max(len(row[index]) for row in [header, *rows]) for index in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = []
+        for index, cell in enumerate(row):
+            if index == 0 or (index == len(row) - 1 and not header[index]):
+                cells.append(cell.ljust(widths[index]))
+            else:
+                cells.append(cell.rjust(widths[index]))
+        return "  ".join(cells).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]
+
+
+def _money(amount: float | None) -> str:
+    """Readable at every scale: cents for large sums, significant digits for tiny ones."""
+    if amount is None:
+        return "-"
+    if amount == 0:
+        return "0"
+    if abs(amount) >= 100:
+        return f"{amount:,.2f}"
+    if abs(amount) >= 0.01:
+        return f"{amount:.4f}"
+    return f"{amount:.3g}"
+
+
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")

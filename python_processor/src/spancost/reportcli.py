@@ -1,0 +1,209 @@
+"""``spancost report``: what transactions and domains cost over a window.
+
+Reads the totals store (`spancost.dbcli.open_database`) and hands the rows to the pure
+`spancost.report`, which builds the figures, the table and the JSON document. While the
+queries run, a spinner turns on stderr when stderr is a terminal (never in pipes or
+``--json`` output).
+
+Exit codes: 0 done; 1 the database failed; 2 usage (a bad window, flag or URL).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Final
+
+import click
+
+from spancost.dbcli import UsageFailure, UtcDateTime, database_url_option, open_database
+from spancost.errors import ConfigError
+from spancost.log import LOG_LEVELS, configure_logging
+from spancost.pricing.fx import USD, FxTable
+from spancost.report import build_report, format_table, parse_span, to_json
+from spancost.totals.naming import UNATTRIBUTED
+
+__all__ = ["report"]
+
+_SPINNER_FRAMES: Final = "|/-\\"
+_SPINNER_INTERVAL_S: Final = 0.1
+
+
+@contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner with `message` on stderr while the block runs, if stderr is a terminal."""
+    stream = sys.stderr
+    if not stream.isatty():
+        yield
+        return
+    stop = threading.Event()
+
+    def spin() -> None:
+        for frame in itertools.cycle(_SPINNER_FRAMES):
+            stream.write(f"\r{frame} {message}")
+            stream.flush()
+            if stop.wait(_SPINNER_INTERVAL_S):
+                break
+        stream.write("\r" + " " * (len(message) + 2) + "\r")
+        stream.flush()
+
+    thread = threading.Thread(target=spin, name="spancost-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _rates(values: tuple[str, ...]) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for value in values:
+        code, separator, number = value.partition("=")
+        try:
+            rate = float(number)
+        except ValueError:
+            rate = float("nan")
+        if not separator or not code.strip() or not rate > 0 or rate == float("inf"):
+            raise UsageFailure(
+                f"--rate {value!r}: must be CODE=RATE (1 USD in CODE), e.g. EUR=0.92"
+            )
+        rates[code.strip().upper()] = rate
+    return rates
+
+
+@click.command()
+@database_url_option
+@click.option(
+    "--since",
+    "since_text",
+    default=None,
+    metavar="DURATION",
+    help="Look back this far from now: 24h (the default), 7d, 1d12h, 90m.",
+)
+@click.option(
+    "--from",
+    "from_time",
+    type=UtcDateTime(),
+    default=None,
+    help="Start of the window (ISO 8601, UTC unless it has an offset); instead of --since.",
+)
+@click.option(
+    "--to",
+    "to_time",
+    type=UtcDateTime(),
+    default=None,
+    help="End of the window (ISO 8601); default now.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1, max=1000),
+    default=10,
+    show_default=True,
+    help="How many transactions and domains to list.",
+)
+@click.option(
+    "--exclude-environment",
+    "excluded",
+    multiple=True,
+    metavar="ENV",
+    help="Leave out the traces of this deployment environment (repeatable).",
+)
+@click.option(
+    "--unattributed-name",
+    default=UNATTRIBUTED,
+    show_default=True,
+    help="The transaction of traces without a root (the totals config's unattributed_name).",
+)
+@click.option(
+    "--currency",
+    default=USD,
+    show_default=True,
+    metavar="CODE",
+    help="Show amounts in this currency (needs --rate CODE=RATE unless USD).",
+)
+@click.option(
+    "--rate",
+    "rate_values",
+    multiple=True,
+    metavar="CODE=RATE",
+    help="An exchange rate: 1 USD in CODE, e.g. EUR=0.92 (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see the README).")
+@click.option(
+    "--log-level",
+    envvar="SPANCOST_LOG_LEVEL",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Log level of the lines on stderr (env SPANCOST_LOG_LEVEL).",
+)
+def report(
+    *,
+    database_url: str,
+    since_text: str | None,
+    from_time: datetime | None,
+    to_time: datetime | None,
+    top: int,
+    excluded: tuple[str, ...],
+    unattributed_name: str,
+    currency: str,
+    rate_values: tuple[str, ...],
+    as_json: bool,
+    log_level: str,
+) -> None:
+    """Top transactions and domains by cost, cost per request, cost per hour and the
+    unattributed share over a window of whole UTC hours (default: the last 24 hours)."""
+    configure_logging(log_level)
+    if since_text is not None and from_time is not None:
+        raise UsageFailure("--since and --from exclude each other")
+    until = to_time if to_time is not None else datetime.now(UTC)
+    if from_time is not None:
+        since = from_time
+    else:
+        try:
+            since = until - parse_span(since_text if since_text is not None else "24h")
+        except ConfigError as exc:
+            raise UsageFailure(f"{exc.key}: {exc.message}") from exc
+    if since >= until:
+        raise UsageFailure(
+            f"the window is empty: {since.isoformat()} is not before {until.isoformat()}"
+        )
+    try:
+        fx = FxTable({"code": currency, "rates": _rates(rate_values)})
+    except ConfigError as exc:
+        raise UsageFailure(
+            f"--currency {currency}: {exc.message}; give --rate {currency.upper()}=RATE"
+            if exc.key.endswith("code")
+            else f"--rate: {exc.message}"
+        ) from exc
+    environments = sorted(set(excluded))
+    with open_database(database_url) as store, progress("querying the totals store"):
+        transactions = store.transaction_totals(since, until, environments, limit=top)
+        unattributed = store.transaction_totals(
+            since, until, environments, names=[unattributed_name]
+        )
+        domains = store.domain_totals(since, until, environments)
+        hours = store.hourly_totals(since, until, environments)
+    result = build_report(
+        since=since,
+        until=until,
+        transactions=transactions,
+        unattributed=unattributed,
+        domains=domains,
+        hours=hours,
+        top=top,
+        unattributed_name=unattributed_name,
+        currency=fx.code,
+        rate=fx.convert(1.0),
+        excluded_environments=environments,
+    )
+    if as_json:
+        click.echo(json.dumps(to_json(result), indent=1))
+    else:
+        click.echo(format_table(result), nl=False)
