@@ -79,7 +79,13 @@ def rss_mib(p: psutil.Process) -> float:
 
 
 def loadgen(
-    c: Collector, *, rate: float, seconds: float, batch: int = 512, workers: int = 4
+    c: Collector,
+    *,
+    rate: float,
+    seconds: float,
+    batch: int = 512,
+    workers: int = 4,
+    trace_size: int = 1,
 ) -> dict[str, Any]:
     out = subprocess.run(  # noqa: S603 - our own tool
         [
@@ -94,6 +100,8 @@ def loadgen(
             str(batch),
             "-workers",
             str(workers),
+            "-trace-size",
+            str(trace_size),
         ],
         capture_output=True,
         text=True,
@@ -102,7 +110,9 @@ def loadgen(
     return dict(json.loads(out.stdout))
 
 
-def load_step(c: Collector, spans_per_s: float, seconds: float) -> dict[str, Any]:
+def load_step(
+    c: Collector, spans_per_s: float, seconds: float, trace_size: int = 1
+) -> dict[str, Any]:
     """One run at a fixed rate (0: as fast as the collector acknowledges)."""
     time.sleep(1.5)  # let the batch processor flush what came before
     accepted0 = c.metric("otelcol_receiver_accepted_spans")
@@ -110,7 +120,7 @@ def load_step(c: Collector, spans_per_s: float, seconds: float) -> dict[str, Any
     refused0 = c.metric("otelcol_receiver_refused_spans")
     procs = processes(c)
     cpu0 = cpu_seconds(procs)
-    gen = loadgen(c, rate=spans_per_s, seconds=seconds)
+    gen = loadgen(c, rate=spans_per_s, seconds=seconds, trace_size=trace_size)
     time.sleep(1.5)
     cpu = cpu_seconds(procs) - cpu0
     accepted = c.metric("otelcol_receiver_accepted_spans") - accepted0

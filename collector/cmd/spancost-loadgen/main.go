@@ -40,7 +40,12 @@ func main() {
 	batchSize := flag.Int("batch", 512, "spans per request")
 	workers := flag.Int("workers", 4, "concurrent senders")
 	env := flag.String("environment", "prod", "deployment.environment.name of the resource")
+	traceSize := flag.Int("trace-size", 1, "spans per trace: a SERVER root, then INTERNAL children of it (1: every span a root)")
 	flag.Parse()
+	if *traceSize < 1 {
+		fmt.Fprintln(os.Stderr, "-trace-size: must be at least 1")
+		os.Exit(2)
+	}
 
 	conn, err := grpc.NewClient(*endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -67,7 +72,7 @@ func main() {
 			defer wg.Done()
 			next := time.Now()
 			for time.Now().Before(deadline) {
-				req := ptraceotlp.NewExportRequestFromTraces(makeBatch(*batchSize, *env, &idSeq))
+				req := ptraceotlp.NewExportRequestFromTraces(makeBatch(*batchSize, *traceSize, *env, &idSeq))
 				start := time.Now()
 				_, err := client.Export(context.Background(), req)
 				took := time.Since(start)
@@ -106,9 +111,11 @@ func quantile(sorted []float64, q float64) float64 {
 }
 
 // makeBatch builds one request: a resource (an EKS node, so spancost.cost can
-// price it) with batchSize server spans, a few attributes each, unique IDs.
-// Every span is a local root: the most pricing work per span.
-func makeBatch(n int, env string, seq *atomic.Uint64) ptrace.Traces {
+// price it) with n spans, a few attributes each, unique IDs, in traces of
+// traceSize spans: a SERVER root (charged for compute by spancost.cost) and
+// INTERNAL children of it (not charged). traceSize 1 makes every span a local
+// root: the most pricing work per span.
+func makeBatch(n, traceSize int, env string, seq *atomic.Uint64) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
 	rs.Resource().Attributes().PutStr("service.name", "checkout")
@@ -122,17 +129,25 @@ func makeBatch(n int, env string, seq *atomic.Uint64) ptrace.Traces {
 	now := time.Now()
 	spans := ss.Spans()
 	spans.EnsureCapacity(n)
+	var tid [16]byte
+	var root [8]byte
 	for i := 0; i < n; i++ {
 		id := seq.Add(1)
 		s := spans.AppendEmpty()
-		var tid [16]byte
 		var sid [8]byte
-		putUint64(tid[8:], id)
 		putUint64(sid[:], id)
+		if i%traceSize == 0 {
+			putUint64(tid[8:], id)
+			root = sid
+			s.SetName("GET /checkout")
+			s.SetKind(ptrace.SpanKindServer)
+		} else {
+			s.SetParentSpanID(pcommon.SpanID(root))
+			s.SetName("reserve stock")
+			s.SetKind(ptrace.SpanKindInternal)
+		}
 		s.SetTraceID(pcommon.TraceID(tid))
 		s.SetSpanID(pcommon.SpanID(sid))
-		s.SetName("GET /checkout")
-		s.SetKind(ptrace.SpanKindServer)
 		s.SetStartTimestamp(pcommon.NewTimestampFromTime(now.Add(-5 * time.Millisecond)))
 		s.SetEndTimestamp(pcommon.NewTimestampFromTime(now))
 		s.Attributes().PutStr("http.route", "/checkout")

@@ -254,12 +254,13 @@ func runFakeSidecarProcess(mode string) int {
 			f.unhealthyAfter, _ = strconv.Atoi(strings.TrimPrefix(mode, "unhealthy-after-"))
 		}
 	}
+	// Handle SIGTERM before serving: once it answers health checks the
+	// extension may stop it at any moment.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
 	srv := grpc.NewServer()
 	f.register(srv)
 	go func() { _ = srv.Serve(lis) }()
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM)
 	for range sigs {
 		if mode == "ignore-term" {
 			fakeLog("sigterm ignored")
