@@ -2,8 +2,10 @@
 # Debian packages the tests need, installed only when missing:
 #   postgresql-15  the real PostgreSQL server the totals-store tests start
 #                  (as a private process, never the system service).
+#   openssl        the throw-away CA, certificates and keys of the test API server
+#                  (tests/kube/harness.py).
 source "$(dirname "$0")/lib.sh"
-packages=(postgresql-15)
+packages=(postgresql-15 openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

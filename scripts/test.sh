@@ -5,6 +5,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/deps.sh"
 "$ROOT/scripts/build.sh"
+"$ROOT/scripts/kube.sh" >/dev/null   # kube-apiserver + etcd for tests/kube (cached)
 "$ROOT/scripts/lint.sh"
 
 log "go test (collector components)"

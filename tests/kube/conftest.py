@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.kube.harness import KubeCluster, KubeClusterError
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    """One real etcd + kube-apiserver for the whole session (tests/kube/harness.py).
+
+    Missing binaries or a server that does not start fail the tests (never skip them):
+    CI counts a skipped test as a failure.
+    """
+    try:
+        cluster = KubeCluster().start()
+    except KubeClusterError as exc:
+        failure = str(exc)
+    else:
+        failure = ""
+    if failure:
+        pytest.fail(f"cannot start the Kubernetes API server: {failure}", pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster: KubeCluster) -> str:
+    """A new, empty namespace for one test (never deleted: no controller-manager finalizes it)."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    kube_cluster.ensure_namespace(name)
+    return name
