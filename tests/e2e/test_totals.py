@@ -8,9 +8,12 @@ sink received them) to 1e-9 relative, and the span counts are equal.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -233,3 +236,22 @@ def test_make_runs_config_sums_into_sqlite_without_a_server(
     )  # fmt: skip
     assert cost == pytest.approx(sent_cost, rel=1e-9)
     assert sent_cost > 0
+
+    # What a user then runs: spancost report over the same embedded store.
+    report = subprocess.run(  # noqa: S603 - our own CLI
+        [str(ROOT / ".venv" / "bin" / "spancost"), "report", "--json", "--since", "1h"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    document = json.loads(report.stdout)
+    assert document["total"]["traces"] == 20
+    assert document["total"]["spans"] == 80
+    assert document["total"]["cost"] == pytest.approx(sent_cost, rel=1e-9)
+    transactions = {item["name"]: item for item in document["transactions"]}
+    assert set(transactions) <= {"POST /checkout", "GET /search"}
+    assert sum(item["traces"] for item in transactions.values()) == 20
+    assert math.fsum(item["cost"] for item in transactions.values()) == pytest.approx(
+        sent_cost, rel=1e-9
+    )
