@@ -19,6 +19,8 @@ from psycopg import sql
 from spancost.cli import cli
 from spancost.dbcli import retention_cutoff
 from spancost.store import open_store
+from spancost.store.migrations.postgres import MIGRATIONS as PG_MIGRATIONS
+from spancost.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from tests.pg import PostgresUnavailableError, postgres_server
@@ -77,7 +79,9 @@ def test_sqlite_migrate_from_empty_and_again(tmp_path: Path) -> None:
         result = run("db", "migrate", "--database-url", f"sqlite://{path}")
         assert result.exit_code == 0, result.output
         assert result.stdout == f"totals schema of sqlite:{path} is up to date\n"
-    assert sqlite_rows(path, "SELECT version FROM schema_migrations") == [(1,)]
+    assert sqlite_rows(path, "SELECT version FROM schema_migrations ORDER BY 1") == [
+        (version,) for version, _ in SQLITE_MIGRATIONS
+    ]
     tables = sqlite_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
     assert [name for (name,) in tables] == [
         "contributions",
@@ -192,7 +196,9 @@ def test_postgres_migrate_from_empty_and_again(dsn: str) -> None:
         result = run("db", "migrate", "--database-url", dsn)
         assert result.exit_code == 0, result.output
         assert "is up to date" in result.stdout
-    assert pg_rows(dsn, "SELECT version FROM schema_migrations") == [(1,)]
+    assert pg_rows(dsn, "SELECT version FROM schema_migrations ORDER BY 1") == [
+        (version,) for version, _ in PG_MIGRATIONS
+    ]
     assert {name for (name,) in pg_rows(dsn, "SELECT tablename FROM pg_tables")} >= {
         "trace_keys",
         "contributions",

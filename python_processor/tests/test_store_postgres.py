@@ -19,6 +19,7 @@ from psycopg import sql
 
 import spancost.store.postgres as postgres_module
 from spancost.store import StoreError, TotalsStore
+from spancost.store.migrations.postgres import MIGRATIONS
 from spancost.store.postgres import PostgresStore, masked_dsn
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
@@ -77,6 +78,7 @@ def span(
     service: str | None = "worker",
     environment: str | None = "production",
     transaction: str | None = None,
+    account: str | None = None,
 ) -> SpanContribution:
     return SpanContribution(
         trace_id=f"{trace:032x}",
@@ -90,6 +92,7 @@ def span(
         service=service,
         environment=environment,
         transaction_attribute=transaction,
+        account=account,
     )
 
 
@@ -137,7 +140,9 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
     first.migrate()
     first.migrate()
     second.migrate()
-    assert query(dsn, "SELECT version FROM schema_migrations") == [(1,)]
+    assert query(dsn, "SELECT version FROM schema_migrations ORDER BY 1") == [
+        (version,) for version, _ in MIGRATIONS
+    ]
     tables = query(
         dsn,
         "SELECT relname, relkind FROM pg_class WHERE relnamespace = 'public'::regnamespace"
@@ -147,6 +152,7 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
         ("contributions", "p"),
         ("domain_hourly", "r"),
         ("quarantine_counts", "r"),
+        ("quarantined_spans", "r"),
         ("schema_migrations", "r"),
         ("trace_keys", "r"),
         ("traces", "p"),
@@ -231,7 +237,8 @@ def test_totals_are_exact_across_batches_replays_and_two_concurrent_stores(
     dsn, stores = shared_stores
     with psycopg.connect(dsn) as connection:
         connection.execute(
-            "TRUNCATE trace_keys, contributions, traces, domain_hourly, quarantine_counts"
+            "TRUNCATE trace_keys, contributions, quarantined_spans, traces, domain_hourly,"
+            " quarantine_counts"
         )
     spans: list[SpanContribution] = []
     for trace, members in enumerate(traces, start=1):
@@ -319,10 +326,51 @@ def test_quarantined_spans_are_stored_with_their_reason_counted_once_and_kept_ou
         ("invalid_id", 1),
         ("past", 1),
     ]
-    assert query(dsn, "SELECT count(*) FROM contributions WHERE quarantine_reason IS NULL") == [
-        (1,)
+    # Every span with valid ids keyed once in contributions; every quarantined one
+    # with its reason and facts in quarantined_spans (the invalid id only there).
+    assert query(dsn, "SELECT count(*) FROM contributions") == [(3,)]
+    assert query(
+        dsn, "SELECT trace_id, span_id, reason, start_ns FROM quarantined_spans ORDER BY 1, 2"
+    ) == [
+        (f"{0:032x}", f"{1:016x}", "invalid_id", NOW_NS - 60 * SECOND),
+        (f"{1:032x}", f"{2:016x}", "future", NOW_NS + 3 * 3600 * SECOND),
+        (f"{2:032x}", f"{1:016x}", "past", NOW_NS - 3 * 3600 * SECOND),
     ]
     assert query(dsn, "SELECT trace_id, cost_usd FROM traces") == [(f"{1:032x}", 2.0)]
+
+
+def test_ids_at_the_ends_of_their_ranges_and_unkeyable_ids_are_stored_once(
+    store: PostgresStore, dsn: str
+) -> None:
+    top = 2**128 - 1  # trace id ff...ff; span ids with the high bit set are negative bigints
+    batch = [
+        span(top, 2**64 - 1, root=True),
+        span(top, 2**63, cost=2.0),
+        span(top, 2**63 - 1, cost=4.0),
+    ]
+    unkeyable = SpanContribution(
+        trace_id="0123456789abcdef", span_id="01", start_ns=NOW_NS, end_ns=NOW_NS
+    )
+    accepted, quarantined = split([*batch, unkeyable], NOW, SKEW)
+    assert [entry.reason for entry in quarantined] == ["invalid_id"]
+    first = store.write(accepted, quarantined, NOW)
+    assert (first.accepted, first.duplicates, first.quarantined) == (3, 0, {"invalid_id": 1})
+    again = store.write([*accepted, accepted[0]], quarantined, NOW)
+    assert (again.accepted, again.duplicates, again.quarantined) == (0, 5, {})
+    assert query(
+        dsn,
+        "SELECT encode(uuid_send(trace_id), 'hex'), lpad(to_hex(span_id), 16, '0'), span_id"
+        " FROM contributions ORDER BY span_id",
+    ) == [
+        ("f" * 32, "8000000000000000", -(2**63)),
+        ("f" * 32, "ffffffffffffffff", -1),
+        ("f" * 32, "7fffffffffffffff", 2**63 - 1),
+    ]
+    assert query(dsn, "SELECT trace_id, span_id, reason FROM quarantined_spans") == [
+        ("0123456789abcdef", "01", "invalid_id")
+    ]
+    assert query(dsn, "SELECT trace_id FROM trace_keys") == [("f" * 32,)]
+    assert query(dsn, "SELECT cost_usd, span_count FROM traces") == [(7.0, 3)]
 
 
 def test_orphans_are_unattributed_after_the_grace_and_no_sooner(
@@ -418,7 +466,15 @@ def test_rolling_24h_domain_spend_equals_the_trace_rows_without_excluded_environ
 
 
 def assert_nothing_stored(dsn: str) -> None:
-    for table in ("trace_keys", "contributions", "traces", "domain_hourly", "quarantine_counts"):
+    tables = (
+        "trace_keys",
+        "contributions",
+        "quarantined_spans",
+        "traces",
+        "domain_hourly",
+        "quarantine_counts",
+    )
+    for table in tables:
         statement = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
         with psycopg.connect(dsn) as connection:
             assert connection.execute(statement).fetchone() == (0,), table
@@ -481,3 +537,17 @@ def test_masked_dsn_hides_the_password() -> None:
     assert "s3cret" not in masked_dsn("postgresql://u:s3cret@db:5432/totals")
     masked = masked_dsn("host=db user=u password=s3cret")
     assert sorted(masked.split()) == ["host=db", "password=***", "user=u"]
+
+
+def test_a_trace_row_carries_its_cloud_account_the_roots_first(
+    store: PostgresStore, dsn: str
+) -> None:
+    # The earliest span arrives first; the root's account wins once the root is in.
+    write(store, [span(90, 2, start=NOW_NS - 90 * SECOND, account="111111111111")])
+    row = trace_row(dsn, 90)
+    assert (row["earliest_account"], row["root_account"]) == ("111111111111", None)
+    write(store, [span(90, 1, root=True, account="222222222222")])
+    row = trace_row(dsn, 90)
+    assert (row["earliest_account"], row["root_account"]) == ("111111111111", "222222222222")
+    write(store, [span(90, 3, start=NOW_NS - 120 * SECOND, account=None)])
+    assert trace_row(dsn, 90)["earliest_account"] is None  # the new earliest span has none

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import spancost.store.sqlite as sqlite_module
 from spancost.store import SQLiteStore, StoreError, TotalsStore
+from spancost.store.sqlite import MIGRATIONS
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
 
@@ -43,6 +44,7 @@ def span(
     service: str | None = "worker",
     environment: str | None = "production",
     transaction: str | None = None,
+    account: str | None = None,
 ) -> SpanContribution:
     return SpanContribution(
         trace_id=f"{trace:032x}",
@@ -56,6 +58,7 @@ def span(
         service=service,
         environment=environment,
         transaction_attribute=transaction,
+        account=account,
     )
 
 
@@ -142,7 +145,9 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(db: Path) -> None:
         "domain_hourly",
         "quarantine_counts",
     } <= tables
-    assert query(db, "SELECT version FROM schema_migrations") == [(1,)]
+    assert query(db, "SELECT version FROM schema_migrations ORDER BY 1") == [
+        (version,) for version, _ in MIGRATIONS
+    ]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     first.close()
     second.close()
@@ -544,3 +549,17 @@ def test_delete_before_takes_whole_traces_by_when_their_first_span_was_stored(
     # A replay of a deleted trace's span (within the skew) starts the trace afresh.
     write(store, [span(1, 1, root=True, start=ns_from_utc(late) - SECOND)], late)
     assert trace_row(db, 1)["span_count"] == 1
+
+
+def test_a_trace_row_carries_its_cloud_account_the_roots_first(
+    store: SQLiteStore, db: Path
+) -> None:
+    # The earliest span arrives first; the root's account wins once the root is in.
+    write(store, [span(90, 2, start=NOW_NS - 90 * SECOND, account="111111111111")])
+    row = trace_row(db, 90)
+    assert (row["earliest_account"], row["root_account"]) == ("111111111111", None)
+    write(store, [span(90, 1, root=True, account="222222222222")])
+    row = trace_row(db, 90)
+    assert (row["earliest_account"], row["root_account"]) == ("111111111111", "222222222222")
+    write(store, [span(90, 3, start=NOW_NS - 120 * SECOND, account=None)])
+    assert trace_row(db, 90)["earliest_account"] is None  # the new earliest span has none

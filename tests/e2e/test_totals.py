@@ -91,7 +91,11 @@ def test_a_trace_split_across_batches_and_two_collectors_sums_exactly(
         )
     with psycopg.connect(url) as connection:
         (rollup,) = connection.execute("SELECT sum(cost_usd) FROM domain_hourly").fetchone()
+        accounts = connection.execute(
+            "SELECT root_account, count(*) FROM traces GROUP BY 1"
+        ).fetchall()
     assert rollup == pytest.approx(got.cost, rel=1e-9)
+    assert accounts == [("123456789012", 300)]
 
 
 def test_a_retry_after_a_timeout_whose_first_attempt_committed_adds_nothing(

@@ -49,6 +49,7 @@ EC2 = {
     "cloud.platform": "aws_eks",
     "cloud.region": "us-east-1",
     "host.type": "m5.large",
+    "cloud.account.id": "123456789012",
 }
 _databases = itertools.count(1)
 _ids = itertools.count(1)

@@ -39,12 +39,14 @@ _EARLIEST_COLUMNS: Final = (
     "earliest_start_ns",
     "earliest_service",
     "earliest_environment",
+    "earliest_account",
 )
 _ROOT_COLUMNS: Final = (
     "root_start_ns",
     "root_transaction",
     "root_service",
     "root_environment",
+    "root_account",
     "root_span_id",
 )
 

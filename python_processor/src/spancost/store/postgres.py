@@ -8,12 +8,16 @@ PostgreSQL"); what differs is how PostgreSQL gives them:
   table ``trace_keys`` (not partitioned). Every span of a trace therefore lands in the
   partition of the trace's month, so the primary key (trace_id, span_id, keyed_at)
   deduplicates a replay whenever it arrives, even in a later month.
+- ``contributions`` holds that key only, compact (the trace id a ``uuid``, the span id
+  the ``bigint`` of its 8 bytes): the per-span insert is most of a write's work. A
+  quarantined span also gets a row in ``quarantined_spans`` with its facts and reason;
+  one whose ids cannot be keyed (``invalid_id``) only that row.
 - A write locks the ``trace_keys`` row of each trace it touches, one at a time in
   sorted order (no deadlock between writers), before it reads the old trace row: the
   rollup move reads values no other writer can change under it. Rollup and quarantine
   counts, shared between traces, are updated last, also in sorted key order.
 - Retention drops whole partitions (`drop_partitions_before`); it never DELETEs
-  contributions or traces.
+  contributions or traces (only the per-trace keys and the quarantined spans).
 
 Times are ``timestamptz`` (sessions run in UTC), span times bigint nanoseconds.
 """
@@ -71,6 +75,8 @@ _PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<mo
 _MIGRATE_LOCK: Final = 0x5370_6E63_0001
 _PARTITION_LOCK: Final = 0x5370_6E63_0002
 _MASK: Final = "***"
+_UNKEYABLE: Final = "invalid_id"
+"""The quarantine reason of spans whose ids are no uuid and 64-bit integer."""
 
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 _T = TypeVar("_T")
@@ -80,37 +86,44 @@ _T = TypeVar("_T")
 # trace belongs to. One statement for the whole batch.
 _LOCK_TRACES: Final = """
 INSERT INTO trace_keys (trace_id, keyed_at)
-SELECT trace_id, %s FROM unnest(%b::text[]) AS batch (trace_id) ORDER BY trace_id
+SELECT trace_id, %s FROM unnest(string_to_array(%s, ',')) AS batch (trace_id)
+ORDER BY trace_id
 ON CONFLICT (trace_id) DO UPDATE SET keyed_at = trace_keys.keyed_at
 RETURNING trace_id, keyed_at
 """
 
+# Hex ids travel as one comma-separated string each and are converted by the server:
+# psycopg builds array parameters element by element in Python, which was most of the
+# client's work per span. RETURNING gives the ids back in hex, as `SpanContribution.key`.
 _INSERT_CONTRIBUTIONS: Final = """
-INSERT INTO contributions (
-    trace_id, span_id, keyed_at, ingested_at, quarantine_reason, cost_usd, unpriced_reason,
+INSERT INTO contributions (trace_id, span_id, keyed_at)
+SELECT trace_id::uuid, ('x' || span_id)::bit(64)::bigint, keyed_at
+FROM unnest(string_to_array(%s, ','), string_to_array(%s, ','), %b::timestamptz[])
+    AS span (trace_id, span_id, keyed_at)
+ON CONFLICT (trace_id, span_id, keyed_at) DO NOTHING
+RETURNING encode(uuid_send(trace_id), 'hex'), lpad(to_hex(span_id), 16, '0')
+"""
+
+# In (trace id, span id) order: ids that cannot be keyed take no trace lock, so two
+# writers of the same such spans wait on each other's rows in one order.
+_INSERT_QUARANTINED: Final = """
+INSERT INTO quarantined_spans (
+    trace_id, span_id, keyed_at, ingested_at, reason, cost_usd, unpriced_reason,
     is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
 )
-SELECT trace_id, span_id, keyed_at, %s, quarantine_reason, cost_usd, unpriced_reason,
+SELECT trace_id, span_id, keyed_at, %s, reason, cost_usd, unpriced_reason,
     is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
 FROM unnest(
     %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::float8[], %b::text[],
     %b::boolean[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
     %b::text[], %b::text[]
-) WITH ORDINALITY AS span (
-    trace_id, span_id, keyed_at, quarantine_reason, cost_usd, unpriced_reason,
-    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute,
-    position
+) AS span (
+    trace_id, span_id, keyed_at, reason, cost_usd, unpriced_reason,
+    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
 )
-ORDER BY position
-ON CONFLICT (trace_id, span_id, keyed_at) DO NOTHING
-RETURNING trace_id, span_id, quarantine_reason
-"""
-
-# The rows the batch's traces have now (their trace_keys rows are locked: nobody else
-# changes them until this transaction ends). The keyed_at range prunes partitions.
-_OLD_TRACES: Final = """
-SELECT trace_id, keyed_at, first_seen, domain, environment, cost_usd, span_count FROM traces
-WHERE trace_id = ANY(%s::text[]) AND keyed_at >= %s AND keyed_at <= %s
+ORDER BY trace_id, span_id
+ON CONFLICT (trace_id, span_id) DO NOTHING
+RETURNING reason
 """
 
 # Sums add; start least, end greatest; earliest and root the first by (start, span id).
@@ -118,28 +131,38 @@ WHERE trace_id = ANY(%s::text[]) AND keyed_at >= %s AND keyed_at <= %s
 # row gets its labels (transaction, domain, environment) here; an existing row keeps
 # its own, and the write sets them afterwards only where they changed. One statement
 # for every trace of the batch, in trace id order.
+#
+# ``old`` is each row as it was before (every part of a statement reads the same
+# snapshot, taken after this transaction locked the traces' keys: nobody else changes
+# these rows until it ends); the keyed_at range prunes partitions.
 _ADD_TO_TRACES: Final = """
+WITH old AS (
+    SELECT trace_id, keyed_at, first_seen, domain, environment, cost_usd, span_count
+    FROM traces
+    WHERE trace_id = ANY(string_to_array(%s, ',')) AND keyed_at >= %s AND keyed_at <= %s
+), added AS (
 INSERT INTO traces (
     trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
     first_seen, last_update,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    transaction_name, domain, environment
+    transaction_name, domain, environment, earliest_account, root_account
 )
 SELECT trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
     %s, %s,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    transaction_name, domain, environment
+    transaction_name, domain, environment, earliest_account, root_account
 FROM unnest(
     %b::text[], %b::timestamptz[], %b::float8[], %b::bigint[], %b::bigint[], %b::bigint[],
     %b::bigint[], %b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]
+    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+    %b::text[], %b::text[]
 ) AS delta (
     trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    transaction_name, domain, environment
+    transaction_name, domain, environment, earliest_account, root_account
 )
 ORDER BY trace_id
 ON CONFLICT (trace_id, keyed_at) DO UPDATE SET
@@ -151,9 +174,17 @@ ON CONFLICT (trace_id, keyed_at) DO UPDATE SET
     end_ns = greatest(traces.end_ns, excluded.end_ns),
     last_update = excluded.last_update,
     {merge}
-RETURNING trace_id, cost_usd, span_count, first_seen, earliest_service, earliest_environment,
-    root_span_id, root_transaction, root_service, root_environment, transaction_name, domain,
-    environment
+RETURNING trace_id, keyed_at, cost_usd, span_count, first_seen, earliest_service,
+    earliest_environment, root_span_id, root_transaction, root_service, root_environment,
+    transaction_name, domain, environment
+)
+SELECT added.trace_id, added.cost_usd, added.span_count, added.first_seen,
+    added.earliest_service, added.earliest_environment, added.root_span_id,
+    added.root_transaction, added.root_service, added.root_environment,
+    added.transaction_name, added.domain, added.environment,
+    old.trace_id IS NOT NULL, old.first_seen, old.domain, old.environment, old.cost_usd,
+    old.span_count
+FROM added LEFT JOIN old ON old.trace_id = added.trace_id AND old.keyed_at = added.keyed_at
 """
 _ADD_TO_TRACES_SQL: Final = _ADD_TO_TRACES.format(merge=merge_assignments(existing="traces."))
 
@@ -350,8 +381,10 @@ class PostgresStore:
                     )
                     cursor.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
                     dropped.append(name)
-            # One row per trace, not per span: the only rows retention deletes.
+            # One row per trace, not per span, and the (few) quarantined spans: the only
+            # rows retention deletes.
             cursor.execute("DELETE FROM trace_keys WHERE keyed_at < %s", (boundary,))
+            cursor.execute("DELETE FROM quarantined_spans WHERE keyed_at < %s", (boundary,))
             return dropped
 
         dropped = self._transaction("drop_partitions_before", drop)
@@ -473,37 +506,31 @@ class PostgresStore:
         quarantined: Sequence[Quarantined],
         now: datetime,
     ) -> WriteResult:
-        spans = [(span, None) for span in contributions] + [
-            (entry.contribution, entry.reason) for entry in quarantined
+        # The first span of each (trace id, span id), accepted ones first: what one
+        # INSERT ... ON CONFLICT DO NOTHING of them all in this order would keep.
+        spans: dict[tuple[str, str], tuple[SpanContribution, str | None]] = {}
+        for span in contributions:
+            spans.setdefault(span.key, (span, None))
+        for entry in quarantined:
+            spans.setdefault(entry.contribution.key, (entry.contribution, entry.reason))
+        # Spans whose ids cannot be keyed are deduplicated in quarantined_spans only.
+        keyed = {key: entry for key, entry in spans.items() if entry[1] != _UNKEYABLE}
+        keyed_at = _lock_traces(cursor, sorted({trace_id for trace_id, _ in keyed}), now)
+        inserted = _insert_contributions(cursor, [span for span, _ in keyed.values()], keyed_at)
+        accepted: list[SpanContribution] = []
+        quarantine: list[tuple[SpanContribution, str, datetime]] = []
+        for key, (span, reason) in keyed.items():
+            if key not in inserted:
+                continue
+            if reason is None:
+                accepted.append(span)
+            else:
+                quarantine.append((span, reason, keyed_at[span.trace_id]))
+        quarantine += [
+            (span, reason, now) for span, reason in spans.values() if reason == _UNKEYABLE
         ]
-        keyed_at = _lock_traces(cursor, sorted({span.trace_id for span, _ in spans}), now)
-        columns: list[list[Any]] = [[] for _ in range(14)]
-        for span, reason in spans:
-            row = (
-                span.trace_id,
-                span.span_id,
-                keyed_at[span.trace_id],
-                reason,
-                span.cost_usd,
-                span.unpriced_reason,
-                span.is_root,
-                span.start_ns,
-                span.end_ns,
-                span.name,
-                span.service,
-                span.environment,
-                span.account,
-                span.transaction_attribute,
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-        cursor.execute(_INSERT_CONTRIBUTIONS, (now, *columns))
-        inserted_rows = cursor.fetchall()
-        accepted_keys = {(trace, span) for trace, span, reason in inserted_rows if reason is None}
-        reasons: Counter[str] = Counter(
-            reason for _, _, reason in inserted_rows if reason is not None
-        )
-        deltas = fold(span for span in contributions if span.key in accepted_keys)
+        reasons = _insert_quarantined(cursor, quarantine, now)
+        deltas = fold(accepted)
         rollup = RollupChanges()
         if deltas:
             self._add(
@@ -518,8 +545,8 @@ class PostgresStore:
             )
         _apply_rollup(cursor, rollup)
         return WriteResult(
-            accepted=len(accepted_keys),
-            duplicates=len(spans) - len(inserted_rows),
+            accepted=len(accepted),
+            duplicates=len(contributions) + len(quarantined) - len(accepted) - reasons.total(),
             quarantined=dict(reasons),
             traces=len(deltas),
             cost_usd=sum(delta.cost_usd for delta in deltas.values()),
@@ -537,39 +564,21 @@ class PostgresStore:
         changed, and record the rollup changes: a delta, or a trace's whole move when its
         domain or environment changed. A handful of statements for the whole batch."""
         months = [keyed_at[delta.trace_id] for delta in deltas]
-        cursor.execute(
-            _OLD_TRACES, ([delta.trace_id for delta in deltas], min(months), max(months))
-        )
-        before: dict[str, Placement] = {}
-        for (
-            trace_id,
-            trace_keyed_at,
-            first_seen,
-            domain,
-            environment,
-            cost,
-            count,
-        ) in cursor.fetchall():
-            if keyed_at.get(trace_id) == trace_keyed_at:
-                before[trace_id] = _placement(first_seen, domain, environment, cost, count)
-        columns: list[list[Any]] = [[] for _ in range(20)]
+        columns: list[list[Any]] = [[] for _ in range(22)]
         for delta in deltas:
             root, earliest = delta.root, delta.earliest
             root_transaction = None if root is None else transaction_name(root, self._config)
-            # A new row's labels, as `labels` gives them for a row that is this delta.
-            transaction, domain, environment = (
-                (None, None, None)
-                if delta.trace_id in before
-                else labels(
-                    self._config,
-                    root_span_id=None if root is None else root.span_id,
-                    root_transaction=root_transaction,
-                    root_service=None if root is None else root.service,
-                    root_environment=None if root is None else root.environment,
-                    earliest_service=earliest.service,
-                    earliest_environment=earliest.environment,
-                    current_transaction=None,
-                )
+            # A new row's labels, as `labels` gives them for a row that is this delta (an
+            # existing row ignores them).
+            transaction, domain, environment = labels(
+                self._config,
+                root_span_id=None if root is None else root.span_id,
+                root_transaction=root_transaction,
+                root_service=None if root is None else root.service,
+                root_environment=None if root is None else root.environment,
+                earliest_service=earliest.service,
+                earliest_environment=earliest.environment,
+                current_transaction=None,
             )
             row = (
                 delta.trace_id,
@@ -592,10 +601,15 @@ class PostgresStore:
                 transaction,
                 domain,
                 environment,
+                earliest.account,
+                None if root is None else root.account,
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
-        cursor.execute(_ADD_TO_TRACES_SQL, (now, now, *columns))
+        trace_ids = ",".join(delta.trace_id for delta in deltas)
+        cursor.execute(
+            _ADD_TO_TRACES_SQL, (trace_ids, min(months), max(months), now, now, *columns)
+        )
         relabel: list[list[Any]] = [[] for _ in range(5)]
         added = {delta.trace_id: delta for delta in deltas}
         for (
@@ -612,6 +626,8 @@ class PostgresStore:
             current,
             current_domain,
             current_environment,
+            existed,
+            *old,
         ) in cursor.fetchall():
             transaction, domain, environment = labels(
                 self._config,
@@ -631,8 +647,9 @@ class PostgresStore:
                 ):
                     column.append(value)
             after = _placement(first_seen, domain, environment, cost, count)
+            before = _placement(*old) if existed else None
             delta = added[trace_id]
-            rollup.record(before.get(trace_id), after, delta.cost_usd, delta.span_count)
+            rollup.record(before, after, delta.cost_usd, delta.span_count)
         if relabel[0]:
             cursor.execute(_RELABEL_TRACES, relabel)
 
@@ -713,11 +730,60 @@ def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
 
 def _lock_traces(cursor: Cursor, trace_ids: list[str], now: datetime) -> dict[str, datetime]:
     """Lock each trace's key row, in trace id order; its partition month."""
-    cursor.execute(_LOCK_TRACES, (now, trace_ids))
+    if not trace_ids:
+        return {}
+    cursor.execute(_LOCK_TRACES, (now, ",".join(trace_ids)))
     keyed_at: dict[str, datetime] = dict(cursor.fetchall())
     if len(keyed_at) != len(trace_ids):
         raise StoreError("totals store: trace_keys returned fewer rows than traces locked")
     return keyed_at
+
+
+def _insert_contributions(
+    cursor: Cursor, spans: Sequence[SpanContribution], keyed_at: dict[str, datetime]
+) -> set[tuple[str, str]]:
+    """Insert each span's key (distinct keys, valid ids) unless stored; the keys inserted."""
+    if not spans:
+        return set()
+    cursor.execute(
+        _INSERT_CONTRIBUTIONS,
+        (
+            ",".join(span.trace_id for span in spans),
+            ",".join(span.span_id for span in spans),
+            [keyed_at[span.trace_id] for span in spans],
+        ),
+    )
+    return set(cursor.fetchall())
+
+
+def _insert_quarantined(
+    cursor: Cursor, spans: Sequence[tuple[SpanContribution, str, datetime]], now: datetime
+) -> Counter[str]:
+    """Insert each (span, reason, keyed_at) unless stored; the spans inserted, by reason."""
+    if not spans:
+        return Counter()
+    columns: list[list[Any]] = [[] for _ in range(14)]
+    for span, reason, span_keyed_at in spans:
+        row = (
+            span.trace_id,
+            span.span_id,
+            span_keyed_at,
+            reason,
+            span.cost_usd,
+            span.unpriced_reason,
+            span.is_root,
+            span.start_ns,
+            span.end_ns,
+            span.name,
+            span.service,
+            span.environment,
+            span.account,
+            span.transaction_attribute,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    cursor.execute(_INSERT_QUARANTINED, (now, *columns))
+    return Counter(reason for (reason,) in cursor.fetchall())
 
 
 def _one(cursor: Cursor) -> tuple[Any, ...]:

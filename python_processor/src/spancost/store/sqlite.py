@@ -128,6 +128,14 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             """,
         ),
     ),
+    (
+        2,
+        (
+            # The trace's cloud account: the root's cloud.account.id, else the earliest span's.
+            "ALTER TABLE traces ADD COLUMN earliest_account TEXT",
+            "ALTER TABLE traces ADD COLUMN root_account TEXT",
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
 
@@ -146,8 +154,9 @@ INSERT INTO traces (
     trace_id, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
     first_seen_ns, last_update_ns,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
-    root_span_id, root_start_ns, root_transaction, root_service, root_environment
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
+    earliest_account, root_account
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (trace_id) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd,
     span_count = span_count + excluded.span_count,
@@ -477,6 +486,8 @@ class SQLiteStore:
                 None if root is None else transaction_name(root, self._config),
                 None if root is None else root.service,
                 None if root is None else root.environment,
+                earliest.account,
+                None if root is None else root.account,
             ),
         ).fetchone()
         cost, spans, first_seen_ns, earliest_service, earliest_environment = row[:5]

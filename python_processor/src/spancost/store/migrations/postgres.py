@@ -4,6 +4,11 @@
 ``keyed_at`` (UTC): the time the trace id was first seen by any store, from
 ``trace_keys``. Partitions are created by `PostgresStore.ensure_partitions`, not here.
 A new version appends to `MIGRATIONS`; an applied one is never edited.
+
+- 1: the schema as first released.
+- 2: ``contributions`` keeps only the deduplication key, with compact ids (``uuid``,
+  ``bigint``); quarantined spans keep their facts and reason in ``quarantined_spans``.
+  Rewrites ``contributions`` (every partition) in the migration's transaction.
 """
 
 from __future__ import annotations
@@ -94,6 +99,99 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 spans bigint NOT NULL
             )
             """,
+        ),
+    ),
+    (
+        2,
+        (
+            # Every quarantined span with its facts and reason, not partitioned (few rows:
+            # retention deletes them by keyed_at with the trace_keys). Spans whose ids
+            # cannot be keyed (invalid_id) are deduplicated here only; the others in
+            # contributions, like accepted spans.
+            """
+            CREATE TABLE quarantined_spans (
+                trace_id text NOT NULL,
+                span_id text NOT NULL,
+                keyed_at timestamptz NOT NULL,
+                ingested_at timestamptz NOT NULL,
+                reason text NOT NULL,
+                cost_usd double precision NOT NULL
+                    CHECK (cost_usd >= 0 AND cost_usd < 'Infinity'),
+                unpriced_reason text,
+                is_root boolean NOT NULL,
+                start_ns bigint NOT NULL,
+                end_ns bigint NOT NULL,
+                name text NOT NULL,
+                service text,
+                environment text,
+                account text,
+                transaction_attribute text,
+                PRIMARY KEY (trace_id, span_id)
+            )
+            """,
+            "CREATE INDEX quarantined_spans_keyed_at ON quarantined_spans (keyed_at)",
+            """
+            INSERT INTO quarantined_spans (
+                trace_id, span_id, keyed_at, ingested_at, reason, cost_usd, unpriced_reason,
+                is_root, start_ns, end_ns, name, service, environment, account,
+                transaction_attribute
+            )
+            SELECT trace_id, span_id, keyed_at, ingested_at, quarantine_reason, cost_usd,
+                unpriced_reason, is_root, start_ns, end_ns, name, service, environment,
+                account, transaction_attribute
+            FROM contributions WHERE quarantine_reason IS NOT NULL
+            ON CONFLICT (trace_id, span_id) DO NOTHING
+            """,
+            # contributions is rebuilt rather than altered: dropped columns would stay in
+            # every row's null bitmap. Its keys and partition bounds are kept aside, the
+            # table dropped and created again with the same partitions.
+            """
+            CREATE TEMPORARY TABLE contribution_keys_v1 ON COMMIT DROP AS
+            SELECT trace_id::uuid AS trace_id, ('x' || span_id)::bit(64)::bigint AS span_id,
+                keyed_at
+            FROM contributions WHERE quarantine_reason IS DISTINCT FROM 'invalid_id'
+            """,
+            """
+            CREATE TEMPORARY TABLE contribution_partitions_v1 ON COMMIT DROP AS
+            SELECT child.relname AS name, pg_get_expr(child.relpartbound, child.oid) AS bound
+            FROM pg_inherits JOIN pg_class child ON child.oid = pg_inherits.inhrelid
+            WHERE pg_inherits.inhparent = 'contributions'::regclass
+            """,
+            "DROP TABLE contributions",
+            # An accepted or quarantined span (its ids valid) once: the trace id as a
+            # uuid, the span id as the signed 64-bit integer of its 8 bytes.
+            """
+            CREATE TABLE contributions (
+                trace_id uuid NOT NULL,
+                span_id bigint NOT NULL,
+                keyed_at timestamptz NOT NULL,
+                PRIMARY KEY (trace_id, span_id, keyed_at)
+            ) PARTITION BY RANGE (keyed_at)
+            """,
+            """
+            DO $$
+            DECLARE
+                part record;
+            BEGIN
+                FOR part IN SELECT name, bound FROM contribution_partitions_v1 ORDER BY name LOOP
+                    EXECUTE format(
+                        'CREATE TABLE %I PARTITION OF contributions %s', part.name, part.bound
+                    );
+                END LOOP;
+            END
+            $$
+            """,
+            """
+            INSERT INTO contributions (trace_id, span_id, keyed_at)
+            SELECT trace_id, span_id, keyed_at FROM contribution_keys_v1
+            """,
+        ),
+    ),
+    (
+        3,
+        (
+            # The trace's cloud account: the root's cloud.account.id, else the earliest span's.
+            "ALTER TABLE traces ADD COLUMN earliest_account text, ADD COLUMN root_account text",
         ),
     ),
 )
