@@ -1,12 +1,21 @@
 """`make bench`: what spancost.cost adds per span at the bridge (issue #3).
 
-The same collector, fed the same load by spancost-loadgen at a fixed rate, once
-with python/env alone and once with python/env then python/cost; the difference
-in CPU seconds (collector + sidecar) per million spans is what pricing adds per
-span: Python's pricing, the changes on the wire, and the Go side applying them.
-Two traffic shapes: traces of 10 spans (a SERVER root and 9 INTERNAL children:
-compute is charged once per trace) and every span a root (the worst case).
-Each pair runs `--rounds` times, alternating; medians are reported.
+The same collector, fed the same load by spancost-loadgen at a fixed rate; CPU
+seconds (collector + sidecar) per million spans, i.e. µs per span, of four
+pipelines:
+
+- ``noop``: one python processor whose plugin changes nothing
+  (spancost.environment with an empty config): the bridge alone;
+- ``cost``: one python processor running spancost.cost;
+- ``env``: python/env (drop ci and staging), as in configs/;
+- ``env_cost``: python/env then python/cost, as in configs/ (two hops).
+
+``cost - noop`` is what pricing adds to the bridge: Python's pricing, the changes
+on the wire, the Go side applying them. ``env_cost - env`` is what a second python
+processor for pricing costs, its own hop included. Two traffic shapes: traces of
+10 spans (a SERVER root and 9 INTERNAL children: compute is charged once per
+trace) and every span a root (the worst case). Each pipeline runs `--rounds`
+times, in turn; medians are reported.
 
 Results go to bench-results/pricing_bridge.json and Markdown on stdout.
 """
@@ -23,10 +32,17 @@ from typing import Any
 from bench.pipeline import load_step, pipeline_config
 from tests.e2e.harness import ROOT, Collector
 
+PIPELINES = ("noop", "cost", "env", "env_cost")
 
-def config(with_cost: bool) -> dict[str, Any]:
+
+def config(pipeline: str) -> dict[str, Any]:
     cfg = pipeline_config("python")
-    if with_cost:
+    env = cfg["processors"]["python/env"]
+    if pipeline == "noop":
+        env["config"] = {}
+    elif pipeline == "cost":
+        env.update(plugin="spancost.cost", config={}, timeout="1s")
+    elif pipeline == "env_cost":
         cfg["processors"]["python/cost"] = {
             "extension": "python",
             "plugin": "spancost.cost",
@@ -36,16 +52,16 @@ def config(with_cost: bool) -> dict[str, Any]:
     return cfg
 
 
-def measure(with_cost: bool, trace_size: int, rate: float, seconds: float) -> float:
+def measure(pipeline: str, trace_size: int, rate: float, seconds: float) -> float:
     workdir = Path(tempfile.mkdtemp(prefix="spancost-bench-bridge-"))
-    c = Collector(config(with_cost), workdir).start()
+    c = Collector(config(pipeline), workdir).start()
     try:
         load_step(c, rate, 3, trace_size)  # warm-up: plans and prices cached
         step = load_step(c, rate, seconds, trace_size)
     finally:
         c.stop()
     if not step["ok"]:
-        raise SystemExit(f"the collector did not keep up at {rate} spans/s: {step}")
+        raise SystemExit(f"{pipeline} did not keep up at {rate} spans/s: {step}")
     return float(step["cpu_s_per_million"])
 
 
@@ -57,31 +73,35 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "shapes": {}}
     for trace_size in (10, 1):
-        env, cost = [], []
+        cpu: dict[str, list[float]] = {name: [] for name in PIPELINES}
         for _ in range(args.rounds):
-            env.append(measure(False, trace_size, args.rate, args.seconds))
-            cost.append(measure(True, trace_size, args.rate, args.seconds))
-        added = [c - e for c, e in zip(cost, env, strict=True)]
+            for name in PIPELINES:
+                cpu[name].append(measure(name, trace_size, args.rate, args.seconds))
+        same_hop = [c - n for c, n in zip(cpu["cost"], cpu["noop"], strict=True)]
+        second = [c - e for c, e in zip(cpu["env_cost"], cpu["env"], strict=True)]
         results["shapes"][trace_size] = {
-            "env_cpu_s_per_million": [round(v, 3) for v in env],
-            "env_cost_cpu_s_per_million": [round(v, 3) for v in cost],
-            "added_us_per_span": [round(v, 3) for v in added],
-            "median_added_us_per_span": round(statistics.median(added), 3),
+            "cpu_us_per_span": {k: [round(v, 3) for v in vs] for k, vs in cpu.items()},
+            "pricing_same_hop_us": [round(v, 3) for v in same_hop],
+            "pricing_second_processor_us": [round(v, 3) for v in second],
         }
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
     (out / "pricing_bridge.json").write_text(json.dumps(results, indent=2))
     print(
-        f"| traffic ({args.rate:,.0f} spans/s) | python/env CPU µs/span | + python/cost |"
-        " added by pricing, median (runs) |"
+        f"| traffic ({args.rate:,.0f} spans/s) | noop | cost | env | env+cost |"
+        " pricing on the same hop (cost - noop) | as a second processor (env+cost - env) |"
     )
-    print("| --- | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for trace_size, shape in results["shapes"].items():
         label = "traces of 10 spans" if trace_size == 10 else "every span a root"
+        cpu_median = {k: statistics.median(v) for k, v in shape["cpu_us_per_span"].items()}
+        same = statistics.median(shape["pricing_same_hop_us"])
+        second_median = statistics.median(shape["pricing_second_processor_us"])
         print(
-            f"| {label} | {statistics.median(shape['env_cpu_s_per_million']):.2f} |"
-            f" {statistics.median(shape['env_cost_cpu_s_per_million']):.2f} |"
-            f" **{shape['median_added_us_per_span']:.2f} µs** ({shape['added_us_per_span']}) |"
+            f"| {label} | {cpu_median['noop']:.2f} | {cpu_median['cost']:.2f} |"
+            f" {cpu_median['env']:.2f} | {cpu_median['env_cost']:.2f} |"
+            f" **{same:.2f} µs** {shape['pricing_same_hop_us']} |"
+            f" {second_median:.2f} µs {shape['pricing_second_processor_us']} |"
         )
 
 
