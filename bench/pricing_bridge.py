@@ -8,11 +8,14 @@ pipelines:
   (spancost.environment with an empty config): the bridge alone;
 - ``cost``: one python processor running spancost.cost;
 - ``env``: python/env (drop ci and staging), as in configs/;
-- ``env_cost``: python/env then python/cost, as in configs/ (two hops).
+- ``env_cost``: python/env then python/cost (two processors, two hops);
+- ``chain``: one processor, spancost.chain of the environment filter and
+  pricing (one hop), as in configs/.
 
 ``cost - noop`` is what pricing adds to the bridge: Python's pricing, the changes
-on the wire, the Go side applying them. ``env_cost - env`` is what a second python
-processor for pricing costs, its own hop included. Two traffic shapes: traces of
+on the wire, the Go side applying them; ``chain - env`` the same next to the
+environment filter, as configs/ run it. ``env_cost - env`` is what a second
+python processor for pricing costs, its own hop included. Two traffic shapes: traces of
 10 spans (a SERVER root and 9 INTERNAL children: compute is charged once per
 trace) and every span a root (the worst case). Each pipeline runs `--rounds`
 times, in turn; medians are reported.
@@ -32,7 +35,7 @@ from typing import Any
 from bench.pipeline import load_step, pipeline_config
 from tests.e2e.harness import ROOT, Collector
 
-PIPELINES = ("noop", "cost", "env", "env_cost")
+PIPELINES = ("noop", "cost", "env", "env_cost", "chain")
 
 
 def config(pipeline: str) -> dict[str, Any]:
@@ -42,6 +45,17 @@ def config(pipeline: str) -> dict[str, Any]:
         env["config"] = {}
     elif pipeline == "cost":
         env.update(plugin="spancost.cost", config={}, timeout="1s")
+    elif pipeline == "chain":
+        env.update(
+            plugin="spancost.chain",
+            timeout="1s",
+            config={
+                "steps": [
+                    {"plugin": "spancost.environment", "config": env["config"]},
+                    {"plugin": "spancost.cost", "config": {}},
+                ]
+            },
+        )
     elif pipeline == "env_cost":
         cfg["processors"]["python/cost"] = {
             "extension": "python",
@@ -79,28 +93,34 @@ def main() -> None:
                 cpu[name].append(measure(name, trace_size, args.rate, args.seconds))
         same_hop = [c - n for c, n in zip(cpu["cost"], cpu["noop"], strict=True)]
         second = [c - e for c, e in zip(cpu["env_cost"], cpu["env"], strict=True)]
+        chained = [c - e for c, e in zip(cpu["chain"], cpu["env"], strict=True)]
         results["shapes"][trace_size] = {
             "cpu_us_per_span": {k: [round(v, 3) for v in vs] for k, vs in cpu.items()},
             "pricing_same_hop_us": [round(v, 3) for v in same_hop],
             "pricing_second_processor_us": [round(v, 3) for v in second],
+            "pricing_chained_us": [round(v, 3) for v in chained],
         }
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
     (out / "pricing_bridge.json").write_text(json.dumps(results, indent=2))
     print(
-        f"| traffic ({args.rate:,.0f} spans/s) | noop | cost | env | env+cost |"
-        " pricing on the same hop (cost - noop) | as a second processor (env+cost - env) |"
+        f"| traffic ({args.rate:,.0f} spans/s) | noop | cost | env | env+cost | chain |"
+        " pricing on the same hop (cost - noop) | chained after env (chain - env) |"
+        " as a second processor (env+cost - env) |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for trace_size, shape in results["shapes"].items():
         label = "traces of 10 spans" if trace_size == 10 else "every span a root"
         cpu_median = {k: statistics.median(v) for k, v in shape["cpu_us_per_span"].items()}
         same = statistics.median(shape["pricing_same_hop_us"])
         second_median = statistics.median(shape["pricing_second_processor_us"])
+        chained_median = statistics.median(shape["pricing_chained_us"])
         print(
             f"| {label} | {cpu_median['noop']:.2f} | {cpu_median['cost']:.2f} |"
             f" {cpu_median['env']:.2f} | {cpu_median['env_cost']:.2f} |"
+            f" {cpu_median['chain']:.2f} |"
             f" **{same:.2f} µs** {shape['pricing_same_hop_us']} |"
+            f" **{chained_median:.2f} µs** {shape['pricing_chained_us']} |"
             f" {second_median:.2f} µs {shape['pricing_second_processor_us']} |"
         )
 
