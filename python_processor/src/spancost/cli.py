@@ -25,10 +25,11 @@ from urllib.parse import urlsplit
 import click
 
 from spancost import __version__
+from spancost.cliopts import log_level_option
 from spancost.dbcli import db
 from spancost.errors import ListenAddressError, SpancostError, UnsupportedRuntimeError
 from spancost.guard.cli import guard
-from spancost.log import LOG_LEVELS, configure_logging
+from spancost.log import configure_logging
 from spancost.pricing.aws_products import (
     ENDPOINT_REGIONS,
     OPERATING_SYSTEMS,
@@ -131,14 +132,7 @@ def cli() -> None:
     show_default=True,
     help="Largest gRPC message received or sent.",
 )
-@click.option(
-    "--log-level",
-    envvar="SPANCOST_LOG_LEVEL",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Log level (env SPANCOST_LOG_LEVEL).",
-)
+@log_level_option()
 @click.option(
     "--answer-form",
     type=click.Choice(ANSWER_FORMS),
@@ -289,14 +283,7 @@ def health(*, listen: ListenAddress, timeout: float) -> None:
 
 
 @cli.group()
-@click.option(
-    "--log-level",
-    envvar="SPANCOST_LOG_LEVEL",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="warning",
-    show_default=True,
-    help="Log level (env SPANCOST_LOG_LEVEL).",
-)
+@log_level_option("warning")
 def prices(log_level: str) -> None:
     """Show AWS prices, and regenerate the bundled price snapshot from the AWS Price List API.
 

@@ -23,8 +23,9 @@ from typing import Any, Final
 
 import click
 
+from spancost.cliopts import database_url_option, log_level_option
 from spancost.errors import SpancostError
-from spancost.log import LOG_LEVELS, configure_logging
+from spancost.log import configure_logging
 from spancost.store.base import StoreError, TotalsStore
 from spancost.store.common import add_months, month_start
 from spancost.totals.naming import TotalsConfig
@@ -33,7 +34,6 @@ __all__ = [
     "DEFAULT_MONTHS_AHEAD",
     "DEFAULT_RETENTION_MONTHS",
     "UsageFailure",
-    "database_url_option",
     "db",
     "open_database",
     "retention_cutoff",
@@ -50,26 +50,6 @@ class UsageFailure(click.ClickException):
     """An error the user fixes by changing how spancost is run (exit code 2)."""
 
     exit_code = EXIT_USAGE
-
-
-database_url_option = click.option(
-    "--database-url",
-    envvar="DATABASE_URL",
-    default="",
-    show_envvar=True,
-    metavar="URL",
-    help="postgresql://user:password@host/db, sqlite:///path/to/totals.db, or empty for "
-    "the embedded SQLite file in $SPANCOST_DATA_DIR (default ~/.local/share/spancost).",
-)
-
-log_level_option = click.option(
-    "--log-level",
-    envvar="SPANCOST_LOG_LEVEL",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Log level of the lines on stderr (env SPANCOST_LOG_LEVEL).",
-)
 
 
 class UtcDateTime(click.ParamType[datetime]):
@@ -126,7 +106,7 @@ def retention_cutoff(now: datetime, retention_months: int) -> datetime:
 
 
 @click.group()
-@log_level_option
+@log_level_option()
 def db(log_level: str) -> None:
     """Create, upgrade and maintain the totals database (PostgreSQL or SQLite)."""
     configure_logging(log_level)

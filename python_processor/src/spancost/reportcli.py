@@ -21,9 +21,10 @@ from typing import Final
 
 import click
 
-from spancost.dbcli import UsageFailure, UtcDateTime, database_url_option, open_database
+from spancost.cliopts import database_url_option, log_level_option
+from spancost.dbcli import UsageFailure, UtcDateTime, open_database
 from spancost.errors import ConfigError
-from spancost.log import LOG_LEVELS, configure_logging
+from spancost.log import configure_logging
 from spancost.pricing.fx import USD, FxTable
 from spancost.report import build_report, format_table, parse_span, to_json
 from spancost.totals.naming import UNATTRIBUTED
@@ -135,14 +136,7 @@ def _rates(values: tuple[str, ...]) -> dict[str, float]:
     help="An exchange rate: 1 USD in CODE, e.g. EUR=0.92 (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see the README).")
-@click.option(
-    "--log-level",
-    envvar="SPANCOST_LOG_LEVEL",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="warning",
-    show_default=True,
-    help="Log level of the lines on stderr (env SPANCOST_LOG_LEVEL).",
-)
+@log_level_option("warning")
 def report(
     *,
     database_url: str,

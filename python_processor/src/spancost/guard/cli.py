@@ -18,8 +18,9 @@ from types import FrameType
 
 import click
 
+from spancost.cliopts import database_url_option, log_level_option
 from spancost.errors import SpancostError
-from spancost.log import LOG_LEVELS, configure_logging
+from spancost.log import configure_logging
 from spancost.pricing.aws_products import parse_duration
 
 __all__ = ["guard"]
@@ -43,13 +44,7 @@ class _UsageError(click.ClickException):
     type=click.Path(dir_okay=False, path_type=Path),
     help="The budgets file (YAML; env SPANCOST_GUARD_BUDGETS).",
 )
-@click.option(
-    "--database-url",
-    envvar="SPANCOST_DATABASE_URL",
-    default="",
-    help="The totals store: postgresql://..., sqlite:///path, or empty for SQLite in the "
-    "data directory (env SPANCOST_DATABASE_URL).",
-)
+@database_url_option
 @click.option("--once", is_flag=True, help="One run, then exit (for a CronJob).")
 @click.option(
     "--interval",
@@ -72,14 +67,7 @@ class _UsageError(click.ClickException):
     show_default=True,
     help="json: print each run's report (spend, decisions, alerts) on stdout.",
 )
-@click.option(
-    "--log-level",
-    envvar="SPANCOST_LOG_LEVEL",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Log level (env SPANCOST_LOG_LEVEL).",
-)
+@log_level_option()
 def guard(
     *,
     budgets_path: Path,
