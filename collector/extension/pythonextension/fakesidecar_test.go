@@ -99,10 +99,17 @@ func (f *fakeSidecar) Configure(_ context.Context, req *wirepb.ConfigureRequest)
 func (f *fakeSidecar) Stats(context.Context, *wirepb.StatsRequest) (*wirepb.StatsResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.stats == nil {
-		return &wirepb.StatsResponse{}, nil
+	if f.stats != nil {
+		return f.stats, nil
 	}
-	return f.stats, nil
+	// By default, every sink configured in this process, with nothing counted.
+	resp := &wirepb.StatsResponse{}
+	for name, req := range f.instances {
+		if req.GetKind() == wirepb.Kind_KIND_SINK {
+			resp.Sinks = append(resp.Sinks, &wirepb.SinkStats{Sink: name})
+		}
+	}
+	return resp, nil
 }
 
 func (f *fakeSidecar) setStats(stats *wirepb.StatsResponse) {

@@ -32,13 +32,33 @@ func (e *pythonExtension) startSinks(ctx context.Context) error {
 			return fmt.Errorf("sinks::%s: %w", name, err)
 		}
 	}
-	s, err := newSinkStats(e.telemetry, e.set.ID, e.set.Logger)
+	s, err := newSinkStats(e.telemetry, e.set.ID, e.set.Logger, e.cfg.sinkNames(), e.configureSinks)
 	if err != nil {
 		return err
 	}
 	e.sinks = s
 	go s.poll(e.cfg.StatsInterval, e.client)
 	return nil
+}
+
+// configureSinks configures the named sinks again: a sidecar that restarted
+// behind the collector's back (a sidecar container) has lost them, and
+// exporters get UNAVAILABLE for them until then.
+func (e *pythonExtension) configureSinks(ctx context.Context, names []string) {
+	for _, name := range names {
+		key := regKey{kind: wirepb.Kind_KIND_SINK, instance: name}
+		e.mu.Lock()
+		r, ok := e.registrations[key]
+		e.mu.Unlock()
+		if !ok {
+			continue
+		}
+		if err := e.configure(ctx, key, r); err != nil {
+			e.set.Logger.Warn("configuring a sink the sidecar lost failed; trying again at the next reading", zap.String("sink", name), zap.Error(err))
+			continue
+		}
+		e.set.Logger.Info("configured a sink the sidecar had lost (it restarted)", zap.String("sink", name))
+	}
 }
 
 // sinkStats turns the sidecar's running totals into collector metrics.
@@ -50,6 +70,8 @@ type sinkStats struct {
 	telemetry *metadata.TelemetryBuilder
 	component attribute.KeyValue
 	logger    *zap.Logger
+	names     []string
+	restore   func(ctx context.Context, missing []string)
 
 	mu          sync.Mutex
 	spans       map[[3]string]int64
@@ -61,12 +83,14 @@ type sinkStats struct {
 	ctx    context.Context
 }
 
-func newSinkStats(tb *metadata.TelemetryBuilder, id component.ID, logger *zap.Logger) (*sinkStats, error) {
+func newSinkStats(tb *metadata.TelemetryBuilder, id component.ID, logger *zap.Logger, names []string, restore func(context.Context, []string)) (*sinkStats, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &sinkStats{
 		telemetry:   tb,
 		component:   attribute.String("extension", id.String()),
 		logger:      logger,
+		names:       names,
+		restore:     restore,
 		spans:       map[[3]string]int64{},
 		unavailable: map[string]int64{},
 		gauges:      map[[2]string]float64{},
@@ -115,6 +139,24 @@ func (s *sinkStats) read(client wirepb.SidecarClient, timeout time.Duration) {
 		return
 	}
 	s.record(resp)
+	if missing := s.missing(resp); len(missing) > 0 {
+		s.restore(ctx, missing)
+	}
+}
+
+// missing are the configured sinks the sidecar does not report.
+func (s *sinkStats) missing(resp *wirepb.StatsResponse) []string {
+	present := map[string]bool{}
+	for _, sink := range resp.GetSinks() {
+		present[sink.GetSink()] = true
+	}
+	var missing []string
+	for _, name := range s.names {
+		if !present[name] {
+			missing = append(missing, name)
+		}
+	}
+	return missing
 }
 
 // record adds what changed since the last reading to the counters and

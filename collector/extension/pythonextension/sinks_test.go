@@ -141,6 +141,25 @@ func TestSinksAreConfiguredAgainAfterTheSidecarRestarts(t *testing.T) {
 	assert.Equal(t, map[string]wirepb.Kind{"totals": wirepb.Kind_KIND_SINK, testInstance: wirepb.Kind_KIND_PROCESSOR}, kinds)
 }
 
+func TestASinkTheSidecarLostIsConfiguredAgain(t *testing.T) {
+	// A sidecar container restarted behind the collector's back: its sinks are
+	// gone, and nothing else would configure them again.
+	fake := newFakeSidecar()
+	e := newTestExtension(t, sinkConfig(startFakeSidecar(t, fake, "tcp", "127.0.0.1:0"), "ok"))
+	ctx := context.Background()
+	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
+	time.Sleep(100 * time.Millisecond) // several readings: nothing is missing, nothing is configured
+	require.Len(t, fake.configureCalls(), 1)
+	fake.forget()
+	require.Eventually(t, func() bool { return len(fake.configureCalls()) == 2 }, 5*time.Second, 10*time.Millisecond)
+	again := fake.configureCalls()[1]
+	assert.Equal(t, "totals", again.GetInstance())
+	assert.Equal(t, wirepb.Kind_KIND_SINK, again.GetKind())
+	time.Sleep(100 * time.Millisecond)
+	assert.Len(t, fake.configureCalls(), 2, "configured once, not at every reading")
+}
+
 func TestSinceTreatsALowerTotalAsARestart(t *testing.T) {
 	assert.Equal(t, int64(3), since(5, 8))
 	assert.Equal(t, int64(0), since(5, 5))
