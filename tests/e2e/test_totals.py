@@ -259,3 +259,52 @@ def test_make_runs_config_sums_into_sqlite_without_a_server(
     assert math.fsum(item["cost"] for item in transactions.values()) == pytest.approx(
         sent_cost, rel=1e-9
     )
+
+
+def test_a_sidecar_container_restarted_behind_the_collector_gets_its_sink_back(
+    postgres: Any, sink: OtlpSink, collector: Start, tmp_path: Path
+) -> None:
+    """Connect mode (the DaemonSet's sidecar container): the sidecar is killed and
+    started again by someone else; the extension configures the sink again and the
+    exporter's retries deliver what waited."""
+    url = new_database(postgres)
+    socket = socket_dir() / "s.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPANCOST_")}
+    env["SPANCOST_SIDECAR_LISTEN"] = f"unix://{socket}"
+    log = (tmp_path / "sidecar.log").open("ab")
+
+    def start_sidecar() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - our own CLI
+            [str(ROOT / ".venv" / "bin" / "spancost"), "sidecar"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    sidecar = start_sidecar()
+    try:
+        config = totals_config(sink.port, socket, url)
+        del config["extensions"]["python"]["command"]
+        del config["extensions"]["python"]["restart"]
+        config["extensions"]["python"]["startup_timeout"] = "30s"
+        c = collector(config)
+        client = RawClient(c.grpc_endpoint)
+        rng = random.Random(7)
+        client.export(request([s for _ in range(10) for s in make_trace(rng, 3)]))
+        assert_exact(sink, url)
+        sidecar.kill()
+        sidecar.wait(10)
+        sidecar = start_sidecar()
+        wait_for(socket.exists, 30, "the restarted sidecar's socket")
+        # Processed with on_error: pass while the sidecar is down or coming back; the
+        # totals exporter retries until the sink is configured in the new sidecar.
+        for _ in range(5):
+            client.export(request([s for _ in range(10) for s in make_trace(rng, 3)]))
+            time.sleep(0.2)
+        client.close()
+        assert_exact(sink, url, timeout=60, priced=False)
+        assert "configured a sink the sidecar had lost" in c.log()
+    finally:
+        sidecar.kill()
+        sidecar.wait(10)
+        log.close()
