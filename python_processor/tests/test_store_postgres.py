@@ -21,19 +21,11 @@ import spancost.store.postgres as postgres_module
 from spancost.store import StoreError, TotalsStore
 from spancost.store.migrations.postgres import MIGRATIONS
 from spancost.store.postgres import PostgresStore, masked_dsn
-from spancost.totals import TotalsConfig, split
+from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from tests.pg import PostgresUnavailableError, postgres_server
+from tests.store_data import CONFIG, GRACE, NOW, NOW_NS, SECOND, SKEW, span, write
 
-NOW = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
-NOW_NS = ns_from_utc(NOW)
-SECOND = 10**9
-SKEW = timedelta(hours=2)
-GRACE = timedelta(minutes=10)
-CONFIG = TotalsConfig(
-    domains_by_transaction={"checkout": "payments"},
-    domains_by_service={"search-api": "discovery"},
-)
 _databases = itertools.count(1)
 
 
@@ -64,41 +56,6 @@ def store(dsn: str) -> Iterator[PostgresStore]:
     opened.migrate()
     yield opened
     opened.close()
-
-
-def span(
-    trace: int,
-    span_id: int,
-    *,
-    start: int = NOW_NS - 60 * SECOND,
-    cost: float = 1.0,
-    unpriced: str | None = None,
-    root: bool = False,
-    name: str = "op",
-    service: str | None = "worker",
-    environment: str | None = "production",
-    transaction: str | None = None,
-    account: str | None = None,
-) -> SpanContribution:
-    return SpanContribution(
-        trace_id=f"{trace:032x}",
-        span_id=f"{span_id:016x}",
-        start_ns=start,
-        end_ns=start + SECOND,
-        cost_usd=cost,
-        unpriced_reason=unpriced,
-        is_root=root,
-        name=name,
-        service=service,
-        environment=environment,
-        transaction_attribute=transaction,
-        account=account,
-    )
-
-
-def write(store: PostgresStore, spans: list[SpanContribution], now: datetime = NOW) -> None:
-    accepted, quarantined = split(spans, now, SKEW)
-    store.write(accepted, quarantined, now)
 
 
 def query(dsn: str, statement: str, *parameters: Any) -> list[tuple[Any, ...]]:
