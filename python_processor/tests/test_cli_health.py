@@ -29,7 +29,12 @@ def run_health(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
 def sidecar(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     sock = tmp_path / "sidecar.sock"
     target = f"unix://{sock}"
-    proc = subprocess.Popen([*SPANCOST, "sidecar", "--listen", target], stderr=subprocess.DEVNULL)
+    # A short grace period: a sidecar resumed from SIGSTOP on a loaded machine must
+    # still stop well within the teardown's wait.
+    proc = subprocess.Popen(
+        [*SPANCOST, "sidecar", "--listen", target, "--grace-period", "1"],
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while not sock.exists():
         assert proc.poll() is None, "the sidecar exited"
@@ -39,7 +44,7 @@ def sidecar(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
-        proc.wait(20)
+        proc.wait(60)
 
 
 def test_a_serving_sidecar_is_healthy(sidecar: tuple[subprocess.Popen[bytes], str]) -> None:
