@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
@@ -261,20 +262,21 @@ def serve_until_signalled(server: SidecarServer, grace: float) -> None:
 
     Must run on the main thread (Python only delivers signals there).
     """
-    stopping = threading.Event()
     received: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # No lock here (not even threading.Event.set): the handler runs on the main
+        # thread between two bytecodes, possibly while that thread holds the very
+        # lock, which deadlocked a sidecar told to stop (seen after SIGSTOP/SIGCONT).
         received.append(signum)
-        stopping.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
         server.start()
         logger.info("sidecar serving on %s", server.address)
-        # A timed wait keeps the main thread responsive to signals.
-        while not stopping.wait(0.5):
-            pass
+        # sleep is interrupted by a signal (its handler runs), then the flag is seen.
+        while not received:
+            time.sleep(0.2)
         logger.info(
             "%s received: refusing new calls, finishing in-flight batches (grace period %.1fs)",
             signal.Signals(received[0]).name,
