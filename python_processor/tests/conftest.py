@@ -18,6 +18,7 @@ from spancost.sidecar.address import parse_listen_address
 from spancost.sidecar.instances import PluginInstances
 from spancost.sidecar.server import SERVER_MODES, ServerOptions, SidecarServer, create_server
 from spancost.wire.v1 import sidecar_pb2_grpc
+from tests.pg import PostgresUnavailableError, postgres_server
 
 # No example database, and Hypothesis' caches in the temp directory: the suite is
 # run from several directories and must not leave .hypothesis/ behind in them.
@@ -110,3 +111,14 @@ def example_plugin_path() -> Iterator[Path]:
     sys.path.insert(0, str(EXAMPLE_PLUGIN_SRC))
     yield EXAMPLE_PLUGIN_SRC
     sys.path.remove(str(EXAMPLE_PLUGIN_SRC))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """One private PostgreSQL server for the whole session (tests/pg.py); the DSN of its
+    ``postgres`` database. Tests make their own databases with `create_database`."""
+    try:
+        with postgres_server() as dsn:
+            yield dsn
+    except PostgresUnavailableError as exc:
+        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)

@@ -10,6 +10,7 @@ it. It depends on nothing started outside the tests; it raises `PostgresUnavaila
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import pwd
 import shutil
@@ -20,7 +21,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PostgresServer", "PostgresUnavailableError", "postgres_server", "running_postgres"]
+import psycopg
+from psycopg import sql
+
+__all__ = [
+    "PostgresServer",
+    "PostgresUnavailableError",
+    "create_database",
+    "postgres_server",
+    "running_postgres",
+]
 
 _TIMEOUT_S = 60
 
@@ -134,3 +144,15 @@ def postgres_server() -> Iterator[str]:
     """Start a throw-away PostgreSQL server; yield a DSN for its ``postgres`` database."""
     with running_postgres() as server:
         yield server.dsn
+
+
+_databases = itertools.count(1)
+
+
+def create_database(server_dsn: str, prefix: str = "test") -> str:
+    """A new, empty database on the server of `server_dsn` (a libpq key=value DSN of
+    its ``postgres`` database); the DSN of the new one."""
+    name = f"{prefix}_{next(_databases)}"
+    with psycopg.connect(server_dsn, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return server_dsn.replace("dbname=postgres", f"dbname={name}")

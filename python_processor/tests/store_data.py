@@ -52,3 +52,31 @@ def span(
 def write(store: TotalsStore, spans: list[SpanContribution], now: datetime = NOW) -> None:
     accepted, quarantined = split(spans, now, SKEW)
     store.write(accepted, quarantined, now)
+
+
+def write_thirty_hours(store: TotalsStore) -> None:
+    """Three two-span traces an hour for the 30 hours up to NOW: environments and
+    transaction names rotate, so a window and an exclusion have something to cut."""
+    environments = ["production", "staging", "dev", None]
+    names = ["checkout", "search", "GET /"]
+    trace = 0
+    for hour in range(30):
+        now = NOW - timedelta(hours=hour)
+        batch: list[SpanContribution] = []
+        for index in range(3):
+            trace += 1
+            start = ns_from_utc(now) - SECOND
+            environment = environments[(hour + index) % len(environments)]
+            batch.append(
+                span(
+                    trace,
+                    1,
+                    start=start,
+                    cost=0.1 * (index + 1) + hour,
+                    root=True,
+                    name=names[(hour * 3 + index) % len(names)],
+                    environment=environment,
+                )
+            )
+            batch.append(span(trace, 2, start=start, cost=0.01, environment=environment))
+        write(store, batch, now)

@@ -4,9 +4,7 @@ bad database URLs named without their password."""
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,6 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from psycopg import sql
 
 from spancost.cli import cli
 from spancost.dbcli import retention_cutoff
@@ -23,11 +20,10 @@ from spancost.store.migrations.postgres import MIGRATIONS as PG_MIGRATIONS
 from spancost.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
-from tests.pg import PostgresUnavailableError, postgres_server
+from tests.pg import create_database
 
 SECOND = 10**9
 SKEW = timedelta(hours=2)
-_databases = itertools.count(1)
 
 
 def run(*arguments: str, env: dict[str, str] | None = None) -> Result:
@@ -164,21 +160,9 @@ def test_report_refuses_a_bad_window() -> None:
 # -- PostgreSQL ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    try:
-        with postgres_server() as dsn:
-            yield dsn
-    except PostgresUnavailableError as exc:
-        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
-
-
 @pytest.fixture
 def dsn(pg_server: str) -> str:
-    name = f"dbcli_{next(_databases)}"
-    with psycopg.connect(pg_server, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return pg_server.replace("dbname=postgres", f"dbname={name}")
+    return create_database(pg_server, "dbcli")
 
 
 def pg_rows(dsn: str, statement: str) -> list[tuple[Any, ...]]:

@@ -3,7 +3,6 @@ every figure equals the sum computed here, independently, from what was written.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random
@@ -13,17 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from click.testing import CliRunner
-from psycopg import sql
 
 from spancost.cli import cli
 from spancost.store import open_store
 from spancost.store.base import TotalsStore
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
-from tests.pg import PostgresUnavailableError, postgres_server
+from tests.pg import create_database
 
 UNTIL = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
 SINCE = UNTIL - timedelta(hours=24)
@@ -37,7 +34,6 @@ CONFIG = TotalsConfig(
     domains_by_transaction={"checkout": "payments"},
     domains_by_service={"search-api": "discovery"},
 )
-_databases = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -141,24 +137,12 @@ def sums_by(traces: list[Trace], key: str, excluded: frozenset[str]) -> dict[str
     return dict(sums)
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    try:
-        with postgres_server() as dsn:
-            yield dsn
-    except PostgresUnavailableError as exc:
-        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite://{tmp_path / 'totals.db'}"
     server: str = request.getfixturevalue("pg_server")
-    name = f"report_{next(_databases)}"
-    with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return server.replace("dbname=postgres", f"dbname={name}")
+    return create_database(server, "report")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ writers, quarantine, orphans and late roots, the hourly rollup, failures, bad DS
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 from collections.abc import Iterator
@@ -23,31 +22,23 @@ from spancost.store.migrations.postgres import MIGRATIONS
 from spancost.store.postgres import PostgresStore, masked_dsn
 from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
-from tests.pg import PostgresUnavailableError, postgres_server
-from tests.store_data import CONFIG, GRACE, NOW, NOW_NS, SECOND, SKEW, span, write
-
-_databases = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def server() -> Iterator[str]:
-    try:
-        with postgres_server() as dsn:
-            yield dsn
-    except PostgresUnavailableError as exc:
-        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
-
-
-def new_database(server: str) -> str:
-    name = f"totals_{next(_databases)}"
-    with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return server.replace("dbname=postgres", f"dbname={name}")
+from tests.pg import create_database
+from tests.store_data import (
+    CONFIG,
+    GRACE,
+    NOW,
+    NOW_NS,
+    SECOND,
+    SKEW,
+    span,
+    write,
+    write_thirty_hours,
+)
 
 
 @pytest.fixture
-def dsn(server: str) -> str:
-    return new_database(server)
+def dsn(pg_server: str) -> str:
+    return create_database(pg_server, "totals")
 
 
 @pytest.fixture
@@ -175,8 +166,8 @@ traces_strategy = st.lists(
 
 
 @pytest.fixture(scope="module")
-def shared_stores(server: str) -> Iterator[tuple[str, list[PostgresStore]]]:
-    database = new_database(server)
+def shared_stores(pg_server: str) -> Iterator[tuple[str, list[PostgresStore]]]:
+    database = create_database(pg_server, "totals")
     stores = [PostgresStore(database, CONFIG), PostgresStore(database, CONFIG)]
     stores[0].migrate()
     yield database, stores
@@ -376,29 +367,7 @@ def test_a_late_root_renames_the_trace_and_moves_its_rollup_exactly(
 def test_rolling_24h_domain_spend_equals_the_trace_rows_without_excluded_environments(
     store: PostgresStore, dsn: str
 ) -> None:
-    environments = ["production", "staging", "dev", None]
-    names = ["checkout", "search", "GET /"]
-    trace = 0
-    for hour in range(30):
-        now = NOW - timedelta(hours=hour)
-        batch: list[SpanContribution] = []
-        for index in range(3):
-            trace += 1
-            start = ns_from_utc(now) - SECOND
-            environment = environments[(hour + index) % len(environments)]
-            batch.append(
-                span(
-                    trace,
-                    1,
-                    start=start,
-                    cost=0.1 * (index + 1) + hour,
-                    root=True,
-                    name=names[(hour * 3 + index) % len(names)],
-                    environment=environment,
-                )
-            )
-            batch.append(span(trace, 2, start=start, cost=0.01, environment=environment))
-        write(store, batch, now)
+    write_thirty_hours(store)
 
     since, until = NOW - timedelta(hours=24), NOW
     spend = store.domain_spend(since, until, {"staging", "dev"})
@@ -485,9 +454,9 @@ def test_an_unparsable_dsn_is_a_store_error_without_the_password() -> None:
     assert "s3cret-pw" not in str(raised.value)
 
 
-def test_a_wrong_database_is_named(server: str) -> None:
+def test_a_wrong_database_is_named(pg_server: str) -> None:
     with pytest.raises(StoreError, match='database "no_such_db" does not exist'):
-        PostgresStore(server.replace("dbname=postgres", "dbname=no_such_db"))
+        PostgresStore(pg_server.replace("dbname=postgres", "dbname=no_such_db"))
 
 
 def test_masked_dsn_hides_the_password() -> None:

@@ -3,21 +3,19 @@ rollup, quarantined spans) to the current schema: totals kept, replays still ded
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 import spancost.store.postgres as postgres_module
 from spancost.store.migrations.postgres import MIGRATIONS
 from spancost.store.postgres import PostgresStore
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
-from tests.pg import PostgresUnavailableError, postgres_server
+from tests.pg import create_database
 
 KEYED = datetime(2025, 1, 31, 23, 0, tzinfo=UTC)
 LATER = datetime(2025, 2, 1, 0, 30, tzinfo=UTC)  # the next month: partition of the trace's
@@ -27,16 +25,6 @@ SKEW = timedelta(hours=2)
 CONFIG = TotalsConfig(domains_by_transaction={"checkout": "payments"})
 HIGH_SPAN = "fedcba9876543210"  # a negative bigint once compact
 TRACE_1, TRACE_2 = f"{1:032x}", f"{2:032x}"
-_databases = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    try:
-        with postgres_server() as dsn:
-            yield dsn
-    except PostgresUnavailableError as exc:
-        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
 
 
 def span(trace_id: str, span_id: str, cost: float, *, root: bool = False) -> SpanContribution:
@@ -176,11 +164,10 @@ def totals(dsn: str) -> tuple[list[tuple[Any, ...]], ...]:
 
 
 @pytest.fixture
-def version_1(server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, PostgresStore]]:
-    name = f"totals_v1_{next(_databases)}"
-    with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = server.replace("dbname=postgres", f"dbname={name}")
+def version_1(
+    pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, PostgresStore]]:
+    dsn = create_database(pg_server, "totals_v1")
     store = PostgresStore(dsn, CONFIG)
     with monkeypatch.context() as patch:
         patch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS[:1])

@@ -20,7 +20,17 @@ from spancost.store import SQLiteStore, StoreError, TotalsStore
 from spancost.store.sqlite import MIGRATIONS
 from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
-from tests.store_data import CONFIG, GRACE, NOW, NOW_NS, SECOND, SKEW, span, write
+from tests.store_data import (
+    CONFIG,
+    GRACE,
+    NOW,
+    NOW_NS,
+    SECOND,
+    SKEW,
+    span,
+    write,
+    write_thirty_hours,
+)
 
 
 @pytest.fixture
@@ -404,29 +414,7 @@ def test_a_root_in_another_environment_moves_the_trace_between_environments(
 def test_rolling_24h_domain_spend_equals_the_trace_rows_without_excluded_environments(
     store: SQLiteStore, db: Path
 ) -> None:
-    environments = ["production", "staging", "dev", None]
-    names = ["checkout", "search", "GET /"]
-    trace = 0
-    for hour in range(30):
-        now = NOW - timedelta(hours=hour)
-        batch: list[SpanContribution] = []
-        for index in range(3):
-            trace += 1
-            start = ns_from_utc(now) - SECOND
-            environment = environments[(hour + index) % len(environments)]
-            batch.append(
-                span(
-                    trace,
-                    1,
-                    start=start,
-                    cost=0.1 * (index + 1) + hour,
-                    root=True,
-                    name=names[(hour * 3 + index) % len(names)],
-                    environment=environment,
-                )
-            )
-            batch.append(span(trace, 2, start=start, cost=0.01, environment=environment))
-        write(store, batch, now)
+    write_thirty_hours(store)
 
     since, until = NOW - timedelta(hours=24), NOW
     spend = store.domain_spend(since, until, {"staging", "dev"})

@@ -20,9 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from spancost.errors import ConfigError, PluginNotFoundError
 from spancost.plugin import Events
 from spancost.plugins.totals import GAUGE_STORE_UP, GAUGE_UNATTRIBUTED_RATIO, TotalsSink
-from spancost.sidecar.address import parse_listen_address
 from spancost.sidecar.instances import PluginInstances
-from spancost.sidecar.server import ServerOptions, SidecarServer, create_server
 from spancost.sink import SinkUnavailableError
 from spancost.store.base import StoreError, TotalsStore
 from spancost.store.open import open_store
@@ -224,25 +222,6 @@ def test_config_errors_name_the_key(tmp_path: Path, config: dict[str, Any], key:
 
 
 # --- through the sidecar's gRPC server -------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path: Path, server_mode: str) -> Iterator[SidecarServer]:
-    options = ServerOptions(
-        listen=parse_listen_address(f"unix://{tmp_path / 'sidecar.sock'}"),
-        mode=server_mode,  # type: ignore[arg-type]
-        workers=2,
-    )
-    created = create_server(options, PluginInstances())
-    created.start()
-    yield created
-    created.stop(grace=1.0)
-
-
-@pytest.fixture
-def channel(server: SidecarServer) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address.grpc_target) as opened:
-        yield opened
 
 
 def configure_sink(channel: grpc.Channel, name: str, config: str) -> sidecar_pb2.ConfigureResponse:
