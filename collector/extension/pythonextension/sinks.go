@@ -45,6 +45,8 @@ func (e *pythonExtension) startSinks(ctx context.Context) error {
 // behind the collector's back (a sidecar container) has lost them, and
 // exporters get UNAVAILABLE for them until then.
 func (e *pythonExtension) configureSinks(ctx context.Context, names []string) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.StartupTimeout)
+	defer cancel()
 	for _, name := range names {
 		key := regKey{kind: wirepb.Kind_KIND_SINK, instance: name}
 		e.mu.Lock()
@@ -140,7 +142,9 @@ func (s *sinkStats) read(client wirepb.SidecarClient, timeout time.Duration) {
 	}
 	s.record(resp)
 	if missing := s.missing(resp); len(missing) > 0 {
-		s.restore(ctx, missing)
+		// Not ctx: that is the reading's deadline, too short for a sink that
+		// connects to its database while it is configured.
+		s.restore(context.Background(), missing)
 	}
 }
 
