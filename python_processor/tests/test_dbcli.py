@@ -185,7 +185,7 @@ def test_postgres_migrate_from_empty_and_again(dsn: str) -> None:
     ]
     assert {name for (name,) in pg_rows(dsn, "SELECT tablename FROM pg_tables")} >= {
         "trace_keys",
-        "contributions",
+        "quarantined_spans",
         "traces",
         "domain_hourly",
         "quarantine_counts",
@@ -198,16 +198,11 @@ def test_postgres_maintain_creates_partitions_across_a_month_boundary_and_drops_
     maintain = ("db", "maintain", "--database-url", dsn, "--retention-months", "1")
     result = run(*maintain, "--months-ahead", "1", "--now", "2025-01-31T23:30:00Z")
     assert result.exit_code == 0, result.output
-    assert partitions(dsn) == [
-        "contributions_p202501",
-        "contributions_p202502",
-        "traces_p202501",
-        "traces_p202502",
-    ]
+    assert partitions(dsn) == ["traces_p202501", "traces_p202502"]
     assert "partitions dropped (before 2024-12): none" in result.stdout
     result = run(*maintain, "--months-ahead", "1", "--now", "2025-02-01T00:30:00Z")
     assert result.exit_code == 0, result.output
-    assert "partitions created: contributions_p202503, traces_p202503" in result.stdout
+    assert "partitions created: traces_p202503" in result.stdout
     again = run(*maintain, "--months-ahead", "1", "--now", "2025-02-01T00:30:00Z")
     assert "partitions created: none" in again.stdout
 
@@ -219,14 +214,11 @@ def test_postgres_maintain_creates_partitions_across_a_month_boundary_and_drops_
     write(dsn, [span(2, 1, february)], february)
     result = run(*maintain, "--months-ahead", "1", "--now", "2025-03-05T00:00:00Z")
     assert result.exit_code == 0, result.output
-    assert (
-        "partitions dropped (before 2025-02): contributions_p202501, traces_p202501"
-        in result.stdout
-    )
+    assert "partitions dropped (before 2025-02): traces_p202501" in result.stdout
     assert pg_rows(dsn, "SELECT trace_id FROM traces") == [(f"{2:032x}",)]
     assert pg_rows(dsn, "SELECT trace_id FROM trace_keys") == [(f"{2:032x}",)]
-    assert "contributions_p202504" in partitions(dsn)
-    assert "contributions_p202501" not in partitions(dsn)
+    assert "traces_p202504" in partitions(dsn)
+    assert "traces_p202501" not in partitions(dsn)
 
 
 def test_a_missing_postgres_database_is_named(pg_server: str) -> None:

@@ -97,7 +97,6 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
         " AND relkind IN ('r', 'p') ORDER BY 1",
     )
     assert tables == [
-        ("contributions", "p"),
         ("domain_hourly", "r"),
         ("quarantine_counts", "r"),
         ("quarantined_spans", "r"),
@@ -113,7 +112,7 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
 
 def test_a_write_before_migrate_raises_a_store_error(dsn: str) -> None:
     opened = PostgresStore(dsn, CONFIG)
-    missing = 'totals store ensure_partitions: relation "contributions" does not exist'
+    missing = 'totals store ensure_partitions: relation "traces" does not exist'
     with pytest.raises(StoreError, match=missing):
         write(opened, [span(1, 1, root=True)])
     opened.close()
@@ -133,19 +132,16 @@ def test_writes_on_both_sides_of_a_month_boundary_and_retention_by_dropping_part
         row[0]
         for row in query(dsn, "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'")
     }
-    assert partitions == {
-        f"{table}_p2025{month:02d}" for table in ("contributions", "traces") for month in (1, 2, 3)
-    }
-    assert query(dsn, "SELECT trace_id, span_count, cost_usd FROM traces_p202501") == [
-        (f"{1:032x}", 3, 3.0)
+    assert partitions == {f"traces_p2025{month:02d}" for month in (1, 2, 3)}
+    assert query(dsn, "SELECT trace_id, span_count, cost_usd, span_ids FROM traces_p202501") == [
+        (f"{1:032x}", 3, 3.0, bytes.fromhex(f"{1:016x}{2:016x}{3:016x}"))
     ]
-    assert query(dsn, "SELECT count(*) FROM contributions_p202501") == [(3,)]
     assert query(dsn, "SELECT trace_id FROM traces_p202502") == [(f"{2:032x}",)]
-    assert store.ensure_partitions(after) == ["contributions_p202504", "traces_p202504"]
+    assert store.ensure_partitions(after) == ["traces_p202504"]
     assert store.ensure_partitions(after) == []
 
     dropped = store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC))
-    assert dropped == ["contributions_p202501", "traces_p202501"]
+    assert dropped == ["traces_p202501"]
     assert query(dsn, "SELECT trace_id FROM traces") == [(f"{2:032x}",)]
     assert query(dsn, "SELECT trace_id FROM trace_keys") == [(f"{2:032x}",)]
     assert store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC)) == []
@@ -185,8 +181,7 @@ def test_totals_are_exact_across_batches_replays_and_two_concurrent_stores(
     dsn, stores = shared_stores
     with psycopg.connect(dsn) as connection:
         connection.execute(
-            "TRUNCATE trace_keys, contributions, quarantined_spans, traces, domain_hourly,"
-            " quarantine_counts"
+            "TRUNCATE trace_keys, quarantined_spans, traces, domain_hourly, quarantine_counts"
         )
     spans: list[SpanContribution] = []
     for trace, members in enumerate(traces, start=1):
@@ -274,9 +269,9 @@ def test_quarantined_spans_are_stored_with_their_reason_counted_once_and_kept_ou
         ("invalid_id", 1),
         ("past", 1),
     ]
-    # Every span with valid ids keyed once in contributions; every quarantined one
-    # with its reason and facts in quarantined_spans (the invalid id only there).
-    assert query(dsn, "SELECT count(*) FROM contributions") == [(3,)]
+    # The accepted span's id in its trace row; every quarantined span with its reason
+    # and facts in quarantined_spans.
+    assert query(dsn, "SELECT span_ids FROM traces") == [(bytes.fromhex(f"{1:016x}"),)]
     assert query(
         dsn, "SELECT trace_id, span_id, reason, start_ns FROM quarantined_spans ORDER BY 1, 2"
     ) == [
@@ -305,20 +300,69 @@ def test_ids_at_the_ends_of_their_ranges_and_unkeyable_ids_are_stored_once(
     assert (first.accepted, first.duplicates, first.quarantined) == (3, 0, {"invalid_id": 1})
     again = store.write([*accepted, accepted[0]], quarantined, NOW)
     assert (again.accepted, again.duplicates, again.quarantined) == (0, 5, {})
-    assert query(
-        dsn,
-        "SELECT encode(uuid_send(trace_id), 'hex'), lpad(to_hex(span_id), 16, '0'), span_id"
-        " FROM contributions ORDER BY span_id",
-    ) == [
-        ("f" * 32, "8000000000000000", -(2**63)),
-        ("f" * 32, "ffffffffffffffff", -1),
-        ("f" * 32, "7fffffffffffffff", 2**63 - 1),
+    # Each span id's 8 bytes, in the order stored.
+    assert query(dsn, "SELECT span_ids FROM traces") == [
+        (bytes.fromhex("ffffffffffffffff80000000000000007fffffffffffffff"),)
     ]
     assert query(dsn, "SELECT trace_id, span_id, reason FROM quarantined_spans") == [
         ("0123456789abcdef", "01", "invalid_id")
     ]
     assert query(dsn, "SELECT trace_id FROM trace_keys") == [("f" * 32,)]
     assert query(dsn, "SELECT cost_usd, span_count FROM traces") == [(7.0, 3)]
+
+
+def test_a_large_trace_split_and_replayed_keeps_each_span_id_once(
+    store: PostgresStore, dsn: str
+) -> None:
+    spans = [span(7, index, cost=0.001 * index) for index in range(1, 3001)]
+    batches = [spans[:1200], spans[1000:2500], spans[2400:], spans[:1200]]
+    results = [store.write(batch, [], NOW) for batch in batches]
+    assert [r.accepted for r in results] == [1200, 1300, 500, 0]
+    assert [r.duplicates for r in results] == [0, 200, 100, 1200]
+    row = trace_row(dsn, 7)
+    assert row["span_count"] == 3000
+    assert math.isclose(row["cost_usd"], math.fsum(s.cost_usd for s in spans), rel_tol=1e-12)
+    stored = row["span_ids"]
+    assert len(stored) == 3000 * 8
+    assert {stored[i : i + 8] for i in range(0, len(stored), 8)} == {
+        bytes.fromhex(s.span_id) for s in spans
+    }
+    assert_rollup_matches_traces(dsn)
+
+
+def test_adding_to_a_trace_locks_its_key_without_writing_a_new_version_of_it(
+    store: PostgresStore, dsn: str
+) -> None:
+    write(store, [span(4, 1, root=True)])
+    before = query(dsn, "SELECT ctid, xmin FROM trace_keys")
+    write(store, [span(4, 2)])
+    write(store, [span(4, 2), span(4, 3)])  # a replay, and one more span
+    assert query(dsn, "SELECT ctid, xmin FROM trace_keys") == before
+    assert trace_row(dsn, 4)["span_count"] == 3
+
+
+def test_a_span_first_quarantined_is_not_accepted_later_but_its_trace_starts(
+    store: PostgresStore, dsn: str
+) -> None:
+    future = span(5, 1, start=NOW_NS + 3 * 3600 * SECOND, cost=9.0)
+    write(store, [future])
+    assert query(dsn, "SELECT count(*) FROM traces") == [(0,)]
+    assert query(dsn, "SELECT trace_id FROM trace_keys") == [(f"{5:032x}",)]
+    # Three hours later the clock skew is gone: the span is in time, but stored.
+    later = NOW + timedelta(hours=3)
+    child = span(5, 2, start=NOW_NS + 3 * 3600 * SECOND, cost=1.0)
+    accepted, quarantined = split([future, child], later, SKEW)
+    assert (len(accepted), len(quarantined)) == (2, 0)
+    result = store.write(accepted, quarantined, later)
+    assert (result.accepted, result.duplicates, result.traces) == (1, 1, 1)
+    row = trace_row(dsn, 5)
+    assert (row["cost_usd"], row["span_count"], row["span_ids"]) == (
+        1.0,
+        1,
+        bytes.fromhex(f"{2:016x}"),
+    )
+    assert query(dsn, "SELECT reason, spans FROM quarantine_counts") == [("future", 1)]
+    assert_rollup_matches_traces(dsn)
 
 
 def test_orphans_are_unattributed_after_the_grace_and_no_sooner(
@@ -394,7 +438,6 @@ def test_rolling_24h_domain_spend_equals_the_trace_rows_without_excluded_environ
 def assert_nothing_stored(dsn: str) -> None:
     tables = (
         "trace_keys",
-        "contributions",
         "quarantined_spans",
         "traces",
         "domain_hourly",

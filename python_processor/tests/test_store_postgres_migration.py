@@ -171,8 +171,9 @@ def version_1(
     store = PostgresStore(dsn, CONFIG)
     with monkeypatch.context() as patch:
         patch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS[:1])
+        patch.setattr(postgres_module, "PARTITIONED_TABLES", ("contributions", "traces"))
         store.migrate()
-    store.ensure_partitions(KEYED)
+        store.ensure_partitions(KEYED)
     load_version_1(dsn)
     yield dsn, store
     store.close()
@@ -191,16 +192,17 @@ def test_migrating_version_1_data_keeps_totals_and_dedupes_replays(
         (version,) for version, _ in MIGRATIONS
     ]
     assert totals(dsn) == before
-    assert rows(dsn, partitions) == partitions_before
-    # Every span with valid ids keeps its key (compact, shown here in hex) in its month.
-    assert rows(
-        dsn,
-        "SELECT encode(uuid_send(trace_id), 'hex'), lpad(to_hex(span_id), 16, '0'), keyed_at"
-        " FROM contributions_p202501 ORDER BY 1, 2",
-    ) == sorted((s.trace_id, s.span_id, KEYED) for s in [*ACCEPTED, FUTURE])
-    assert rows(dsn, "SELECT span_id FROM contributions WHERE span_id < 0") == [
-        (int.from_bytes(bytes.fromhex(HIGH_SPAN), "big", signed=True),)
+    # Migration 2 rebuilt contributions with its partitions, and 4 dropped it.
+    assert rows(dsn, partitions) == [
+        row for row in partitions_before if row[0].startswith("traces")
     ]
+    # Each accepted span's id is in its trace row (8 bytes each, in the order of the
+    # version-2 keys: signed, so the high span id first); the quarantined ones are not.
+    assert rows(dsn, "SELECT trace_id, span_ids FROM traces ORDER BY 1") == [
+        (TRACE_1, bytes.fromhex(HIGH_SPAN + f"{1:016x}")),
+        (TRACE_2, bytes.fromhex(f"{1:016x}")),
+    ]
+    assert rows(dsn, "SELECT to_regclass('contributions')") == [(None,)]
     assert rows(
         dsn, "SELECT trace_id, span_id, reason, name FROM quarantined_spans ORDER BY 1"
     ) == [
@@ -222,30 +224,27 @@ def test_migrating_version_1_data_keeps_totals_and_dedupes_replays(
         store.write([late], [], LATER)
     assert rows(dsn, "SELECT cost_usd, span_count FROM traces_p202501 WHERE trace_id = %s",
                 TRACE_1) == [(1.75, 3)]  # fmt: skip
-    assert rows(dsn, "SELECT count(*) FROM contributions_p202501") == [(5,)]
-    assert rows(dsn, "SELECT count(*) FROM contributions_p202502") == [(0,)]
+    assert rows(dsn, "SELECT length(span_ids) FROM traces WHERE trace_id = %s", TRACE_1) == [(24,)]
+    assert rows(dsn, "SELECT count(*) FROM traces_p202502") == [(0,)]
     assert rows(dsn, "SELECT sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly") == [
         (5.75, 2, 4)
     ]
 
     # Retention drops January with its quarantined spans.
-    assert store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC)) == [
-        "contributions_p202501",
-        "traces_p202501",
-    ]
+    assert store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC)) == ["traces_p202501"]
     assert rows(dsn, "SELECT count(*) FROM quarantined_spans") == [(0,)]
     assert rows(dsn, "SELECT count(*) FROM trace_keys") == [(0,)]
 
 
-def test_migration_2_is_appended_and_reruns_change_nothing(
+def test_migrations_are_appended_and_reruns_change_nothing(
     version_1: tuple[str, PostgresStore],
 ) -> None:
     dsn, store = version_1
     versions = [version for version, _ in MIGRATIONS]
-    assert versions[:2] == [1, 2]
+    assert versions[:4] == [1, 2, 3, 4]
     assert versions == sorted(set(versions))  # appended, never reordered
     store.migrate()
     after = totals(dsn)
     store.migrate()
     assert totals(dsn) == after
-    assert rows(dsn, "SELECT count(*) FROM contributions") == [(4,)]
+    assert rows(dsn, "SELECT sum(length(span_ids)) FROM traces") == [(24,)]

@@ -21,6 +21,7 @@ from spancost.totals.aggregate import (
     merge,
     ns_from_utc,
     split,
+    trace_delta,
     utc_from_ns,
 )
 
@@ -201,6 +202,49 @@ def test_two_roots_the_first_by_start_then_span_id_wins_in_any_order() -> None:
         root = fold(order)[f"{1:032x}"].root
         assert root is not None
         assert root.name == "early-a"
+
+
+def start_then_span_id(item: SpanContribution) -> tuple[int, str]:
+    return (item.start_ns, item.span_id)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_fold_agrees_with_a_plain_reading_of_its_contract(
+    spans: list[tuple[int, int, int, bool]],
+) -> None:
+    # A repeated key carries another cost and start: the first must win.
+    items = [
+        contribution(trace, span_id, start=NOW_NS - offset * SECOND, root=root, cost=0.1 * index)
+        for index, (trace, span_id, offset, root) in enumerate(spans)
+    ]
+    first: dict[tuple[str, str], SpanContribution] = {}
+    for item in items:
+        first.setdefault(item.key, item)
+    deltas = fold(items)
+    assert set(deltas) == {item.trace_id for item in first.values()}
+    for trace_id, delta in deltas.items():
+        members = [item for item in first.values() if item.trace_id == trace_id]
+        roots = [item for item in members if item.is_root]
+        assert delta.span_count == len(members)
+        assert delta.cost_usd == math.fsum(item.cost_usd for item in members)
+        assert delta.start_ns == min(item.start_ns for item in members)
+        assert delta.end_ns == max(item.end_ns for item in members)
+        assert delta.earliest is min(members, key=start_then_span_id)
+        assert delta.root is (min(roots, key=start_then_span_id) if roots else None)
+
+
+def test_trace_delta_is_fold_for_one_trace_and_needs_a_span() -> None:
+    spans = [contribution(1, 2, cost=0.5, root=True), contribution(1, 1, cost=0.25)]
+    assert trace_delta(f"{1:032x}", spans) == fold(spans)[f"{1:032x}"]
+    with pytest.raises(ValueError, match="at least one span"):
+        trace_delta(f"{1:032x}", [])
 
 
 def test_merge_adds_and_is_order_independent() -> None:

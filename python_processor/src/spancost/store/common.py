@@ -7,9 +7,8 @@ Each store only says how to run it in its own SQL dialect.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from spancost.totals.aggregate import ns_from_utc
 from spancost.totals.naming import TotalsConfig, domain_name
@@ -126,9 +125,11 @@ def add_months(month: datetime, months: int) -> datetime:
 RollupKey = tuple[int, str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where a trace sits in the hourly rollup, and what it put there."""
+class Placement(NamedTuple):
+    """Where a trace sits in the hourly rollup, and what it put there.
+
+    A named tuple rather than a frozen dataclass: a write builds one or two per trace,
+    and a tuple is several times cheaper to build."""
 
     hour_ns: int
     domain: str

@@ -3,21 +3,21 @@
 Same semantics as `spancost.store.sqlite` (see the README section "Totals store:
 PostgreSQL"); what differs is how PostgreSQL gives them:
 
-- ``contributions`` and ``traces`` are declarative monthly range partitions on
-  ``keyed_at``, the time the trace id was first seen, taken from the one-row-per-trace
-  table ``trace_keys`` (not partitioned). Every span of a trace therefore lands in the
-  partition of the trace's month, so the primary key (trace_id, span_id, keyed_at)
-  deduplicates a replay whenever it arrives, even in a later month.
-- ``contributions`` holds that key only, compact (the trace id a ``uuid``, the span id
-  the ``bigint`` of its 8 bytes): the per-span insert is most of a write's work. A
-  quarantined span also gets a row in ``quarantined_spans`` with its facts and reason;
-  one whose ids cannot be keyed (``invalid_id``) only that row.
+- ``traces`` is declaratively range-partitioned by month of ``keyed_at``, the time the
+  trace id was first seen, taken from the one-row-per-trace table ``trace_keys`` (not
+  partitioned). Every span of a trace therefore lands in the row of the trace's month,
+  whenever it arrives, even in a later month.
+- A span is stored once: its 8-byte id is in its trace row's ``span_ids`` (accepted),
+  or it has a row in ``quarantined_spans`` (with its facts and reason). No row per
+  accepted span: that insert was most of a write's work.
 - A write locks the ``trace_keys`` row of each trace it touches, one at a time in
-  sorted order (no deadlock between writers), before it reads the old trace row: the
-  rollup move reads values no other writer can change under it. Rollup and quarantine
-  counts, shared between traces, are updated last, also in sorted key order.
+  sorted order (no deadlock between writers), then reads what is stored of those
+  traces, stores only the spans not stored yet, and adds them: no other writer can
+  change those traces in between. A trace nothing was stored of gets a plain INSERT
+  (a broken protocol would be a unique violation, never a double count). Rollup and
+  quarantine counts, shared between traces, are updated last, also in sorted key order.
 - Retention drops whole partitions (`drop_partitions_before`); it never DELETEs
-  contributions or traces (only the per-trace keys and the quarantined spans).
+  traces (only the per-trace keys and the quarantined spans).
 
 Times are ``timestamptz`` (sessions run in UTC), span times bigint nanoseconds.
 """
@@ -53,8 +53,8 @@ from spancost.totals.aggregate import (
     Quarantined,
     SpanContribution,
     TraceDelta,
-    fold,
     ns_from_utc,
+    trace_delta,
     utc_from_ns,
 )
 from spancost.totals.naming import (
@@ -69,7 +69,7 @@ __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
 logger = logging.getLogger(__name__)
 
-PARTITIONED_TABLES: Final = ("contributions", "traces")
+PARTITIONED_TABLES: Final = ("traces",)
 _PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<month>\d{2})$")
 # pg_advisory_xact_lock keys: migrations and partition DDL run one store at a time.
 _MIGRATE_LOCK: Final = 0x5370_6E63_0001
@@ -81,27 +81,32 @@ _UNKEYABLE: Final = "invalid_id"
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 _T = TypeVar("_T")
 
-# Locks every trace's key row, one row after the other in trace id order (a new row is
-# locked by its insert, an old one by the no-op update), and returns the month each
-# trace belongs to. One statement for the whole batch.
+# Locks every trace's key row, one row after the other in trace id order: a new row is
+# locked by its insert, an existing one by ON CONFLICT DO UPDATE, whose WHERE false
+# locks the row without writing a new version of it. RETURNING gives the new keys
+# only (keyed now); nothing is stored yet of their traces. One statement for the batch.
 _LOCK_TRACES: Final = """
 INSERT INTO trace_keys (trace_id, keyed_at)
 SELECT trace_id, %s FROM unnest(string_to_array(%s, ',')) AS batch (trace_id)
 ORDER BY trace_id
-ON CONFLICT (trace_id) DO UPDATE SET keyed_at = trace_keys.keyed_at
-RETURNING trace_id, keyed_at
+ON CONFLICT (trace_id) DO UPDATE SET keyed_at = trace_keys.keyed_at WHERE false
+RETURNING trace_id
 """
 
-# Hex ids travel as one comma-separated string each and are converted by the server:
-# psycopg builds array parameters element by element in Python, which was most of the
-# client's work per span. RETURNING gives the ids back in hex, as `SpanContribution.key`.
-_INSERT_CONTRIBUTIONS: Final = """
-INSERT INTO contributions (trace_id, span_id, keyed_at)
-SELECT trace_id::uuid, ('x' || span_id)::bit(64)::bigint, keyed_at
-FROM unnest(string_to_array(%s, ','), string_to_array(%s, ','), %b::timestamptz[])
-    AS span (trace_id, span_id, keyed_at)
-ON CONFLICT (trace_id, span_id, keyed_at) DO NOTHING
-RETURNING encode(uuid_send(trace_id), 'hex'), lpad(to_hex(span_id), 16, '0')
+# What is stored of traces whose keys existed (and are now locked by this transaction):
+# each key's month, its trace row's span ids and the values its rollup row was computed
+# from (NULL without a row: only quarantined spans so far), and each quarantined span
+# id. Hex ids travel as one comma-separated string and are split by the server:
+# psycopg builds array parameters element by element in Python.
+_STORED: Final = """
+SELECT trace_keys.trace_id, trace_keys.keyed_at, traces.span_ids, traces.first_seen,
+    traces.domain, traces.environment, traces.cost_usd, traces.span_count, NULL
+FROM trace_keys LEFT JOIN traces
+    ON traces.trace_id = trace_keys.trace_id AND traces.keyed_at = trace_keys.keyed_at
+WHERE trace_keys.trace_id = ANY(string_to_array(%(ids)s, ','))
+UNION ALL
+SELECT trace_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, span_id FROM quarantined_spans
+WHERE trace_id = ANY(string_to_array(%(ids)s, ','))
 """
 
 # In (trace id, span id) order: ids that cannot be keyed take no trace lock, so two
@@ -126,67 +131,74 @@ ON CONFLICT (trace_id, span_id) DO NOTHING
 RETURNING reason
 """
 
-# Sums add; start least, end greatest; earliest and root the first by (start, span id).
-# Every right-hand side of ON CONFLICT DO UPDATE sees the row as it was before. A new
-# row gets its labels (transaction, domain, environment) here; an existing row keeps
-# its own, and the write sets them afterwards only where they changed. One statement
-# for every trace of the batch, in trace id order.
-#
-# ``old`` is each row as it was before (every part of a statement reads the same
-# snapshot, taken after this transaction locked the traces' keys: nobody else changes
-# these rows until it ends); the keyed_at range prunes partitions.
-_ADD_TO_TRACES: Final = """
-WITH old AS (
-    SELECT trace_id, keyed_at, first_seen, domain, environment, cost_usd, span_count
-    FROM traces
-    WHERE trace_id = ANY(string_to_array(%s, ',')) AND keyed_at >= %s AND keyed_at <= %s
-), added AS (
-INSERT INTO traces (
-    trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
-    first_seen, last_update,
+# The columns of a trace delta, in the order `_trace_columns` gives them: the two hex
+# columns (trace id, the concatenated span ids) as comma-separated strings, the others
+# as binary arrays.
+_DELTA_COLUMNS: Final = """
+    string_to_array(%s, ','), string_to_array(%s, ','), %b::timestamptz[], %b::float8[],
+    %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[],
+    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
+    %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]
+) AS excluded (
+    trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
+    start_ns, end_ns, earliest_span_id, earliest_start_ns, earliest_service,
+    earliest_environment, root_span_id, root_start_ns, root_transaction, root_service,
+    root_environment, transaction_name, domain, environment, earliest_account, root_account
+)"""
+
+# Traces no store holds yet (their keys are locked, and no row was read): plain rows,
+# sent by binary COPY into the partitioned table (the cheapest way in, for the client
+# and the server), with their labels. A row that exists after all is a unique
+# violation, never a silent overwrite. The columns of `_trace_row`, first_seen and
+# last_update after end_ns.
+_COPY_TRACES: Final = """
+COPY traces (
+    trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
+    start_ns, end_ns, first_seen, last_update,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
     transaction_name, domain, environment, earliest_account, root_account
+) FROM STDIN (FORMAT BINARY)
+"""
+# Positions in `_trace_row`.
+_FIRST_SEEN: Final = 7  # where COPY rows put first_seen and last_update
+_DOMAIN: Final = 17
+_ENVIRONMENT: Final = 18
+_COPY_TYPES: Final = (
+    ["text", "bytea", "timestamptz", "float8"]
+    + ["int8"] * 5
+    + ["timestamptz", "timestamptz", "text", "int8", "text", "text", "text", "int8"]
+    + ["text"] * 8
 )
-SELECT trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
-    %s, %s,
-    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
-    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    transaction_name, domain, environment, earliest_account, root_account
-FROM unnest(
-    %b::text[], %b::timestamptz[], %b::float8[], %b::bigint[], %b::bigint[], %b::bigint[],
-    %b::bigint[], %b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-    %b::text[], %b::text[]
-) AS delta (
-    trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
-    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
-    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    transaction_name, domain, environment, earliest_account, root_account
-)
-ORDER BY trace_id
-ON CONFLICT (trace_id, keyed_at) DO UPDATE SET
+
+# Traces a store holds: sums add; start least, end greatest; earliest and root the
+# first by (start, span id); the new span ids appended. Every right-hand side reads the
+# row as it was before. Labels are set afterwards, where they changed. RETURNING gives
+# the row as it is now.
+_ADD_TO_TRACES: Final = (
+    """
+UPDATE traces SET
     cost_usd = traces.cost_usd + excluded.cost_usd,
     span_count = traces.span_count + excluded.span_count,
     priced_count = traces.priced_count + excluded.priced_count,
     unpriced_count = traces.unpriced_count + excluded.unpriced_count,
     start_ns = least(traces.start_ns, excluded.start_ns),
     end_ns = greatest(traces.end_ns, excluded.end_ns),
-    last_update = excluded.last_update,
-    {merge}
-RETURNING trace_id, keyed_at, cost_usd, span_count, first_seen, earliest_service,
-    earliest_environment, root_span_id, root_transaction, root_service, root_environment,
-    transaction_name, domain, environment
-)
-SELECT added.trace_id, added.cost_usd, added.span_count, added.first_seen,
-    added.earliest_service, added.earliest_environment, added.root_span_id,
-    added.root_transaction, added.root_service, added.root_environment,
-    added.transaction_name, added.domain, added.environment,
-    old.trace_id IS NOT NULL, old.first_seen, old.domain, old.environment, old.cost_usd,
-    old.span_count
-FROM added LEFT JOIN old ON old.trace_id = added.trace_id AND old.keyed_at = added.keyed_at
+    span_ids = traces.span_ids || decode(excluded.span_ids, 'hex'),
+    last_update = %s,
+    """
+    + merge_assignments(existing="traces.")
+    + """
+FROM unnest("""
+    + _DELTA_COLUMNS
+    + """
+WHERE traces.trace_id = excluded.trace_id AND traces.keyed_at = excluded.keyed_at
+RETURNING traces.trace_id, traces.cost_usd, traces.span_count, traces.first_seen,
+    traces.earliest_service, traces.earliest_environment, traces.root_span_id,
+    traces.root_transaction, traces.root_service, traces.root_environment,
+    traces.transaction_name, traces.domain, traces.environment
 """
-_ADD_TO_TRACES_SQL: Final = _ADD_TO_TRACES.format(merge=merge_assignments(existing="traces."))
+)
 
 _RELABEL_TRACES: Final = """
 UPDATE traces SET transaction_name = label.transaction_name, domain = label.domain,
@@ -200,7 +212,7 @@ WHERE traces.trace_id = label.trace_id AND traces.keyed_at = label.keyed_at
 _ADD_TO_ROLLUP: Final = """
 INSERT INTO domain_hourly (hour, domain, environment, cost_usd, traces, spans)
 SELECT * FROM unnest(
-    %s::timestamptz[], %s::text[], %s::text[], %s::float8[], %s::bigint[], %s::bigint[]
+    %b::timestamptz[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::bigint[]
 ) AS change (hour, domain, environment, cost_usd, traces, spans)
 ORDER BY hour, domain, environment
 ON CONFLICT (hour, domain, environment) DO UPDATE SET
@@ -506,35 +518,40 @@ class PostgresStore:
         quarantined: Sequence[Quarantined],
         now: datetime,
     ) -> WriteResult:
-        # The first span of each (trace id, span id), accepted ones first: what one
-        # INSERT ... ON CONFLICT DO NOTHING of them all in this order would keep.
-        spans: dict[tuple[str, str], tuple[SpanContribution, str | None]] = {}
-        for span in contributions:
-            spans.setdefault(span.key, (span, None))
-        for entry in quarantined:
-            spans.setdefault(entry.contribution.key, (entry.contribution, entry.reason))
-        # Spans whose ids cannot be keyed are deduplicated in quarantined_spans only.
-        keyed = {key: entry for key, entry in spans.items() if entry[1] != _UNKEYABLE}
-        keyed_at = _lock_traces(cursor, sorted({trace_id for trace_id, _ in keyed}), now)
-        inserted = _insert_contributions(cursor, [span for span, _ in keyed.values()], keyed_at)
-        accepted: list[SpanContribution] = []
+        by_trace, unkeyable = _distinct(contributions, quarantined)
+        trace_ids = sorted(by_trace)
+        new_keys = _lock_traces(cursor, trace_ids, now)
+        keyed_at = dict.fromkeys(new_keys, now)
+        stored = _read_stored(cursor, [t for t in trace_ids if t not in keyed_at], keyed_at)
+        # What is not stored yet: the accepted spans by trace, the quarantined ones.
+        deltas: list[TraceDelta] = []
+        span_ids: dict[str, str] = {}
         quarantine: list[tuple[SpanContribution, str, datetime]] = []
-        for key, (span, reason) in keyed.items():
-            if key not in inserted:
-                continue
-            if reason is None:
-                accepted.append(span)
-            else:
-                quarantine.append((span, reason, keyed_at[span.trace_id]))
-        quarantine += [
-            (span, reason, now) for span, reason in spans.values() if reason == _UNKEYABLE
-        ]
+        for trace_id in trace_ids:
+            held = stored.get(trace_id)
+            accepted: list[SpanContribution] = []
+            for span_id, (span, reason) in by_trace[trace_id].items():
+                if held is not None and held.holds(span_id):
+                    continue
+                if reason is None:
+                    accepted.append(span)
+                else:
+                    quarantine.append((span, reason, keyed_at[trace_id]))
+            if accepted:
+                deltas.append(trace_delta(trace_id, accepted))
+                span_ids[trace_id] = "".join([span.span_id for span in accepted])
+        quarantine += [(span, _UNKEYABLE, now) for span in unkeyable]
         reasons = _insert_quarantined(cursor, quarantine, now)
-        deltas = fold(accepted)
         rollup = RollupChanges()
         if deltas:
             self._add(
-                cursor, [deltas[trace_id] for trace_id in sorted(deltas)], keyed_at, now, rollup
+                cursor,
+                deltas,
+                span_ids=span_ids,
+                keyed_at=keyed_at,
+                stored=stored,
+                now=now,
+                rollup=rollup,
             )
         for quarantine_reason in sorted(reasons):
             cursor.execute(
@@ -544,74 +561,65 @@ class PostgresStore:
                 (quarantine_reason, reasons[quarantine_reason]),
             )
         _apply_rollup(cursor, rollup)
+        accepted_count = sum(delta.span_count for delta in deltas)
         return WriteResult(
-            accepted=len(accepted),
-            duplicates=len(contributions) + len(quarantined) - len(accepted) - reasons.total(),
+            accepted=accepted_count,
+            duplicates=len(contributions) + len(quarantined) - accepted_count - reasons.total(),
             quarantined=dict(reasons),
             traces=len(deltas),
-            cost_usd=sum(delta.cost_usd for delta in deltas.values()),
+            cost_usd=sum(delta.cost_usd for delta in deltas),
         )
 
     def _add(
         self,
         cursor: Cursor,
         deltas: Sequence[TraceDelta],
+        *,
+        span_ids: dict[str, str],
         keyed_at: dict[str, datetime],
+        stored: dict[str, _Stored],
         now: datetime,
         rollup: RollupChanges,
     ) -> None:
-        """Add each delta to its (locked) trace row as `merge` does, set the labels that
-        changed, and record the rollup changes: a delta, or a trace's whole move when its
-        domain or environment changed. A handful of statements for the whole batch."""
-        months = [keyed_at[delta.trace_id] for delta in deltas]
-        columns: list[list[Any]] = [[] for _ in range(22)]
+        """Insert the new traces' rows and add each other delta to its (locked) row as
+        `merge` does, set the labels that changed, and record the rollup changes: a
+        delta, or a trace's whole move when its domain or environment changed. A handful
+        of statements for the whole batch."""
+        new: list[TraceDelta] = []
+        existing: list[TraceDelta] = []
         for delta in deltas:
-            root, earliest = delta.root, delta.earliest
-            root_transaction = None if root is None else transaction_name(root, self._config)
-            # A new row's labels, as `labels` gives them for a row that is this delta (an
-            # existing row ignores them).
-            transaction, domain, environment = labels(
-                self._config,
-                root_span_id=None if root is None else root.span_id,
-                root_transaction=root_transaction,
-                root_service=None if root is None else root.service,
-                root_environment=None if root is None else root.environment,
-                earliest_service=earliest.service,
-                earliest_environment=earliest.environment,
-                current_transaction=None,
-            )
-            row = (
-                delta.trace_id,
-                keyed_at[delta.trace_id],
-                delta.cost_usd,
-                delta.span_count,
-                delta.priced_count,
-                delta.unpriced_count,
-                delta.start_ns,
-                delta.end_ns,
-                earliest.span_id,
-                earliest.start_ns,
-                earliest.service,
-                earliest.environment,
-                None if root is None else root.span_id,
-                None if root is None else root.start_ns,
-                root_transaction,
-                None if root is None else root.service,
-                None if root is None else root.environment,
-                transaction,
-                domain,
-                environment,
-                earliest.account,
-                None if root is None else root.account,
-            )
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
-        trace_ids = ",".join(delta.trace_id for delta in deltas)
-        cursor.execute(
-            _ADD_TO_TRACES_SQL, (trace_ids, min(months), max(months), now, now, *columns)
-        )
+            held = stored.get(delta.trace_id)
+            (existing if held is not None and held.row is not None else new).append(delta)
+        now_ns = ns_from_utc(now)
+        if new:
+            with cursor.copy(_COPY_TRACES) as copy:
+                copy.set_types(_COPY_TYPES)
+                for delta in new:
+                    row = self._trace_row(delta, keyed_at[delta.trace_id])
+                    domain, environment = row[_DOMAIN], row[_ENVIRONMENT]
+                    copy.write_row(
+                        (
+                            delta.trace_id,
+                            bytes.fromhex(span_ids[delta.trace_id]),
+                            *row[:_FIRST_SEEN],
+                            now,
+                            now,
+                            *row[_FIRST_SEEN:],
+                        )
+                    )
+                    after = placement(now_ns, domain, environment, delta.cost_usd, delta.span_count)
+                    rollup.record(None, after, delta.cost_usd, delta.span_count)
+        if not existing:
+            return
+        columns: list[Any] = [
+            ",".join([delta.trace_id for delta in existing]),
+            ",".join([span_ids[delta.trace_id] for delta in existing]),
+        ]
+        rows = [self._trace_row(delta, keyed_at[delta.trace_id]) for delta in existing]
+        columns += map(list, zip(*rows, strict=True))
+        cursor.execute(_ADD_TO_TRACES, (now, *columns))
         relabel: list[list[Any]] = [[] for _ in range(5)]
-        added = {delta.trace_id: delta for delta in deltas}
+        added = {delta.trace_id: delta for delta in existing}
         for (
             trace_id,
             cost,
@@ -626,8 +634,6 @@ class PostgresStore:
             current,
             current_domain,
             current_environment,
-            existed,
-            *old,
         ) in cursor.fetchall():
             transaction, domain, environment = labels(
                 self._config,
@@ -646,12 +652,54 @@ class PostgresStore:
                     strict=True,
                 ):
                     column.append(value)
+            before = stored[trace_id].row
+            if before is None:  # only rows read under the lock are updated
+                raise StoreError(f"totals store: trace {trace_id} was updated but not read")
             after = _placement(first_seen, domain, environment, cost, count)
-            before = _placement(*old) if existed else None
             delta = added[trace_id]
-            rollup.record(before, after, delta.cost_usd, delta.span_count)
+            rollup.record(_placement(*before), after, delta.cost_usd, delta.span_count)
         if relabel[0]:
             cursor.execute(_RELABEL_TRACES, relabel)
+
+    def _trace_row(self, delta: TraceDelta, keyed_at: datetime) -> tuple[Any, ...]:
+        """A delta's values after its trace id and span ids, in `_DELTA_COLUMNS` order,
+        with the labels a new row gets (what `labels` gives for a row that is this delta
+        alone; an existing row's are set after the update)."""
+        root, earliest = delta.root, delta.earliest
+        root_transaction = None if root is None else transaction_name(root, self._config)
+        transaction, domain, environment = labels(
+            self._config,
+            root_span_id=None if root is None else root.span_id,
+            root_transaction=root_transaction,
+            root_service=None if root is None else root.service,
+            root_environment=None if root is None else root.environment,
+            earliest_service=earliest.service,
+            earliest_environment=earliest.environment,
+            current_transaction=None,
+        )
+        return (
+            keyed_at,
+            delta.cost_usd,
+            delta.span_count,
+            delta.priced_count,
+            delta.unpriced_count,
+            delta.start_ns,
+            delta.end_ns,
+            earliest.span_id,
+            earliest.start_ns,
+            earliest.service,
+            earliest.environment,
+            None if root is None else root.span_id,
+            None if root is None else root.start_ns,
+            root_transaction,
+            None if root is None else root.service,
+            None if root is None else root.environment,
+            transaction,
+            domain,
+            environment,
+            earliest.account,
+            None if root is None else root.account,
+        )
 
     def _attribute_orphans(
         self, cursor: Cursor, now: datetime, grace: timedelta, unattributed_name: str
@@ -728,32 +776,78 @@ def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
     connection.execute("SET TIME ZONE 'UTC'")
 
 
-def _lock_traces(cursor: Cursor, trace_ids: list[str], now: datetime) -> dict[str, datetime]:
-    """Lock each trace's key row, in trace id order; its partition month."""
+def _lock_traces(cursor: Cursor, trace_ids: list[str], now: datetime) -> list[str]:
+    """Lock each trace's key row, in trace id order, creating those missing (keyed
+    `now`); the trace ids whose keys were created."""
+    if not trace_ids:
+        return []
+    cursor.execute(_LOCK_TRACES, (now, ",".join(trace_ids)))
+    return [trace_id for (trace_id,) in cursor.fetchall()]
+
+
+def _distinct(
+    contributions: Sequence[SpanContribution], quarantined: Sequence[Quarantined]
+) -> tuple[dict[str, dict[str, tuple[SpanContribution, str | None]]], list[SpanContribution]]:
+    """The first span of each (trace id, span id), accepted ones first, by trace id and
+    span id, each with its quarantine reason (None: accepted); and apart, the spans whose
+    ids cannot be keyed (deduplicated in quarantined_spans only)."""
+    by_trace: dict[str, dict[str, tuple[SpanContribution, str | None]]] = {}
+    for span in contributions:
+        members = by_trace.get(span.trace_id)
+        if members is None:
+            by_trace[span.trace_id] = {span.span_id: (span, None)}
+        elif span.span_id not in members:
+            members[span.span_id] = (span, None)
+    unkeyable: dict[tuple[str, str], SpanContribution] = {}
+    for entry in quarantined:
+        span = entry.contribution
+        if entry.reason == _UNKEYABLE:
+            unkeyable.setdefault(span.key, span)
+        else:
+            by_trace.setdefault(span.trace_id, {}).setdefault(span.span_id, (span, entry.reason))
+    return by_trace, list(unkeyable.values())
+
+
+class _Stored:
+    """What the store holds of one trace: its row (the values its rollup row was
+    computed from), its span ids, its quarantined span ids."""
+
+    __slots__ = ("quarantined", "row", "span_ids")
+
+    def __init__(self) -> None:
+        self.row: tuple[datetime, str | None, str | None, float, int] | None = None
+        self.span_ids: frozenset[bytes] = frozenset()
+        self.quarantined: set[str] = set()
+
+    def holds(self, span_id: str) -> bool:
+        return span_id in self.quarantined or bytes.fromhex(span_id) in self.span_ids
+
+
+def _read_stored(
+    cursor: Cursor, trace_ids: list[str], keyed_at: dict[str, datetime]
+) -> dict[str, _Stored]:
+    """What the store holds of each trace whose (locked) key existed before; the key's
+    month goes into `keyed_at`."""
     if not trace_ids:
         return {}
-    cursor.execute(_LOCK_TRACES, (now, ",".join(trace_ids)))
-    keyed_at: dict[str, datetime] = dict(cursor.fetchall())
-    if len(keyed_at) != len(trace_ids):
-        raise StoreError("totals store: trace_keys returned fewer rows than traces locked")
-    return keyed_at
-
-
-def _insert_contributions(
-    cursor: Cursor, spans: Sequence[SpanContribution], keyed_at: dict[str, datetime]
-) -> set[tuple[str, str]]:
-    """Insert each span's key (distinct keys, valid ids) unless stored; the keys inserted."""
-    if not spans:
-        return set()
-    cursor.execute(
-        _INSERT_CONTRIBUTIONS,
-        (
-            ",".join(span.trace_id for span in spans),
-            ",".join(span.span_id for span in spans),
-            [keyed_at[span.trace_id] for span in spans],
-        ),
-    )
-    return set(cursor.fetchall())
+    cursor.execute(_STORED, {"ids": ",".join(trace_ids)})
+    stored: dict[str, _Stored] = {}
+    rows = cursor.fetchall()
+    for trace_id, month, ids, first_seen, domain, environment, cost, count, quarantined in rows:
+        held = stored.get(trace_id)
+        if held is None:
+            held = stored[trace_id] = _Stored()
+        if quarantined is not None:
+            held.quarantined.add(quarantined)
+            continue
+        keyed_at[trace_id] = month
+        if ids is not None:
+            held.row = (first_seen, domain, environment, cost, count)
+            held.span_ids = frozenset(ids[i : i + 8] for i in range(0, len(ids), 8))
+    missing = [trace_id for trace_id in trace_ids if trace_id not in keyed_at]
+    if missing:
+        raise StoreError(f"totals store: trace keys locked but not found: {missing[:3]}")
+    return stored
 
 
 def _insert_quarantined(

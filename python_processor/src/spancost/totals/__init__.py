@@ -3,7 +3,8 @@
 The pure core, for the totals sink and its stores (PostgreSQL, SQLite):
 
 - `aggregate`: `SpanContribution` (one span's delta, keyed by trace and span id),
-  `split` (quarantine by time and id), `fold` (per-trace `TraceDelta`), `merge`;
+  `split` (quarantine by time and id), `fold` (per-trace `TraceDelta`; `trace_delta`
+  for one trace's spans), `merge`;
 - `naming`: the totals configuration (`parse_config`), `transaction_name`,
   `domain_name`, `resolve_transaction` (orphans).
 
@@ -20,6 +21,7 @@ from spancost.totals.aggregate import (
     fold,
     merge,
     split,
+    trace_delta,
 )
 from spancost.totals.naming import (
     UNATTRIBUTED,
@@ -48,5 +50,6 @@ __all__ = [
     "parse_config",
     "resolve_transaction",
     "split",
+    "trace_delta",
     "transaction_name",
 ]

@@ -26,7 +26,7 @@ error is in the additions, and fsum plus non-negative terms keep it far below 1e
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -42,6 +42,7 @@ __all__ = [
     "ns_from_duration",
     "ns_from_utc",
     "split",
+    "trace_delta",
     "utc_from_ns",
 ]
 
@@ -225,19 +226,42 @@ def _first(a: SpanContribution | None, b: SpanContribution | None) -> SpanContri
     return a if _order(a) <= _order(b) else b
 
 
-def _delta(trace_id: str, spans: list[SpanContribution]) -> TraceDelta:
-    priced = sum(1 for span in spans if span.priced)
-    roots = [span for span in spans if span.is_root]
+def trace_delta(trace_id: str, spans: Sequence[SpanContribution]) -> TraceDelta:
+    """What `spans` (one trace's, distinct (trace id, span id), at least one) add to
+    the trace's row: `fold` for spans already grouped and deduplicated."""
+    if not spans:
+        raise ValueError(f"trace {trace_id}: a delta needs at least one span")
+    # One pass (the store's hot path folds every span it writes): earliest and root
+    # are the first by (start, span id), so the earliest span's start is the trace's.
+    earliest = spans[0]
+    root = earliest if earliest.is_root else None
+    end_ns = earliest.end_ns
+    priced = 0
+    for span in spans:
+        if span.unpriced_reason is None:
+            priced += 1
+        span_start = span.start_ns
+        end_ns = max(end_ns, span.end_ns)
+        if span_start < earliest.start_ns or (
+            span_start == earliest.start_ns and span.span_id < earliest.span_id
+        ):
+            earliest = span
+        if span.is_root and (
+            root is None
+            or span_start < root.start_ns
+            or (span_start == root.start_ns and span.span_id < root.span_id)
+        ):
+            root = span
     return TraceDelta(
         trace_id=trace_id,
-        cost_usd=math.fsum(span.cost_usd for span in spans),
+        cost_usd=math.fsum([span.cost_usd for span in spans]),
         span_count=len(spans),
         priced_count=priced,
         unpriced_count=len(spans) - priced,
-        start_ns=min(span.start_ns for span in spans),
-        end_ns=max(span.end_ns for span in spans),
-        earliest=min(spans, key=_order),
-        root=min(roots, key=_order) if roots else None,
+        start_ns=earliest.start_ns,
+        end_ns=end_ns,
+        earliest=earliest,
+        root=root,
     )
 
 
@@ -248,15 +272,17 @@ def fold(contributions: Iterable[SpanContribution]) -> dict[str, TraceDelta]:
     store's ``ON CONFLICT DO NOTHING`` would: a batch that carries a span twice
     counts it once. Pass only contributions accepted by `split`.
     """
-    seen: set[tuple[str, str]] = set()
-    by_trace: dict[str, list[SpanContribution]] = {}
+    by_trace: dict[str, dict[str, SpanContribution]] = {}
     for contribution in contributions:
-        key = contribution.key
-        if key in seen:
-            continue
-        seen.add(key)
-        by_trace.setdefault(contribution.trace_id, []).append(contribution)
-    return {trace_id: _delta(trace_id, spans) for trace_id, spans in by_trace.items()}
+        spans = by_trace.get(contribution.trace_id)
+        if spans is None:
+            by_trace[contribution.trace_id] = {contribution.span_id: contribution}
+        elif contribution.span_id not in spans:
+            spans[contribution.span_id] = contribution
+    return {
+        trace_id: trace_delta(trace_id, list(spans.values()))
+        for trace_id, spans in by_trace.items()
+    }
 
 
 def merge(total: TraceDelta | None, delta: TraceDelta) -> TraceDelta:

@@ -9,6 +9,11 @@ A new version appends to `MIGRATIONS`; an applied one is never edited.
 - 2: ``contributions`` keeps only the deduplication key, with compact ids (``uuid``,
   ``bigint``); quarantined spans keep their facts and reason in ``quarantined_spans``.
   Rewrites ``contributions`` (every partition) in the migration's transaction.
+- 3: the trace's cloud account (``earliest_account``, ``root_account``).
+- 4: a trace's accepted span ids live in its own row (``traces.span_ids``, 8 bytes
+  each) instead of a ``contributions`` row per span, which is dropped: a span is
+  deduplicated under its trace's key lock against the trace row and
+  ``quarantined_spans``. Rewrites every trace row in the migration's transaction.
 """
 
 from __future__ import annotations
@@ -192,6 +197,36 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
         (
             # The trace's cloud account: the root's cloud.account.id, else the earliest span's.
             "ALTER TABLE traces ADD COLUMN earliest_account text, ADD COLUMN root_account text",
+        ),
+    ),
+    (
+        4,
+        (
+            # The accepted span ids of a trace: each span id's 8 bytes, concatenated in
+            # the order they were stored. Quarantined spans with valid ids, which had a
+            # contributions row too, are in quarantined_spans (migration 2) and stay there.
+            "ALTER TABLE traces ADD COLUMN span_ids bytea NOT NULL DEFAULT ''::bytea",
+            """
+            UPDATE traces SET span_ids = accepted.span_ids
+            FROM (
+                SELECT encode(uuid_send(contributions.trace_id), 'hex') AS trace_id,
+                    contributions.keyed_at,
+                    string_agg(int8send(contributions.span_id), ''::bytea
+                        ORDER BY contributions.span_id) AS span_ids
+                FROM contributions
+                WHERE NOT EXISTS (
+                    SELECT FROM quarantined_spans
+                    WHERE quarantined_spans.trace_id
+                            = encode(uuid_send(contributions.trace_id), 'hex')
+                        AND quarantined_spans.span_id
+                            = lpad(to_hex(contributions.span_id), 16, '0')
+                )
+                GROUP BY 1, 2
+            ) AS accepted
+            WHERE traces.trace_id = accepted.trace_id AND traces.keyed_at = accepted.keyed_at
+            """,
+            "ALTER TABLE traces ALTER COLUMN span_ids DROP DEFAULT",
+            "DROP TABLE contributions",
         ),
     ),
 )
