@@ -67,9 +67,26 @@ def _new_database(server: str, name: str) -> str:
 
 
 def make_batches(
+    writer: int, count: int, batch_spans: int, now: datetime, *, split: bool = False
+) -> list[list[SpanContribution]]:
+    """`count` batches of `batch_spans` spans, traces of 5 spans, unique to `writer`.
+
+    `split`: each trace's root and first child come in one batch, its three other
+    children in the next (as when a trace's spans reach a collector in two batches):
+    every batch but the first then adds to 200 traces written before and starts 200."""
+    batches = _whole_trace_batches(writer, count, batch_spans, now)
+    if not split:
+        return batches
+    halves: list[list[SpanContribution]] = [[] for _ in range(count + 1)]
+    for index, batch in enumerate(batches):
+        for position, span in enumerate(batch):
+            halves[index + (position % SPANS_PER_TRACE >= 2)].append(span)
+    return [batch for batch in halves if batch]
+
+
+def _whole_trace_batches(
     writer: int, count: int, batch_spans: int, now: datetime
 ) -> list[list[SpanContribution]]:
-    """`count` batches of `batch_spans` spans, traces of 5 spans, unique to `writer`."""
     now_ns = ns_from_utc(now)
     batches: list[list[SpanContribution]] = []
     trace = 0
@@ -109,10 +126,10 @@ def _write_all(store: PostgresStore, batches: list[list[SpanContribution]], now:
     return traces
 
 
-def _process_writer(job: tuple[str, int, int, int], start: Any, result: Any) -> None:
-    dsn, writer, count, batch_spans = job
+def _process_writer(job: tuple[str, int, int, int, bool], start: Any, result: Any) -> None:
+    dsn, writer, count, batch_spans, split = job
     now = datetime.now(UTC)
-    batches = make_batches(writer, count, batch_spans, now)
+    batches = make_batches(writer, count, batch_spans, now, split=split)
     store = PostgresStore(dsn, CONFIG, max_connections=1)
     start.wait()
     began = time.perf_counter()
@@ -122,8 +139,17 @@ def _process_writer(job: tuple[str, int, int, int], start: Any, result: Any) -> 
 
 
 def write_throughput(
-    server: str, label: str, *, writers: int, processes: bool, batches: int, batch_spans: int
+    server: str,
+    label: str,
+    *,
+    writers: int,
+    processes: bool,
+    batches: int,
+    batch_spans: int,
+    split: bool = False,
 ) -> dict[str, Any]:
+    """Trace totals a second: the traces stored (each once, whole) over the time taken;
+    ``trace_writes`` counts every addition to a trace row (twice a trace when split)."""
     dsn = _new_database(server, f"bench_write_{label}")
     store = PostgresStore(dsn, CONFIG, max_connections=max(1, writers))
     store.migrate()
@@ -137,7 +163,7 @@ def write_throughput(
         workers = [
             context.Process(
                 target=_process_writer,
-                args=((dsn, writer, batches, batch_spans), start_event, results),
+                args=((dsn, writer, batches, batch_spans, split), start_event, results),
             )
             for writer in range(writers)
         ]
@@ -152,7 +178,10 @@ def write_throughput(
             worker.join()
         traces = sum(count for count, _ in outcomes)
     else:
-        work = [make_batches(writer, batches, batch_spans, now) for writer in range(writers)]
+        work = [
+            make_batches(writer, batches, batch_spans, now, split=split)
+            for writer in range(writers)
+        ]
         counts = [0] * writers
 
         def run(index: int) -> None:
@@ -168,21 +197,25 @@ def write_throughput(
         traces = sum(counts)
     with psycopg.connect(dsn) as connection:
         stored = connection.execute("SELECT count(*) FROM traces").fetchone()
+        complete = connection.execute(
+            "SELECT count(*) FROM traces WHERE span_count = %s", (SPANS_PER_TRACE,)
+        ).fetchone()
     store.close()
-    expected = writers * batches * (batch_spans // SPANS_PER_TRACE) + 3 * (
-        batch_spans // SPANS_PER_TRACE
-    )
-    assert stored == (expected,), f"stored {stored}, expected {expected}"
+    written = writers * batches * (batch_spans // SPANS_PER_TRACE)
+    expected = written + 3 * (batch_spans // SPANS_PER_TRACE)
+    assert stored == complete == (expected,), f"stored {stored}, whole {complete}, {expected}"
     return {
         "label": label,
         "writers": writers,
         "kind": "processes" if processes else "threads",
+        "split": split,
         "batch_spans": batch_spans,
-        "traces": traces,
+        "traces": written,
+        "trace_writes": traces,
         "seconds": round(elapsed, 3),
-        "traces_per_s": round(traces / elapsed),
-        "spans_per_s": round(traces * SPANS_PER_TRACE / elapsed),
-        "ms_per_batch": round(1000 * elapsed * writers / (writers * batches), 2),
+        "traces_per_s": round(written / elapsed),
+        "spans_per_s": round(written * SPANS_PER_TRACE / elapsed),
+        "ms_per_batch": round(1000 * elapsed / batches, 2),
     }
 
 
@@ -199,12 +232,14 @@ INSERT INTO traces (
     trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
     first_seen, last_update, earliest_span_id, earliest_start_ns, earliest_service,
     earliest_environment, root_span_id, root_start_ns, root_transaction, root_service,
-    root_environment, transaction_name, domain, environment
+    root_environment, transaction_name, domain, environment, span_ids
 )
 SELECT trace_id, keyed_at, (i %% 997) * 1.0e-6, 5, 5, 0, ns, ns + 5000000,
     keyed_at, keyed_at, '0000000000000001', ns, 'service-' || (i %% 20), env,
     '0000000000000001', ns, 'tx-' || (i %% 40), 'service-' || (i %% 20), env,
-    'tx-' || (i %% 40), 'domain-' || (i %% 50), env
+    'tx-' || (i %% 40), 'domain-' || (i %% 50), env,
+    int8send(1::bigint) || int8send(2::bigint) || int8send(3::bigint) || int8send(4::bigint)
+        || int8send(5::bigint)
 FROM (
     SELECT lpad(to_hex(i), 32, '0') AS trace_id, i,
         %(start)s + (%(span)s * i / %(rows)s) AS keyed_at,
@@ -282,7 +317,10 @@ def rollup_query(server: str, rows: int, rounds: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=60, help="batches per writer")
+    parser.add_argument("--batches", type=int, default=200, help="batches per writer")
+    parser.add_argument(
+        "--write-rounds", type=int, default=3, help="runs of each writer set-up (median kept)"
+    )
     parser.add_argument("--batch-spans", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=10_000_000, help="trace rows for the rollup")
     parser.add_argument("--rounds", type=int, default=2000, help="domain_spend calls timed")
@@ -301,24 +339,35 @@ def main() -> None:
             connection.execute("SELECT pg_reload_conf()")
             version = connection.execute("SHOW server_version").fetchone()
         results["postgresql"] = version[0] if version else "?"
+        setups = [
+            ("1-thread", 1, False, False),
+            ("2-threads", 2, False, False),
+            ("4-threads", 4, False, False),
+            ("2-processes", 2, True, False),
+            ("4-processes", 4, True, False),
+            ("2-processes-split", 2, True, True),
+        ]
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in setups}
+        # Rounds interleave the set-ups, so a slow minute of the VM hits each alike.
+        for round_ in range(arguments.write_rounds):
+            for label, writers, processes, split in setups:
+                outcome = write_throughput(
+                    server,
+                    f"{label.replace('-', '_')}_{round_}",
+                    writers=writers,
+                    processes=processes,
+                    batches=arguments.batches,
+                    batch_spans=arguments.batch_spans,
+                    split=split,
+                )
+                runs[label].append(outcome)
+                print(json.dumps(outcome), file=sys.stderr, flush=True)
         writes = []
-        for label, writers, processes in [
-            ("1-thread", 1, False),
-            ("2-threads", 2, False),
-            ("4-threads", 4, False),
-            ("2-processes", 2, True),
-            ("4-processes", 4, True),
-        ]:
-            outcome = write_throughput(
-                server,
-                label.replace("-", "_"),
-                writers=writers,
-                processes=processes,
-                batches=arguments.batches,
-                batch_spans=arguments.batch_spans,
-            )
-            writes.append(outcome)
-            print(json.dumps(outcome), file=sys.stderr, flush=True)
+        for label, *_ in setups:
+            ordered = sorted(runs[label], key=lambda outcome: outcome["traces_per_s"])
+            median = dict(ordered[len(ordered) // 2])
+            median["traces_per_s_runs"] = [outcome["traces_per_s"] for outcome in runs[label]]
+            writes.append(median)
         results["writes"] = writes
         if not arguments.skip_rollup:
             results["rollup"] = rollup_query(server, arguments.rows, arguments.rounds)
@@ -326,12 +375,17 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"PostgreSQL {results['postgresql']}, {results['machine']}, {results['date']}\n")
-    print("| writers | traces/s | spans/s | ms per 1,000-span batch (per writer) |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| writers | traces/s (median) | spans/s | ms per batch (per writer)"
+        " | traces/s, every run |"
+    )
+    print("|---|---:|---:|---:|---|")
     for outcome in writes:
+        every = " · ".join(f"{count:,}" for count in outcome["traces_per_s_runs"])
+        split = ", traces split in two batches" if outcome["split"] else ""
         print(
-            f"| {outcome['writers']} {outcome['kind']} | {outcome['traces_per_s']:,} |"
-            f" {outcome['spans_per_s']:,} | {outcome['ms_per_batch']} |"
+            f"| {outcome['writers']} {outcome['kind']}{split} | {outcome['traces_per_s']:,} |"
+            f" {outcome['spans_per_s']:,} | {outcome['ms_per_batch']} | {every} |"
         )
     if "rollup" in results:
         rollup = results["rollup"]
