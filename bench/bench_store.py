@@ -1,10 +1,12 @@
 """`make bench`: the PostgreSQL totals store, on a private server started here.
 
-Two figures, the targets of issue #4:
+The targets of issue #4, and the cost of the latest migration:
 - write throughput: trace totals per second through `PostgresStore.write`, with
   1,000-span batches of 5-span traces (a root and four children, as the sink hands
   them over), by 1 writer and by several (threads sharing one store and its pool, as
-  the sink's exporter workers would; and processes, as several collectors would);
+  the sink's exporter workers would; and processes, as several collectors would), and
+  with each trace split across two batches;
+- migration 4 of a version-3 database (200,000 traces, 1,000,000 span keys), timed;
 - the rolling 24 h per-domain spend (`domain_spend`, what the guard reads) with
   10 million trace rows in the current month: the rows are loaded with one
   ``INSERT ... SELECT generate_series`` into the real schema (``trace_keys`` and the
@@ -33,9 +35,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import psycopg
+import spancost.store.postgres as postgres_module
 from psycopg import sql
+from spancost.store.migrations.postgres import MIGRATIONS
 from spancost.store.postgres import PostgresStore
 from spancost.totals import TotalsConfig
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
@@ -219,6 +224,59 @@ def write_throughput(
     }
 
 
+# -- migration 4 on a version-3 database --------------------------------------------
+
+
+_V3_KEYS = """
+INSERT INTO trace_keys (trace_id, keyed_at)
+SELECT lpad(to_hex(i), 32, '0'), %(month)s FROM generate_series(1, %(n)s) AS i
+"""
+
+_V3_CONTRIBUTIONS = """
+INSERT INTO contributions (trace_id, span_id, keyed_at)
+SELECT lpad(to_hex(i), 32, '0')::uuid, span, %(month)s
+FROM generate_series(1, %(n)s) AS i, generate_series(1, 5) AS span
+"""
+
+_V3_TRACES = """
+INSERT INTO traces (
+    trace_id, keyed_at, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
+    first_seen, last_update, earliest_span_id, earliest_start_ns
+)
+SELECT lpad(to_hex(i), 32, '0'), %(month)s, 1e-6, 5, 5, 0, 1, 2, %(month)s, %(month)s,
+    '0000000000000001', 1
+FROM generate_series(1, %(n)s) AS i
+"""
+
+
+def migration_4(server: str, traces: int) -> dict[str, Any]:
+    """`migrate` of a version-3 database holding `traces` traces of 5 spans (a key row
+    each in ``contributions``) to the current schema, timed."""
+    dsn = _new_database(server, "bench_migration_4")
+    store = PostgresStore(dsn, CONFIG, max_connections=1)
+    now = datetime.now(UTC)
+    with (
+        mock.patch.object(postgres_module, "MIGRATIONS", MIGRATIONS[:3]),
+        mock.patch.object(postgres_module, "PARTITIONED_TABLES", ("contributions", "traces")),
+    ):
+        store.migrate()
+        store.ensure_partitions(now)
+    parameters = {"n": traces, "month": now.replace(day=1, hour=0, minute=0, second=0)}
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        for statement in (_V3_KEYS, _V3_CONTRIBUTIONS, _V3_TRACES):
+            connection.execute(statement, parameters)
+        connection.execute("VACUUM ANALYZE")
+    began = time.perf_counter()
+    store.migrate()
+    seconds = time.perf_counter() - began
+    with psycopg.connect(dsn) as connection:
+        stored = connection.execute("SELECT count(*), sum(length(span_ids)) FROM traces")
+        assert stored.fetchone() == (traces, 8 * SPANS_PER_TRACE * traces)
+    store.close()
+    return {"traces": traces, "spans": SPANS_PER_TRACE * traces, "seconds": round(seconds, 2)}
+
+
 # -- the rolling 24 h rollup ---------------------------------------------------------
 
 _LOAD_KEYS = """
@@ -325,6 +383,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000, help="trace rows for the rollup")
     parser.add_argument("--rounds", type=int, default=2000, help="domain_spend calls timed")
     parser.add_argument("--skip-rollup", action="store_true")
+    parser.add_argument(
+        "--migration-traces", type=int, default=200_000, help="traces for migration 4 (0: skip)"
+    )
     arguments = parser.parse_args()
 
     pg = _pg_module()
@@ -369,6 +430,9 @@ def main() -> None:
             median["traces_per_s_runs"] = [outcome["traces_per_s"] for outcome in runs[label]]
             writes.append(median)
         results["writes"] = writes
+        if arguments.migration_traces > 0:
+            results["migration_4"] = migration_4(server, arguments.migration_traces)
+            print(json.dumps(results["migration_4"]), file=sys.stderr, flush=True)
         if not arguments.skip_rollup:
             results["rollup"] = rollup_query(server, arguments.rows, arguments.rounds)
             print(json.dumps(results["rollup"]), file=sys.stderr, flush=True)
@@ -386,6 +450,12 @@ def main() -> None:
         print(
             f"| {outcome['writers']} {outcome['kind']}{split} | {outcome['traces_per_s']:,} |"
             f" {outcome['spans_per_s']:,} | {outcome['ms_per_batch']} | {every} |"
+        )
+    if "migration_4" in results:
+        migration = results["migration_4"]
+        print(
+            f"\nmigration 3 -> 4 of {migration['traces']:,} traces ({migration['spans']:,} spans):"
+            f" {migration['seconds']} s"
         )
     if "rollup" in results:
         rollup = results["rollup"]
