@@ -41,8 +41,8 @@ from spancost.guard.policy import (
 )
 from spancost.guard.run import RunReport, run_once
 from spancost.store import SQLiteStore, TotalsStore
-from spancost.totals import split
-from spancost.totals.aggregate import SpanContribution, ns_from_utc
+
+from tests.kube.spend import store_with
 
 REPO = Path(__file__).parents[2]
 RBAC = REPO / "configs" / "guard" / "rbac.yaml"
@@ -208,29 +208,6 @@ def env(admin: client.ApiClient, kube_cluster: Any, guard_token: str) -> Env:
             rbac.create_namespaced_role_binding(namespace, document)
     now = datetime.now(UTC).replace(microsecond=0)
     return Env(namespace, other, admin, kube_cluster.api_client(guard_token), now)
-
-
-def store_with(path: Path, now: datetime, **spend: float) -> SQLiteStore:
-    """A SQLite totals store where each domain spent `spend[domain]` USD in production."""
-    store = SQLiteStore(path)
-    store.migrate()
-    spans = [
-        SpanContribution(
-            trace_id=uuid.uuid4().hex,
-            span_id=f"{index + 1:016x}",
-            start_ns=ns_from_utc(now) - 10**9,
-            end_ns=ns_from_utc(now),
-            cost_usd=cost,
-            is_root=True,
-            name=domain,
-            service="web",
-            environment="production",
-        )
-        for index, (domain, cost) in enumerate(spend.items())
-    ]
-    accepted, quarantined = split(spans, now, timedelta(hours=2))
-    store.write(accepted, quarantined, now)
-    return store
 
 
 def guard(
