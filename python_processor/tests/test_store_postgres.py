@@ -243,6 +243,64 @@ def test_totals_are_exact_across_batches_replays_and_two_concurrent_stores(
     assert_rollup_matches_traces(dsn)
 
 
+@pytest.mark.parametrize("first_exists", [False, True], ids=["new-trace", "existing-trace"])
+def test_a_second_writer_waits_on_the_trace_key_and_then_adds(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, first_exists: bool
+) -> None:
+    """Two stores write spans of one trace at once: the second blocks on the trace's key
+    until the first commits, then reads the first's row and adds to it (not a second
+    row, not an overwrite). With a new trace the first inserts its row by COPY."""
+    stores = [PostgresStore(dsn, CONFIG), PostgresStore(dsn, CONFIG)]
+    stores[0].migrate()
+    if first_exists:
+        write(stores[0], [span(8, 1, root=True, cost=1.0)])
+    locked, go = threading.Event(), threading.Event()
+    read_stored = postgres_module._read_stored
+
+    def paused(*args: Any) -> Any:
+        if threading.current_thread().name == "first":
+            locked.set()  # the first holds the trace's key lock from here to its commit
+            assert go.wait(30)
+        return read_stored(*args)
+
+    monkeypatch.setattr(postgres_module, "_read_stored", paused)
+    errors: list[BaseException] = []
+
+    def run(store: PostgresStore, spans: list[SpanContribution]) -> None:
+        try:
+            write(store, spans)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=(stores[0], [span(8, 2, cost=2.0)]), name="first")
+    second = threading.Thread(
+        target=run, args=(stores[1], [span(8, 3, cost=4.0), span(8, 2, cost=2.0)]), name="second"
+    )
+    first.start()
+    assert locked.wait(30)
+    second.start()
+    # The second's backend waits for a lock (the first's key row) while the first holds it.
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    for _ in range(300):
+        if query(dsn, waiting) == [(1,)]:
+            break
+        threading.Event().wait(0.05)
+    assert query(dsn, waiting) == [(1,)]
+    assert second.is_alive()
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert not errors
+    row = trace_row(dsn, 8)
+    spans = 3 if first_exists else 2
+    assert (row["span_count"], row["cost_usd"]) == (spans, 7.0 if first_exists else 6.0)
+    assert len(row["span_ids"]) == 8 * spans
+    assert query(dsn, "SELECT count(*) FROM traces") == [(1,)]
+    assert_rollup_matches_traces(dsn)
+    for store in stores:
+        store.close()
+
+
 # -- quarantine, orphans, late roots -------------------------------------------------
 
 
