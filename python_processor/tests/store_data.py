@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from spancost.store import TotalsStore
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
+from spancost.totals.otlp import contributions
+from tests.builders import Value, attributes, batch, resource_spans
 
 NOW = datetime(2025, 1, 31, 12, 30, tzinfo=UTC)
 NOW_NS = ns_from_utc(NOW)
@@ -80,3 +84,31 @@ def write_thirty_hours(store: TotalsStore) -> None:
             )
             batch.append(span(trace, 2, start=start, cost=0.01, environment=environment))
         write(store, batch, now)
+
+
+def odd_contributions() -> list[SpanContribution]:
+    """What the OTLP adapter makes of spans no database could hold as sent: NULs in
+    the service, the root's name and transaction, a time past int64 nanoseconds, a
+    cost no span has. Trace 9: a root and three children, one of them far in the future."""
+
+    def odd(
+        span_id: int, name: str, attrs: dict[str, Value], start: int = NOW_NS - 60 * SECOND
+    ) -> Span:
+        return Span(
+            trace_id=(9).to_bytes(16, "big"),
+            span_id=span_id.to_bytes(8, "big"),
+            parent_span_id=b"" if span_id == 1 else (1).to_bytes(8, "big"),
+            name=name,
+            start_time_unix_nano=start,
+            end_time_unix_nano=min(start + SECOND, 2**64 - 1),
+            attributes=attributes(attrs),
+        )
+
+    spans = [
+        odd(1, "GET\x00/", {"cost.usd": 1.5, "business.transaction": "pay\x00"}),
+        odd(2, "child", {"cost.usd": 0.5}),
+        odd(3, "far", {"cost.usd": 0.25}, start=2**64 - 2 * SECOND),
+        odd(4, "huge", {"cost.usd": 1e300}),
+    ]
+    resource = {"service.name": "web\x00", "deployment.environment.name": "production"}
+    return contributions(batch(resource_spans(resource, spans)))

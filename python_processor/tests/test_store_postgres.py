@@ -30,6 +30,7 @@ from tests.store_data import (
     NOW_NS,
     SECOND,
     SKEW,
+    odd_contributions,
     span,
     write,
     write_thirty_hours,
@@ -421,6 +422,23 @@ def test_a_span_first_quarantined_is_not_accepted_later_but_its_trace_starts(
     )
     assert query(dsn, "SELECT reason, spans FROM quarantine_counts") == [("future", 1)]
     assert_rollup_matches_traces(dsn)
+
+
+def test_spans_no_database_could_hold_as_sent_are_stored_once_made_storable(
+    store: PostgresStore, dsn: str
+) -> None:
+    for _ in range(2):  # and a replay adds nothing
+        write(store, odd_contributions())
+    row = trace_row(dsn, 9)
+    assert (row["transaction_name"], row["root_service"], row["span_count"]) == (
+        "pay\ufffd",
+        "web\ufffd",
+        3,
+    )
+    assert (row["cost_usd"], row["unpriced_count"]) == (2.0, 1)
+    assert query(dsn, "SELECT span_id, reason, start_ns FROM quarantined_spans") == [
+        (f"{3:016x}", "future", 2**63 - 1)
+    ]
 
 
 def test_orphans_are_unattributed_after_the_grace_and_no_sooner(

@@ -27,6 +27,7 @@ from tests.store_data import (
     NOW_NS,
     SECOND,
     SKEW,
+    odd_contributions,
     span,
     write,
     write_thirty_hours,
@@ -331,6 +332,22 @@ def test_trace_row_merges_like_the_core(store: SQLiteStore, db: Path) -> None:
     write(store, [span(1, 11, start=NOW_NS - 1 * SECOND, root=True, name="other")])
     assert trace_row(db, 1)["transaction_name"] == "checkout"
     assert_rollup_matches_traces(db)
+
+
+def test_spans_no_database_could_hold_as_sent_are_stored_once_made_storable(
+    store: SQLiteStore, db: Path
+) -> None:
+    for _ in range(2):  # and a replay adds nothing
+        write(store, odd_contributions())
+    assert query(
+        db,
+        "SELECT transaction_name, root_service, span_count, cost_usd, unpriced_count FROM traces",
+    ) == [("pay\ufffd", "web\ufffd", 3, 2.0, 1)]
+    assert query(
+        db,
+        "SELECT span_id, quarantine_reason, start_ns FROM contributions"
+        " WHERE quarantine_reason IS NOT NULL",
+    ) == [(f"{3:016x}", "future", 2**63 - 1)]
 
 
 def test_orphans_are_unattributed_after_the_grace_and_no_sooner(

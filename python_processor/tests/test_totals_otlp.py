@@ -197,6 +197,38 @@ def test_every_span_yields_a_contribution_even_without_ids_or_times() -> None:
     assert [q.reason for q in quarantined] == ["invalid_id"]
 
 
+def test_what_no_store_could_hold_is_made_storable_and_counted() -> None:
+    """A NUL (PostgreSQL text cannot hold it), a time past int64 nanoseconds, a cost no
+    span has: one such span must not make its whole batch unstorable."""
+    resource = {**EKS, "service.name": "check\x00out", "cloud.account.id": "12\x003"}
+    spans = [
+        make_span(1, name="GET\x00/", attrs={"business.transaction": "pay\x00ment"}),
+        make_span(2, parent=b"\x01" * 8, start=2**64 - 2 * SECOND, attrs=PRICED),
+        make_span(3, parent=b"\x01" * 8, attrs={"cost.usd": 1e300}),
+        make_span(4, parent=b"\x01" * 8, attrs={"cost.unpriced_reason": "no\x00rule"}),
+        make_span(5, parent=b"\x01" * 8, attrs={"cost.usd": totals_otlp.MAX_SPAN_COST_USD}),
+    ]
+    events = Events()
+    items = contributions(batch((resource, spans)), events=events)
+    root = items[0]
+    assert (root.service, root.account, root.name) == ("check\ufffdout", "12\ufffd3", "GET\ufffd/")
+    assert root.transaction_attribute == "pay\ufffdment"
+    assert (items[1].start_ns, items[1].end_ns) == (totals_otlp.MAX_TIME_NS,) * 2
+    assert (items[2].cost_usd, items[2].unpriced_reason) == (0.0, "cost_invalid")
+    assert items[3].unpriced_reason == "no\ufffdrule"
+    assert (items[4].cost_usd, items[4].unpriced_reason) == (totals_otlp.MAX_SPAN_COST_USD, None)
+    assert {(e.event, e.reason): e.spans for e in events} == {
+        ("sanitized", "service_nul"): 5,
+        ("sanitized", "account_nul"): 5,
+        ("sanitized", "name_nul"): 1,
+        ("sanitized", "transaction_nul"): 1,
+        ("sanitized", "time_out_of_range"): 2,
+        ("sanitized", "unpriced_reason_nul"): 1,
+    }
+    _, quarantined = split(items, utc_from_ns(T0), SKEW)
+    assert [(q.contribution.span_id[-1], q.reason) for q in quarantined] == [("2", "future")]
+
+
 def test_the_attribute_names_are_those_spancost_cost_writes() -> None:
     assert totals_otlp.ATTR_USD == cost.ATTR_USD
     assert totals_otlp.ATTR_UNPRICED_REASON == cost.ATTR_UNPRICED_REASON

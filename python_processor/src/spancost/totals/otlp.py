@@ -8,9 +8,17 @@ transaction attribute), and nothing else: deciding is left to the pure core.
 Odd input is data: an attribute of the wrong type (an integer ``service.name``)
 counts as absent and is counted in `events` as ``skipped`` with reason
 ``<fact>_type=<otlp type>`` (``service``, ``account``, ``environment``,
-``transaction``); a ``cost.usd`` that is not a finite double >= 0 makes the
-span unpriced with reason ``cost_invalid``. Every span of the batch yields a
-contribution, whatever it holds (invalid ids and times are for `split` to quarantine).
+``transaction``); a ``cost.usd`` that is not a finite double >= 0, or above
+`MAX_SPAN_COST_USD`, makes the span unpriced with reason ``cost_invalid``. Every span
+of the batch yields a contribution, whatever it holds (invalid ids and times are for
+`split` to quarantine), and a contribution any store can hold, so that one odd span
+can never make a whole batch unstorable (retried forever, or dropped with its
+neighbours): a NUL character (which PostgreSQL text cannot hold) in a name or label
+becomes U+FFFD, counted as ``sanitized`` with reason ``<fact>_nul`` (``name`` and
+``unpriced_reason`` besides the facts above); a time beyond the signed 64-bit
+nanoseconds a database column holds (after 2262-04-11) is read as the last of them,
+counted as ``sanitized`` with reason ``time_out_of_range`` (`split` then quarantines
+the span as ``future``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ __all__ = [
     "ATTR_SERVICE_NAME",
     "ATTR_UNPRICED_REASON",
     "ATTR_USD",
+    "EVENT_SANITIZED",
+    "MAX_SPAN_COST_USD",
+    "MAX_TIME_NS",
     "REASON_COST_INVALID",
     "REASON_COST_MISSING",
     "contributions",
@@ -49,6 +60,12 @@ REASON_COST_MISSING: Final = "cost_missing"
 """Neither ``cost.usd`` nor ``cost.unpriced_reason``: the span was not priced (e.g. the
 sidecar failed and ``on_error: pass`` forwarded the batch unchanged)."""
 REASON_COST_INVALID: Final = "cost_invalid"
+MAX_SPAN_COST_USD: Final = 1e9
+"""No span costs a billion dollars; above, ``cost.usd`` is ``cost_invalid`` (and sums of
+any number of valid costs stay finite)."""
+MAX_TIME_NS: Final = 2**63 - 1
+"""The last instant a signed 64-bit nanosecond column holds (2262-04-11)."""
+EVENT_SANITIZED: Final = "sanitized"
 
 _ENVIRONMENT_KEYS: Final = (ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY)
 
@@ -63,13 +80,30 @@ def _read(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, A
     return found
 
 
+def _clean(text: str, fact: str, events: Events | None, spans: int = 1) -> str:
+    """`text` with any NUL character replaced by U+FFFD (counted)."""
+    if "\x00" not in text:
+        return text
+    if events is not None:
+        events.add(EVENT_SANITIZED, reason=f"{fact}_nul", spans=spans)
+    return text.replace("\x00", "\ufffd")
+
+
+def _time(ns: int, events: Events | None) -> int:
+    if ns <= MAX_TIME_NS:
+        return ns
+    if events is not None:
+        events.add(EVENT_SANITIZED, reason="time_out_of_range")
+    return MAX_TIME_NS
+
+
 def _text(value: AnyValue | None, fact: str, events: Events | None, spans: int = 1) -> str | None:
     """A string attribute, stripped; None if absent, blank, or (counted) of another type."""
     if value is None:
         return None
     which = value.WhichOneof("value")
     if which == "string_value":
-        return value.string_value.strip() or None
+        return _clean(value.string_value.strip(), fact, events, spans) or None
     if which is not None and events is not None:
         events.add("skipped", reason=f"{fact}_type={value_type(value)}", spans=spans)
     return None
@@ -83,20 +117,20 @@ def _environment(values: dict[str, AnyValue], events: Events | None, spans: int 
     return None
 
 
-def _cost(values: dict[str, AnyValue]) -> tuple[float, str | None]:
+def _cost(values: dict[str, AnyValue], events: Events | None) -> tuple[float, str | None]:
     """(cost in USD, None) for a priced span; (0.0, reason) for an unpriced one."""
     usd = values.get(ATTR_USD)
     if usd is not None:
         if usd.WhichOneof("value") == "double_value":
             number = usd.double_value
-            if math.isfinite(number) and number >= 0:
+            if math.isfinite(number) and 0 <= number <= MAX_SPAN_COST_USD:
                 return number + 0.0, None  # + 0.0: -0.0 becomes 0.0
         return 0.0, REASON_COST_INVALID
     reason = values.get(ATTR_UNPRICED_REASON)
     if reason is None:
         return 0.0, REASON_COST_MISSING
     if reason.WhichOneof("value") == "string_value" and reason.string_value:
-        return 0.0, reason.string_value
+        return 0.0, _clean(reason.string_value, "unpriced_reason", events)
     return 0.0, REASON_COST_INVALID
 
 
@@ -129,7 +163,7 @@ def contributions(
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 values = _read(span.attributes, wanted)
-                cost_usd, unpriced_reason = _cost(values)
+                cost_usd, unpriced_reason = _cost(values, events)
                 is_root = not any(span.parent_span_id)  # absent, or all zeros
                 transaction = None
                 if is_root:
@@ -140,12 +174,12 @@ def contributions(
                     SpanContribution(
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
+                        start_ns=_time(span.start_time_unix_nano, events),
+                        end_ns=_time(span.end_time_unix_nano, events),
                         cost_usd=cost_usd,
                         unpriced_reason=unpriced_reason,
                         is_root=is_root,
-                        name=span.name,
+                        name=_clean(span.name, "name", events),
                         service=service,
                         environment=resource_environment or _environment(values, events),
                         account=account,
