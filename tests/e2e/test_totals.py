@@ -27,10 +27,12 @@ import yaml
 from tests.e2e.harness import ROOT, Collector, OtlpSink, free_port, wait_for
 from tests.e2e.raw import RawClient
 from tests.e2e.totals import (
+    any_value,
     assert_exact,
     make_trace,
     new_database,
     pg,
+    reference,
     request,
     sending,
     socket_dir,
@@ -171,6 +173,49 @@ def test_a_sigterm_restart_with_a_persistent_queue_loses_nothing(
         time.sleep(2)
     assert sender.sent > 0
     assert_exact(sink, url, timeout=120)
+
+
+def test_spans_postgres_cannot_hold_as_sent_do_not_block_the_queue(
+    postgres: Any, sink: OtlpSink, collector: Start
+) -> None:
+    """A NUL in a span name and a transaction attribute, and a start time past int64
+    nanoseconds: once made every write of their batch fail, so the exporter retried it
+    forever and nothing behind it was stored. Now they are stored (the far-future span
+    quarantined) and the batches after them too."""
+    url = new_database(postgres)
+    c = collector(totals_config(sink.port, socket_dir() / "s.sock", url))
+    rng = random.Random(7)
+    odd = make_trace(rng, 3)
+    odd[0].name = "GET /pay\x00ment"
+    odd[0].attributes.add(key="business.transaction", value=any_value("check\x00out"))
+    far = make_trace(rng, 1)
+    far[0].start_time_unix_nano = 2**64 - 2 * 10**9
+    far[0].end_time_unix_nano = 2**64 - 10**9
+    client = RawClient(c.grpc_endpoint)
+    client.export(request([*odd, *far, *make_trace(rng, 2)]))
+    client.export(request(make_trace(rng, 4)))  # behind it in the queue
+    client.close()
+    sink.wait_spans(3 + 1 + 2 + 4)
+    expected = reference(sink)
+    far_trace = far[0].trace_id.hex()
+    wait_for(lambda: stored(url).spans >= expected.spans - 1, 60, "every span but one stored")
+    got = stored(url)
+    del expected.spans_by_trace[far_trace], expected.cost_by_trace[far_trace]
+    assert got.spans_by_trace == expected.spans_by_trace
+    for trace, cost in expected.cost_by_trace.items():
+        assert math.isclose(got.cost_by_trace[trace], cost, rel_tol=1e-9, abs_tol=1e-15)
+    with psycopg.connect(url) as connection:
+        names = connection.execute(
+            "SELECT transaction_name FROM traces WHERE trace_id = %s", (odd[0].trace_id.hex(),)
+        ).fetchall()
+        quarantined = connection.execute("SELECT trace_id, reason FROM quarantined_spans")
+        assert quarantined.fetchall() == [(far_trace, "future")]
+    assert names == [("check\ufffdout",)]
+    wait_for(
+        lambda: c.metric("otelcol_extension_python_sink_spans", event="sanitized") >= 3,
+        20,
+        "the sink's sanitized count (two NULs, one time out of range)",
+    )
 
 
 def test_a_bad_database_url_is_reported_at_start_up_and_spans_still_flow(

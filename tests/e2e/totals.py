@@ -121,7 +121,7 @@ def totals_config(
     return config
 
 
-def _value(v: Any) -> common_pb2.AnyValue:
+def any_value(v: Any) -> common_pb2.AnyValue:
     if isinstance(v, int):
         return common_pb2.AnyValue(int_value=v)
     return common_pb2.AnyValue(string_value=v)
@@ -160,7 +160,7 @@ def make_trace(rng: random.Random, spans: int) -> list[trace_pb2.Span]:
                 ("gen_ai.usage.input_tokens", rng.randrange(1, 5000)),
                 ("gen_ai.usage.output_tokens", rng.randrange(1, 800)),
             ):
-                child.attributes.add(key=key, value=_value(value))
+                child.attributes.add(key=key, value=any_value(value))
         result.append(child)
     return result
 
@@ -169,7 +169,7 @@ def request(spans: list[trace_pb2.Span]) -> trace_service_pb2.ExportTraceService
     req = trace_service_pb2.ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     for key, value in EC2.items():
-        rs.resource.attributes.add(key=key, value=_value(value))
+        rs.resource.attributes.add(key=key, value=any_value(value))
     scope = rs.scope_spans.add()
     scope.scope.name = "spancost.e2e.totals"
     scope.spans.extend(spans)
