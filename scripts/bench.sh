@@ -2,8 +2,9 @@
 # `make bench`: pipeline throughput/CPU/latency/RSS with and without python
 # (bench/pipeline.py, driven by our own load generator), what pricing adds per
 # span (python_processor/benchmarks/bench_cost_plugin.py, bench/pricing_bridge.py),
-# the PostgreSQL totals store (bench/bench_store.py, on a private server it
-# starts), and the whole totals path through the collector (bench/totals_path.py).
+# what the totals sink spends reading a batch (bench_totals_adapter.py), the
+# PostgreSQL totals store (bench/bench_store.py, on a private server it starts), and
+# the whole totals path through the collector (bench/totals_path.py).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/build.sh"
@@ -14,6 +15,8 @@ log "what spancost.cost adds per span (annotate on a 1,000-span batch)"
 "$VENV/bin/python" python_processor/benchmarks/bench_cost_plugin.py
 log "what spancost.cost adds per span at the bridge (CPU with and without it, about 4 minutes)"
 "$VENV/bin/python" -m bench.pricing_bridge
+log "what the totals sink spends reading a 1,000-span batch (parse, contributions, split)"
+"$VENV/bin/python" python_processor/benchmarks/bench_totals_adapter.py
 log "PostgreSQL totals store: write throughput, 24 h rollup with 10M trace rows (about 5 minutes)"
 "$VENV/bin/python" -m bench.bench_store
 log "the trace-totals path end to end: span end to visible, stored spans per second (about 2 minutes)"

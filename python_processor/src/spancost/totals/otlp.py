@@ -150,6 +150,7 @@ def contributions(
     )
     span_keys = frozenset((ATTR_USD, ATTR_UNPRICED_REASON, transaction_attribute))
     result: list[SpanContribution] = []
+    append = result.append
     for resource_spans in batch.resource_spans:
         spans = sum(len(scope_spans.spans) for scope_spans in resource_spans.scope_spans)
         if not spans:
@@ -160,30 +161,42 @@ def contributions(
         resource_environment = _environment(resource, events, spans)
         resource_transaction = resource.get(transaction_attribute)
         wanted = span_keys if resource_environment else span_keys.union(_ENVIRONMENT_KEYS)
+        # The sink's hot loop (every span it stores): the attribute scan inlined, the
+        # contribution built positionally (SpanContribution's field order).
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                values = _read(span.attributes, wanted)
+                values: dict[str, AnyValue] = {}
+                for attribute in span.attributes:
+                    key = attribute.key
+                    if key in wanted and key not in values:
+                        values[key] = attribute.value
                 cost_usd, unpriced_reason = _cost(values, events)
-                is_root = not any(span.parent_span_id)  # absent, or all zeros
+                is_root = not span.parent_span_id.strip(b"\x00")  # absent, or all zeros
                 transaction = None
                 if is_root:
                     transaction = _text(
                         values.get(transaction_attribute), "transaction", events
                     ) or _text(resource_transaction, "transaction", events)
-                result.append(
+                start_ns, end_ns = span.start_time_unix_nano, span.end_time_unix_nano
+                if start_ns > MAX_TIME_NS or end_ns > MAX_TIME_NS:
+                    start_ns, end_ns = _time(start_ns, events), _time(end_ns, events)
+                name = span.name
+                if "\x00" in name:
+                    name = _clean(name, "name", events)
+                append(
                     SpanContribution(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        start_ns=_time(span.start_time_unix_nano, events),
-                        end_ns=_time(span.end_time_unix_nano, events),
-                        cost_usd=cost_usd,
-                        unpriced_reason=unpriced_reason,
-                        is_root=is_root,
-                        name=_clean(span.name, "name", events),
-                        service=service,
-                        environment=resource_environment or _environment(values, events),
-                        account=account,
-                        transaction_attribute=transaction,
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        start_ns,
+                        end_ns,
+                        cost_usd,
+                        unpriced_reason,
+                        is_root,
+                        name,
+                        service,
+                        resource_environment or _environment(values, events),
+                        account,
+                        transaction,
                     )
                 )
     return result
