@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
-from spancost.totals.aggregate import ns_from_utc
+from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from spancost.totals.naming import TotalsConfig, domain_name
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "merge_assignments",
     "month_start",
     "placement",
+    "span_facts",
 ]
 
 HOUR_NS: Final = 3600 * 10**9
@@ -72,6 +73,24 @@ def merge_assignments(existing: str) -> str:
 
     return ",\n    ".join(
         take_if(earlier, _EARLIEST_COLUMNS) + take_if(root_earlier, _ROOT_COLUMNS)
+    )
+
+
+def span_facts(span: SpanContribution) -> tuple[object, ...]:
+    """What a store keeps of a quarantined span besides its ids, key time and reason, in
+    the column order both stores use: cost_usd, unpriced_reason, is_root, start_ns,
+    end_ns, name, service, environment, account, transaction_attribute."""
+    return (
+        span.cost_usd,
+        span.unpriced_reason,
+        span.is_root,
+        span.start_ns,
+        span.end_ns,
+        span.name,
+        span.service,
+        span.environment,
+        span.account,
+        span.transaction_attribute,
     )
 
 

@@ -45,6 +45,7 @@ from spancost.store.common import (
     labels,
     merge_assignments,
     placement,
+    span_facts,
 )
 from spancost.store.common import add_months as _add_months
 from spancost.store.common import month_start as _month_start
@@ -858,22 +859,7 @@ def _insert_quarantined(
         return Counter()
     columns: list[list[Any]] = [[] for _ in range(14)]
     for span, reason, span_keyed_at in spans:
-        row = (
-            span.trace_id,
-            span.span_id,
-            span_keyed_at,
-            reason,
-            span.cost_usd,
-            span.unpriced_reason,
-            span.is_root,
-            span.start_ns,
-            span.end_ns,
-            span.name,
-            span.service,
-            span.environment,
-            span.account,
-            span.transaction_attribute,
-        )
+        row = (span.trace_id, span.span_id, span_keyed_at, reason, *span_facts(span))
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     cursor.execute(_INSERT_QUARANTINED, (now, *columns))

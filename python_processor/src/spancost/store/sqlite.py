@@ -36,6 +36,7 @@ from spancost.store.common import (
     labels,
     merge_assignments,
     placement,
+    span_facts,
 )
 from spancost.totals.aggregate import (
     Quarantined,
@@ -547,22 +548,7 @@ def _insert(
     """Insert `span` unless its (trace id, span id) is stored; whether it was inserted."""
     cursor.execute(
         _INSERT_CONTRIBUTION,
-        (
-            span.trace_id,
-            span.span_id,
-            now_ns,
-            reason,
-            span.cost_usd,
-            span.unpriced_reason,
-            span.is_root,
-            span.start_ns,
-            span.end_ns,
-            span.name,
-            span.service,
-            span.environment,
-            span.account,
-            span.transaction_attribute,
-        ),
+        (span.trace_id, span.span_id, now_ns, reason, *span_facts(span)),
     )
     return cursor.rowcount == 1
 
