@@ -12,9 +12,8 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ from opentelemetry.proto.collector.trace.v1 import (
 )
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tests.waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = ROOT / "_build" / "otelcol-spancost"
 SPANCOST = ROOT / ".venv" / "bin" / "spancost"
@@ -37,17 +38,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):

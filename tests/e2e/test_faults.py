@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Collector, OtlpSink, attrs, base_config, wait_for
+from tests.e2e.harness import Collector, OtlpSink, attrs, base_config
 from tests.e2e.raw import RawClient, batch, span_ids
 from tests.e2e.sdk import Sender
+from tests.waiting import wait_for
 
 TAG = "spancost.checked"
 

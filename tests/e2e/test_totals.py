@@ -24,7 +24,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.e2e.harness import ROOT, Collector, OtlpSink, free_port, wait_for
+from tests.e2e.harness import ROOT, Collector, OtlpSink, free_port
 from tests.e2e.raw import RawClient
 from tests.e2e.totals import (
     any_value,
@@ -39,6 +39,7 @@ from tests.e2e.totals import (
     stored,
     totals_config,
 )
+from tests.waiting import wait_for
 
 Start = Callable[..., Collector]
 

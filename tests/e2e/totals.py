@@ -26,8 +26,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tests.e2e.harness import ROOT, OtlpSink, attrs, base_config, wait_for
+from tests.e2e.harness import ROOT, OtlpSink, attrs, base_config
 from tests.e2e.raw import RawClient
+from tests.waiting import wait_for
 
 
 def _load_pg() -> ModuleType:

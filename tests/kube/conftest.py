@@ -4,7 +4,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client
 
+from tests.kube.guard_env import guard_account_token
 from tests.kube.harness import KubeCluster, KubeClusterError
 
 
@@ -33,3 +35,15 @@ def kube_namespace(kube_cluster: KubeCluster) -> str:
     name = f"test-{uuid.uuid4().hex[:10]}"
     kube_cluster.ensure_namespace(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def admin(kube_cluster: KubeCluster) -> client.ApiClient:
+    """An API client with the harness's admin (system:masters) credentials."""
+    return kube_cluster.api_client()
+
+
+@pytest.fixture(scope="session")
+def guard_token(kube_cluster: KubeCluster, admin: client.ApiClient) -> str:
+    """A token of the guard's own ServiceAccount (configs/guard/serviceaccount.yaml)."""
+    return guard_account_token(kube_cluster, admin)

@@ -24,7 +24,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -35,7 +34,16 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-__all__ = ["KubeCluster", "KubeClusterError", "find_binaries", "running_kube_cluster"]
+from tests.waiting import wait_for
+
+__all__ = [
+    "KubeCluster",
+    "KubeClusterError",
+    "create_unless_exists",
+    "delete_unless_missing",
+    "find_binaries",
+    "running_kube_cluster",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = ROOT / "_build" / "kube"
@@ -214,7 +222,7 @@ class KubeCluster:
             except (urllib.error.URLError, OSError):
                 return False
 
-        _wait_for(healthy, _START_TIMEOUT_S, "etcd to be healthy")
+        wait_for(healthy, _START_TIMEOUT_S, "etcd to be healthy", 0.1, KubeClusterError)
         return client_url
 
     def _start_apiserver(self, etcd_url: str) -> None:
@@ -256,7 +264,7 @@ class KubeCluster:
             except (urllib.error.URLError, OSError):
                 return False
 
-        _wait_for(ready, _START_TIMEOUT_S, "kube-apiserver /readyz", interval=0.25)
+        wait_for(ready, _START_TIMEOUT_S, "kube-apiserver /readyz", 0.25, KubeClusterError)
 
     # -- clients ------------------------------------------------------------------
 
@@ -277,7 +285,7 @@ class KubeCluster:
     def ensure_namespace(self, name: str) -> None:
         """Create namespace ``name`` unless it exists."""
         with self.api_client() as api:
-            _create_unless_exists(
+            create_unless_exists(
                 lambda: client.CoreV1Api(api).create_namespace(
                     client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
                 )
@@ -295,7 +303,7 @@ class KubeCluster:
         self.ensure_namespace(namespace)
         with self.api_client() as api:
             core = client.CoreV1Api(api)
-            _create_unless_exists(
+            create_unless_exists(
                 lambda: core.create_namespaced_service_account(
                     namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
                 )
@@ -330,7 +338,8 @@ class KubeCluster:
         return path
 
 
-def _create_unless_exists(create: Callable[[], object]) -> None:
+def create_unless_exists(create: Callable[[], object]) -> None:
+    """Run an API create call; an object that already exists (409) is fine."""
     try:
         create()
     except ApiException as exc:
@@ -338,15 +347,13 @@ def _create_unless_exists(create: Callable[[], object]) -> None:
             raise
 
 
-def _wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise KubeClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+def delete_unless_missing(delete: Callable[[], object]) -> None:
+    """Run an API delete call; an object already gone (404) is fine."""
+    try:
+        delete()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 @contextmanager

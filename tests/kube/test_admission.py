@@ -35,10 +35,16 @@ from spancost.guard.policy import ORIGINAL_ANNOTATION, SCALED_AT_ANNOTATION
 from spancost.guard.run import RunReport, run_once
 from spancost.store import SQLiteStore
 
-from tests.kube.harness import KubeCluster
-from tests.kube.spend import store_with
+from tests.kube.guard_env import (
+    GUARD_ACCOUNT,
+    GUARD_CONFIGS,
+    GUARD_NAMESPACE,
+    bind_guard_role,
+    deployment_body,
+    store_with,
+)
+from tests.kube.harness import KubeCluster, create_unless_exists, delete_unless_missing
 
-GUARD_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "guard"
 POLICY_FILE = GUARD_CONFIGS / "admission-policy.yaml"
 MESSAGE = "spancost-guard may only change spancost.io/* annotations on Deployments"
 MERGE_PATCH = "application/merge-patch+json"
@@ -53,9 +59,6 @@ def _documents(path: Path) -> dict[str, dict[str, Any]]:
 
 POLICY = _documents(POLICY_FILE)["ValidatingAdmissionPolicy"]
 BINDING = _documents(POLICY_FILE)["ValidatingAdmissionPolicyBinding"]
-SERVICE_ACCOUNT = _documents(GUARD_CONFIGS / "serviceaccount.yaml")["ServiceAccount"]
-GUARD_NAMESPACE = SERVICE_ACCOUNT["metadata"]["namespace"]
-GUARD_ACCOUNT = SERVICE_ACCOUNT["metadata"]["name"]
 
 # Patches the guard must not make (each on a fresh Deployment made by `deployment`).
 FORBIDDEN: dict[str, Patch] = {
@@ -84,19 +87,9 @@ FORBIDDEN: dict[str, Patch] = {
 
 
 @pytest.fixture(scope="module")
-def admin(kube_cluster: KubeCluster) -> client.ApiClient:
-    return kube_cluster.api_client()
-
-
-@pytest.fixture(scope="module")
-def guard_client(kube_cluster: KubeCluster, admin: client.ApiClient) -> client.ApiClient:
+def guard_client(kube_cluster: KubeCluster, guard_token: str) -> client.ApiClient:
     """An API client with a token of the guard's own ServiceAccount."""
-    core = client.CoreV1Api(admin)
-    _create(lambda: core.create_namespace({"metadata": {"name": GUARD_NAMESPACE}}))
-    _create(lambda: core.create_namespaced_service_account(GUARD_NAMESPACE, SERVICE_ACCOUNT))
-    return kube_cluster.api_client(
-        kube_cluster.service_account_token(GUARD_NAMESPACE, GUARD_ACCOUNT)
-    )
+    return kube_cluster.api_client(guard_token)
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +99,6 @@ def namespace(admin: client.ApiClient) -> str:
     client.CoreV1Api(admin).create_namespace({"metadata": {"name": name}})
     bind_guard_role(admin, name)
     return name
-
-
-def bind_guard_role(admin: client.ApiClient, namespace: str) -> None:
-    rbac = client.RbacAuthorizationV1Api(admin)
-    for document in yaml.safe_load_all((GUARD_CONFIGS / "rbac.yaml").read_text()):
-        document["metadata"]["namespace"] = namespace
-        if document["kind"] == "Role":
-            rbac.create_namespaced_role(namespace, document)
-        else:
-            rbac.create_namespaced_role_binding(namespace, document)
 
 
 @dataclass
@@ -136,21 +119,13 @@ class Cluster:
         ``bare``: with neither labels nor annotations (the maps absent, not empty).
         """
         name = f"app-{uuid.uuid4().hex[:8]}"
-        metadata: dict[str, Any] = {"name": name}
-        if not bare:
-            metadata["labels"] = {"domain": "checkout", "team": "payments"}
-            metadata["annotations"] = {"example.com/owner": "payments"}
-        body = {
-            "metadata": metadata,
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": "app", "image": "registry.invalid/x:1"}]},
-                },
-            },
-        }
+        body = deployment_body(
+            name,
+            replicas,
+            {"team": "payments"},
+            {"example.com/owner": "payments"},
+            bare=bare,
+        )
         client.AppsV1Api(self.admin).create_namespaced_deployment(self.namespace, body)
         return name
 
@@ -193,18 +168,7 @@ class Cluster:
             time.sleep(0.2)
 
     def create_probe(self) -> None:
-        probe = f"probe-{self.namespace}"
-        body = {
-            "metadata": {"name": probe},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "probe"}},
-                "template": {
-                    "metadata": {"labels": {"app": "probe"}},
-                    "spec": {"containers": [{"name": "app", "image": "registry.invalid/x:1"}]},
-                },
-            },
-        }
+        body = deployment_body(f"probe-{self.namespace}", 1, bare=True)
         client.AppsV1Api(self.admin).create_namespaced_deployment(self.namespace, body)
 
 
@@ -226,29 +190,15 @@ def cluster(
         state.wait_until(enforced=True)
         yield state
     finally:
-        _delete(lambda: admission.delete_validating_admission_policy_binding(_name(BINDING)))
-        _delete(lambda: admission.delete_validating_admission_policy(_name(POLICY)))
+        delete_unless_missing(
+            lambda: admission.delete_validating_admission_policy_binding(_name(BINDING))
+        )
+        delete_unless_missing(lambda: admission.delete_validating_admission_policy(_name(POLICY)))
         state.wait_until(enforced=False)
 
 
 def _name(document: dict[str, Any]) -> str:
     return str(document["metadata"]["name"])
-
-
-def _create(call: Callable[[], object]) -> None:
-    try:
-        call()
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-
-def _delete(call: Callable[[], object]) -> None:
-    try:
-        call()
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 def message_of(exc: ApiException) -> str:
@@ -447,6 +397,6 @@ def test_without_the_binding_the_forbidden_patch_goes_through(cluster: Cluster) 
         cluster.patch(cluster.guard, name, FORBIDDEN["replicas"])
         assert cluster.get(name).spec.replicas == 1
     finally:
-        _create(lambda: admission.create_validating_admission_policy_binding(BINDING))
+        create_unless_exists(lambda: admission.create_validating_admission_policy_binding(BINDING))
         cluster.wait_until(enforced=True)
     denied(lambda: cluster.patch(cluster.guard, name, {"spec": {"replicas": 3}}))

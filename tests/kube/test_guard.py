@@ -42,13 +42,7 @@ from spancost.guard.policy import (
 from spancost.guard.run import RunReport, run_once
 from spancost.store import SQLiteStore, TotalsStore
 
-from tests.kube.spend import store_with
-
-REPO = Path(__file__).parents[2]
-RBAC = REPO / "configs" / "guard" / "rbac.yaml"
-GUARD_NAMESPACE = "spancost"
-GUARD_ACCOUNT = "spancost-guard"
-
+from tests.kube.guard_env import bind_guard_role, deployment_body, store_with
 
 # -- fixtures ------------------------------------------------------------------------
 
@@ -81,30 +75,6 @@ def hook() -> Iterator[Hook]:
     yield state
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def admin(kube_cluster: Any) -> client.ApiClient:
-    return kube_cluster.api_client()
-
-
-@pytest.fixture(scope="module")
-def guard_token(kube_cluster: Any, admin: client.ApiClient) -> str:
-    """The token of the guard's own ServiceAccount (configs/guard/serviceaccount.yaml)."""
-    core = client.CoreV1Api(admin)
-    _create(lambda: core.create_namespace({"metadata": {"name": GUARD_NAMESPACE}}))
-    manifest = yaml.safe_load((REPO / "configs" / "guard" / "serviceaccount.yaml").read_text())
-    _create(lambda: core.create_namespaced_service_account(GUARD_NAMESPACE, manifest))
-    token: str = kube_cluster.service_account_token(GUARD_NAMESPACE, GUARD_ACCOUNT)
-    return token
-
-
-def _create(call: Any) -> None:
-    try:
-        call()
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
 
 
 @dataclass
@@ -167,45 +137,14 @@ class Env:
         return KubeCluster(self.guard_client, timeout=5.0)
 
 
-def deployment_body(
-    name: str,
-    replicas: int,
-    labels: dict[str, str] | None = None,
-    annotations: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "labels": {"domain": "checkout", **(labels or {})},
-            "annotations": annotations or {},
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
-            },
-        },
-    }
-
-
 @pytest.fixture
 def env(admin: client.ApiClient, kube_cluster: Any, guard_token: str) -> Env:
     suffix = uuid.uuid4().hex[:8]
     namespace, other = f"guard-{suffix}", f"other-{suffix}"
     core = client.CoreV1Api(admin)
-    rbac = client.RbacAuthorizationV1Api(admin)
     for name in (namespace, other):
         core.create_namespace({"metadata": {"name": name}})
-    for document in yaml.safe_load_all(RBAC.read_text()):
-        document["metadata"]["namespace"] = namespace
-        if document["kind"] == "Role":
-            rbac.create_namespaced_role(namespace, document)
-        else:
-            rbac.create_namespaced_role_binding(namespace, document)
+    bind_guard_role(admin, namespace)
     now = datetime.now(UTC).replace(microsecond=0)
     return Env(namespace, other, admin, kube_cluster.api_client(guard_token), now)
 

@@ -1,0 +1,97 @@
+"""What the guard's kube tests share: its ServiceAccount and Role from configs/guard/,
+a Deployment body, and a totals store holding a given spend."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from spancost.store import SQLiteStore
+from spancost.totals import split
+from spancost.totals.aggregate import SpanContribution, ns_from_utc
+
+from tests.kube.harness import KubeCluster, create_unless_exists
+
+GUARD_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "guard"
+SERVICE_ACCOUNT: dict[str, Any] = yaml.safe_load(
+    (GUARD_CONFIGS / "serviceaccount.yaml").read_text()
+)
+GUARD_NAMESPACE: str = SERVICE_ACCOUNT["metadata"]["namespace"]
+GUARD_ACCOUNT: str = SERVICE_ACCOUNT["metadata"]["name"]
+
+
+def guard_account_token(cluster: KubeCluster, admin: client.ApiClient) -> str:
+    """A token of the guard's own ServiceAccount, created from its manifest if missing."""
+    core = client.CoreV1Api(admin)
+    create_unless_exists(lambda: core.create_namespace({"metadata": {"name": GUARD_NAMESPACE}}))
+    create_unless_exists(
+        lambda: core.create_namespaced_service_account(GUARD_NAMESPACE, SERVICE_ACCOUNT)
+    )
+    return cluster.service_account_token(GUARD_NAMESPACE, GUARD_ACCOUNT)
+
+
+def bind_guard_role(admin: client.ApiClient, namespace: str) -> None:
+    """The Role and RoleBinding of configs/guard/rbac.yaml, in `namespace`."""
+    rbac = client.RbacAuthorizationV1Api(admin)
+    for document in yaml.safe_load_all((GUARD_CONFIGS / "rbac.yaml").read_text()):
+        document["metadata"]["namespace"] = namespace
+        if document["kind"] == "Role":
+            rbac.create_namespaced_role(namespace, document)
+        else:
+            rbac.create_namespaced_role_binding(namespace, document)
+
+
+def deployment_body(
+    name: str,
+    replicas: int,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    *,
+    bare: bool = False,
+) -> dict[str, Any]:
+    """A Deployment labelled ``domain: checkout`` (plus `labels`); `bare`: with neither
+    labels nor annotations (the maps absent, not empty)."""
+    metadata: dict[str, Any] = {"name": name}
+    if not bare:
+        metadata["labels"] = {"domain": "checkout", **(labels or {})}
+        metadata["annotations"] = annotations or {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            },
+        },
+    }
+
+
+def store_with(path: Path, now: datetime, **spend: float) -> SQLiteStore:
+    """A SQLite totals store where each domain spent `spend[domain]` USD in production."""
+    store = SQLiteStore(path)
+    store.migrate()
+    spans = [
+        SpanContribution(
+            trace_id=uuid.uuid4().hex,
+            span_id=f"{index + 1:016x}",
+            start_ns=ns_from_utc(now) - 10**9,
+            end_ns=ns_from_utc(now),
+            cost_usd=cost,
+            is_root=True,
+            name=domain,
+            service="web",
+            environment="production",
+        )
+        for index, (domain, cost) in enumerate(spend.items())
+    ]
+    accepted, quarantined = split(spans, now, timedelta(hours=2))
+    store.write(accepted, quarantined, now)
+    return store
