@@ -10,8 +10,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
-from spancost.totals.aggregate import SpanContribution, ns_from_utc
-from spancost.totals.naming import TotalsConfig, domain_name
+from spancost.totals.aggregate import SpanContribution, TraceDelta, ns_from_utc
+from spancost.totals.naming import TotalsConfig, domain_name, transaction_name
 
 __all__ = [
     "HOUR_NS",
@@ -19,6 +19,7 @@ __all__ = [
     "UNKNOWN_ENVIRONMENT",
     "Placement",
     "RollupChanges",
+    "TraceSpans",
     "add_months",
     "hour_window",
     "labels",
@@ -26,6 +27,7 @@ __all__ = [
     "month_start",
     "placement",
     "span_facts",
+    "trace_facts",
 ]
 
 HOUR_NS: Final = 3600 * 10**9
@@ -73,6 +75,66 @@ def merge_assignments(existing: str) -> str:
 
     return ",\n    ".join(
         take_if(earlier, _EARLIEST_COLUMNS) + take_if(root_earlier, _ROOT_COLUMNS)
+    )
+
+
+class TraceSpans(NamedTuple):
+    """A delta's earliest span and root (None without one), as a trace row's columns."""
+
+    earliest_span_id: str
+    earliest_start_ns: int
+    earliest_service: str | None
+    earliest_environment: str | None
+    root_span_id: str | None
+    root_start_ns: int | None
+    root_transaction: str | None
+    root_service: str | None
+    root_environment: str | None
+    earliest_account: str | None
+    root_account: str | None
+
+
+def trace_facts(
+    delta: TraceDelta, config: TotalsConfig
+) -> tuple[tuple[float, int, int, int, int, int], TraceSpans]:
+    """What a delta adds to its trace's row, in the column order both stores use: the
+    sums (cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns), then,
+    after the row's first-seen and last-update times, its spans' facts."""
+    root, earliest = delta.root, delta.earliest
+    sums = (
+        delta.cost_usd,
+        delta.span_count,
+        delta.priced_count,
+        delta.unpriced_count,
+        delta.start_ns,
+        delta.end_ns,
+    )
+    if root is None:
+        return sums, TraceSpans(
+            earliest.span_id,
+            earliest.start_ns,
+            earliest.service,
+            earliest.environment,
+            None,
+            None,
+            None,
+            None,
+            None,
+            earliest.account,
+            None,
+        )
+    return sums, TraceSpans(
+        earliest.span_id,
+        earliest.start_ns,
+        earliest.service,
+        earliest.environment,
+        root.span_id,
+        root.start_ns,
+        transaction_name(root, config),
+        root.service,
+        root.environment,
+        earliest.account,
+        root.account,
     )
 
 

@@ -41,11 +41,13 @@ from spancost.store.common import (
     PENDING_DOMAIN,
     Placement,
     RollupChanges,
+    TraceSpans,
     hour_window,
     labels,
     merge_assignments,
     placement,
     span_facts,
+    trace_facts,
 )
 from spancost.store.common import add_months as _add_months
 from spancost.store.common import month_start as _month_start
@@ -63,7 +65,6 @@ from spancost.totals.naming import (
     TraceState,
     domain_name,
     resolve_transaction,
-    transaction_name,
 )
 
 __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
@@ -132,7 +133,7 @@ ON CONFLICT (trace_id, span_id) DO NOTHING
 RETURNING reason
 """
 
-# The columns of a trace delta, in the order `_trace_columns` gives them: the two hex
+# The columns of a trace delta (`trace_facts`' order, then the labels): the two hex
 # columns (trace id, the concatenated span ids) as comma-separated strings, the others
 # as binary arrays.
 _DELTA_COLUMNS: Final = """
@@ -144,27 +145,23 @@ _DELTA_COLUMNS: Final = """
     trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
     start_ns, end_ns, earliest_span_id, earliest_start_ns, earliest_service,
     earliest_environment, root_span_id, root_start_ns, root_transaction, root_service,
-    root_environment, transaction_name, domain, environment, earliest_account, root_account
+    root_environment, earliest_account, root_account, transaction_name, domain, environment
 )"""
 
 # Traces no store holds yet (their keys are locked, and no row was read): plain rows,
 # sent by binary COPY into the partitioned table (the cheapest way in, for the client
 # and the server), with their labels. A row that exists after all is a unique
-# violation, never a silent overwrite. The columns of `_trace_row`, first_seen and
-# last_update after end_ns.
+# violation, never a silent overwrite. `trace_facts`' order, first_seen and last_update
+# after the sums, the labels last.
 _COPY_TRACES: Final = """
 COPY traces (
     trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
     start_ns, end_ns, first_seen, last_update,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    transaction_name, domain, environment, earliest_account, root_account
+    earliest_account, root_account, transaction_name, domain, environment
 ) FROM STDIN (FORMAT BINARY)
 """
-# Positions in `_trace_row`.
-_FIRST_SEEN: Final = 7  # where COPY rows put first_seen and last_update
-_DOMAIN: Final = 17
-_ENVIRONMENT: Final = 18
 _COPY_TYPES: Final = (
     ["text", "bytea", "timestamptz", "float8"]
     + ["int8"] * 5
@@ -596,16 +593,20 @@ class PostgresStore:
             with cursor.copy(_COPY_TRACES) as copy:
                 copy.set_types(_COPY_TYPES)
                 for delta in new:
-                    row = self._trace_row(delta, keyed_at[delta.trace_id])
-                    domain, environment = row[_DOMAIN], row[_ENVIRONMENT]
+                    sums, spans = trace_facts(delta, self._config)
+                    transaction, domain, environment = self._new_labels(spans)
                     copy.write_row(
                         (
                             delta.trace_id,
                             bytes.fromhex(span_ids[delta.trace_id]),
-                            *row[:_FIRST_SEEN],
+                            keyed_at[delta.trace_id],
+                            *sums,
                             now,
                             now,
-                            *row[_FIRST_SEEN:],
+                            *spans,
+                            transaction,
+                            domain,
+                            environment,
                         )
                     )
                     after = placement(now_ns, domain, environment, delta.cost_usd, delta.span_count)
@@ -616,7 +617,10 @@ class PostgresStore:
             ",".join([delta.trace_id for delta in existing]),
             ",".join([span_ids[delta.trace_id] for delta in existing]),
         ]
-        rows = [self._trace_row(delta, keyed_at[delta.trace_id]) for delta in existing]
+        rows = []
+        for delta in existing:
+            sums, spans = trace_facts(delta, self._config)
+            rows.append((keyed_at[delta.trace_id], *sums, *spans, *self._new_labels(spans)))
         columns += map(list, zip(*rows, strict=True))
         cursor.execute(_ADD_TO_TRACES, (now, *columns))
         relabel: list[list[Any]] = [[] for _ in range(5)]
@@ -662,44 +666,18 @@ class PostgresStore:
         if relabel[0]:
             cursor.execute(_RELABEL_TRACES, relabel)
 
-    def _trace_row(self, delta: TraceDelta, keyed_at: datetime) -> tuple[Any, ...]:
-        """A delta's values after its trace id and span ids, in `_DELTA_COLUMNS` order,
-        with the labels a new row gets (what `labels` gives for a row that is this delta
-        alone; an existing row's are set after the update)."""
-        root, earliest = delta.root, delta.earliest
-        root_transaction = None if root is None else transaction_name(root, self._config)
-        transaction, domain, environment = labels(
+    def _new_labels(self, spans: TraceSpans) -> tuple[str | None, str | None, str | None]:
+        """The (transaction, domain, environment) of a row that is this delta alone: a new
+        row's labels (an existing row's are set after its update, where they changed)."""
+        return labels(
             self._config,
-            root_span_id=None if root is None else root.span_id,
-            root_transaction=root_transaction,
-            root_service=None if root is None else root.service,
-            root_environment=None if root is None else root.environment,
-            earliest_service=earliest.service,
-            earliest_environment=earliest.environment,
+            root_span_id=spans.root_span_id,
+            root_transaction=spans.root_transaction,
+            root_service=spans.root_service,
+            root_environment=spans.root_environment,
+            earliest_service=spans.earliest_service,
+            earliest_environment=spans.earliest_environment,
             current_transaction=None,
-        )
-        return (
-            keyed_at,
-            delta.cost_usd,
-            delta.span_count,
-            delta.priced_count,
-            delta.unpriced_count,
-            delta.start_ns,
-            delta.end_ns,
-            earliest.span_id,
-            earliest.start_ns,
-            earliest.service,
-            earliest.environment,
-            None if root is None else root.span_id,
-            None if root is None else root.start_ns,
-            root_transaction,
-            None if root is None else root.service,
-            None if root is None else root.environment,
-            transaction,
-            domain,
-            environment,
-            earliest.account,
-            None if root is None else root.account,
         )
 
     def _attribute_orphans(

@@ -37,6 +37,7 @@ from spancost.store.common import (
     merge_assignments,
     placement,
     span_facts,
+    trace_facts,
 )
 from spancost.totals.aggregate import (
     Quarantined,
@@ -52,7 +53,6 @@ from spancost.totals.naming import (
     TraceState,
     domain_name,
     resolve_transaction,
-    transaction_name,
 )
 
 __all__ = ["MIGRATIONS", "PENDING_DOMAIN", "Deleted", "SQLiteStore"]
@@ -465,31 +465,9 @@ class SQLiteStore:
         """Add `delta` to its trace's row (as `merge` does) and record the rollup change:
         the delta, or the trace's whole move if its domain or environment changed."""
         before = _placement(cursor, delta.trace_id)
-        root, earliest = delta.root, delta.earliest
+        sums, spans = trace_facts(delta, self._config)
         row = cursor.execute(
-            _ADD_TO_TRACE_SQL,
-            (
-                delta.trace_id,
-                delta.cost_usd,
-                delta.span_count,
-                delta.priced_count,
-                delta.unpriced_count,
-                delta.start_ns,
-                delta.end_ns,
-                now_ns,
-                now_ns,
-                earliest.span_id,
-                earliest.start_ns,
-                earliest.service,
-                earliest.environment,
-                None if root is None else root.span_id,
-                None if root is None else root.start_ns,
-                None if root is None else transaction_name(root, self._config),
-                None if root is None else root.service,
-                None if root is None else root.environment,
-                earliest.account,
-                None if root is None else root.account,
-            ),
+            _ADD_TO_TRACE_SQL, (delta.trace_id, *sums, now_ns, now_ns, *spans)
         ).fetchone()
         cost, spans, first_seen_ns, earliest_service, earliest_environment = row[:5]
         root_span_id, root_transaction, root_service, root_environment, current = row[5:]
