@@ -161,15 +161,11 @@ def contributions(
         resource_environment = _environment(resource, events, spans)
         resource_transaction = resource.get(transaction_attribute)
         wanted = span_keys if resource_environment else span_keys.union(_ENVIRONMENT_KEYS)
-        # The sink's hot loop (every span it stores): the attribute scan inlined, the
-        # contribution built positionally (SpanContribution's field order).
+        # The sink's hot loop (every span it stores): the contribution built
+        # positionally (SpanContribution's field order), rare checks guarded.
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                values: dict[str, AnyValue] = {}
-                for attribute in span.attributes:
-                    key = attribute.key
-                    if key in wanted and key not in values:
-                        values[key] = attribute.value
+                values = _read(span.attributes, wanted)
                 cost_usd, unpriced_reason = _cost(values, events)
                 is_root = not span.parent_span_id.strip(b"\x00")  # absent, or all zeros
                 transaction = None
