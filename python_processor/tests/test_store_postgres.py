@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -285,7 +286,7 @@ def test_a_second_writer_waits_on_the_trace_key_and_then_adds(
     for _ in range(300):
         if query(dsn, waiting) == [(1,)]:
             break
-        threading.Event().wait(0.05)
+        time.sleep(0.05)
     assert query(dsn, waiting) == [(1,)]
     assert second.is_alive()
     go.set()
