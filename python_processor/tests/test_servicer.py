@@ -105,6 +105,53 @@ def test_configure_returns_the_plugin_version(stub: Stub) -> None:
     assert version.startswith("spancost 0.")
 
 
+def _configure_response(
+    stub: Stub, plugin: str, config: Any, kind: sidecar_pb2.Kind = sidecar_pb2.KIND_PROCESSOR
+) -> sidecar_pb2.ConfigureResponse:
+    response: sidecar_pb2.ConfigureResponse = stub.Configure(
+        sidecar_pb2.ConfigureRequest(
+            instance="python/x", plugin=plugin, config_json=json.dumps(config), kind=kind
+        ),
+        timeout=5,
+    )
+    return response
+
+
+def test_configure_tells_what_the_cost_plugin_owns(stub: Stub) -> None:
+    cost = {"prices": {"aws_pricelist": {"enabled": False}}}
+    response = _configure_response(stub, "spancost.cost", cost)
+    ownership = response.ownership
+    assert "cost.usd" in ownership.keys
+    assert "cost.unpriced_reason" in ownership.keys
+    assert [(a.key, a.string_value) for a in ownership.unprocessed] == [
+        ("cost.unpriced_reason", "sidecar_unavailable")
+    ]
+    assert (ownership.unprocessed_event.event, ownership.unprocessed_event.reason) == (
+        "unpriced",
+        "sidecar_unavailable",
+    )
+    assert ownership.trusted_key == ""
+    trusting = _configure_response(stub, "spancost.cost", {**cost, "trust_upstream": True})
+    assert trusting.ownership.trusted_key == "cost.usd"
+    # A chain owns what its steps own; the environment filter owns nothing.
+    chain = {
+        "steps": [
+            {"plugin": "spancost.environment", "config": {"drop": ["ci"]}},
+            {"plugin": "spancost.cost", "config": cost},
+        ]
+    }
+    chained = _configure_response(stub, "spancost.chain", chain).ownership
+    assert list(chained.keys) == list(ownership.keys)
+    assert list(chained.unprocessed) == list(ownership.unprocessed)
+    assert not _configure_response(stub, "spancost.environment", {}).HasField("ownership")
+
+
+def test_configure_tells_what_the_totals_sink_books(stub: Stub, tmp_path: Path) -> None:
+    config = {"database_url": f"sqlite:{tmp_path / 'totals.db'}"}
+    response = _configure_response(stub, "spancost.totals", config, kind=sidecar_pb2.KIND_SINK)
+    assert list(response.needs_owner) == ["cost.usd", "cost.unpriced_reason"]
+
+
 def test_configure_invalid_argument_names_the_key(stub: Stub) -> None:
     error = rpc_error(lambda: configure(stub, "spancost.environment", {"drop": ["ci", 7]}))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -244,18 +291,27 @@ def test_health_and_configure_answer_while_every_worker_is_busy(
     )
     server = create_server(options, PluginInstances())
     server.start()
+    started, release = tmp_path / "started", tmp_path / "release"
+    # Each batch holds the only worker until `release` exists (30 s bounds a hang).
+    slow = {"seconds": 30, "started_file": str(started), "release_file": str(release)}
     try:
         with grpc.insecure_channel(server.address.grpc_target) as channel:
             stub = sidecar_pb2_grpc.SidecarStub(channel)  # type: ignore[no-untyped-call]
-            configure(stub, "test.slow", {"seconds": 0.5}, instance="python/slow")
+            configure(stub, "test.slow", slow, instance="python/slow")
             request = sidecar_pb2.ProcessTracesRequest(instance="python/slow", traces=b"")
-            backlog = [stub.ProcessTraces.future(request, timeout=10) for _ in range(3)]
-            time.sleep(0.1)
+            backlog = [stub.ProcessTraces.future(request, timeout=60) for _ in range(3)]
+            deadline = time.monotonic() + 10
+            while not started.exists():
+                assert time.monotonic() < deadline, "the first batch never started"
+                time.sleep(0.01)
+            # Answered while every batch is still held: the order proves it, and the
+            # RPC timeouts only bound a hang.
             health = health_pb2_grpc.HealthStub(channel)
-            began = time.monotonic()
-            health.Check(health_pb2.HealthCheckRequest(), timeout=0.3)
+            health.Check(health_pb2.HealthCheckRequest(), timeout=10)
             configure(stub, "spancost.environment", {"drop": ["ci"]}, instance="python/other")
-            assert time.monotonic() - began < 0.4
+            assert not any(future.done() for future in backlog)
+            release.touch()
             assert [future.result().WhichOneof("result") for future in backlog] == ["traces"] * 3
     finally:
+        release.touch()
         server.stop(grace=5)

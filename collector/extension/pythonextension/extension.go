@@ -27,9 +27,9 @@ import (
 type Sidecar interface {
 	// Register validates a plugin configuration in the sidecar and keeps it,
 	// so that a restarted sidecar is configured again before it gets batches.
-	// It returns ErrPluginNotFound or ErrPluginConfig for a wrong plugin or
-	// configuration.
-	Register(ctx context.Context, instance, plugin, configJSON string) error
+	// It returns what the plugin owns (nil: nothing), or ErrPluginNotFound or
+	// ErrPluginConfig for a wrong plugin or configuration.
+	Register(ctx context.Context, instance, plugin, configJSON string) (*wirepb.Ownership, error)
 	// Unregister forgets an instance registered before.
 	Unregister(instance string)
 	// ProcessTraces hands one serialized ExportTraceServiceRequest to the
@@ -56,6 +56,13 @@ type registration struct {
 	plugin, configJSON string
 }
 
+// configured is what the sidecar answered when a registration was configured.
+type configured struct {
+	registration
+	ownership *wirepb.Ownership // processors: what the plugin owns
+	needs     []string          // sinks: the attributes they book as facts
+}
+
 // regKey names a registration: processors and sinks have separate names.
 type regKey struct {
 	kind     wirepb.Kind
@@ -76,7 +83,7 @@ type pythonExtension struct {
 	healthDone chan struct{}
 
 	mu            sync.Mutex
-	registrations map[regKey]registration
+	registrations map[regKey]configured
 	codec         requestCodec
 
 	sinks *sinkStats // nil without sinks
@@ -89,7 +96,7 @@ func newExtension(cfg *Config, set extension.Settings) (*pythonExtension, error)
 	if err != nil {
 		return nil, err
 	}
-	return &pythonExtension{cfg: cfg, set: set, telemetry: tb, registrations: map[regKey]registration{}, codec: newRequestCodec()}, nil
+	return &pythonExtension{cfg: cfg, set: set, telemetry: tb, registrations: map[regKey]configured{}, codec: newRequestCodec()}, nil
 }
 
 func (e *pythonExtension) Start(ctx context.Context, _ component.Host) error {
@@ -210,18 +217,30 @@ func (e *pythonExtension) watchConnected(ctx context.Context) {
 	}
 }
 
-func (e *pythonExtension) Register(ctx context.Context, instance, plugin, configJSON string) error {
-	return e.register(ctx, regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: instance}, registration{plugin: plugin, configJSON: configJSON})
+func (e *pythonExtension) Register(ctx context.Context, instance, plugin, configJSON string) (*wirepb.Ownership, error) {
+	key := regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: instance}
+	r := registration{plugin: plugin, configJSON: configJSON}
+	// The extension configured the processors of the pipelines it checked
+	// (checkPipelines) moments ago: the same registration is not made twice.
+	e.mu.Lock()
+	done, ok := e.registrations[key]
+	e.mu.Unlock()
+	if ok && done.registration == r {
+		return done.ownership, nil
+	}
+	c, err := e.register(ctx, key, r)
+	return c.ownership, err
 }
 
-func (e *pythonExtension) register(ctx context.Context, key regKey, r registration) error {
-	if err := e.configure(ctx, key, r); err != nil {
-		return err
+func (e *pythonExtension) register(ctx context.Context, key regKey, r registration) (configured, error) {
+	c, err := e.configure(ctx, key, r)
+	if err != nil {
+		return configured{}, err
 	}
 	e.mu.Lock()
-	e.registrations[key] = r
+	e.registrations[key] = c
 	e.mu.Unlock()
-	return nil
+	return c, nil
 }
 
 func (e *pythonExtension) Unregister(instance string) {
@@ -230,20 +249,20 @@ func (e *pythonExtension) Unregister(instance string) {
 	e.mu.Unlock()
 }
 
-func (e *pythonExtension) configure(ctx context.Context, key regKey, r registration) error {
+func (e *pythonExtension) configure(ctx context.Context, key regKey, r registration) (configured, error) {
 	resp, err := e.client.Configure(ctx, &wirepb.ConfigureRequest{Instance: key.instance, Plugin: r.plugin, ConfigJson: r.configJSON, Kind: key.kind})
 	switch status.Code(err) {
 	case codes.OK:
 		for _, warning := range resp.GetWarnings() {
 			e.set.Logger.Warn("sidecar plugin reported a problem", zap.String("instance", key.instance), zap.String("plugin", r.plugin), zap.String("warning", warning))
 		}
-		return nil
+		return configured{registration: r, ownership: resp.GetOwnership(), needs: resp.GetNeedsOwner()}, nil
 	case codes.NotFound:
-		return fmt.Errorf("%w: %s", ErrPluginNotFound, status.Convert(err).Message())
+		return configured{}, fmt.Errorf("%w: %s", ErrPluginNotFound, status.Convert(err).Message())
 	case codes.InvalidArgument:
-		return fmt.Errorf("%w: %s", ErrPluginConfig, status.Convert(err).Message())
+		return configured{}, fmt.Errorf("%w: %s", ErrPluginConfig, status.Convert(err).Message())
 	default:
-		return fmt.Errorf("configuring plugin %q in the sidecar: %w", r.plugin, err)
+		return configured{}, fmt.Errorf("configuring plugin %q in the sidecar: %w", r.plugin, err)
 	}
 }
 
@@ -252,12 +271,12 @@ func (e *pythonExtension) replay(ctx context.Context) error {
 	e.mu.Lock()
 	regs := make(map[regKey]registration, len(e.registrations))
 	for k, v := range e.registrations {
-		regs[k] = v
+		regs[k] = v.registration
 	}
 	e.mu.Unlock()
 	var errs []error
 	for key, r := range regs {
-		if err := e.configure(ctx, key, r); err != nil {
+		if _, err := e.configure(ctx, key, r); err != nil {
 			errs = append(errs, fmt.Errorf("instance %q: %w", key.instance, err))
 		}
 	}
@@ -277,7 +296,7 @@ func (e *pythonExtension) ProcessTraces(ctx context.Context, instance string, tr
 	if !ok {
 		return nil, err
 	}
-	if cerr := e.configure(ctx, key, r); cerr != nil {
+	if _, cerr := e.configure(ctx, key, r.registration); cerr != nil {
 		return nil, fmt.Errorf("configuring instance %q again after the sidecar lost it: %w", instance, cerr)
 	}
 	return e.client.ProcessTraces(ctx, req, grpc.ForceCodecV2(e.codec))

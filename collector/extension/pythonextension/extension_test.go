@@ -80,7 +80,8 @@ func TestSpawnLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, os.ModeSocket, sock.Mode().Type())
 
-	require.NoError(t, e.Register(ctx, testInstance, echoPlugin, `{"rate":0.5}`))
+	_, err = e.Register(ctx, testInstance, echoPlugin, `{"rate":0.5}`)
+	require.NoError(t, err)
 	assert.Equal(t, []string{fmt.Sprintf(`%d configure python/test test.echo {"rate":0.5}`, pid)},
 		fakeLogLines(logPath, "configure"))
 
@@ -139,7 +140,7 @@ func TestRegister(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			instance := "python/" + tt.name
 			before := len(fake.configureCalls())
-			err := e.Register(ctx, instance, tt.plugin, tt.configJSON)
+			_, err := e.Register(ctx, instance, tt.plugin, tt.configJSON)
 
 			calls := fake.configureCalls()
 			require.Len(t, calls, before+1)
@@ -170,7 +171,8 @@ func TestProcessTracesConfiguresLostInstanceAgain(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
-	require.NoError(t, e.Register(ctx, testInstance, echoPlugin, `{"rate":0.5}`))
+	_, err := e.Register(ctx, testInstance, echoPlugin, `{"rate":0.5}`)
+	require.NoError(t, err)
 
 	fake.forget()
 	resp, err := e.ProcessTraces(ctx, testInstance, []byte("batch"))
@@ -198,7 +200,7 @@ func TestProcessTracesReconfigureRefused(t *testing.T) {
 	// The sidecar lost the instance and, after an upgrade, refuses its
 	// configuration: the batch fails with the reason, it is not retried forever.
 	e.mu.Lock()
-	e.registrations[regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: testInstance}] = registration{plugin: echoPlugin, configJSON: `{"rate":-1}`}
+	e.registrations[regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: testInstance}] = configured{registration: registration{plugin: echoPlugin, configJSON: `{"rate":-1}`}}
 	e.mu.Unlock()
 	_, err := e.ProcessTraces(ctx, testInstance, []byte("batch"))
 	require.EqualError(t, err, `configuring instance "python/test" again after the sidecar lost it: invalid plugin configuration: `+rejectedMessage)
@@ -233,7 +235,8 @@ func TestConnect(t *testing.T) {
 			require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
 			assert.Nil(t, e.super, "a connected sidecar is not supervised")
 			assert.Empty(t, e.privateDir)
-			require.NoError(t, e.Register(ctx, testInstance, echoPlugin, "{}"))
+			_, err := e.Register(ctx, testInstance, echoPlugin, "{}")
+			require.NoError(t, err)
 			resp, err := e.ProcessTraces(ctx, testInstance, []byte("batch"))
 			require.NoError(t, err)
 			assert.Equal(t, []*wirepb.PluginEvent{{Event: "echoed", Reason: fmt.Sprint(os.Getpid()), Spans: 1}}, resp.GetEvents())

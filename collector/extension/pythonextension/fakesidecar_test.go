@@ -46,7 +46,10 @@ const (
 
 	// Plugins the fake knows: echo returns each batch as it came, crash
 	// fails with INTERNAL. Any other plugin name is NOT_FOUND; a configuration
-	// holding a negative number is INVALID_ARGUMENT.
+	// holding a negative number is INVALID_ARGUMENT. A configuration holding
+	// "prices" owns cost.usd and cost.unpriced_reason (and trusts upstream
+	// prices with "trust_upstream"); a sink's holding "books" needs an owner
+	// of both.
 	echoPlugin      = "test.echo"
 	crashPlugin     = "test.crash"
 	rejectedMessage = "rate: must be between 0 and 1"
@@ -92,6 +95,16 @@ func (f *fakeSidecar) Configure(_ context.Context, req *wirepb.ConfigureRequest)
 	resp := &wirepb.ConfigureResponse{PluginVersion: "fake 0.0.0"}
 	if strings.Contains(req.GetConfigJson(), "warn") {
 		resp.Warnings = []string{"database not reachable yet"}
+	}
+	// As spancost.cost and spancost.totals declare what they own and book.
+	if strings.Contains(req.GetConfigJson(), "prices") {
+		resp.Ownership = &wirepb.Ownership{Keys: []string{"cost.usd", "cost.unpriced_reason"}}
+		if strings.Contains(req.GetConfigJson(), "trust_upstream") {
+			resp.Ownership.TrustedKey = "cost.usd"
+		}
+	}
+	if req.GetKind() == wirepb.Kind_KIND_SINK && strings.Contains(req.GetConfigJson(), "books") {
+		resp.NeedsOwner = []string{"cost.usd", "cost.unpriced_reason"}
 	}
 	return resp, nil
 }

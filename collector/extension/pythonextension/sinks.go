@@ -28,7 +28,7 @@ func (e *pythonExtension) startSinks(ctx context.Context) error {
 			return fmt.Errorf("sinks::%s::config: %w", name, err)
 		}
 		key := regKey{kind: wirepb.Kind_KIND_SINK, instance: name}
-		if err := e.register(ctx, key, registration{plugin: sink.Plugin, configJSON: configJSON}); err != nil {
+		if _, err := e.register(ctx, key, registration{plugin: sink.Plugin, configJSON: configJSON}); err != nil {
 			return fmt.Errorf("sinks::%s: %w", name, err)
 		}
 	}
@@ -55,7 +55,7 @@ func (e *pythonExtension) configureSinks(ctx context.Context, names []string) {
 		if !ok {
 			continue
 		}
-		if err := e.configure(ctx, key, r); err != nil {
+		if _, err := e.configure(ctx, key, r.registration); err != nil {
 			e.set.Logger.Warn("configuring a sink the sidecar lost failed; trying again at the next reading", zap.String("sink", name), zap.Error(err))
 			continue
 		}

@@ -131,7 +131,8 @@ func TestSinksAreConfiguredAgainAfterTheSidecarRestarts(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
-	require.NoError(t, e.Register(ctx, testInstance, echoPlugin, "{}"))
+	_, err := e.Register(ctx, testInstance, echoPlugin, "{}")
+	require.NoError(t, err)
 	fake.forget()
 	require.NoError(t, e.replay(ctx))
 	kinds := map[string]wirepb.Kind{}

@@ -101,7 +101,8 @@ func TestSpawnOnLoopbackPort(t *testing.T) {
 
 	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
 	assert.Empty(t, e.privateDir, "no private directory for a TCP endpoint")
-	require.NoError(t, e.Register(ctx, testInstance, echoPlugin, "{}"))
+	_, err = e.Register(ctx, testInstance, echoPlugin, "{}")
+	require.NoError(t, err)
 	require.NoError(t, e.Shutdown(ctx))
 }
 
@@ -113,7 +114,8 @@ func TestRestartAfterKill(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
-	require.NoError(t, e.Register(ctx, testInstance, echoPlugin, `{"rate":0.5}`))
+	_, err := e.Register(ctx, testInstance, echoPlugin, `{"rate":0.5}`)
+	require.NoError(t, err)
 	first := currentProcess(e)
 
 	require.NoError(t, syscall.Kill(first.cmd.Process.Pid, syscall.SIGKILL))
@@ -141,14 +143,15 @@ func TestRestartAfterFailedHealthChecks(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
-	require.NoError(t, e.Register(ctx, testInstance, echoPlugin, "{}"))
+	_, err := e.Register(ctx, testInstance, echoPlugin, "{}")
+	require.NoError(t, err)
 	first := currentProcess(e)
 
 	require.Eventually(t, func() bool { return len(fakeLogLines(logPath, "configure")) == 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.True(t, exited(first), "the unhealthy sidecar was killed")
 	assert.Empty(t, fakeLogLines(logPath, "sigterm"), "an unhealthy sidecar is killed, not asked")
 	metadatatest.AssertEqualExtensionPythonSidecarRestarts(t, tt, restartsOnce, metricdatatest.IgnoreTimestamp())
-	_, err := e.ProcessTraces(ctx, testInstance, []byte("batch"))
+	_, err = e.ProcessTraces(ctx, testInstance, []byte("batch"))
 	require.NoError(t, err)
 }
 

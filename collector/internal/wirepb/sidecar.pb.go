@@ -152,7 +152,19 @@ type ConfigureResponse struct {
 	PluginVersion string `protobuf:"bytes,1,opt,name=plugin_version,json=pluginVersion,proto3" json:"plugin_version,omitempty"`
 	// Problems the plugin found that do not stop it, e.g. a database it cannot
 	// reach yet (it keeps trying); the collector logs them.
-	Warnings      []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// The attributes only this processor plugin may set (absent: none). The
+	// plugin itself removes every copy a sender put on a span; on every path
+	// where the sidecar did not answer (on_error: pass after a timeout, a crash,
+	// a restart, an error or a bad answer) the collector does it instead, so no
+	// sender's value ever leaves the processor.
+	Ownership *Ownership `protobuf:"bytes,3,opt,name=ownership,proto3" json:"ownership,omitempty"`
+	// A sink only: the attributes it books as facts (spancost.totals: cost.usd
+	// and cost.unpriced_reason). The collector refuses to start unless every
+	// pipeline that exports to the sink runs a python processor whose plugin
+	// owns each of them, so that what the sink books was set by spancost and
+	// never by a sender.
+	NeedsOwner    []string `protobuf:"bytes,4,rep,name=needs_owner,json=needsOwner,proto3" json:"needs_owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,6 +213,101 @@ func (x *ConfigureResponse) GetWarnings() []string {
 	return nil
 }
 
+func (x *ConfigureResponse) GetOwnership() *Ownership {
+	if x != nil {
+		return x.Ownership
+	}
+	return nil
+}
+
+func (x *ConfigureResponse) GetNeedsOwner() []string {
+	if x != nil {
+		return x.NeedsOwner
+	}
+	return nil
+}
+
+// Ownership says which attributes a plugin owns and what a span carries when
+// the plugin could not run on it.
+type Ownership struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys the plugin owns, e.g. "cost.usd": every attribute with one of these
+	// keys is removed from a span the sidecar did not answer for.
+	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Put on each such span after the owned keys are removed, e.g.
+	// cost.unpriced_reason = "sidecar_unavailable".
+	Unprocessed []*Attribute `protobuf:"bytes,2,rep,name=unprocessed,proto3" json:"unprocessed,omitempty"`
+	// Counted for each such span (the `spans` field is not used), e.g.
+	// ("unpriced", "sidecar_unavailable").
+	UnprocessedEvent *PluginEvent `protobuf:"bytes,3,opt,name=unprocessed_event,json=unprocessedEvent,proto3" json:"unprocessed_event,omitempty"`
+	// When set, the plugin trusts prices an upstream collector wrote: a span
+	// whose first attribute of this key is a finite double >= 0 keeps its owned
+	// attributes as they are (spancost.cost's trust_upstream). The collector
+	// accepts this only on pipelines whose every receiver authenticates its
+	// senders.
+	TrustedKey    string `protobuf:"bytes,4,opt,name=trusted_key,json=trustedKey,proto3" json:"trusted_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ownership) Reset() {
+	*x = Ownership{}
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ownership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ownership) ProtoMessage() {}
+
+func (x *Ownership) ProtoReflect() protoreflect.Message {
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ownership.ProtoReflect.Descriptor instead.
+func (*Ownership) Descriptor() ([]byte, []int) {
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Ownership) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *Ownership) GetUnprocessed() []*Attribute {
+	if x != nil {
+		return x.Unprocessed
+	}
+	return nil
+}
+
+func (x *Ownership) GetUnprocessedEvent() *PluginEvent {
+	if x != nil {
+		return x.UnprocessedEvent
+	}
+	return nil
+}
+
+func (x *Ownership) GetTrustedKey() string {
+	if x != nil {
+		return x.TrustedKey
+	}
+	return ""
+}
+
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -209,7 +316,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +328,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[2]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +341,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{2}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{3}
 }
 
 type StatsResponse struct {
@@ -246,7 +353,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +365,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[3]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +378,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{3}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StatsResponse) GetSinks() []*SinkStats {
@@ -298,7 +405,7 @@ type SinkStats struct {
 
 func (x *SinkStats) Reset() {
 	*x = SinkStats{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +417,7 @@ func (x *SinkStats) String() string {
 func (*SinkStats) ProtoMessage() {}
 
 func (x *SinkStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[4]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +430,7 @@ func (x *SinkStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkStats.ProtoReflect.Descriptor instead.
 func (*SinkStats) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{4}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SinkStats) GetSink() string {
@@ -364,7 +471,7 @@ type Gauge struct {
 
 func (x *Gauge) Reset() {
 	*x = Gauge{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +483,7 @@ func (x *Gauge) String() string {
 func (*Gauge) ProtoMessage() {}
 
 func (x *Gauge) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[5]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +496,7 @@ func (x *Gauge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gauge.ProtoReflect.Descriptor instead.
 func (*Gauge) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{5}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Gauge) GetName() string {
@@ -418,7 +525,7 @@ type ProcessTracesRequest struct {
 
 func (x *ProcessTracesRequest) Reset() {
 	*x = ProcessTracesRequest{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +537,7 @@ func (x *ProcessTracesRequest) String() string {
 func (*ProcessTracesRequest) ProtoMessage() {}
 
 func (x *ProcessTracesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[6]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +550,7 @@ func (x *ProcessTracesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessTracesRequest.ProtoReflect.Descriptor instead.
 func (*ProcessTracesRequest) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{6}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProcessTracesRequest) GetInstance() string {
@@ -477,7 +584,7 @@ type ProcessTracesResponse struct {
 
 func (x *ProcessTracesResponse) Reset() {
 	*x = ProcessTracesResponse{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +596,7 @@ func (x *ProcessTracesResponse) String() string {
 func (*ProcessTracesResponse) ProtoMessage() {}
 
 func (x *ProcessTracesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[7]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +609,7 @@ func (x *ProcessTracesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessTracesResponse.ProtoReflect.Descriptor instead.
 func (*ProcessTracesResponse) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{7}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProcessTracesResponse) GetResult() isProcessTracesResponse_Result {
@@ -578,7 +685,7 @@ type BatchChanges struct {
 
 func (x *BatchChanges) Reset() {
 	*x = BatchChanges{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +697,7 @@ func (x *BatchChanges) String() string {
 func (*BatchChanges) ProtoMessage() {}
 
 func (x *BatchChanges) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[8]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +710,7 @@ func (x *BatchChanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchChanges.ProtoReflect.Descriptor instead.
 func (*BatchChanges) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{8}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BatchChanges) GetAttributes() []*AttributeChange {
@@ -640,7 +747,7 @@ type DoubleColumn struct {
 
 func (x *DoubleColumn) Reset() {
 	*x = DoubleColumn{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +759,7 @@ func (x *DoubleColumn) String() string {
 func (*DoubleColumn) ProtoMessage() {}
 
 func (x *DoubleColumn) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[9]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +772,7 @@ func (x *DoubleColumn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoubleColumn.ProtoReflect.Descriptor instead.
 func (*DoubleColumn) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{9}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DoubleColumn) GetKey() string {
@@ -699,7 +806,7 @@ type SpanRange struct {
 
 func (x *SpanRange) Reset() {
 	*x = SpanRange{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[10]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +818,7 @@ func (x *SpanRange) String() string {
 func (*SpanRange) ProtoMessage() {}
 
 func (x *SpanRange) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[10]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +831,7 @@ func (x *SpanRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpanRange.ProtoReflect.Descriptor instead.
 func (*SpanRange) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{10}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SpanRange) GetStart() uint32 {
@@ -759,7 +866,7 @@ type AttributeChange struct {
 
 func (x *AttributeChange) Reset() {
 	*x = AttributeChange{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[11]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +878,7 @@ func (x *AttributeChange) String() string {
 func (*AttributeChange) ProtoMessage() {}
 
 func (x *AttributeChange) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[11]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +891,7 @@ func (x *AttributeChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeChange.ProtoReflect.Descriptor instead.
 func (*AttributeChange) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{11}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AttributeChange) GetStart() uint32 {
@@ -838,7 +945,7 @@ type Attribute struct {
 
 func (x *Attribute) Reset() {
 	*x = Attribute{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[12]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +957,7 @@ func (x *Attribute) String() string {
 func (*Attribute) ProtoMessage() {}
 
 func (x *Attribute) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[12]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +970,7 @@ func (x *Attribute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attribute.ProtoReflect.Descriptor instead.
 func (*Attribute) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{12}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Attribute) GetKey() string {
@@ -958,7 +1065,7 @@ type PluginEvent struct {
 
 func (x *PluginEvent) Reset() {
 	*x = PluginEvent{}
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[13]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1077,7 @@ func (x *PluginEvent) String() string {
 func (*PluginEvent) ProtoMessage() {}
 
 func (x *PluginEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[13]
+	mi := &file_spancost_wire_v1_sidecar_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1090,7 @@ func (x *PluginEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
 func (*PluginEvent) Descriptor() ([]byte, []int) {
-	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{13}
+	return file_spancost_wire_v1_sidecar_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PluginEvent) GetEvent() string {
@@ -1017,10 +1124,19 @@ const file_spancost_wire_v1_sidecar_proto_rawDesc = "" +
 	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12\x1f\n" +
 	"\vconfig_json\x18\x03 \x01(\tR\n" +
 	"configJson\x12*\n" +
-	"\x04kind\x18\x04 \x01(\x0e2\x16.spancost.wire.v1.KindR\x04kind\"V\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x16.spancost.wire.v1.KindR\x04kind\"\xb2\x01\n" +
 	"\x11ConfigureResponse\x12%\n" +
 	"\x0eplugin_version\x18\x01 \x01(\tR\rpluginVersion\x12\x1a\n" +
-	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\x0e\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\x129\n" +
+	"\townership\x18\x03 \x01(\v2\x1b.spancost.wire.v1.OwnershipR\townership\x12\x1f\n" +
+	"\vneeds_owner\x18\x04 \x03(\tR\n" +
+	"needsOwner\"\xcb\x01\n" +
+	"\tOwnership\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\x12=\n" +
+	"\vunprocessed\x18\x02 \x03(\v2\x1b.spancost.wire.v1.AttributeR\vunprocessed\x12J\n" +
+	"\x11unprocessed_event\x18\x03 \x01(\v2\x1d.spancost.wire.v1.PluginEventR\x10unprocessedEvent\x12\x1f\n" +
+	"\vtrusted_key\x18\x04 \x01(\tR\n" +
+	"trustedKey\"\x0e\n" +
 	"\fStatsRequest\"B\n" +
 	"\rStatsResponse\x121\n" +
 	"\x05sinks\x18\x01 \x03(\v2\x1b.spancost.wire.v1.SinkStatsR\x05sinks\"\xa9\x01\n" +
@@ -1092,46 +1208,50 @@ func file_spancost_wire_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_spancost_wire_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_spancost_wire_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_spancost_wire_v1_sidecar_proto_goTypes = []any{
 	(Kind)(0),                     // 0: spancost.wire.v1.Kind
 	(*ConfigureRequest)(nil),      // 1: spancost.wire.v1.ConfigureRequest
 	(*ConfigureResponse)(nil),     // 2: spancost.wire.v1.ConfigureResponse
-	(*StatsRequest)(nil),          // 3: spancost.wire.v1.StatsRequest
-	(*StatsResponse)(nil),         // 4: spancost.wire.v1.StatsResponse
-	(*SinkStats)(nil),             // 5: spancost.wire.v1.SinkStats
-	(*Gauge)(nil),                 // 6: spancost.wire.v1.Gauge
-	(*ProcessTracesRequest)(nil),  // 7: spancost.wire.v1.ProcessTracesRequest
-	(*ProcessTracesResponse)(nil), // 8: spancost.wire.v1.ProcessTracesResponse
-	(*BatchChanges)(nil),          // 9: spancost.wire.v1.BatchChanges
-	(*DoubleColumn)(nil),          // 10: spancost.wire.v1.DoubleColumn
-	(*SpanRange)(nil),             // 11: spancost.wire.v1.SpanRange
-	(*AttributeChange)(nil),       // 12: spancost.wire.v1.AttributeChange
-	(*Attribute)(nil),             // 13: spancost.wire.v1.Attribute
-	(*PluginEvent)(nil),           // 14: spancost.wire.v1.PluginEvent
+	(*Ownership)(nil),             // 3: spancost.wire.v1.Ownership
+	(*StatsRequest)(nil),          // 4: spancost.wire.v1.StatsRequest
+	(*StatsResponse)(nil),         // 5: spancost.wire.v1.StatsResponse
+	(*SinkStats)(nil),             // 6: spancost.wire.v1.SinkStats
+	(*Gauge)(nil),                 // 7: spancost.wire.v1.Gauge
+	(*ProcessTracesRequest)(nil),  // 8: spancost.wire.v1.ProcessTracesRequest
+	(*ProcessTracesResponse)(nil), // 9: spancost.wire.v1.ProcessTracesResponse
+	(*BatchChanges)(nil),          // 10: spancost.wire.v1.BatchChanges
+	(*DoubleColumn)(nil),          // 11: spancost.wire.v1.DoubleColumn
+	(*SpanRange)(nil),             // 12: spancost.wire.v1.SpanRange
+	(*AttributeChange)(nil),       // 13: spancost.wire.v1.AttributeChange
+	(*Attribute)(nil),             // 14: spancost.wire.v1.Attribute
+	(*PluginEvent)(nil),           // 15: spancost.wire.v1.PluginEvent
 }
 var file_spancost_wire_v1_sidecar_proto_depIdxs = []int32{
 	0,  // 0: spancost.wire.v1.ConfigureRequest.kind:type_name -> spancost.wire.v1.Kind
-	5,  // 1: spancost.wire.v1.StatsResponse.sinks:type_name -> spancost.wire.v1.SinkStats
-	14, // 2: spancost.wire.v1.SinkStats.counts:type_name -> spancost.wire.v1.PluginEvent
-	6,  // 3: spancost.wire.v1.SinkStats.gauges:type_name -> spancost.wire.v1.Gauge
-	9,  // 4: spancost.wire.v1.ProcessTracesResponse.changes:type_name -> spancost.wire.v1.BatchChanges
-	14, // 5: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
-	12, // 6: spancost.wire.v1.BatchChanges.attributes:type_name -> spancost.wire.v1.AttributeChange
-	11, // 7: spancost.wire.v1.BatchChanges.drop:type_name -> spancost.wire.v1.SpanRange
-	10, // 8: spancost.wire.v1.BatchChanges.doubles:type_name -> spancost.wire.v1.DoubleColumn
-	13, // 9: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
-	1,  // 10: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
-	7,  // 11: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
-	3,  // 12: spancost.wire.v1.Sidecar.Stats:input_type -> spancost.wire.v1.StatsRequest
-	2,  // 13: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
-	8,  // 14: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
-	4,  // 15: spancost.wire.v1.Sidecar.Stats:output_type -> spancost.wire.v1.StatsResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 1: spancost.wire.v1.ConfigureResponse.ownership:type_name -> spancost.wire.v1.Ownership
+	14, // 2: spancost.wire.v1.Ownership.unprocessed:type_name -> spancost.wire.v1.Attribute
+	15, // 3: spancost.wire.v1.Ownership.unprocessed_event:type_name -> spancost.wire.v1.PluginEvent
+	6,  // 4: spancost.wire.v1.StatsResponse.sinks:type_name -> spancost.wire.v1.SinkStats
+	15, // 5: spancost.wire.v1.SinkStats.counts:type_name -> spancost.wire.v1.PluginEvent
+	7,  // 6: spancost.wire.v1.SinkStats.gauges:type_name -> spancost.wire.v1.Gauge
+	10, // 7: spancost.wire.v1.ProcessTracesResponse.changes:type_name -> spancost.wire.v1.BatchChanges
+	15, // 8: spancost.wire.v1.ProcessTracesResponse.events:type_name -> spancost.wire.v1.PluginEvent
+	13, // 9: spancost.wire.v1.BatchChanges.attributes:type_name -> spancost.wire.v1.AttributeChange
+	12, // 10: spancost.wire.v1.BatchChanges.drop:type_name -> spancost.wire.v1.SpanRange
+	11, // 11: spancost.wire.v1.BatchChanges.doubles:type_name -> spancost.wire.v1.DoubleColumn
+	14, // 12: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
+	1,  // 13: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
+	8,  // 14: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
+	4,  // 15: spancost.wire.v1.Sidecar.Stats:input_type -> spancost.wire.v1.StatsRequest
+	2,  // 16: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
+	9,  // 17: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
+	5,  // 18: spancost.wire.v1.Sidecar.Stats:output_type -> spancost.wire.v1.StatsResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_spancost_wire_v1_sidecar_proto_init() }
@@ -1139,11 +1259,11 @@ func file_spancost_wire_v1_sidecar_proto_init() {
 	if File_spancost_wire_v1_sidecar_proto != nil {
 		return
 	}
-	file_spancost_wire_v1_sidecar_proto_msgTypes[7].OneofWrappers = []any{
+	file_spancost_wire_v1_sidecar_proto_msgTypes[8].OneofWrappers = []any{
 		(*ProcessTracesResponse_Traces)(nil),
 		(*ProcessTracesResponse_Changes)(nil),
 	}
-	file_spancost_wire_v1_sidecar_proto_msgTypes[12].OneofWrappers = []any{
+	file_spancost_wire_v1_sidecar_proto_msgTypes[13].OneofWrappers = []any{
 		(*Attribute_StringValue)(nil),
 		(*Attribute_BoolValue)(nil),
 		(*Attribute_IntValue)(nil),
@@ -1155,7 +1275,7 @@ func file_spancost_wire_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spancost_wire_v1_sidecar_proto_rawDesc), len(file_spancost_wire_v1_sidecar_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,9 @@ type pythonProcessor struct {
 	// processorhelper does for its own metrics.
 	attrs   metric.MeasurementOption
 	sidecar pythonextension.Sidecar
+	// owned is what the plugin owns (nil: nothing), applied when the sidecar
+	// does not answer for a batch and on_error is pass.
+	owned *owned
 
 	marshaler   ptrace.ProtoMarshaler
 	unmarshaler ptrace.ProtoUnmarshaler
@@ -70,7 +73,8 @@ func (p *pythonProcessor) start(ctx context.Context, host component.Host) error 
 	if !ok {
 		return fmt.Errorf("extension: %q is not a python extension", p.cfg.Extension)
 	}
-	if err := sidecar.Register(ctx, p.instance, p.cfg.Plugin, p.configJSON); err != nil {
+	ownership, err := sidecar.Register(ctx, p.instance, p.cfg.Plugin, p.configJSON)
+	if err != nil {
 		switch {
 		case errors.Is(err, pythonextension.ErrPluginNotFound):
 			return fmt.Errorf("plugin: %q: %w", p.cfg.Plugin, err)
@@ -81,6 +85,7 @@ func (p *pythonProcessor) start(ctx context.Context, host component.Host) error 
 		}
 	}
 	p.sidecar = sidecar
+	p.owned = newOwned(ownership)
 	return nil
 }
 
@@ -93,8 +98,9 @@ func (p *pythonProcessor) shutdown(context.Context) error {
 }
 
 // processTraces sends td to the plugin, in parts when it is larger than
-// max_request_bytes, and returns what the plugin made of it. td is never
-// modified, so on failure it can be forwarded exactly as it came.
+// max_request_bytes, and returns what the plugin made of it. td is not
+// modified unless the plugin answered for all of it, so on failure it can be
+// forwarded as it came (bar the attributes the plugin owns; see fail).
 func (p *pythonProcessor) processTraces(ctx context.Context, td ptrace.Traces) (ptrace.Traces, error) {
 	// Encode first and split only what turns out too large: sizing every
 	// batch before encoding it would walk it once more.
@@ -211,7 +217,18 @@ func (p *pythonProcessor) fail(ctx context.Context, td ptrace.Traces, reason str
 		return td, fmt.Errorf("%w (%s), on_error is reject: %w", errSidecar, reason, err)
 	}
 	p.telemetry.ProcessorPythonSpansPassedUnchanged.Add(ctx, spans, p.attrs)
-	p.logger.Warn("python sidecar failed; forwarding the batch unchanged (on_error: pass)",
-		zap.String("reason", reason), zap.Int64("spans", spans), zap.Error(err))
+	if p.owned == nil {
+		p.logger.Warn("python sidecar failed; forwarding the batch unchanged (on_error: pass)",
+			zap.String("reason", reason), zap.Int64("spans", spans), zap.Error(err))
+		return td, nil
+	}
+	// What the plugin owns is never taken from the sender, answered or not.
+	marked := p.owned.markUnprocessed(td)
+	if ev := p.owned.event; ev.GetEvent() != "" && marked > 0 {
+		p.telemetry.ProcessorPythonPluginEvents.Add(ctx, marked, metric.WithAttributes(
+			processorAttr(p.id), attribute.String("event", ev.GetEvent()), attribute.String("reason", ev.GetReason())))
+	}
+	p.logger.Warn("python sidecar failed; forwarding the batch without the plugin's changes, its attributes removed and the spans marked unprocessed (on_error: pass)",
+		zap.String("reason", reason), zap.Int64("spans", spans), zap.Int64("marked", marked), zap.Error(err))
 	return td, nil
 }

@@ -36,6 +36,8 @@ type fakeSidecar struct {
 	component.ShutdownFunc
 
 	registerErr error
+	// ownership is what Register says the plugin owns.
+	ownership *wirepb.Ownership
 	// process answers a request; nil echoes it.
 	process func(ctx context.Context, traces []byte) (*wirepb.ProcessTracesResponse, error)
 
@@ -46,9 +48,9 @@ type fakeSidecar struct {
 
 var _ pythonextension.Sidecar = (*fakeSidecar)(nil)
 
-func (f *fakeSidecar) Register(_ context.Context, instance, plugin, configJSON string) error {
+func (f *fakeSidecar) Register(_ context.Context, instance, plugin, configJSON string) (*wirepb.Ownership, error) {
 	if f.registerErr != nil {
-		return f.registerErr
+		return nil, f.registerErr
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -56,7 +58,7 @@ func (f *fakeSidecar) Register(_ context.Context, instance, plugin, configJSON s
 		f.registered = map[string][2]string{}
 	}
 	f.registered[instance] = [2]string{plugin, configJSON}
-	return nil
+	return f.ownership, nil
 }
 
 func (f *fakeSidecar) Unregister(instance string) {

@@ -23,6 +23,14 @@ and hands it its ``config`` map. The sidecar then:
 3. calls ``close()`` once the instance is replaced or the sidecar stops, after
    every batch already handed to the instance has finished.
 
+A plugin that owns attributes (``spancost.cost`` owns ``cost.usd`` and the other
+``cost.*`` it writes) says so with `Plugin.ownership`: the sidecar tells the
+collector when the instance is configured, and on every path where the sidecar
+does not answer for a batch (``on_error: pass`` after a timeout, a crash, an
+error or a bad answer) the collector removes those attributes from the spans
+itself and puts the plugin's ``unprocessed`` marker on them. A sender's value of
+an owned attribute therefore never leaves the processor, answered or not.
+
 Contract for ``process``:
 
 * It may be called from several threads at once (one per in-flight batch):
@@ -42,11 +50,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from spancost.attributes import AttributeValue
 from spancost.changes import Changes, iter_spans, span_count
 from spancost.config import ConfigSection
 from spancost.errors import ConfigError
@@ -59,6 +68,7 @@ __all__ = [
     "Event",
     "Events",
     "ExportTraceServiceRequest",
+    "Ownership",
     "Plugin",
     "iter_spans",
     "span_count",
@@ -121,8 +131,40 @@ class Events:
         return f"Events({list(self)!r})"
 
 
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """The attributes only a plugin sets, and what a span carries when it could not run.
+
+    See the module docstring; the wire form is ``spancost.wire.v1.Ownership``.
+    """
+
+    keys: tuple[str, ...]
+    """Attribute keys the plugin owns: every copy a sender put on a span is removed."""
+    unprocessed: Mapping[str, AttributeValue] = field(default_factory=dict)
+    """Put on each span the plugin could not run on, e.g. ``cost.unpriced_reason``."""
+    unprocessed_event: tuple[str, str] = ("", "")
+    """(event, reason) each such span is counted under; ("", "") counts nothing."""
+    trusted_key: str = ""
+    """Non-empty: a span whose first attribute of this key is a finite double >= 0 was
+    priced by a trusted upstream collector and keeps its owned attributes."""
+
+    def merged(self, other: Ownership) -> Ownership:
+        """Both ownerships at once (a chain of plugins owns what each step owns)."""
+        keys = self.keys + tuple(k for k in other.keys if k not in self.keys)
+        event = self.unprocessed_event if self.unprocessed_event[0] else other.unprocessed_event
+        return Ownership(
+            keys=keys,
+            unprocessed={**other.unprocessed, **self.unprocessed},
+            unprocessed_event=event,
+            trusted_key=self.trusted_key or other.trusted_key,
+        )
+
+
 class Plugin(abc.ABC):
     """Base class of every spancost processor plugin (see the module docstring)."""
+
+    ownership: Ownership | None = None
+    """The attributes this instance owns (None: none); see the module docstring."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         """Validate `config` (the processor's ``config`` map, JSON-shaped) and set up.

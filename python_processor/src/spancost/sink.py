@@ -38,6 +38,11 @@ The sidecar then:
    sidecar keeps running totals that the collector exposes as metrics;
 3. reads ``gauges()`` when the collector polls its statistics;
 4. calls ``close()`` once, after every export handed to it has finished.
+
+A sink that books attributes as facts (``spancost.totals`` books ``cost.usd`` as
+money) lists them in `Sink.needs_owner`: the collector then refuses to start
+unless every pipeline that feeds the sink runs a python processor whose plugin
+owns them (`spancost.plugin.Ownership`), so that no sender's value is booked.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ __all__ = [
 
 class Sink(abc.ABC):
     """Base class of every spancost sink (see the module docstring)."""
+
+    needs_owner: tuple[str, ...] = ()
+    """Attributes the sink books as facts: only a processor that owns them may set them."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         """Validate `config` (the sink's ``config`` map) and set up; the base accepts no keys."""

@@ -65,6 +65,12 @@ class ChainPlugin(AnnotatingPlugin):
         except BaseException:
             self.close()
             raise
+        owned = [step.ownership for step in self._steps if step.ownership is not None]
+        if owned:
+            ownership = owned[0]
+            for other in owned[1:]:
+                ownership = ownership.merged(other)
+            self.ownership = ownership
         logger.info("spancost.chain: %s", " -> ".join(type(step).__name__ for step in self._steps))
 
     def annotate(self, batch: ExportTraceServiceRequest, changes: Changes, events: Events) -> None:

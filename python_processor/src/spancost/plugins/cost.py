@@ -9,9 +9,13 @@ answered: ``bundled``, ``aws_pricelist``, ``genai-prices``, ``rule:<name>``),
 that cannot be priced, only ``cost.unpriced_reason`` (``no_resource_info``,
 ``unknown_instance_type``, ``unknown_region``, ``unknown_model``,
 ``source_unavailable``, ``bad_attribute``). These attributes are removed from
-incoming spans and recomputed, so no client can set its own price; with
+incoming spans (every copy of a repeated key) and recomputed, so no client can
+set its own price; the plugin declares them as its `Ownership`, so that the
+collector removes them too when the sidecar does not answer for a batch and
+marks the spans ``cost.unpriced_reason = sidecar_unavailable``. With
 ``trust_upstream: true`` a span that already has a ``cost.usd`` double (from an
-upstream spancost collector) passes untouched.
+upstream spancost collector) passes untouched; the collector accepts that only
+on pipelines whose receivers authenticate their senders.
 
 How a span is priced, first that applies:
 
@@ -48,7 +52,7 @@ from spancost.attributes import AttributeValue
 from spancost.changes import Changes
 from spancost.config import ConfigSection
 from spancost.errors import ConfigError
-from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest
+from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest, Ownership
 from spancost.pricing.catalog import PriceBook, build_price_book
 from spancost.pricing.compute import (
     FLAG_CONTEXT_HAS_IS_REMOTE,
@@ -86,6 +90,7 @@ __all__ = [
     "ATTR_UNPRICED_REASON",
     "ATTR_USD",
     "OWNED_KEYS",
+    "REASON_SIDECAR_UNAVAILABLE",
     "CostPlugin",
 ]
 
@@ -108,6 +113,8 @@ OWNED_KEYS: Final = (
     ATTR_UNPRICED_REASON,
 )
 """The attributes this plugin writes, and removes from incoming spans."""
+REASON_SIDECAR_UNAVAILABLE: Final = "sidecar_unavailable"
+"""Written by the collector on a span whose batch the sidecar did not answer for."""
 
 CURRENCY: Final = "USD"
 MAX_SPAN_USD: Final = 1e9
@@ -216,6 +223,12 @@ class CostPlugin(AnnotatingPlugin):
             needles.append(ATTR_USD.encode())
         self._span_keys = frozenset(span_keys)
         self._needles = tuple(needles)
+        self.ownership = Ownership(
+            keys=OWNED_KEYS,
+            unprocessed={ATTR_UNPRICED_REASON: REASON_SIDECAR_UNAVAILABLE},
+            unprocessed_event=("unpriced", REASON_SIDECAR_UNAVAILABLE),
+            trusted_key=ATTR_USD if self._trust_upstream else "",
+        )
         self._plans: dict[bytes, _Plan] = {}
         self._plans_expire = time.monotonic() + PLAN_TTL_S
         self._force_detailed = False  # tests: read every span's attributes

@@ -38,7 +38,7 @@ from spancost.store.base import StoreError, TotalsStore
 from spancost.store.open import check_url, describe_url, open_store
 from spancost.totals.aggregate import split
 from spancost.totals.naming import domain_name, parse_config
-from spancost.totals.otlp import contributions
+from spancost.totals.otlp import ATTR_UNPRICED_REASON, ATTR_USD, contributions
 
 __all__ = ["GAUGE_STORE_UP", "GAUGE_UNATTRIBUTED_RATIO", "TotalsSink"]
 
@@ -73,6 +73,9 @@ def _utc_now() -> datetime:
 
 class TotalsSink(Sink):
     """Sums each trace's ``cost.usd`` into a totals store (see the module docstring)."""
+
+    needs_owner = (ATTR_USD, ATTR_UNPRICED_REASON)
+    """Money and why there is none: set by spancost.cost, never taken from a sender."""
 
     def __init__(
         self,

@@ -119,8 +119,12 @@ UnpricedReason = Literal[
     "unknown_model",
     "source_unavailable",
     "bad_attribute",
+    "sidecar_unavailable",
 ]
-"""Why a span could not be priced (the value of ``cost.unpriced_reason``)."""
+"""Why a span could not be priced (the value of ``cost.unpriced_reason``).
+
+``sidecar_unavailable`` is written by the collector, not by the plugin: the
+sidecar did not answer for the span's batch (`spancost.plugin.Ownership`)."""
 
 UNPRICED_REASONS: Final[tuple[UnpricedReason, ...]] = (
     "no_resource_info",
@@ -129,6 +133,7 @@ UNPRICED_REASONS: Final[tuple[UnpricedReason, ...]] = (
     "unknown_model",
     "source_unavailable",
     "bad_attribute",
+    "sidecar_unavailable",
 )
 
 

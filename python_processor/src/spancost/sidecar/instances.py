@@ -27,7 +27,14 @@ from spancost.errors import (
     UnknownInstanceError,
     UnknownSinkError,
 )
-from spancost.plugin import AnnotatingPlugin, Event, Events, ExportTraceServiceRequest, Plugin
+from spancost.plugin import (
+    AnnotatingPlugin,
+    Event,
+    Events,
+    ExportTraceServiceRequest,
+    Ownership,
+    Plugin,
+)
 from spancost.registry import PluginSpec, SinkSpec, load_plugin, load_sink
 from spancost.sink import Sink
 from spancost.wire.v1 import sidecar_pb2
@@ -118,11 +125,21 @@ class PluginInstances:
         self._install(self._slots, _Slot(instance, plugin_name, plugin), spec.version, "instance")
         return spec.version
 
+    def ownership(self, instance: str) -> Ownership | None:
+        """What the plugin of `instance` owns (`Plugin.ownership`); None if nothing,
+        or if no such instance is configured."""
+        with self._lock:
+            slot = self._slots.get(instance)
+        if slot is None or not isinstance(slot.plugin, Plugin):
+            return None
+        return slot.plugin.ownership
+
     def configure_sink(
         self, sink: str, plugin_name: str, config_json: str
-    ) -> tuple[str, list[str]]:
-        """Create (or replace) the sink named `sink`; return the plugin's version and the
-        warnings it reported. Raises as `configure`."""
+    ) -> tuple[str, list[str], tuple[str, ...]]:
+        """Create (or replace) the sink named `sink`; return the plugin's version, the
+        warnings it reported and the attributes it needs an owner for
+        (`Sink.needs_owner`). Raises as `configure`."""
         if not sink:
             raise InvalidRequestError("sink name (instance) must not be empty")
         if not plugin_name:
@@ -134,7 +151,7 @@ class PluginInstances:
         for warning in warnings:
             logger.warning("sink %s (plugin %s): %s", sink, plugin_name, warning)
         self._install(self._sinks, _Slot(sink, plugin_name, created), spec.version, "sink")
-        return spec.version, warnings
+        return spec.version, warnings, tuple(getattr(created, "needs_owner", ()))
 
     def export(self, sink: str, batch: ExportTraceServiceRequest) -> list[Event]:
         """Hand `batch` to the sink named `sink` (empty: the only sink); return its events.

@@ -47,6 +47,7 @@ from spancost.errors import (
     UnknownInstanceError,
     UnknownSinkError,
 )
+from spancost.plugin import Ownership
 from spancost.sidecar.instances import PluginInstances, ProcessResult, SinkStats
 from spancost.wire.v1 import sidecar_pb2, sidecar_pb2_grpc
 
@@ -143,12 +144,37 @@ def _configure(
     instances: PluginInstances, request: sidecar_pb2.ConfigureRequest
 ) -> sidecar_pb2.ConfigureResponse:
     if request.kind == sidecar_pb2.KIND_SINK:
-        version, warnings = instances.configure_sink(
+        version, warnings, needs_owner = instances.configure_sink(
             request.instance, request.plugin, request.config_json
         )
-        return sidecar_pb2.ConfigureResponse(plugin_version=version, warnings=warnings)
+        return sidecar_pb2.ConfigureResponse(
+            plugin_version=version, warnings=warnings, needs_owner=needs_owner
+        )
     version = instances.configure(request.instance, request.plugin, request.config_json)
-    return sidecar_pb2.ConfigureResponse(plugin_version=version)
+    response = sidecar_pb2.ConfigureResponse(plugin_version=version)
+    ownership = instances.ownership(request.instance)
+    if ownership is not None:
+        _ownership_to_wire(ownership, response.ownership)
+    return response
+
+
+def _ownership_to_wire(ownership: Ownership, target: sidecar_pb2.Ownership) -> None:
+    target.keys.extend(ownership.keys)
+    for key, value in ownership.unprocessed.items():
+        attribute = target.unprocessed.add(key=key)
+        if isinstance(value, bool):  # first: bool is an int
+            attribute.bool_value = value
+        elif isinstance(value, int):
+            attribute.int_value = value
+        elif isinstance(value, float):
+            attribute.double_value = value
+        else:
+            attribute.string_value = value
+    event, reason = ownership.unprocessed_event
+    if event:
+        target.unprocessed_event.event = event
+        target.unprocessed_event.reason = reason
+    target.trusted_key = ownership.trusted_key
 
 
 def _response(result: ProcessResult) -> sidecar_pb2.ProcessTracesResponse:

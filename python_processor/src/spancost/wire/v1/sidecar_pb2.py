@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1espancost/wire/v1/sidecar.proto\x12\x10spancost.wire.v1\"o\n\x10\x43onfigureRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.spancost.wire.v1.Kind\"=\n\x11\x43onfigureResponse\x12\x16\n\x0eplugin_version\x18\x01 \x01(\t\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\x0e\n\x0cStatsRequest\";\n\rStatsResponse\x12*\n\x05sinks\x18\x01 \x03(\x0b\x32\x1b.spancost.wire.v1.SinkStats\"\x86\x01\n\tSinkStats\x12\x0c\n\x04sink\x18\x01 \x01(\t\x12-\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x1d.spancost.wire.v1.PluginEvent\x12\'\n\x06gauges\x18\x03 \x03(\x0b\x32\x17.spancost.wire.v1.Gauge\x12\x13\n\x0bunavailable\x18\x04 \x01(\x03\"$\n\x05Gauge\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"8\n\x14ProcessTracesRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06traces\x18\x02 \x01(\x0c\"\x95\x01\n\x15ProcessTracesResponse\x12\x10\n\x06traces\x18\x01 \x01(\x0cH\x00\x12\x31\n\x07\x63hanges\x18\x03 \x01(\x0b\x32\x1e.spancost.wire.v1.BatchChangesH\x00\x12-\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1d.spancost.wire.v1.PluginEventB\x08\n\x06result\"\xa1\x01\n\x0c\x42\x61tchChanges\x12\x35\n\nattributes\x18\x01 \x03(\x0b\x32!.spancost.wire.v1.AttributeChange\x12)\n\x04\x64rop\x18\x02 \x03(\x0b\x32\x1b.spancost.wire.v1.SpanRange\x12/\n\x07\x64oubles\x18\x03 \x03(\x0b\x32\x1e.spancost.wire.v1.DoubleColumn\":\n\x0c\x44oubleColumn\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05spans\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\'\n\tSpanRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"v\n\x0f\x41ttributeChange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12\r\n\x05spans\x18\x05 \x03(\r\x12\x0e\n\x06remove\x18\x03 \x03(\t\x12(\n\x03set\x18\x04 \x03(\x0b\x32\x1b.spancost.wire.v1.Attribute\"|\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x04 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x00\x42\x07\n\x05value\";\n\x0bPluginEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05spans\x18\x03 \x01(\x03*)\n\x04Kind\x12\x12\n\x0eKIND_PROCESSOR\x10\x00\x12\r\n\tKIND_SINK\x10\x01\x32\x8b\x02\n\x07Sidecar\x12T\n\tConfigure\x12\".spancost.wire.v1.ConfigureRequest\x1a#.spancost.wire.v1.ConfigureResponse\x12`\n\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a\'.spancost.wire.v1.ProcessTracesResponse\x12H\n\x05Stats\x12\x1e.spancost.wire.v1.StatsRequest\x1a\x1f.spancost.wire.v1.StatsResponseB?Z=github.com/spancost/spancost/collector/internal/wirepb;wirepbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1espancost/wire/v1/sidecar.proto\x12\x10spancost.wire.v1\"o\n\x10\x43onfigureRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12$\n\x04kind\x18\x04 \x01(\x0e\x32\x16.spancost.wire.v1.Kind\"\x82\x01\n\x11\x43onfigureResponse\x12\x16\n\x0eplugin_version\x18\x01 \x01(\t\x12\x10\n\x08warnings\x18\x02 \x03(\t\x12.\n\townership\x18\x03 \x01(\x0b\x32\x1b.spancost.wire.v1.Ownership\x12\x13\n\x0bneeds_owner\x18\x04 \x03(\t\"\x9a\x01\n\tOwnership\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x30\n\x0bunprocessed\x18\x02 \x03(\x0b\x32\x1b.spancost.wire.v1.Attribute\x12\x38\n\x11unprocessed_event\x18\x03 \x01(\x0b\x32\x1d.spancost.wire.v1.PluginEvent\x12\x13\n\x0btrusted_key\x18\x04 \x01(\t\"\x0e\n\x0cStatsRequest\";\n\rStatsResponse\x12*\n\x05sinks\x18\x01 \x03(\x0b\x32\x1b.spancost.wire.v1.SinkStats\"\x86\x01\n\tSinkStats\x12\x0c\n\x04sink\x18\x01 \x01(\t\x12-\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x1d.spancost.wire.v1.PluginEvent\x12\'\n\x06gauges\x18\x03 \x03(\x0b\x32\x17.spancost.wire.v1.Gauge\x12\x13\n\x0bunavailable\x18\x04 \x01(\x03\"$\n\x05Gauge\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"8\n\x14ProcessTracesRequest\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06traces\x18\x02 \x01(\x0c\"\x95\x01\n\x15ProcessTracesResponse\x12\x10\n\x06traces\x18\x01 \x01(\x0cH\x00\x12\x31\n\x07\x63hanges\x18\x03 \x01(\x0b\x32\x1e.spancost.wire.v1.BatchChangesH\x00\x12-\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1d.spancost.wire.v1.PluginEventB\x08\n\x06result\"\xa1\x01\n\x0c\x42\x61tchChanges\x12\x35\n\nattributes\x18\x01 \x03(\x0b\x32!.spancost.wire.v1.AttributeChange\x12)\n\x04\x64rop\x18\x02 \x03(\x0b\x32\x1b.spancost.wire.v1.SpanRange\x12/\n\x07\x64oubles\x18\x03 \x03(\x0b\x32\x1e.spancost.wire.v1.DoubleColumn\":\n\x0c\x44oubleColumn\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05spans\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\'\n\tSpanRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"v\n\x0f\x41ttributeChange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12\r\n\x05spans\x18\x05 \x03(\r\x12\x0e\n\x06remove\x18\x03 \x03(\t\x12(\n\x03set\x18\x04 \x03(\x0b\x32\x1b.spancost.wire.v1.Attribute\"|\n\tAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x04 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x00\x42\x07\n\x05value\";\n\x0bPluginEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05spans\x18\x03 \x01(\x03*)\n\x04Kind\x12\x12\n\x0eKIND_PROCESSOR\x10\x00\x12\r\n\tKIND_SINK\x10\x01\x32\x8b\x02\n\x07Sidecar\x12T\n\tConfigure\x12\".spancost.wire.v1.ConfigureRequest\x1a#.spancost.wire.v1.ConfigureResponse\x12`\n\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a\'.spancost.wire.v1.ProcessTracesResponse\x12H\n\x05Stats\x12\x1e.spancost.wire.v1.StatsRequest\x1a\x1f.spancost.wire.v1.StatsResponseB?Z=github.com/spancost/spancost/collector/internal/wirepb;wirepbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,36 +32,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spancost.wire.v1.sidecar_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z=github.com/spancost/spancost/collector/internal/wirepb;wirepb'
-  _globals['_KIND']._serialized_start=1262
-  _globals['_KIND']._serialized_end=1303
+  _globals['_KIND']._serialized_start=1489
+  _globals['_KIND']._serialized_end=1530
   _globals['_CONFIGUREREQUEST']._serialized_start=52
   _globals['_CONFIGUREREQUEST']._serialized_end=163
-  _globals['_CONFIGURERESPONSE']._serialized_start=165
-  _globals['_CONFIGURERESPONSE']._serialized_end=226
-  _globals['_STATSREQUEST']._serialized_start=228
-  _globals['_STATSREQUEST']._serialized_end=242
-  _globals['_STATSRESPONSE']._serialized_start=244
-  _globals['_STATSRESPONSE']._serialized_end=303
-  _globals['_SINKSTATS']._serialized_start=306
-  _globals['_SINKSTATS']._serialized_end=440
-  _globals['_GAUGE']._serialized_start=442
-  _globals['_GAUGE']._serialized_end=478
-  _globals['_PROCESSTRACESREQUEST']._serialized_start=480
-  _globals['_PROCESSTRACESREQUEST']._serialized_end=536
-  _globals['_PROCESSTRACESRESPONSE']._serialized_start=539
-  _globals['_PROCESSTRACESRESPONSE']._serialized_end=688
-  _globals['_BATCHCHANGES']._serialized_start=691
-  _globals['_BATCHCHANGES']._serialized_end=852
-  _globals['_DOUBLECOLUMN']._serialized_start=854
-  _globals['_DOUBLECOLUMN']._serialized_end=912
-  _globals['_SPANRANGE']._serialized_start=914
-  _globals['_SPANRANGE']._serialized_end=953
-  _globals['_ATTRIBUTECHANGE']._serialized_start=955
-  _globals['_ATTRIBUTECHANGE']._serialized_end=1073
-  _globals['_ATTRIBUTE']._serialized_start=1075
-  _globals['_ATTRIBUTE']._serialized_end=1199
-  _globals['_PLUGINEVENT']._serialized_start=1201
-  _globals['_PLUGINEVENT']._serialized_end=1260
-  _globals['_SIDECAR']._serialized_start=1306
-  _globals['_SIDECAR']._serialized_end=1573
+  _globals['_CONFIGURERESPONSE']._serialized_start=166
+  _globals['_CONFIGURERESPONSE']._serialized_end=296
+  _globals['_OWNERSHIP']._serialized_start=299
+  _globals['_OWNERSHIP']._serialized_end=453
+  _globals['_STATSREQUEST']._serialized_start=455
+  _globals['_STATSREQUEST']._serialized_end=469
+  _globals['_STATSRESPONSE']._serialized_start=471
+  _globals['_STATSRESPONSE']._serialized_end=530
+  _globals['_SINKSTATS']._serialized_start=533
+  _globals['_SINKSTATS']._serialized_end=667
+  _globals['_GAUGE']._serialized_start=669
+  _globals['_GAUGE']._serialized_end=705
+  _globals['_PROCESSTRACESREQUEST']._serialized_start=707
+  _globals['_PROCESSTRACESREQUEST']._serialized_end=763
+  _globals['_PROCESSTRACESRESPONSE']._serialized_start=766
+  _globals['_PROCESSTRACESRESPONSE']._serialized_end=915
+  _globals['_BATCHCHANGES']._serialized_start=918
+  _globals['_BATCHCHANGES']._serialized_end=1079
+  _globals['_DOUBLECOLUMN']._serialized_start=1081
+  _globals['_DOUBLECOLUMN']._serialized_end=1139
+  _globals['_SPANRANGE']._serialized_start=1141
+  _globals['_SPANRANGE']._serialized_end=1180
+  _globals['_ATTRIBUTECHANGE']._serialized_start=1182
+  _globals['_ATTRIBUTECHANGE']._serialized_end=1300
+  _globals['_ATTRIBUTE']._serialized_start=1302
+  _globals['_ATTRIBUTE']._serialized_end=1426
+  _globals['_PLUGINEVENT']._serialized_start=1428
+  _globals['_PLUGINEVENT']._serialized_end=1487
+  _globals['_SIDECAR']._serialized_start=1533
+  _globals['_SIDECAR']._serialized_end=1800
 # @@protoc_insertion_point(module_scope)

@@ -27,12 +27,28 @@ class ConfigureRequest(_message.Message):
     def __init__(self, instance: _Optional[str] = ..., plugin: _Optional[str] = ..., config_json: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ...) -> None: ...
 
 class ConfigureResponse(_message.Message):
-    __slots__ = ("plugin_version", "warnings")
+    __slots__ = ("plugin_version", "warnings", "ownership", "needs_owner")
     PLUGIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    OWNERSHIP_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_OWNER_FIELD_NUMBER: _ClassVar[int]
     plugin_version: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, plugin_version: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    ownership: Ownership
+    needs_owner: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, plugin_version: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., ownership: _Optional[_Union[Ownership, _Mapping]] = ..., needs_owner: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Ownership(_message.Message):
+    __slots__ = ("keys", "unprocessed", "unprocessed_event", "trusted_key")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNPROCESSED_FIELD_NUMBER: _ClassVar[int]
+    UNPROCESSED_EVENT_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_KEY_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    unprocessed: _containers.RepeatedCompositeFieldContainer[Attribute]
+    unprocessed_event: PluginEvent
+    trusted_key: str
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., unprocessed: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., unprocessed_event: _Optional[_Union[PluginEvent, _Mapping]] = ..., trusted_key: _Optional[str] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()
