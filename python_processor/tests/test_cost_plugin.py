@@ -641,6 +641,72 @@ def test_bad_input_is_unpriced_with_a_reason(
         assert events.count("unpriced") == 0
 
 
+# -- plausibility -------------------------------------------------------------------------
+
+HOUR = 3600 * SECOND
+GPT = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}
+
+
+@pytest.mark.parametrize(
+    ("config", "span", "expected"),
+    [
+        # A 3-hour batch job ending now is charged for its 3 hours.
+        ({}, make_span(duration=3 * HOUR), 0.096 * 3),
+        ({}, make_span(duration=24 * HOUR), 0.096 * 24),  # the limit itself is plausible
+        ({}, make_span(duration=24 * HOUR + 1), "implausible_duration"),
+        ({"limits": {"max_duration": "48h"}}, make_span(duration=25 * HOUR), 0.096 * 25),
+        # gpt-4o output: 10 USD per million tokens. A billion tokens is a sender's number.
+        (
+            {},
+            child(kind=CLIENT, attrs={**GPT, "gen_ai.usage.output_tokens": 10**9}),
+            "implausible_tokens",
+        ),
+        (
+            {},
+            child(
+                kind=CLIENT,
+                attrs={
+                    **GPT,
+                    "gen_ai.usage.input_tokens": 1_000_001,
+                    "gen_ai.usage.output_tokens": 1_000_000,
+                },
+            ),
+            "implausible_tokens",
+        ),
+        ({}, child(kind=CLIENT, attrs={**GPT, "gen_ai.usage.output_tokens": 2_000_000}), 20.0),
+        (
+            {"limits": {"max_span_usd": 10}},
+            child(kind=CLIENT, attrs={**GPT, "gen_ai.usage.output_tokens": 2_000_000}),
+            "implausible_cost",
+        ),
+        ({"limits": {"max_span_usd": 0.05}}, make_span(duration=HOUR), "implausible_cost"),
+        (
+            {
+                "rules": [
+                    {
+                        "name": "search",
+                        "match": {"service.name": "checkout"},
+                        "per_unit_usd": 0.5,
+                        "unit_attribute": "queries",
+                    }
+                ]
+            },
+            make_span(attrs={"queries": 1_000_000}),
+            "implausible_cost",
+        ),
+    ],
+)
+def test_implausible_numbers_are_not_booked(
+    config: dict[str, Any], span: Span, expected: str | float
+) -> None:
+    (result,), events = run(config, resource({**EKS, "service.name": "checkout"}, span))
+    if isinstance(expected, str):
+        assert cost(result) == {"cost.unpriced_reason": expected}
+        assert list(events) == [Event("unpriced", expected, 1)]
+    else:
+        assert usd(result) == pytest.approx(expected, rel=1e-9)
+
+
 def test_empty_batches_and_resources() -> None:
     spans, events = run({}, ResourceSpans(), resource(EKS))
     assert spans == [] and not events
@@ -729,6 +795,13 @@ def test_no_network_while_processing(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"prices": {"bundled": {"enabled": "no"}}}, "prices.bundled.enabled"),
         ({"prices": {"azure": {}}}, "prices.azure"),
         ({"rules": [{"name": "x", "match": {"a": "b"}}]}, "rules[0].per_hour_usd"),
+        ({"limits": {"max_span_usd": 0}}, "limits.max_span_usd"),
+        ({"limits": {"max_span_usd": "100"}}, "limits.max_span_usd"),
+        ({"limits": {"max_tokens": -1}}, "limits.max_tokens"),
+        ({"limits": {"max_duration": "0s"}}, "limits.max_duration"),
+        ({"limits": {"max_duration": "400d"}}, "limits.max_duration"),
+        ({"limits": {"max_duration": 5}}, "limits.max_duration"),
+        ({"limits": {"max_cost": 1}}, "limits.max_cost"),
     ],
 )
 def test_config_errors_name_the_key(config: dict[str, Any], key: str) -> None:
@@ -747,6 +820,7 @@ def test_full_config_and_entry_point() -> None:
         "lambda": {"max_memory_unit": "auto"},
         "llm": {"enabled": True},
         "rules": [],
+        "limits": {"max_span_usd": 1000, "max_tokens": 2000000, "max_duration": "24h"},
     }
     spec = load_plugin("spancost.cost")
     assert spec.factory is CostPlugin

@@ -315,13 +315,14 @@ def test_quarantined_spans_are_stored_with_their_reason_counted_once_and_kept_ou
         span(2, 1, start=NOW_NS - 3 * 3600 * SECOND),  # past
         span(0, 1),  # invalid id
     ]
-    accepted, quarantined = split(batch, NOW, SKEW)
+    # The retention horizon two hours back, so that a span ending three hours ago is past.
+    accepted, quarantined = split(batch, NOW, SKEW, NOW - timedelta(hours=2))
     result = store.write(accepted, quarantined, NOW)
     assert (result.accepted, result.duplicates, result.traces) == (1, 0, 1)
     assert result.quarantined == {"future": 1, "past": 1, "invalid_id": 1}
-    # Replayed three hours later: span (2, 1) would now be accepted, but it is stored.
+    # Replayed three hours later: span (1, 2) would now be accepted, but it is stored.
     later = NOW + timedelta(hours=3)
-    accepted, quarantined = split(batch, later, SKEW)
+    accepted, quarantined = split(batch, later, SKEW, later - timedelta(hours=2))
     again = store.write(accepted, quarantined, later)
     assert (again.accepted, again.duplicates, again.quarantined) == (0, 4, {})
     assert sorted(query(dsn, "SELECT reason, spans FROM quarantine_counts")) == [

@@ -269,7 +269,8 @@ def test_quarantined_spans_are_stored_with_their_reason_counted_once_and_kept_ou
         span(2, 1, cost=5.0, start=0),  # missing_time
         span(0, 1, cost=7.0),  # invalid_id
     ]
-    accepted, quarantined = split(batch, NOW, SKEW)
+    # The retention horizon two hours back, so that a span ending three hours ago is past.
+    accepted, quarantined = split(batch, NOW, SKEW, NOW - timedelta(hours=2))
     result = store.write(accepted, quarantined, NOW)
     assert result.accepted == 1
     assert result.quarantined == {"future": 1, "past": 1, "missing_time": 1, "invalid_id": 1}
@@ -277,7 +278,7 @@ def test_quarantined_spans_are_stored_with_their_reason_counted_once_and_kept_ou
     assert result.cost_usd == 2.0
     # Replayed an hour later: judged again, inserts nothing, counts nothing.
     later = NOW + timedelta(hours=1)
-    accepted, quarantined = split(batch, later, SKEW)
+    accepted, quarantined = split(batch, later, SKEW, later - timedelta(hours=2))
     replay = store.write(accepted, quarantined, later)
     assert (replay.accepted, replay.quarantined, replay.duplicates) == (0, {}, 5)
 

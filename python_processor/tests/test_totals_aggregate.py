@@ -78,10 +78,19 @@ def test_naive_datetimes_are_refused() -> None:
 # -- quarantine ----------------------------------------------------------------------
 
 
-def reason(item: SpanContribution, max_skew: timedelta = SKEW) -> str | None:
-    accepted, quarantined = split([item], NOW, max_skew)
+OLDEST = NOW - timedelta(days=30)
+"""The retention horizon the tests judge by: a span that ends before it is ``past``."""
+
+
+def reason(
+    item: SpanContribution, max_skew: timedelta = SKEW, oldest: datetime | None = OLDEST
+) -> str | None:
+    accepted, quarantined = split([item], NOW, max_skew, oldest)
     assert len(accepted) + len(quarantined) == 1
     return quarantined[0].reason if quarantined else None
+
+
+DAY = 24 * HOUR
 
 
 @pytest.mark.parametrize(
@@ -89,14 +98,15 @@ def reason(item: SpanContribution, max_skew: timedelta = SKEW) -> str | None:
     [
         (NOW_NS - SECOND, NOW_NS, None),
         (NOW_NS, NOW_NS, None),  # zero duration
-        (NOW_NS - 2 * HOUR, NOW_NS, None),  # exactly max_skew in the past
-        (NOW_NS - 2 * HOUR - 1, NOW_NS, "past"),  # one nanosecond more
-        (NOW_NS - 2 * HOUR - 1, NOW_NS - 2 * HOUR - 1, "past"),
+        (NOW_NS - 3 * HOUR, NOW_NS, None),  # a 3-hour job that ends now: judged by its end
+        (NOW_NS - 3 * HOUR, NOW_NS - 3 * HOUR, None),  # held 3 hours in a queue
+        (NOW_NS - 40 * DAY, NOW_NS - 30 * DAY, None),  # ends exactly at the horizon
+        (NOW_NS - 40 * DAY, NOW_NS - 30 * DAY - 1, "past"),  # a nanosecond before it
         (NOW_NS, NOW_NS + 2 * HOUR, None),  # exactly max_skew in the future
         (NOW_NS, NOW_NS + 2 * HOUR + 1, "future"),
         (NOW_NS + 2 * HOUR + 1, NOW_NS + 3 * HOUR, "future"),
-        (NOW_NS - 3 * HOUR, NOW_NS + 3 * HOUR, "future"),  # both: the end decides first
-        (NOW_NS - 2 * HOUR - 1, NOW_NS + 2 * HOUR, "past"),  # longer than the window
+        (NOW_NS - 3 * HOUR, NOW_NS + 3 * HOUR, "future"),
+        (NOW_NS - 40 * DAY, NOW_NS + 2 * HOUR, None),  # long, but ends in the window
         (NOW_NS, NOW_NS - 1, "end_before_start"),
         (0, NOW_NS, "missing_time"),
         (NOW_NS, 0, "missing_time"),
@@ -108,12 +118,16 @@ def test_quarantine_boundaries(start: int, end: int, expected: str | None) -> No
     assert reason(contribution(start=start, end=end)) == expected
 
 
-def test_max_skew_is_configurable() -> None:
-    item = contribution(start=NOW_NS - 31 * SECOND, end=NOW_NS)
-    assert reason(item, timedelta(seconds=30)) == "past"
+def test_max_skew_bounds_the_future_and_oldest_the_past() -> None:
+    item = contribution(start=NOW_NS, end=NOW_NS + 31 * SECOND)
+    assert reason(item, timedelta(seconds=30)) == "future"
     assert reason(item, timedelta(seconds=31)) is None
     with pytest.raises(ValueError, match="max_skew"):
         split([item], NOW, timedelta(seconds=-1))
+    ancient = contribution(start=1_000, end=2_000)
+    assert reason(ancient, oldest=None) is None, "without a horizon nothing is past"
+    assert reason(ancient, oldest=utc_from_ns(2_000)) is None
+    assert reason(ancient, oldest=utc_from_ns(3_000)) == "past"
 
 
 @pytest.mark.parametrize(
@@ -385,7 +399,8 @@ def test_batches_replays_and_two_collectors_sum_to_one_fold_of_the_unique_spans(
 def test_a_replay_judged_later_never_moves_a_span_between_totals_and_quarantine(
     data: st.DataObject, spans: list[SpanContribution], late: list[int]
 ) -> None:
-    """A replay hours later would now be 'past': the first decision stands, nothing twice."""
+    """A replay hours later is judged anew (a span once ``future`` would now be accepted):
+    the first decision stands, nothing twice."""
     store = ReferenceStore()
     first_seen: dict[tuple[str, str], bool] = {}
     for index, batch in enumerate(data.draw(deliveries(spans))):

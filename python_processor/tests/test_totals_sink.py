@@ -22,7 +22,7 @@ from spancost.plugin import Events
 from spancost.plugins.totals import GAUGE_STORE_UP, GAUGE_UNATTRIBUTED_RATIO, TotalsSink
 from spancost.sidecar.instances import PluginInstances
 from spancost.sink import SinkUnavailableError
-from spancost.store.base import StoreError, TotalsStore
+from spancost.store.base import StoreDataError, StoreError, TotalsStore
 from spancost.store.open import open_store
 from spancost.wire.v1 import sidecar_pb2, sidecar_pb2_grpc
 from tests.builders import attributes, batch, resource_spans
@@ -114,6 +114,30 @@ def test_spans_far_from_ingest_time_are_quarantined_and_counted(
         assert [row[0] for row in reasons] == ["future"]
 
 
+def test_late_spans_count_while_the_retention_keeps_their_month(db_path: Path) -> None:
+    hour = 3600 * 1_000_000_000
+    # A 3-hour batch job that ends now, and a span a queue held through a 3-hour outage.
+    job = make_span(5, 1, start_ns=NOW_NS - 3 * hour, cost=0.3)
+    job.end_time_unix_nano = NOW_NS
+    held = make_span(6, 1, start_ns=NOW_NS - 3 * hour - 1_000_000, cost=0.2)
+    # Ends on 2025-10-25: before the horizon of 12 months back (2025-11-01), within 13.
+    last_year = make_span(7, 1, start_ns=NOW_NS - 400 * 24 * hour, cost=9.0)
+    request = batch(resource_spans({"service.name": "shop"}, [job, held, last_year]))
+    for months, kept in ((12, False), (13, True)):
+        path = db_path.with_name(f"{months}.db")
+        created = TotalsSink(sqlite_config(path, retention_months=months), clock=lambda: NOW)
+        try:
+            events = Events()
+            created.export(request, events)
+        finally:
+            created.close()
+        traces = traces_of(path)
+        assert traces[f"{5:032x}"][:2] == (0.3, 1)
+        assert traces[f"{6:032x}"][:2] == (0.2, 1)
+        assert (f"{7:032x}" in traces) is kept
+        assert events.count("quarantined", "past") == (0 if kept else 1)
+
+
 def test_orphans_are_named_after_the_grace_and_show_in_the_unattributed_ratio(
     db_path: Path,
 ) -> None:
@@ -203,9 +227,84 @@ def test_a_failed_write_is_unavailable_not_acknowledged() -> None:
         sink.close()
 
 
+class RefusingStore:
+    """A real SQLite store that refuses, as a database refuses data it cannot hold, every
+    write holding a span named "poison" (or, with `crash`, fails unexpectedly); records
+    the size of every write it was asked for."""
+
+    def __init__(self, path: Path, *, crash: bool = False) -> None:
+        self.inner = open_store(f"sqlite:{path}")
+        self.crash = crash
+        self.writes: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def write(self, accepted: Any, quarantined: Any, now: datetime) -> Any:
+        self.writes.append(len(accepted) + len(quarantined))
+        names = [c.name for c in accepted] + [q.contribution.name for q in quarantined]
+        if "poison" in names:
+            if self.crash:
+                raise ZeroDivisionError("a bug in the store")
+            raise StoreDataError("totals store write: value out of range")
+        return self.inner.write(accepted, quarantined, now)
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_a_span_the_store_refuses_is_quarantined_and_the_rest_stored(
+    db_path: Path, crash: bool
+) -> None:
+    store = RefusingStore(db_path, crash=crash)
+    sink = TotalsSink({}, clock=lambda: NOW, opener=lambda *a, **k: store)
+    spans = [make_span(10 + n, 1, cost=0.5) for n in range(8)]
+    spans[5].name = "poison"
+    request = batch(resource_spans({"service.name": "shop"}, spans))
+    try:
+        events = Events()
+        sink.export(request, events)  # acknowledged: never retried as it is, never dropped
+        assert events.count("stored") == 7
+        assert events.count("quarantined", "unstorable") == 1
+        traces = traces_of(db_path)
+        assert sorted(traces) == sorted(f"{10 + n:032x}" for n in range(8) if n != 5)
+        assert math.fsum(cost for cost, _, _ in traces.values()) == 3.5
+        with sqlite3.connect(db_path) as db:
+            (reason,) = db.execute(
+                "SELECT quarantine_reason FROM contributions WHERE trace_id = ?", (f"{15:032x}",)
+            ).fetchone()
+        assert reason == "unstorable"
+        # Halves, down to the span: the whole batch, then parts, not one write per span.
+        assert store.writes[0] == 8 and len(store.writes) < 12
+        replay = Events()
+        sink.export(request, replay)
+        assert replay.count("duplicate") == 8 and replay.count("stored") == 0
+    finally:
+        sink.close()
+
+
+def test_a_store_error_while_isolating_is_still_unavailable(db_path: Path) -> None:
+    store = RefusingStore(db_path)
+    sink = TotalsSink({}, clock=lambda: NOW, opener=lambda *a, **k: store)
+    spans = [make_span(20, 1), make_span(21, 1, name="poison")]
+    calls = []
+
+    def flaky(accepted: Any, quarantined: Any, now: datetime) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreDataError("value out of range")
+        raise StoreError("server closed the connection unexpectedly")
+
+    store.write = flaky  # type: ignore[method-assign]
+    try:
+        with pytest.raises(SinkUnavailableError, match="closed the connection"):
+            sink.export(batch(resource_spans({}, spans)), Events())
+    finally:
+        sink.close()
+
+
 @pytest.mark.parametrize(
     ("config", "key"),
     [
+        ({"retention_months": 0}, "config.retention_months"),
         ({"database_url": "mysql://u:p@h/db"}, "config.database_url"),
         ({"database_url": 5}, "config.database_url"),
         ({"max_connections": 0}, "config.max_connections"),

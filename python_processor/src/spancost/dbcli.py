@@ -27,7 +27,7 @@ from spancost.cliopts import database_url_option, log_level_option
 from spancost.errors import SpancostError
 from spancost.log import configure_logging
 from spancost.store.base import StoreError, TotalsStore
-from spancost.store.common import add_months, month_start
+from spancost.store.common import DEFAULT_RETENTION_MONTHS, retention_cutoff
 from spancost.totals.naming import TotalsConfig
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RETENTION_MONTHS: Final = 13
 DEFAULT_MONTHS_AHEAD: Final = 2
 EXIT_USAGE: Final = 2
 
@@ -97,12 +96,6 @@ def describe(url: str) -> str:
     from spancost.store.open import describe_url  # noqa: PLC0415
 
     return describe_url(url)
-
-
-def retention_cutoff(now: datetime, retention_months: int) -> datetime:
-    """The first instant kept: the current UTC month and `retention_months` whole months
-    before it are kept, everything first stored earlier goes."""
-    return add_months(month_start(now), -retention_months)
 
 
 @click.group()

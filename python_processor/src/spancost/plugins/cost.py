@@ -8,7 +8,8 @@ answered: ``bundled``, ``aws_pricelist``, ``genai-prices``, ``rule:<name>``),
 ``cost.price_as_of``, ``cost.instance_type`` (compute only) — or, for a span
 that cannot be priced, only ``cost.unpriced_reason`` (``no_resource_info``,
 ``unknown_instance_type``, ``unknown_region``, ``unknown_model``,
-``source_unavailable``, ``bad_attribute``). These attributes are removed from
+``source_unavailable``, ``bad_attribute``, ``implausible_cost``,
+``implausible_tokens``, ``implausible_duration``). These attributes are removed from
 incoming spans (every copy of a repeated key) and recomputed, so no client can
 set its own price; the plugin declares them as its `Ownership`, so that the
 collector removes them too when the sidecar does not answer for a batch and
@@ -27,6 +28,12 @@ How a span is priced, first that applies:
    segment's local root, 0.0 (``<kind>.included_in_segment``) on the others.
 
 See the README section "What is priced and how" for the formulas.
+
+Plausibility (``limits``): a span whose own numbers would make it cost more than
+``max_span_usd``, report more than ``max_tokens`` tokens, or charge compute for
+more than ``max_duration`` is not priced but counted unpriced with reason
+``implausible_cost``, ``implausible_tokens`` or ``implausible_duration``: token
+counts and times are the sender's, and one absurd value must not breach a budget.
 
 Speed: resource attributes are read once per ``ResourceSpans`` and the resource's
 plan is cached; a scope's spans are only read attribute by attribute when its
@@ -53,6 +60,7 @@ from spancost.changes import Changes
 from spancost.config import ConfigSection
 from spancost.errors import ConfigError
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest, Ownership
+from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.catalog import PriceBook, build_price_book
 from spancost.pricing.compute import (
     FLAG_CONTEXT_HAS_IS_REMOTE,
@@ -119,6 +127,9 @@ REASON_SIDECAR_UNAVAILABLE: Final = "sidecar_unavailable"
 CURRENCY: Final = "USD"
 MAX_SPAN_USD: Final = 1e9
 """A higher price for one span is bad data (e.g. a huge count), not a price."""
+DEFAULT_LIMIT_USD: Final = 1000.0
+DEFAULT_LIMIT_TOKENS: Final = 2_000_000
+DEFAULT_LIMIT_DURATION: Final = "24h"
 
 DEFAULT_SPOT_ATTRIBUTE: Final = "aws.ec2.instance.lifecycle"
 DEFAULT_SPOT_VALUES: Final = ("spot",)
@@ -133,6 +144,18 @@ _EVENT_TRUSTED: Final = ("trusted", "upstream")
 _BAD_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
     {ATTR_UNPRICED_REASON: "bad_attribute"},
     ("unpriced", "bad_attribute"),
+)
+_COST_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
+    {ATTR_UNPRICED_REASON: "implausible_cost"},
+    ("unpriced", "implausible_cost"),
+)
+_TOKENS_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
+    {ATTR_UNPRICED_REASON: "implausible_tokens"},
+    ("unpriced", "implausible_tokens"),
+)
+_DURATION_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
+    {ATTR_UNPRICED_REASON: "implausible_duration"},
+    ("unpriced", "implausible_duration"),
 )
 
 Outcome = tuple[dict[str, AttributeValue], tuple[str, str]]
@@ -192,8 +215,10 @@ class CostPlugin(AnnotatingPlugin):
             "fargate",
             "lambda",
             "llm",
+            "limits",
         )
         self._minimum = read_number(section, "minimum_charge_usd", 0.0, maximum=1.0)
+        self._max_usd, self._max_tokens, self._max_duration_ns = _read_limits(section)
         self._trust_upstream = section.get_bool("trust_upstream", default=False)
         self._spot_attribute, self._spot_values, spot_discount = _read_spot(section)
         fargate_tasks = _read_fargate(section)
@@ -357,7 +382,9 @@ class CostPlugin(AnnotatingPlugin):
         has_is_remote = FLAG_CONTEXT_HAS_IS_REMOTE
         is_remote = FLAG_CONTEXT_IS_REMOTE
         entry_kinds = _ENTRY_KINDS
-        max_duration = MAX_DURATION_NS
+        max_duration = self._max_duration_ns
+        max_usd = self._max_usd
+        bad_duration = MAX_DURATION_NS
         for offset, span in enumerate(spans):
             if skip and offset in skip:
                 continue
@@ -370,14 +397,17 @@ class CostPlugin(AnnotatingPlugin):
                     continue
             begin = span.start_time_unix_nano
             duration = span.end_time_unix_nano - begin
-            if begin <= 0 or duration < 0 or duration > max_duration:
+            if begin <= 0 or duration < 0 or duration > bad_duration:
                 append(_override(index + offset, plan.base, _BAD_OUTCOME))
                 continue
+            if duration > max_duration:
+                append(_override(index + offset, plan.base, _DURATION_OUTCOME))
+                continue
             usd = max(charge(duration), minimum)
-            if usd <= MAX_SPAN_USD:
+            if usd <= max_usd:
                 append_root((index + offset, usd))
             else:
-                append(_override(index + offset, plan.base, _BAD_OUTCOME))
+                append(_override(index + offset, plan.base, _COST_OUTCOME))
 
     def _detailed(
         self,
@@ -419,6 +449,8 @@ class CostPlugin(AnnotatingPlugin):
             if isinstance(usage, Unpriced):
                 return _unpriced(usage.reason)
             if usage is not None:
+                if usage.input + usage.output > self._max_tokens:
+                    return _TOKENS_OUTCOME
                 return self._priced(self._llm.price(values, usage, span.start_time_unix_nano))
         segment_plan = plan if rule is plan.rule else self._variant(plan, rule)
         segment = segment_plan.segment
@@ -497,6 +529,8 @@ class CostPlugin(AnnotatingPlugin):
         duration = span_duration_ns(span.start_time_unix_nano, span.end_time_unix_nano)
         if duration is None:
             return _BAD_OUTCOME
+        if duration > self._max_duration_ns:
+            return _DURATION_OUTCOME
         usd = segment.charge(duration)
         return self._priced(
             Priced(usd, segment.source, segment.model, segment.as_of, segment.instance_type)
@@ -525,6 +559,8 @@ class CostPlugin(AnnotatingPlugin):
         usd = max(decision.usd, self._minimum)
         if not 0.0 <= usd <= MAX_SPAN_USD:  # also refuses NaN
             return _BAD_OUTCOME
+        if usd > self._max_usd:
+            return _COST_OUTCOME
         attributes: dict[str, AttributeValue] = {
             ATTR_USD: float(usd),
             ATTR_CURRENCY: CURRENCY,
@@ -779,6 +815,23 @@ def _read_spot(section: ConfigSection) -> tuple[str, frozenset[str], float]:
         spot, "discount", DEFAULT_SPOT_DISCOUNT, maximum=1.0, exclusive_maximum=True
     )
     return attribute, frozenset(v.strip().casefold() for v in values), discount
+
+
+def _read_limits(section: ConfigSection) -> tuple[float, float, int]:
+    """(max USD, max tokens, max charged duration in ns) a span may plausibly reach."""
+    limits = section.get_section("limits", default={})
+    limits.allow_only("max_span_usd", "max_tokens", "max_duration")
+    max_usd = read_number(limits, "max_span_usd", DEFAULT_LIMIT_USD, maximum=MAX_SPAN_USD)
+    max_tokens = read_number(limits, "max_tokens", DEFAULT_LIMIT_TOKENS, maximum=1e12)
+    for name, number in (("max_span_usd", max_usd), ("max_tokens", max_tokens)):
+        if number <= 0:
+            raise ConfigError(limits.key(name), "must be > 0")
+    key = limits.key("max_duration")
+    seconds = parse_duration(limits.get_raw("max_duration", DEFAULT_LIMIT_DURATION), key)
+    duration_ns = round(seconds * 1e9)
+    if not 0 < duration_ns <= MAX_DURATION_NS:
+        raise ConfigError(key, "must be positive and at most 366 days")
+    return max_usd, max_tokens, duration_ns
 
 
 def _read_fargate(section: ConfigSection) -> dict[str, FargateTask]:

@@ -10,15 +10,26 @@ Configured under the ``python`` extension's ``sinks`` (see `spancost.sink`)::
           transaction: {attribute: business.transaction, rules: [...]}
           domains: {by_transaction: {...}, by_service: {...}}
           max_clock_skew: 2h
+          retention_months: 13
           orphan_grace: 10m
 
 Every batch is read into one contribution per span (`spancost.totals.otlp`),
 split at ingest time into accepted and quarantined spans, and written by the
 store in one transaction; `export` returns (and the sidecar acknowledges the
-batch) only after that commit. A store that cannot be reached, at start-up or
-later, makes `export` raise `SinkUnavailableError`: the exporter keeps the
-batch in its queue and retries, and the stores' (trace id, span id) keys make
-every replay add nothing. A background thread reconnects, names orphan traces
+batch) only after that commit. A span is judged by its end: ``future`` when it
+ends more than ``max_clock_skew`` after the ingest time, ``past`` when it ends
+before the retention horizon (the current month and ``retention_months`` before
+it, as ``spancost db maintain`` keeps them), so a long job and the spans a queue
+held through a long outage are counted.
+
+A store that cannot be reached, at start-up or later, makes `export` raise
+`SinkUnavailableError`: the exporter keeps the batch in its queue and retries,
+and the stores' (trace id, span id) keys make every replay add nothing. A write
+the store refuses for its data (`StoreDataError`), or that fails unexpectedly, is
+never retried as it is, nor dropped: the batch is written again in halves, down to
+the spans that cause it, which are quarantined as ``unstorable`` (their facts
+kept as far as the store can hold them), so the rest of the batch is stored and
+the exporter's queue moves on. A background thread reconnects, names orphan traces
 after ``orphan_grace``, and refreshes the gauges.
 """
 
@@ -34,9 +45,10 @@ from spancost.config import ConfigSection, describe_type
 from spancost.errors import ConfigError
 from spancost.pricing.aws_products import parse_duration
 from spancost.sink import Events, ExportTraceServiceRequest, Sink, SinkUnavailableError
-from spancost.store.base import StoreError, TotalsStore
+from spancost.store.base import StoreDataError, StoreError, TotalsStore, WriteResult
+from spancost.store.common import DEFAULT_RETENTION_MONTHS, retention_cutoff
 from spancost.store.open import check_url, describe_url, open_store
-from spancost.totals.aggregate import split
+from spancost.totals.aggregate import Quarantined, SpanContribution, split
 from spancost.totals.naming import domain_name, parse_config
 from spancost.totals.otlp import ATTR_UNPRICED_REASON, ATTR_USD, contributions
 
@@ -50,6 +62,7 @@ SINK_KEYS: Final = (
     "max_connections",
     "maintenance_interval",
     "reconnect_interval",
+    "retention_months",
 )
 DEFAULT_MAINTENANCE_INTERVAL: Final = timedelta(seconds=30)
 DEFAULT_RECONNECT_INTERVAL: Final = timedelta(seconds=5)
@@ -99,6 +112,9 @@ class TotalsSink(Sink):
             raise ConfigError(section.key("database_url"), str(exc)) from None
         self._migrate = section.get_bool("migrate", True)
         self._max_connections = _positive_int(section, "max_connections", 4)
+        self._retention_months = _positive_int(
+            section, "retention_months", DEFAULT_RETENTION_MONTHS
+        )
         self._maintenance = _interval(section, "maintenance_interval", DEFAULT_MAINTENANCE_INTERVAL)
         self._reconnect = _interval(section, "reconnect_interval", DEFAULT_RECONNECT_INTERVAL)
         self._clock = clock
@@ -131,12 +147,9 @@ class TotalsSink(Sink):
             ),
             now,
             self._config.max_clock_skew,
+            retention_cutoff(now, self._retention_months),
         )
-        try:
-            result = store.write(accepted, quarantined, now)
-        except StoreError as exc:
-            self._last_error = str(exc)
-            raise SinkUnavailableError(str(exc)) from exc
+        result = _write(store, accepted, quarantined, now)
         events.add(EVENT_STORED, spans=result.accepted)
         events.add(EVENT_DUPLICATE, spans=result.duplicates)
         for reason, spans in sorted(result.quarantined.items()):
@@ -205,6 +218,110 @@ class TotalsSink(Sink):
         total = sum(spend.values())
         unattributed = spend.get(domain_name(config.unattributed_name, None, config), 0.0)
         self._unattributed_ratio = unattributed / total if total > 0 else 0.0
+
+
+def _write(
+    store: TotalsStore,
+    accepted: list[SpanContribution],
+    quarantined: list[Quarantined],
+    now: datetime,
+) -> WriteResult:
+    """Write, isolating the spans whose data the store refuses (see the module docstring).
+
+    Raises `SinkUnavailableError` for a failure that a retry may cure.
+    """
+    outcome = _attempt(store, accepted, quarantined, now)
+    if isinstance(outcome, WriteResult):
+        return outcome
+    logger.warning(
+        "totals store refused a batch of %d spans (%s); writing it in parts to find the"
+        " spans that cause it",
+        len(accepted) + len(quarantined),
+        outcome,
+    )
+    # Quarantined spans on their own: they can be the cause too.
+    return _combine([_isolate(store, [], quarantined, now), _isolate(store, accepted, [], now)])
+
+
+def _attempt(
+    store: TotalsStore,
+    accepted: list[SpanContribution],
+    quarantined: list[Quarantined],
+    now: datetime,
+) -> WriteResult | Exception:
+    """The write's result, or why the store refused its data; `SinkUnavailableError` when
+    a retry may cure the failure. An unexpected error counts as a refusal: a bug must not
+    drop a batch (a non-retryable status) nor stall the queue behind it (retried forever)."""
+    try:
+        return store.write(accepted, quarantined, now)
+    except StoreDataError as exc:
+        return exc
+    except StoreError as exc:
+        raise SinkUnavailableError(str(exc)) from exc
+    except Exception as exc:
+        logger.exception("totals store: unexpected error writing %d spans", len(accepted))
+        return exc
+
+
+def _isolate(
+    store: TotalsStore,
+    accepted: list[SpanContribution],
+    quarantined: list[Quarantined],
+    now: datetime,
+) -> WriteResult:
+    """Write the spans in halves until each part is stored or is one refused span, which
+    is quarantined as ``unstorable`` (with only its ids if its facts are refused too)."""
+    items: list[SpanContribution | Quarantined] = [*accepted, *quarantined]
+    if not items:
+        return WriteResult()
+    outcome = _attempt(store, accepted, quarantined, now)
+    if isinstance(outcome, WriteResult):
+        return outcome
+    if len(items) > 1:
+        half = len(items) // 2
+        return _combine([_isolate(store, *_parts(items[:half]), now),
+                         _isolate(store, *_parts(items[half:]), now)])  # fmt: skip
+    span = accepted[0] if accepted else quarantined[0].contribution
+    logger.warning(
+        "totals store refused span %s of trace %s: %s; quarantined as unstorable",
+        span.span_id,
+        span.trace_id,
+        outcome,
+    )
+    for candidate in (span, _bare(span)):
+        stored = _attempt(store, [], [Quarantined(candidate, "unstorable")], now)
+        if isinstance(stored, WriteResult):
+            return stored
+    raise SinkUnavailableError(
+        f"totals store refuses span {span.span_id} of trace {span.trace_id} even bare: {outcome}"
+    )
+
+
+def _parts(
+    items: list[SpanContribution | Quarantined],
+) -> tuple[list[SpanContribution], list[Quarantined]]:
+    accepted = [item for item in items if isinstance(item, SpanContribution)]
+    quarantined = [item for item in items if isinstance(item, Quarantined)]
+    return accepted, quarantined
+
+
+def _bare(span: SpanContribution) -> SpanContribution:
+    """Only what names the span, for a store that cannot hold its other facts."""
+    return SpanContribution(span.trace_id, span.span_id, 0, 0)
+
+
+def _combine(results: list[WriteResult]) -> WriteResult:
+    quarantined: dict[str, int] = {}
+    for result in results:
+        for reason, spans in result.quarantined.items():
+            quarantined[reason] = quarantined.get(reason, 0) + spans
+    return WriteResult(
+        accepted=sum(r.accepted for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        quarantined=quarantined,
+        traces=sum(r.traces for r in results),
+        cost_usd=sum(r.cost_usd for r in results),
+    )
 
 
 def _positive_int(section: ConfigSection, key: str, default: int) -> int:

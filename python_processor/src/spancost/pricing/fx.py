@@ -10,12 +10,23 @@ multipliers::
       source:                         # optional: fresher rates from a URL
         url: https://fx.example.internal/latest?base=USD
         refresh: 1h
+        # ca_file: /etc/ssl/internal-ca.pem   # a private CA for the source's certificate
+        # max_change: 0.25                    # a rate moving more at once is refused
 
 The configured rates are the start and the fallback: the shown currency
 must have one, so a conversion never waits for, or fails on, the network.
 With a `source`, a background thread fetches the document every `refresh`
 and swaps in its rates; when a fetch fails the rates in use stay (logged),
 and the next attempt comes sooner (backoff up to `refresh`).
+
+Budgets act on converted numbers, so a source is trusted no further than it
+must be: it is fetched only over https (its certificate checked, against
+`ca_file` when given), and a fetched rate that differs from the rate in use
+(the last good one, at first the configured one) by more than `max_change`
+(a factor of 1.25 either way by default) is refused: that currency keeps its
+rate, and the refusal is logged and counted (`rejected`). A currency that
+really moved that much needs its configured rate updated, or a larger
+`max_change`.
 
 The source document is JSON with a ``rates`` object of USD → X multipliers,
 the form of the common FX APIs (``{"base": "USD", "date": "2025-01-31",
@@ -28,7 +39,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
+import ssl
 import threading
 import time
 import urllib.error
@@ -50,11 +63,13 @@ __all__ = [
     "FxTable",
     "convert",
     "parse_rates_document",
+    "plausible_rates",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH: Final = "currency"
+DEFAULT_MAX_CHANGE: Final = 0.25
 USD: Final = "USD"
 _CODE_RE: Final = re.compile(r"[A-Z]{3}")
 _MAX_DOCUMENT_BYTES: Final = 1 << 20
@@ -80,6 +95,8 @@ class FxSource:
     url: str
     refresh: float  # seconds
     timeout: float  # seconds
+    max_change: float = 0.25  # a rate may move by a factor of at most 1 + max_change
+    ca_file: str | None = None
 
 
 def convert(usd: float, code: str, rates: Mapping[str, float]) -> float:
@@ -124,11 +141,32 @@ def parse_rates_document(document: bytes | str | Mapping[str, Any], source: str)
     return FxRates(rates, source, str(as_of))
 
 
+def plausible_rates(
+    current: Mapping[str, float], fetched: Mapping[str, float], max_change: float
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """The `fetched` rates to take, and the refused ones as code -> (current, fetched).
+
+    A rate is refused when it differs from the `current` one by more than a factor of
+    ``1 + max_change``, up or down; a currency with no current rate is taken as it is.
+    """
+    bound = 1.0 + max_change
+    taken: dict[str, float] = {}
+    refused: dict[str, tuple[float, float]] = {}
+    for code, rate in fetched.items():
+        old = current.get(code)
+        if old is not None and not old / bound <= rate <= old * bound:
+            refused[code] = (old, rate)
+        else:
+            taken[code] = rate
+    return taken, refused
+
+
 class FxTable:
     """The rates in use, and the currency to show.
 
     `convert` is pure arithmetic on the current rates; it never touches the
-    network. Counters: `fetches`, `failures`.
+    network. Counters: `fetches`, `failures`, `rejected` (rates refused for moving
+    more than ``max_change``).
     """
 
     def __init__(
@@ -160,6 +198,7 @@ class FxTable:
         self._rates = FxRates(rates, "config", "")
         self.fetches = 0
         self.failures = 0
+        self.rejected = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -198,11 +237,27 @@ class FxTable:
                 f" as of {self._rates.as_of}" if self._rates.as_of else "",
             )
             return False
-        # Codes the source lacks keep their previous rate.
-        self._rates = FxRates({**self._rates.rates, **fetched.rates}, fetched.source, fetched.as_of)
+        taken, refused = plausible_rates(self._rates.rates, fetched.rates, self.source.max_change)
+        for code, (old, new) in sorted(refused.items()):
+            logger.error(
+                "currency: %s refused: %s from %s is more than a factor of %.2f away from the"
+                " rate in use, %s (from %s); keeping it. Update currency.rates.%s, or raise"
+                " currency.source.max_change, if the currency really moved that much",
+                code,
+                new,
+                fetched.source,
+                1 + self.source.max_change,
+                old,
+                self._rates.source,
+                code,
+            )
+        with self._lock:
+            self.rejected += len(refused)
+        # Codes the source lacks, or whose rate was refused, keep their previous rate.
+        self._rates = FxRates({**self._rates.rates, **taken}, fetched.source, fetched.as_of)
         logger.info(
             "currency: %d rates from %s as of %s",
-            len(fetched.rates),
+            len(taken),
             fetched.source,
             fetched.as_of or "?",
         )
@@ -245,8 +300,11 @@ def fetch_rates(source: FxSource) -> FxRates:
         source.url, headers={"Accept": "application/json", "User-Agent": "spancost"}
     )
     started = time.monotonic()
+    context = ssl.create_default_context(cafile=source.ca_file)
     try:
-        with urllib.request.urlopen(request, timeout=source.timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310 - https only, checked in _source
+            request, timeout=source.timeout, context=context
+        ) as response:
             body = response.read(_MAX_DOCUMENT_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise FxError(f"{source.url}: {exc}") from exc
@@ -275,15 +333,29 @@ def _configured_rates(section: ConfigSection) -> dict[str, float]:
 
 
 def _source(section: ConfigSection) -> FxSource:
-    section.allow_only("url", "refresh", "timeout")
+    section.allow_only("url", "refresh", "timeout", "max_change", "ca_file")
     url = section.get_str("url")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(section.key("url"), f"must be an http:// or https:// URL, got {url!r}")
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(
+            section.key("url"),
+            f"must be an https:// URL (budgets act on these rates), got {url!r}",
+        )
+    max_change = section.get_raw("max_change", DEFAULT_MAX_CHANGE)
+    if not _is_rate(max_change):
+        raise ConfigError(
+            section.key("max_change"),
+            f"must be a positive number, got {describe_type(max_change)} {max_change!r}",
+        )
+    ca_file = section.get_str("ca_file", "") or None
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise ConfigError(section.key("ca_file"), f"no such file: {ca_file!r}")
     return FxSource(
         url=url,
         refresh=parse_duration(section.get_raw("refresh", "1h"), section.key("refresh")),
         timeout=parse_duration(section.get_raw("timeout", "10s"), section.key("timeout")),
+        max_change=float(max_change),
+        ca_file=ca_file,
     )
 
 

@@ -119,12 +119,18 @@ UnpricedReason = Literal[
     "unknown_model",
     "source_unavailable",
     "bad_attribute",
+    "implausible_cost",
+    "implausible_tokens",
+    "implausible_duration",
     "sidecar_unavailable",
 ]
 """Why a span could not be priced (the value of ``cost.unpriced_reason``).
 
-``sidecar_unavailable`` is written by the collector, not by the plugin: the
-sidecar did not answer for the span's batch (`spancost.plugin.Ownership`)."""
+``implausible_*``: the span's price, token count or duration is beyond the
+configured plausibility limits (`spancost.plugins.cost`, ``limits``): a sender's
+number that large is not booked. ``sidecar_unavailable`` is written by the
+collector, not by the plugin: the sidecar did not answer for the span's batch
+(`spancost.plugin.Ownership`)."""
 
 UNPRICED_REASONS: Final[tuple[UnpricedReason, ...]] = (
     "no_resource_info",
@@ -133,6 +139,9 @@ UNPRICED_REASONS: Final[tuple[UnpricedReason, ...]] = (
     "unknown_model",
     "source_unavailable",
     "bad_attribute",
+    "implausible_cost",
+    "implausible_tokens",
+    "implausible_duration",
     "sidecar_unavailable",
 )
 

@@ -16,11 +16,17 @@ from typing import Protocol
 from spancost.errors import SpancostError
 from spancost.totals.aggregate import Quarantined, SpanContribution
 
-__all__ = ["HourRow", "SpendRow", "StoreError", "TotalsStore", "WriteResult"]
+__all__ = ["HourRow", "SpendRow", "StoreDataError", "StoreError", "TotalsStore", "WriteResult"]
 
 
 class StoreError(SpancostError):
     """A store operation failed; nothing of it was committed (the caller should retry)."""
+
+
+class StoreDataError(StoreError):
+    """The store refused the data itself (a value out of range, a text it cannot hold):
+    nothing was committed, and the same write would fail again however often it is
+    retried. The sink isolates the spans that cause it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from spancost.totals.aggregate import SpanContribution, TraceDelta, ns_from_utc
 from spancost.totals.naming import TotalsConfig, domain_name, transaction_name
 
 __all__ = [
+    "DEFAULT_RETENTION_MONTHS",
     "HOUR_NS",
     "PENDING_DOMAIN",
     "UNKNOWN_ENVIRONMENT",
@@ -26,11 +27,15 @@ __all__ = [
     "merge_assignments",
     "month_start",
     "placement",
+    "retention_cutoff",
     "span_facts",
     "trace_facts",
 ]
 
 HOUR_NS: Final = 3600 * 10**9
+DEFAULT_RETENTION_MONTHS: Final = 13
+"""Whole months kept before the current one (``spancost db maintain``; the sink refuses
+spans that end before them as ``past``)."""
 PENDING_DOMAIN: Final = ""
 """The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
 UNKNOWN_ENVIRONMENT: Final = ""
@@ -201,6 +206,12 @@ def add_months(month: datetime, months: int) -> datetime:
     """`month` (a month's first instant) moved by `months`, either way."""
     index = month.year * 12 + month.month - 1 + months
     return month.replace(year=index // 12, month=index % 12 + 1)
+
+
+def retention_cutoff(now: datetime, retention_months: int) -> datetime:
+    """The first instant kept: the current UTC month and `retention_months` whole months
+    before it are kept, everything first stored earlier goes."""
+    return add_months(month_start(now), -retention_months)
 
 
 RollupKey = tuple[int, str, str]

@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from spancost.store.base import HourRow, SpendRow, StoreError, WriteResult
+from spancost.store.base import HourRow, SpendRow, StoreDataError, StoreError, WriteResult
 from spancost.store.common import (
     PENDING_DOMAIN,
     Placement,
@@ -501,6 +501,10 @@ class PostgresStore:
                 connection.cursor() as cursor,
             ):
                 return work(cursor)
+        except psycopg.DataError as exc:
+            # SQLSTATE class 22 (a value out of range, a text PostgreSQL cannot hold):
+            # the same write fails again.
+            raise StoreDataError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
 

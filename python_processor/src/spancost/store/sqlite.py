@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from spancost.store.base import HourRow, SpendRow, StoreError, WriteResult
+from spancost.store.base import HourRow, SpendRow, StoreDataError, StoreError, WriteResult
 from spancost.store.common import (
     HOUR_NS,
     PENDING_DOMAIN,
@@ -424,6 +424,10 @@ class SQLiteStore:
                     self._connection.rollback()
                 except sqlite3.Error:
                     logger.warning("totals store %s: rollback failed", operation, exc_info=True)
+                if isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError | OverflowError):
+                    # A value SQLite cannot hold (an integer beyond 64 bits, a CHECK):
+                    # the same write fails again.
+                    raise StoreDataError(f"totals store {operation}: {exc}") from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"totals store {operation}: {exc}") from exc
                 raise

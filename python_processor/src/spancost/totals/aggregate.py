@@ -4,7 +4,7 @@ Pure: plain dataclasses and ``now`` in, decisions out; no protobuf, no database.
 `spancost.totals.otlp.contributions` turns an OTLP batch into `SpanContribution`
 values; a store then does, in one database transaction per batch::
 
-    accepted, quarantined = split(contributions, now, max_skew)
+    accepted, quarantined = split(contributions, now, max_skew, oldest)
     inserted = <insert every contribution keyed by (trace_id, span_id),
                 ON CONFLICT DO NOTHING; quarantined ones with their reason>
     for trace_id, delta in fold(<the accepted ones actually inserted>).items():
@@ -52,15 +52,19 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 _TRACE_ID_HEX: Final = 32
 _SPAN_ID_HEX: Final = 16
 
-QuarantineReason = Literal["invalid_id", "missing_time", "end_before_start", "future", "past"]
+QuarantineReason = Literal[
+    "invalid_id", "missing_time", "end_before_start", "future", "past", "unstorable"
+]
 QUARANTINE_REASONS: Final[tuple[QuarantineReason, ...]] = (
     "invalid_id",
     "missing_time",
     "end_before_start",
     "future",
     "past",
+    "unstorable",
 )
-"""Why a span is kept out of the totals, in the order they are checked."""
+"""Why a span is kept out of the totals, in the order `split` checks them; ``unstorable``
+is the sink's: a span whose data the store refused (see `spancost.plugins.totals`)."""
 
 
 def ns_from_utc(moment: datetime) -> int:
@@ -140,7 +144,7 @@ class Quarantined:
 
 
 def _quarantine_reason(
-    contribution: SpanContribution, now_ns: int, skew_ns: int
+    contribution: SpanContribution, now_ns: int, skew_ns: int, oldest_ns: int | None
 ) -> QuarantineReason | None:
     trace_id, span_id = contribution.trace_id, contribution.span_id
     if (
@@ -157,29 +161,37 @@ def _quarantine_reason(
         return "end_before_start"
     if end - now_ns > skew_ns:  # end >= start: the start is checked too
         return "future"
-    if now_ns - start > skew_ns:
+    if oldest_ns is not None and end < oldest_ns:
         return "past"
     return None
 
 
 def split(
-    contributions: Iterable[SpanContribution], now: datetime, max_skew: timedelta
+    contributions: Iterable[SpanContribution],
+    now: datetime,
+    max_skew: timedelta,
+    oldest: datetime | None = None,
 ) -> tuple[list[SpanContribution], list[Quarantined]]:
     """The contributions that may enter the totals, and the others with their reason.
 
-    A span is accepted when its ids are valid and both its timestamps are set,
-    in order, and within `max_skew` of `now` (the ingest time) inclusive:
-    exactly `max_skew` away is accepted, a nanosecond more is not. Every
-    contribution lands in exactly one of the two lists, in input order.
+    A span is accepted when its ids are valid, both its timestamps are set and in
+    order, it ends no more than `max_skew` after `now` (the ingest time; exactly
+    `max_skew` is accepted, a nanosecond more is ``future``) and, with `oldest`, it
+    ends at or after `oldest` (else ``past``). A span is judged by its end, so a
+    long job that ends now counts however long ago it started, and spans a queue
+    held through an outage count however late they come, back to `oldest` (the
+    sink's retention horizon). Every contribution lands in exactly one of the two
+    lists, in input order.
     """
     now_ns = ns_from_utc(now)
     skew_ns = ns_from_duration(max_skew)
     if skew_ns < 0:
         raise ValueError(f"max_skew must not be negative, got {max_skew}")
+    oldest_ns = None if oldest is None else ns_from_utc(oldest)
     accepted: list[SpanContribution] = []
     quarantined: list[Quarantined] = []
     for contribution in contributions:
-        reason = _quarantine_reason(contribution, now_ns, skew_ns)
+        reason = _quarantine_reason(contribution, now_ns, skew_ns, oldest_ns)
         if reason is None:
             accepted.append(contribution)
         else:
