@@ -36,6 +36,7 @@ def span(
     environment: str | None = "production",
     transaction: str | None = None,
     account: str | None = None,
+    owner: str | None = None,
 ) -> SpanContribution:
     return SpanContribution(
         trace_id=f"{trace:032x}",
@@ -50,7 +51,60 @@ def span(
         environment=environment,
         transaction_attribute=transaction,
         account=account,
+        owner=owner,
     )
+
+
+OWNED_CONFIG = TotalsConfig(
+    domains_by_transaction={"checkout": "shop", "search": "discovery"},
+    owner_attribute="k8s.namespace.name",
+    domains_by_owner={"shop": ("shop",), "platform": ("discovery",)},
+)
+"""Who pays comes from the namespace the collector saw the root come from."""
+
+
+def write_owned_traces(store: TotalsStore) -> dict[str, float]:
+    """What `OWNED_CONFIG` makes of forged names and roots, in three writes; returns the
+    24 h spend per domain afterwards. Every store must give the same answer:
+
+    - trace 1, checkout from the shop namespace: shop's, until a span from the
+      platform namespace claims to be its root (earlier, in a later write): contested;
+    - trace 2, a root from the platform namespace naming shop's ``checkout``: platform's
+      own domain (discovery);
+    - trace 3, checkout from shop with two roots of its own: still shop's;
+    - trace 4, a root with no namespace (sent from outside the cluster): unattributed.
+    """
+    start = NOW_NS - 60 * SECOND
+    write(
+        store,
+        [
+            span(1, 1, root=True, cost=5.0, start=start, transaction="checkout", owner="shop"),
+            span(1, 2, cost=1.0, owner="shop"),
+            span(2, 1, root=True, cost=7.0, transaction="checkout", owner="platform"),
+            span(3, 1, root=True, cost=2.0, start=start, transaction="checkout", owner="shop"),
+        ],
+    )
+    write(
+        store,
+        [
+            span(3, 2, root=True, cost=0.5, start=start - SECOND, owner="shop"),
+            span(4, 1, root=True, cost=9.0, transaction="checkout"),
+        ],
+    )
+    forged = span(1, 9, root=True, cost=0.0, start=start - 30 * SECOND, owner="platform")
+    write(store, [forged, span(1, 9, root=True, cost=0.0, owner="platform")])
+    return store.domain_spend(NOW - timedelta(hours=24), NOW + timedelta(hours=1))
+
+
+OWNED_SPEND = {"shop": 2.5, "discovery": 7.0, "(unattributed)": 15.0}
+OWNED_LABELS = {
+    f"{1:032x}": ("(contested)", "(unattributed)"),
+    f"{2:032x}": ("checkout", "discovery"),
+    f"{3:032x}": ("op", "shop"),
+    f"{4:032x}": ("checkout", "(unattributed)"),
+}
+"""trace -> (transaction, domain) after `write_owned_traces` (trace 3's earliest root
+has no transaction attribute: it is named by its span name)."""
 
 
 def write(store: TotalsStore, spans: list[SpanContribution], now: datetime = NOW) -> None:

@@ -26,10 +26,14 @@ from tests.store_data import (
     NOW,
     NOW_NS,
     SECOND,
+    OWNED_CONFIG,
+    OWNED_LABELS,
+    OWNED_SPEND,
     SKEW,
     odd_contributions,
     span,
     write,
+    write_owned_traces,
     write_thirty_hours,
 )
 
@@ -525,3 +529,17 @@ def test_a_trace_row_carries_its_cloud_account_the_roots_first(
     assert (row["earliest_account"], row["root_account"]) == ("111111111111", "222222222222")
     write(store, [span(90, 3, start=NOW_NS - 120 * SECOND, account=None)])
     assert trace_row(db, 90)["earliest_account"] is None  # the new earliest span has none
+
+
+def test_who_pays_comes_from_the_owner_and_a_forged_root_contests(db: Path) -> None:
+    owned = SQLiteStore(db, OWNED_CONFIG)
+    owned.migrate()
+    try:
+        spend = write_owned_traces(owned)
+    finally:
+        owned.close()
+    assert spend == pytest.approx(OWNED_SPEND)
+    labels = query(db, "SELECT trace_id, transaction_name, domain, contested FROM traces")
+    assert {trace: (name, domain) for trace, name, domain, _ in labels} == OWNED_LABELS
+    assert {trace for trace, _, _, contested in labels if contested} == {f"{1:032x}"}
+    assert_rollup_matches_traces(db)

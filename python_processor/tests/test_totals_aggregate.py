@@ -43,6 +43,7 @@ def contribution(
     root: bool = False,
     name: str = "op",
     service: str | None = "checkout",
+    owner: str | None = None,
 ) -> SpanContribution:
     return SpanContribution(
         trace_id=f"{trace:032x}",
@@ -54,6 +55,7 @@ def contribution(
         is_root=root,
         name=name,
         service=service,
+        owner=owner,
     )
 
 
@@ -222,21 +224,31 @@ def start_then_span_id(item: SpanContribution) -> tuple[int, str]:
     return (item.start_ns, item.span_id)
 
 
+OWNERS = st.sampled_from([None, "shop", "search"])
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     spans=st.lists(
-        st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(0, 3), st.booleans()),
+        st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(0, 3), st.booleans(), OWNERS),
         min_size=1,
         max_size=25,
     )
 )
 def test_fold_agrees_with_a_plain_reading_of_its_contract(
-    spans: list[tuple[int, int, int, bool]],
+    spans: list[tuple[int, int, int, bool, str | None]],
 ) -> None:
     # A repeated key carries another cost and start: the first must win.
     items = [
-        contribution(trace, span_id, start=NOW_NS - offset * SECOND, root=root, cost=0.1 * index)
-        for index, (trace, span_id, offset, root) in enumerate(spans)
+        contribution(
+            trace,
+            span_id,
+            start=NOW_NS - offset * SECOND,
+            root=root,
+            cost=0.1 * index,
+            owner=owner,
+        )
+        for index, (trace, span_id, offset, root, owner) in enumerate(spans)
     ]
     first: dict[tuple[str, str], SpanContribution] = {}
     for item in items:
@@ -252,6 +264,7 @@ def test_fold_agrees_with_a_plain_reading_of_its_contract(
         assert delta.end_ns == max(item.end_ns for item in members)
         assert delta.earliest is min(members, key=start_then_span_id)
         assert delta.root is (min(roots, key=start_then_span_id) if roots else None)
+        assert delta.contested == (len({item.owner for item in roots}) > 1)
 
 
 def test_trace_delta_is_fold_for_one_trace_and_needs_a_span() -> None:
@@ -272,6 +285,24 @@ def test_merge_adds_and_is_order_independent() -> None:
     other = fold([contribution(2, 1)])[f"{2:032x}"]
     with pytest.raises(ValueError, match="cannot merge"):
         merge(a, other)
+
+
+def test_roots_of_two_owners_contest_a_trace_in_any_order() -> None:
+    """A span claiming the root of a trace another owner started, earlier or later, in the
+    same delta or another, contests the trace; roots of one owner never do."""
+    real = contribution(1, 1, root=True, owner="shop", start=NOW_NS - 2 * SECOND)
+    forged = contribution(1, 2, root=True, owner="search", start=NOW_NS - 9 * SECOND)
+    child = contribution(1, 3, owner="search")
+    again = contribution(1, 4, root=True, owner="shop")
+    assert fold([real, forged])[f"{1:032x}"].contested
+    assert fold([forged, real])[f"{1:032x}"].contested
+    one = fold([real])[f"{1:032x}"]
+    two = fold([forged, child])[f"{1:032x}"]
+    assert not one.contested and not two.contested
+    assert merge(one, two).contested and merge(two, one).contested
+    assert not fold([real, again, child])[f"{1:032x}"].contested, "a child never contests"
+    anonymous = contribution(1, 5, root=True, owner=None)
+    assert fold([real, anonymous])[f"{1:032x}"].contested, "no owner is another owner"
 
 
 # -- exactness under splits, replays and two collectors ------------------------------
@@ -317,6 +348,7 @@ def traces(draw: st.DrawFn) -> list[SpanContribution]:
     for trace in range(1, draw(st.integers(1, 5)) + 1):
         count = draw(st.integers(1, 8))
         has_root = draw(st.booleans())
+        roots = draw(st.integers(1, 2))  # a second root: maybe another owner's claim
         for span in range(1, count + 1):
             priced = draw(st.booleans())
             spans.append(
@@ -326,8 +358,9 @@ def traces(draw: st.DrawFn) -> list[SpanContribution]:
                     start=NOW_NS - draw(st.integers(0, HOUR)),
                     cost=draw(costs) if priced else 0.0,
                     unpriced=None if priced else "no_resource_info",
-                    root=has_root and span == 1,
+                    root=has_root and span <= roots,
                     name=f"op{span}",
+                    owner=draw(OWNERS),
                 )
             )
     return spans
@@ -368,6 +401,7 @@ def assert_same_totals(actual: dict[str, TraceDelta], expected: dict[str, TraceD
         assert (got.start_ns, got.end_ns) == (want.start_ns, want.end_ns)
         assert got.root == want.root
         assert got.earliest == want.earliest
+        assert got.contested == want.contested
     total = math.fsum(delta.cost_usd for delta in actual.values())
     assert math.isclose(total, math.fsum(d.cost_usd for d in expected.values()), rel_tol=1e-9)
 

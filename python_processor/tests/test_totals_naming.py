@@ -18,7 +18,7 @@ from spancost.totals import (
     resolve_transaction,
     transaction_name,
 )
-from spancost.totals.naming import CONFIG_KEYS
+from spancost.totals.naming import CONFIG_KEYS, trace_domain
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -252,7 +252,7 @@ def test_a_sink_adds_its_own_keys() -> None:
         ),
         (
             {"domains": {"by_team": {}}},
-            "config.domains.by_team: unknown key; allowed keys: by_service, by_transaction",
+            "config.domains.by_team: unknown key; allowed keys: by_service, by_transaction, owner",
         ),
         (
             {"domains": {"by_transaction": {"checkout": 1}}},
@@ -276,6 +276,23 @@ def test_a_sink_adds_its_own_keys() -> None:
         ),
         ({"orphan_grace": "0s"}, "config.orphan_grace: must be longer than zero, got '0s'"),
         ({"unattributed_name": ""}, "config.unattributed_name: must not be empty"),
+        (
+            {"domains": {"owner": {"domains": {"shop": "shop"}}}},
+            "config.domains.owner.attribute: is required",
+        ),
+        (
+            {"domains": {"owner": {"attribute": "k8s.namespace.name", "domains": {"shop": []}}}},
+            "config.domains.owner.domains.shop: must be a domain or a non-empty list of domains,"
+            " got list",
+        ),
+        (
+            {"domains": {"owner": {"attribute": "ns", "domains": {"shop": ["a", 3]}}}},
+            "config.domains.owner.domains.shop[1]: must be a non-empty string",
+        ),
+        (
+            {"domains": {"owner": {"attribute": "ns", "by": {}}}},
+            "config.domains.owner.by: unknown key; allowed keys: attribute, domains",
+        ),
         ({"unattributed_name": None}, "config.unattributed_name: must be a string, got null"),
     ],
 )
@@ -283,3 +300,65 @@ def test_config_errors_name_the_key(config: dict[str, Any], message: str) -> Non
     with pytest.raises(ConfigError) as caught:
         parse_config(config)
     assert str(caught.value) == message
+
+
+# -- who pays: domains.owner --------------------------------------------------------
+
+OWNED = parse_config(
+    {
+        "domains": {
+            "by_transaction": {"checkout": "shop", "search": "discovery", "report": "finance"},
+            "by_service": {"recommender": "discovery"},
+            "owner": {
+                "attribute": "k8s.namespace.name",
+                "domains": {"shop": "shop", "platform": ["discovery", "finance"]},
+            },
+        }
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("trace", "expected"),
+    [
+        (("checkout", "web", True, "shop", False), "shop"),
+        # A root from the platform namespace naming shop's transaction: not shop's budget.
+        (("checkout", "web", True, "platform", False), "discovery"),
+        (("report", "web", True, "platform", False), "finance"),  # among its domains
+        (("search", "recommender", True, "platform", False), "discovery"),
+        (("GET /", "recommender", True, "platform", False), "discovery"),  # by service, allowed
+        (("GET /", "recommender", True, "shop", False), "shop"),  # by service, not shop's
+        (("checkout", "web", True, "batch-jobs", False), "batch-jobs"),  # unlisted: its own name
+        (("checkout", "web", True, None, False), "(unattributed)"),  # no owner: outside
+        (("checkout", "web", True, "shop", True), "(unattributed)"),  # contested
+        (("(unattributed)", "web", False, None, False), "(unattributed)"),  # an orphan
+    ],
+)
+def test_who_pays_is_the_owner_not_the_senders_names(
+    trace: tuple[str, str | None, bool, str | None, bool], expected: str
+) -> None:
+    transaction, service, has_root, owner, contested = trace
+    assert OWNED.owner_attribute == "k8s.namespace.name"
+    got = trace_domain(
+        OWNED,
+        transaction=transaction,
+        service=service,
+        has_root=has_root,
+        owner=owner,
+        contested=contested,
+    )
+    assert got == expected
+
+
+def test_without_an_owner_the_senders_names_decide_as_before() -> None:
+    config = parse_config({"domains": {"by_transaction": {"checkout": "shop"}}})
+    for owner in (None, "platform"):
+        got = trace_domain(
+            config,
+            transaction="checkout",
+            service=None,
+            has_root=True,
+            owner=owner,
+            contested=True,
+        )
+        assert got == domain_name("checkout", None, config) == "shop"

@@ -174,6 +174,23 @@ def test_wrong_types_count_as_absent_and_are_counted() -> None:
     ]
 
 
+def test_the_owner_comes_from_the_resource_only_when_configured() -> None:
+    owned = {**EKS, "k8s.namespace.name": "shop"}
+    # A span cannot claim another namespace: only the resource (set by the collector's
+    # k8s_attributes from the connection) says who sent it.
+    forged = make_span(2, attrs={"k8s.namespace.name": "platform"})
+    request = batch(
+        (owned, [make_span(1), forged]),
+        ({**EKS, "k8s.namespace.name": 3}, [make_span(3)]),
+        (EKS, [make_span(4)]),
+    )
+    events = Events()
+    items = contributions(request, owner_attribute="k8s.namespace.name", events=events)
+    assert [item.owner for item in items] == ["shop", "shop", None, None]
+    assert list(events) == [Event("skipped", "owner_type=int", 1)]
+    assert [item.owner for item in contributions(request)] == [None] * 4, "not configured"
+
+
 def test_the_environment_resource_first_then_the_span() -> None:
     spans = [
         make_span(1, attrs={"deployment.environment.name": "CI"}),

@@ -49,7 +49,7 @@ from spancost.store.base import StoreDataError, StoreError, TotalsStore, WriteRe
 from spancost.store.common import DEFAULT_RETENTION_MONTHS, retention_cutoff
 from spancost.store.open import check_url, describe_url, open_store
 from spancost.totals.aggregate import Quarantined, SpanContribution, split
-from spancost.totals.naming import domain_name, parse_config
+from spancost.totals.naming import parse_config, trace_domain
 from spancost.totals.otlp import ATTR_UNPRICED_REASON, ATTR_USD, contributions
 
 __all__ = ["GAUGE_STORE_UP", "GAUGE_UNATTRIBUTED_RATIO", "TotalsSink"]
@@ -143,7 +143,10 @@ class TotalsSink(Sink):
         now = self._clock()
         accepted, quarantined = split(
             contributions(
-                batch, transaction_attribute=self._config.transaction_attribute, events=events
+                batch,
+                transaction_attribute=self._config.transaction_attribute,
+                owner_attribute=self._config.owner_attribute,
+                events=events,
             ),
             now,
             self._config.max_clock_skew,
@@ -216,7 +219,15 @@ class TotalsSink(Sink):
         store.attribute_orphans(now, config.orphan_grace, config.unattributed_name)
         spend = store.domain_spend(now - UNATTRIBUTED_WINDOW, now)
         total = sum(spend.values())
-        unattributed = spend.get(domain_name(config.unattributed_name, None, config), 0.0)
+        unattributed_domain = trace_domain(
+            config,
+            transaction=config.unattributed_name,
+            service=None,
+            has_root=False,
+            owner=None,
+            contested=False,
+        )
+        unattributed = spend.get(unattributed_domain, 0.0)
         self._unattributed_ratio = unattributed / total if total > 0 else 0.0
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
 from spancost.totals.aggregate import SpanContribution, TraceDelta, ns_from_utc
-from spancost.totals.naming import TotalsConfig, domain_name, transaction_name
+from spancost.totals.naming import CONTESTED, TotalsConfig, trace_domain, transaction_name
 
 __all__ = [
     "DEFAULT_RETENTION_MONTHS",
@@ -54,6 +54,7 @@ _ROOT_COLUMNS: Final = (
     "root_service",
     "root_environment",
     "root_account",
+    "root_owner",
     "root_span_id",
 )
 
@@ -61,7 +62,9 @@ _ROOT_COLUMNS: Final = (
 def merge_assignments(existing: str) -> str:
     """The ``SET`` items of the trace upsert that keep the earliest span and the root:
     each the first by (start, span id), a new root only replacing an absent or a later
-    one. `existing` qualifies the stored row's columns (``"traces."``, or ``""``)."""
+    one; and that mark the trace contested once it holds roots of two owners (as
+    `spancost.totals.merge` does). `existing` qualifies the stored row's columns
+    (``"traces."``, or ``""``)."""
     earlier = (
         "(excluded.earliest_start_ns, excluded.earliest_span_id)"
         f" < ({existing}earliest_start_ns, {existing}earliest_span_id)"
@@ -78,8 +81,13 @@ def merge_assignments(existing: str) -> str:
             for column in columns
         ]
 
+    contested = (
+        f"contested = ({existing}contested OR excluded.contested"
+        f" OR ({existing}root_span_id IS NOT NULL AND excluded.root_span_id IS NOT NULL"
+        f" AND {existing}root_owner IS DISTINCT FROM excluded.root_owner))"
+    )
     return ",\n    ".join(
-        take_if(earlier, _EARLIEST_COLUMNS) + take_if(root_earlier, _ROOT_COLUMNS)
+        [*take_if(earlier, _EARLIEST_COLUMNS), *take_if(root_earlier, _ROOT_COLUMNS), contested]
     )
 
 
@@ -97,6 +105,8 @@ class TraceSpans(NamedTuple):
     root_environment: str | None
     earliest_account: str | None
     root_account: str | None
+    root_owner: str | None
+    contested: bool
 
 
 def trace_facts(
@@ -127,6 +137,8 @@ def trace_facts(
             None,
             earliest.account,
             None,
+            None,
+            delta.contested,
         )
     return sums, TraceSpans(
         earliest.span_id,
@@ -140,6 +152,8 @@ def trace_facts(
         root.environment,
         earliest.account,
         root.account,
+        root.owner,
+        delta.contested,
     )
 
 
@@ -171,14 +185,30 @@ def labels(
     earliest_service: str | None,
     earliest_environment: str | None,
     current_transaction: str | None,
+    root_owner: str | None = None,
+    contested: bool = False,
 ) -> tuple[str | None, str | None, str | None]:
     """A trace's (transaction, domain, environment) after a write: the root's when it
-    has arrived; before that, an orphan keeps the name it was given (or none yet)."""
+    has arrived (``(contested)`` when roots of two owners did); before that, an orphan
+    keeps the name it was given (or none yet). The domain is `trace_domain`'s."""
     transaction = root_transaction if root_transaction is not None else current_transaction
     has_root = root_span_id is not None
+    if contested and has_root:
+        transaction = CONTESTED
     service = root_service if has_root else earliest_service
     environment = root_environment if has_root else earliest_environment
-    domain = None if transaction is None else domain_name(transaction, service, config)
+    domain = (
+        None
+        if transaction is None
+        else trace_domain(
+            config,
+            transaction=transaction,
+            service=service,
+            has_root=has_root,
+            owner=root_owner,
+            contested=contested,
+        )
+    )
     return transaction, domain, environment
 
 

@@ -63,8 +63,8 @@ from spancost.totals.aggregate import (
 from spancost.totals.naming import (
     TotalsConfig,
     TraceState,
-    domain_name,
     resolve_transaction,
+    trace_domain,
 )
 
 __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
@@ -140,12 +140,14 @@ _DELTA_COLUMNS: Final = """
     string_to_array(%s, ','), string_to_array(%s, ','), %b::timestamptz[], %b::float8[],
     %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[],
     %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
-    %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]
+    %b::text[], %b::text[], %b::text[], %b::text[], %b::boolean[], %b::text[], %b::text[],
+    %b::text[]
 ) AS excluded (
     trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
     start_ns, end_ns, earliest_span_id, earliest_start_ns, earliest_service,
     earliest_environment, root_span_id, root_start_ns, root_transaction, root_service,
-    root_environment, earliest_account, root_account, transaction_name, domain, environment
+    root_environment, earliest_account, root_account, root_owner, contested,
+    transaction_name, domain, environment
 )"""
 
 # Traces no store holds yet (their keys are locked, and no row was read): plain rows,
@@ -159,14 +161,17 @@ COPY traces (
     start_ns, end_ns, first_seen, last_update,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    earliest_account, root_account, transaction_name, domain, environment
+    earliest_account, root_account, root_owner, contested, transaction_name, domain,
+    environment
 ) FROM STDIN (FORMAT BINARY)
 """
 _COPY_TYPES: Final = (
     ["text", "bytea", "timestamptz", "float8"]
     + ["int8"] * 5
     + ["timestamptz", "timestamptz", "text", "int8", "text", "text", "text", "int8"]
-    + ["text"] * 8
+    + ["text"] * 6
+    + ["bool"]
+    + ["text"] * 3
 )
 
 # Traces a store holds: sums add; start least, end greatest; earliest and root the
@@ -194,7 +199,8 @@ WHERE traces.trace_id = excluded.trace_id AND traces.keyed_at = excluded.keyed_a
 RETURNING traces.trace_id, traces.cost_usd, traces.span_count, traces.first_seen,
     traces.earliest_service, traces.earliest_environment, traces.root_span_id,
     traces.root_transaction, traces.root_service, traces.root_environment,
-    traces.transaction_name, traces.domain, traces.environment
+    traces.transaction_name, traces.domain, traces.environment, traces.root_owner,
+    traces.contested
 """
 )
 
@@ -643,6 +649,8 @@ class PostgresStore:
             current,
             current_domain,
             current_environment,
+            root_owner,
+            contested,
         ) in cursor.fetchall():
             transaction, domain, environment = labels(
                 self._config,
@@ -653,6 +661,8 @@ class PostgresStore:
                 earliest_service=earliest_service,
                 earliest_environment=earliest_environment,
                 current_transaction=current,
+                root_owner=root_owner,
+                contested=contested,
             )
             if (transaction, domain, environment) != (current, current_domain, current_environment):
                 for column, value in zip(
@@ -682,6 +692,8 @@ class PostgresStore:
             earliest_service=spans.earliest_service,
             earliest_environment=spans.earliest_environment,
             current_transaction=None,
+            root_owner=spans.root_owner,
+            contested=spans.contested,
         )
 
     def _attribute_orphans(
@@ -714,7 +726,14 @@ class PostgresStore:
             )
             if transaction is None:
                 continue
-            domain = domain_name(transaction, service, self._config)
+            domain = trace_domain(
+                self._config,
+                transaction=transaction,
+                service=service,
+                has_root=False,
+                owner=None,
+                contested=False,
+            )
             cursor.execute(
                 "UPDATE traces SET transaction_name = %s, domain = %s"
                 " WHERE trace_id = %s AND keyed_at = %s",

@@ -51,8 +51,8 @@ from spancost.totals.aggregate import (
 from spancost.totals.naming import (
     TotalsConfig,
     TraceState,
-    domain_name,
     resolve_transaction,
+    trace_domain,
 )
 
 __all__ = ["MIGRATIONS", "PENDING_DOMAIN", "Deleted", "SQLiteStore"]
@@ -137,6 +137,14 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "ALTER TABLE traces ADD COLUMN root_account TEXT",
         ),
     ),
+    (
+        3,
+        (
+            # Who sent the root (domains.owner), and whether roots of two owners came.
+            "ALTER TABLE traces ADD COLUMN root_owner TEXT",
+            "ALTER TABLE traces ADD COLUMN contested INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
 
@@ -156,8 +164,8 @@ INSERT INTO traces (
     first_seen_ns, last_update_ns,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    earliest_account, root_account
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    earliest_account, root_account, root_owner, contested
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (trace_id) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd,
     span_count = span_count + excluded.span_count,
@@ -168,7 +176,8 @@ ON CONFLICT (trace_id) DO UPDATE SET
     last_update_ns = excluded.last_update_ns,
     {merge}
 RETURNING cost_usd, span_count, first_seen_ns, earliest_service, earliest_environment,
-    root_span_id, root_transaction, root_service, root_environment, transaction_name
+    root_span_id, root_transaction, root_service, root_environment, transaction_name,
+    root_owner, contested
 """
 _ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(merge=merge_assignments(existing=""))
 
@@ -474,7 +483,8 @@ class SQLiteStore:
             _ADD_TO_TRACE_SQL, (delta.trace_id, *sums, now_ns, now_ns, *spans)
         ).fetchone()
         cost, spans, first_seen_ns, earliest_service, earliest_environment = row[:5]
-        root_span_id, root_transaction, root_service, root_environment, current = row[5:]
+        root_span_id, root_transaction, root_service, root_environment, current = row[5:10]
+        root_owner, contested = row[10:]
         transaction, domain, environment = labels(
             self._config,
             root_span_id=root_span_id,
@@ -484,6 +494,8 @@ class SQLiteStore:
             earliest_service=earliest_service,
             earliest_environment=earliest_environment,
             current_transaction=current,
+            root_owner=root_owner,
+            contested=bool(contested),
         )
         cursor.execute(
             "UPDATE traces SET transaction_name = ?, domain = ?, environment = ?"
@@ -509,7 +521,14 @@ class SQLiteStore:
             if transaction is None:
                 continue
             before = _placement(cursor, trace_id)
-            domain = domain_name(transaction, earliest_service, self._config)
+            domain = trace_domain(
+                self._config,
+                transaction=transaction,
+                service=earliest_service,
+                has_root=False,
+                owner=None,
+                contested=False,
+            )
             cursor.execute(
                 "UPDATE traces SET transaction_name = ?, domain = ? WHERE trace_id = ?",
                 (transaction, domain, trace_id),

@@ -116,6 +116,9 @@ class SpanContribution:
     """Resource ``cloud.account.id``."""
     transaction_attribute: str | None = None
     """On a root span: the configured transaction attribute (span, else resource), if a string."""
+    owner: str | None = None
+    """Who sent the span: the resource's ``domains.owner.attribute`` (e.g. the Kubernetes
+    namespace the collector derived from the connection), if configured and a string."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -222,6 +225,8 @@ class TraceDelta:
     """The first span by (start, span id): facts for a trace whose root never arrives."""
     root: SpanContribution | None = None
     """The root span, when it is among these spans (the first one, should a trace have two)."""
+    contested: bool = False
+    """Root spans from more than one owner are among these spans (`naming.trace_domain`)."""
 
     @property
     def start_utc(self) -> datetime:
@@ -249,6 +254,7 @@ def trace_delta(trace_id: str, spans: Sequence[SpanContribution]) -> TraceDelta:
     root = earliest if earliest.is_root else None
     end_ns = earliest.end_ns
     priced = 0
+    contested = False
     for span in spans:
         if span.unpriced_reason is None:
             priced += 1
@@ -258,12 +264,15 @@ def trace_delta(trace_id: str, spans: Sequence[SpanContribution]) -> TraceDelta:
             span_start == earliest.start_ns and span.span_id < earliest.span_id
         ):
             earliest = span
-        if span.is_root and (
-            root is None
-            or span_start < root.start_ns
-            or (span_start == root.start_ns and span.span_id < root.span_id)
-        ):
-            root = span
+        if span.is_root:
+            if root is not None and span.owner != root.owner:
+                contested = True
+            if (
+                root is None
+                or span_start < root.start_ns
+                or (span_start == root.start_ns and span.span_id < root.span_id)
+            ):
+                root = span
     return TraceDelta(
         trace_id=trace_id,
         cost_usd=math.fsum([span.cost_usd for span in spans]),
@@ -274,6 +283,7 @@ def trace_delta(trace_id: str, spans: Sequence[SpanContribution]) -> TraceDelta:
         end_ns=end_ns,
         earliest=earliest,
         root=root,
+        contested=contested,
     )
 
 
@@ -320,4 +330,11 @@ def merge(total: TraceDelta | None, delta: TraceDelta) -> TraceDelta:
         end_ns=max(total.end_ns, delta.end_ns),
         earliest=earliest,
         root=_first(total.root, delta.root),
+        contested=total.contested
+        or delta.contested
+        or (
+            total.root is not None
+            and delta.root is not None
+            and total.root.owner != delta.root.owner
+        ),
     )

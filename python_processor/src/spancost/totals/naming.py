@@ -12,9 +12,24 @@ A trace whose root has not arrived has no transaction yet; after ``orphan_grace`
 (counted from when the trace was first seen) `resolve_transaction` gives it the
 unattributed name. A root that arrives later still names it.
 
-The domain is ``domains.by_transaction[transaction]``, else
+The domain (whose budget pays) is ``domains.by_transaction[transaction]``, else
 ``domains.by_service[service]`` (the root's service; for an orphan, its earliest
-span's), else the transaction itself.
+span's), else the transaction itself. Those are names a sender chooses: anyone who
+can send a root span can charge a trace to any domain. With ``domains.owner``
+configured, who pays comes from what a sender cannot forge in a cluster instead
+(`trace_domain`): the resource attribute ``owner.attribute`` of the root span
+(``k8s.namespace.name``, which the agent's ``k8s_attributes`` derives from the
+connection and the sender cannot set), mapped by ``owner.domains`` to the domains
+that owner may be charged to (the owner's own name when it is not listed):
+
+- a root's ``business.transaction`` (or service) names a domain only among its
+  owner's; any other falls back to the owner's first domain;
+- a trace whose root spans come from more than one owner is *contested*: a span
+  that claims to be the root of a trace another workload started does not take the
+  trace's cost; the trace is named ``(contested)`` and charged to nobody's budget
+  (the unattributed domain), which the report and the guard show;
+- a trace whose root has no owner (a sender outside the cluster), or that never got
+  a root (an orphan), is charged to the unattributed domain.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ from spancost.totals.aggregate import SpanContribution, ns_from_duration, ns_fro
 
 __all__ = [
     "CONFIG_KEYS",
+    "CONTESTED",
     "DEFAULT_MAX_CLOCK_SKEW",
     "DEFAULT_ORPHAN_GRACE",
     "DEFAULT_TRANSACTION_ATTRIBUTE",
@@ -42,6 +58,7 @@ __all__ = [
     "domain_name",
     "parse_config",
     "resolve_transaction",
+    "trace_domain",
     "transaction_name",
 ]
 
@@ -49,6 +66,8 @@ DEFAULT_TRANSACTION_ATTRIBUTE: Final = "business.transaction"
 DEFAULT_MAX_CLOCK_SKEW: Final = timedelta(hours=2)
 DEFAULT_ORPHAN_GRACE: Final = timedelta(minutes=10)
 UNATTRIBUTED: Final = "(unattributed)"
+CONTESTED: Final = "(contested)"
+"""The transaction of a trace whose roots came from more than one owner."""
 
 CONFIG_KEYS: Final = (
     "transaction",
@@ -89,6 +108,12 @@ class TotalsConfig:
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
     orphan_grace: timedelta = DEFAULT_ORPHAN_GRACE
     unattributed_name: str = UNATTRIBUTED
+    owner_attribute: str | None = None
+    """``domains.owner.attribute``: the resource attribute that says who sent a span;
+    None: domains come from the names senders choose."""
+    domains_by_owner: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """``domains.owner.domains``: owner -> the domains it may be charged to, first the
+    default; an owner not listed may be charged to its own name only."""
 
 
 def transaction_name(root: SpanContribution, config: TotalsConfig) -> str:
@@ -107,6 +132,29 @@ def domain_name(transaction: str, service: str | None, config: TotalsConfig) -> 
     if domain is None and service is not None:
         domain = config.domains_by_service.get(service)
     return transaction if domain is None else domain
+
+
+def trace_domain(
+    config: TotalsConfig,
+    *,
+    transaction: str,
+    service: str | None,
+    has_root: bool,
+    owner: str | None,
+    contested: bool,
+) -> str:
+    """Whose budget pays for a trace (see the module docstring): `domain_name` from the
+    sender's names, unless ``domains.owner`` is configured, when the root's `owner`
+    decides and a `contested` trace, or one without a root or an owner, is unattributed."""
+    if config.owner_attribute is None:
+        return domain_name(transaction, service, config)
+    if contested or not has_root or owner is None:
+        return config.unattributed_name
+    allowed = config.domains_by_owner.get(owner, (owner,))
+    named = config.domains_by_transaction.get(transaction)
+    if named is None and service is not None:
+        named = config.domains_by_service.get(service)
+    return named if named in allowed else allowed[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +196,8 @@ def parse_config(config: object, *, extra_keys: Iterable[str] = ()) -> TotalsCon
     transaction = section.get_section("transaction", {})
     transaction.allow_only("attribute", "rules")
     domains = section.get_section("domains", {})
-    domains.allow_only("by_transaction", "by_service")
+    domains.allow_only("by_transaction", "by_service", "owner")
+    owner_attribute, by_owner = _owner(domains)
     return TotalsConfig(
         transaction_attribute=_name(transaction, "attribute", DEFAULT_TRANSACTION_ATTRIBUTE),
         rules=_rules(transaction),
@@ -157,7 +206,33 @@ def parse_config(config: object, *, extra_keys: Iterable[str] = ()) -> TotalsCon
         max_clock_skew=_duration(section, "max_clock_skew", DEFAULT_MAX_CLOCK_SKEW),
         orphan_grace=_duration(section, "orphan_grace", DEFAULT_ORPHAN_GRACE),
         unattributed_name=_name(section, "unattributed_name", UNATTRIBUTED),
+        owner_attribute=owner_attribute,
+        domains_by_owner=by_owner,
     )
+
+
+def _owner(domains: ConfigSection) -> tuple[str | None, dict[str, tuple[str, ...]]]:
+    if "owner" not in domains:
+        return None, {}
+    owner = domains.get_section("owner")
+    owner.allow_only("attribute", "domains")
+    attribute = _name(owner, "attribute")
+    mapping = owner.get_section("domains", {})
+    result: dict[str, tuple[str, ...]] = {}
+    for name, value in mapping.items():
+        key = mapping.key(name)
+        if not name.strip():
+            raise ConfigError(key, "owner must not be empty")
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not items:
+            raise ConfigError(
+                key, f"must be a domain or a non-empty list of domains, got {describe_type(value)}"
+            )
+        for index, item in enumerate(items):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(join_index(key, index), "must be a non-empty string")
+        result[name] = tuple(items)
+    return attribute, result
 
 
 def _name(section: ConfigSection, key: str, default: Any = MISSING) -> str:

@@ -8,7 +8,7 @@ transaction attribute), and nothing else: deciding is left to the pure core.
 Odd input is data: an attribute of the wrong type (an integer ``service.name``)
 counts as absent and is counted in `events` as ``skipped`` with reason
 ``<fact>_type=<otlp type>`` (``service``, ``account``, ``environment``,
-``transaction``); a ``cost.usd`` that is not a finite double >= 0, or above
+``transaction``, ``owner``); a ``cost.usd`` that is not a finite double >= 0, or above
 `MAX_SPAN_COST_USD`, makes the span unpriced with reason ``cost_invalid``. Every span
 of the batch yields a contribution, whatever it holds (invalid ids and times are for
 `split` to quarantine), and a contribution any store can hold, so that one odd span
@@ -138,16 +138,21 @@ def contributions(
     batch: ExportTraceServiceRequest,
     *,
     transaction_attribute: str = DEFAULT_TRANSACTION_ATTRIBUTE,
+    owner_attribute: str | None = None,
     events: Events | None = None,
 ) -> list[SpanContribution]:
     """One contribution per span of `batch`, in document order.
 
     `transaction_attribute` (``TotalsConfig.transaction_attribute``) is read on
-    root spans only, from the span's attributes, else its resource's.
+    root spans only, from the span's attributes, else its resource's; the owner
+    (``TotalsConfig.owner_attribute``) from the resource only: it says who sent the
+    span, which a span's own attributes must not claim.
     """
     resource_keys = frozenset(
         (ATTR_SERVICE_NAME, ATTR_CLOUD_ACCOUNT_ID, transaction_attribute, *_ENVIRONMENT_KEYS)
     )
+    if owner_attribute is not None:
+        resource_keys |= {owner_attribute}
     span_keys = frozenset((ATTR_USD, ATTR_UNPRICED_REASON, transaction_attribute))
     result: list[SpanContribution] = []
     append = result.append
@@ -160,6 +165,11 @@ def contributions(
         account = _text(resource.get(ATTR_CLOUD_ACCOUNT_ID), "account", events, spans)
         resource_environment = _environment(resource, events, spans)
         resource_transaction = resource.get(transaction_attribute)
+        owner = (
+            None
+            if owner_attribute is None
+            else _text(resource.get(owner_attribute), "owner", events, spans)
+        )
         wanted = span_keys if resource_environment else span_keys.union(_ENVIRONMENT_KEYS)
         # The sink's hot loop (every span it stores): the contribution built
         # positionally (SpanContribution's field order), rare checks guarded.
@@ -193,6 +203,7 @@ def contributions(
                         resource_environment or _environment(values, events),
                         account,
                         transaction,
+                        owner,
                     )
                 )
     return result

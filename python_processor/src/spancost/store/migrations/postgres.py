@@ -229,5 +229,14 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "DROP TABLE contributions",
         ),
     ),
+    (
+        5,
+        (
+            # Who sent the root (domains.owner), and whether roots of two owners came.
+            # A constant default: PostgreSQL adds both without rewriting the table.
+            "ALTER TABLE traces ADD COLUMN root_owner text,"
+            " ADD COLUMN contested boolean NOT NULL DEFAULT false",
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
