@@ -52,7 +52,15 @@ func (e *pythonExtension) NotifyConfigSnapshot(ctx context.Context, snapshot ext
 		key := regKey{kind: wirepb.Kind_KIND_PROCESSOR, instance: id}
 		c, err := e.register(ctx, key, registration{plugin: p.Plugin, configJSON: p.configJSON})
 		if err != nil {
-			return fmt.Errorf("processors::%s: %w", id, err)
+			// As the processor would say it when it starts.
+			switch {
+			case errors.Is(err, ErrPluginNotFound):
+				return fmt.Errorf("processors::%s::plugin: %q: %w", id, p.Plugin, err)
+			case errors.Is(err, ErrPluginConfig):
+				return fmt.Errorf("processors::%s::config: plugin %q rejected its configuration: %w", id, p.Plugin, err)
+			default:
+				return fmt.Errorf("processors::%s: plugin %q: %w", id, p.Plugin, err)
+			}
 		}
 		owned[id] = c.ownership
 	}

@@ -185,5 +185,5 @@ func TestPipelineCheckConfiguresProcessorsOnce(t *testing.T) {
 func TestPipelineCheckNamesAProcessorTheSidecarRefuses(t *testing.T) {
 	_, _, err := notify(t, "    traces: {receivers: [otlp], processors: [python/bad], exporters: [debug]}")
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "processors::python/bad: invalid plugin configuration: "+rejectedMessage)
+	assert.Contains(t, err.Error(), `processors::python/bad::config: plugin "test.echo" rejected its configuration: invalid plugin configuration: `+rejectedMessage)
 }

@@ -171,6 +171,26 @@ func (p *pythonProcessor) roundTrip(ctx context.Context, part ptrace.Traces, pay
 	return result, "", nil
 }
 
+// rejectError is what on_error: reject returns: not permanent, and UNAVAILABLE to
+// the sender whatever the sidecar's own status was. Receivers answer with a gRPC
+// status found in the error's chain, so the cause must not be wrapped: a plugin's
+// INTERNAL would tell the sender not to retry, and its spans would be lost.
+type rejectError struct {
+	reason string
+	cause  error
+}
+
+func (e *rejectError) Error() string {
+	return fmt.Sprintf("%v (%s), on_error is reject: %v", errSidecar, e.reason, e.cause)
+}
+
+func (e *rejectError) Unwrap() error { return errSidecar }
+
+// GRPCStatus is what receivers answer the sender.
+func (e *rejectError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Error())
+}
+
 // processorAttr is the attribute processorhelper puts on its own metrics.
 func processorAttr(id component.ID) attribute.KeyValue {
 	return attribute.String("processor", id.String())
@@ -213,8 +233,7 @@ func (p *pythonProcessor) fail(ctx context.Context, td ptrace.Traces, reason str
 	spans := int64(td.SpanCount())
 	if p.cfg.OnError == OnErrorReject {
 		p.telemetry.ProcessorPythonSpansRejected.Add(ctx, spans, p.attrs)
-		// Not a permanent error: receivers tell the sender to retry.
-		return td, fmt.Errorf("%w (%s), on_error is reject: %w", errSidecar, reason, err)
+		return td, &rejectError{reason: reason, cause: err}
 	}
 	p.telemetry.ProcessorPythonSpansPassedUnchanged.Add(ctx, spans, p.attrs)
 	if p.owned == nil {

@@ -443,14 +443,22 @@ func assertFailed(t *testing.T, p *testProcessor, reason string) {
 	metadatatest.AssertEqualProcessorPythonRequestsFailed(t, p.tt, points(1, attribute.String("reason", reason)), metricdatatest.IgnoreTimestamp())
 }
 
-func TestRejectKeepsStatusCode(t *testing.T) {
-	cfg := testConfig()
-	cfg.OnError = OnErrorReject
-	p := startProcessor(t, cfg, &fakeSidecar{process: failWith(status.Error(codes.Unavailable, "connection refused"))})
+func TestRejectIsUnavailableToTheSender(t *testing.T) {
+	for _, cause := range []error{
+		status.Error(codes.Unavailable, "connection refused"),
+		status.Error(codes.Internal, "plugin raised"), // a sender told INTERNAL would not retry
+		status.Error(codes.FailedPrecondition, "instance unknown"),
+		errors.New("no status at all"),
+	} {
+		cfg := testConfig()
+		cfg.OnError = OnErrorReject
+		p := startProcessor(t, cfg, &fakeSidecar{process: failWith(cause)})
 
-	err := p.ConsumeTraces(context.Background(), generateTraces(1, 1, 1, 0))
-	require.EqualError(t, err, "python sidecar failed (unavailable), on_error is reject: rpc error: code = Unavailable desc = connection refused")
-	assert.Equal(t, codes.Unavailable, status.Code(err))
+		err := p.ConsumeTraces(context.Background(), generateTraces(1, 1, 1, 0))
+		require.ErrorIs(t, err, errSidecar)
+		assert.ErrorContains(t, err, "on_error is reject: "+cause.Error())
+		assert.Equal(t, codes.Unavailable, status.Code(err), "cause %v", cause)
+	}
 }
 
 func TestTimeout(t *testing.T) {
