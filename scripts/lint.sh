@@ -8,6 +8,6 @@ unformatted="$(gofmt -l collector)"
 [[ -z "$unformatted" ]] || die "gofmt would change: $unformatted (run gofmt -w collector)"
 (cd collector && go vet ./...)
 log "ruff, mypy"
-"$VENV/bin/ruff" check python_processor examples tests bench scripts
-"$VENV/bin/ruff" format --check python_processor examples tests bench scripts
+"$VENV/bin/ruff" check python_processor examples tests bench scripts tools
+"$VENV/bin/ruff" format --check python_processor examples tests bench scripts tools
 (cd python_processor && "$VENV/bin/mypy")

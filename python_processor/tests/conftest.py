@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import grpc
 import pytest
@@ -30,15 +31,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLE_PLUGIN_SRC = Path(__file__).parents[2] / "examples" / "spancost-example-plugin" / "src"
 
 
-# Entry points of the test-only distribution (the plugins are in fixtures/).
-TEST_ENTRY_POINTS = {
-    "test.slow": "spancost_test_plugins:SlowPlugin",
-    "test.failing": "spancost_test_plugins:FailingPlugin",
-    "test.rename": "spancost_test_plugins:RenamePlugin",
-    "test.broken_init": "spancost_test_plugins:BrokenInitPlugin",
-    "test.not_a_plugin": "spancost_test_plugins:NotAPlugin",
-    "test.missing_module": "spancost_test_plugins_missing:Nothing",
-}
+def _load_test_plugins() -> ModuleType:
+    """fixtures/spancost_test_plugins.py, loaded by path: it is not importable from
+    here until `test_plugin_site` has installed it."""
+    spec = importlib.util.spec_from_file_location(
+        "spancost_test_plugins_installer", FIXTURES / "spancost_test_plugins.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +50,7 @@ def test_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     Subprocesses get it through ``PYTHONPATH`` (see `sidecar_env`).
     """
     site = tmp_path_factory.mktemp("site")
-    shutil.copy(FIXTURES / "spancost_test_plugins.py", site)
-    dist_info = site / "spancost_test_plugins-0.0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: spancost-test-plugins\nVersion: 0.0.1\n"
-    )
-    lines = [f"{name} = {target}" for name, target in TEST_ENTRY_POINTS.items()]
-    (dist_info / "entry_points.txt").write_text("[spancost.processors]\n" + "\n".join(lines) + "\n")
+    _load_test_plugins().install(site)
     sys.path.insert(0, str(site))
     yield site
     sys.path.remove(str(site))

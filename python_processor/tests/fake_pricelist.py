@@ -76,6 +76,11 @@ class _Failure:
     message: str
 
 
+def _already_set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class FakePriceList:
     """The fake Price List API. `url` is the endpoint_url to give boto3."""
@@ -83,6 +88,9 @@ class FakePriceList:
     products: list[Product] = field(default_factory=list)
     page_size: int = 1
     delay: float = 0.0  # seconds before each answer
+    # Cleared, every request (recorded first) waits until it is set again: a test
+    # decides when the API answers.
+    answering: threading.Event = field(default_factory=lambda: _already_set(threading.Event()))
     requests: list[ReceivedRequest] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -107,6 +115,7 @@ class FakePriceList:
 
     def stop(self) -> None:
         """Stop answering: open (keep-alive) connections are cut, new ones refused."""
+        self.answering.set()  # let held requests finish
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -157,6 +166,7 @@ class FakePriceList:
             self.requests.append(ReceivedRequest(target, body, headers))
             failure = self._failures.pop(0) if self._failures else None
             products = [json.loads(json.dumps(p)) for p in self.products]
+        self.answering.wait(30)  # bounded: a test that never sets it must not hang here
         if self.delay:
             time.sleep(self.delay)
         if failure is not None:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Collector, OtlpSink
+from tests.e2e.harness import ROOT, Collector, OtlpSink
+
+TEST_PLUGINS = ROOT / "python_processor" / "tests" / "fixtures" / "spancost_test_plugins.py"
 
 
 @pytest.fixture
@@ -14,6 +17,19 @@ def sink() -> Iterator[OtlpSink]:
     s = OtlpSink().start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def test_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the test-only plugins (the ``spancost-test-plugins``
+    distribution of python_processor/tests/fixtures), for a sidecar's ``PYTHONPATH``."""
+    spec = importlib.util.spec_from_file_location("spancost_test_plugins_installer", TEST_PLUGINS)
+    assert spec is not None and spec.loader is not None
+    installer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installer)
+    site = tmp_path_factory.mktemp("site")
+    installer.install(site)
+    return site
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ side by side and never touch a fixed port.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import re
 import signal
@@ -15,6 +17,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -280,15 +283,135 @@ class Collector:
         return out
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of every series of `name` whose labels include `labels`."""
-        total = 0.0
-        pattern = re.compile(r"^" + re.escape(name) + r"(\{.*\})?$")
-        for key, value in self.metrics().items():
-            if not pattern.match(key):
-                continue
-            if all(f'{k}="{v}"' in key for k, v in labels.items()):
-                total += value
-        return total
+        """Sum of every series of `name` whose labels include `labels`.
+
+        `name` is a series the collector exposes now, or one of our components'
+        documented metrics (`documented_metrics`), which reads 0 until it has data.
+        Anything else raises, naming close names: a typo must not read as "nothing
+        happened". So does a label no series of `name` has.
+        """
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as resp:
+            families = parse_exposition(resp.read().decode())
+        samples = [s for family in families for s in family.samples if s.name == name]
+        if not samples:
+            samples = _documented_samples(name, families)
+        for key in labels:
+            if samples and all(key not in s.labels for s in samples):
+                have = sorted({k for s in samples for k in s.labels})
+                raise AssertionError(f"no series of {name} has the label {key!r}; it has {have}")
+        return sum(s.value for s in samples if labels.items() <= s.labels.items())
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass
+class Family:
+    """A metric as the Prometheus text format exposes it: # HELP, # TYPE, its series."""
+
+    name: str
+    type: str = "untyped"
+    help: str = ""
+    samples: list[Sample] = field(default_factory=list)
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r'\\[\\"n]', lambda m: _UNESCAPE[m.group()], text)
+
+
+def parse_exposition(text: str) -> list[Family]:
+    """The families of a Prometheus text exposition (format 0.0.4)."""
+    families: dict[str, Family] = {}
+    current: Family | None = None
+    for line in text.splitlines():
+        if line.startswith(("# HELP ", "# TYPE ")):
+            _, kind, name, rest = [*line.split(" ", 3), ""][:4]
+            current = families.setdefault(name, Family(name))
+            if kind == "HELP":
+                current.help = _unescape(rest)
+            else:
+                current.type = rest
+        elif line and not line.startswith("#"):
+            match = _SAMPLE.match(line)
+            if match is None:
+                raise AssertionError(f"not a Prometheus sample line: {line!r}")
+            name, label_text, value = match.groups()
+            labels = {k: _unescape(v) for k, v in _LABEL.findall(label_text or "")}
+            if current is None or not name.startswith(current.name):
+                current = families.setdefault(name, Family(name))
+            current.samples.append(Sample(name, labels, float(value)))
+    return list(families.values())
+
+
+@dataclass(frozen=True)
+class DocumentedMetric:
+    """A metric one of our components declares in its metadata.yaml (telemetry.metrics)."""
+
+    name: str  # the key with the collector's otelcol_ prefix
+    description: str
+    histogram: bool
+
+    def series_names(self) -> list[str]:
+        """What a caller may ask `Collector.metric` for (a histogram: its series)."""
+        if self.histogram:
+            return [f"{self.name}_{part}" for part in ("count", "sum", "bucket")]
+        return [self.name]
+
+
+@functools.cache
+def documented_metrics() -> dict[str, DocumentedMetric]:
+    """Every metric of every component under collector/, from its metadata.yaml."""
+    out: dict[str, DocumentedMetric] = {}
+    for path in sorted((ROOT / "collector").glob("**/metadata.yaml")):
+        metrics = (yaml.safe_load(path.read_text()).get("telemetry") or {}).get("metrics") or {}
+        for key, spec in metrics.items():
+            metric = DocumentedMetric(f"otelcol_{key}", spec["description"], "histogram" in spec)
+            out[metric.name] = metric
+    return out
+
+
+def exposed_family(metric: DocumentedMetric, families: list[Family]) -> Family | None:
+    """The family `metric` is exposed as, if it has data yet.
+
+    Found by its description (the exposition's HELP, with a stability suffix such as
+    " [Development]") and its name (``otelcol_<key>``, plus whatever suffixes the
+    Prometheus exporter is configured to add), not by a naming rule that could drift
+    from the exporter's.
+    """
+    for family in families:
+        if family.name.startswith(metric.name) and family.help.startswith(metric.description):
+            return family
+    return None
+
+
+def _documented_samples(name: str, families: list[Family]) -> list[Sample]:
+    """The series behind a documented name (none yet: []); raises for an unknown name."""
+    for metric in documented_metrics().values():
+        if name not in metric.series_names():
+            continue
+        family = exposed_family(metric, families)
+        if family is None:
+            return []
+        suffix = name.removeprefix(metric.name)  # "_count" etc. of a histogram, else ""
+        return [s for s in family.samples if s.name == family.name + suffix]
+    known = {s.name for family in families for s in family.samples}
+    known.update(n for metric in documented_metrics().values() for n in metric.series_names())
+    close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
+    raise AssertionError(
+        f"no metric {name!r}: it is neither exposed now nor documented in a "
+        f"collector/**/metadata.yaml; close names: {close or 'none'}"
+    )
 
 
 def iter_attrs(kvs: Any) -> Iterator[tuple[str, Any]]:

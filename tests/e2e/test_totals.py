@@ -156,12 +156,17 @@ def test_a_sigterm_restart_with_a_persistent_queue_loses_nothing(
     storage.mkdir()
     config = totals_config(sink.port, socket_dir() / "s.sock", url, storage=storage)
     first = collector(config)
+    queued = "otelcol_exporter_queue_size"
     with sending(first.grpc_endpoint, seed=4, interval=0.05) as sender:
-        time.sleep(2)
+        wait_for(lambda: stored(url).spans > 0, 60, "spans stored before the outage")
         stored_before = stored(url).spans
         postgres.stop()  # batches now wait in the persistent queue
         try:
-            time.sleep(2)
+            wait_for(
+                lambda: first.metric(queued, exporter="otlp_grpc/totals") > 0,
+                60,
+                "batches waiting in the totals exporter's queue",
+            )
             assert first.stop() == 0
             # Spans the first collector took in but could not store: only the
             # persistent queue can bring them to the store now.
