@@ -107,6 +107,29 @@ OWNED_LABELS = {
 has no transaction attribute: it is named by its span name)."""
 
 
+ROLLING_EDGES = {
+    # first seen, before NOW -> counted in the rolling 24 h that ends at NOW
+    timedelta(hours=23, minutes=59): True,
+    timedelta(hours=24): True,  # the window's first instant
+    timedelta(hours=24, microseconds=1): False,
+    timedelta(hours=24, minutes=20): False,  # in the hour bucket the window starts in
+    timedelta(hours=25): False,
+    timedelta(0): True,  # its last instant
+}
+
+
+def write_rolling_edges(store: TotalsStore) -> dict[str, float]:
+    """One trace first seen at each of `ROLLING_EDGES` (NOW is 12:30, so the window cuts
+    through an hour at both ends), each its own domain; the rolling 24 h spend at NOW."""
+    for number, before in enumerate(ROLLING_EDGES, start=1):
+        ingest = NOW - before
+        start = ns_from_utc(ingest) - SECOND
+        root = span(number, 1, root=True, start=start, transaction=f"at -{before}")
+        accepted, quarantined = split([root], ingest, SKEW)
+        store.write(accepted, quarantined, ingest)
+    return store.domain_spend(NOW - timedelta(hours=24), NOW)
+
+
 def write(store: TotalsStore, spans: list[SpanContribution], now: datetime = NOW) -> None:
     accepted, quarantined = split(spans, now, SKEW)
     store.write(accepted, quarantined, now)

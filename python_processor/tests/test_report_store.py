@@ -50,6 +50,10 @@ class Trace:
     def in_window(self) -> bool:
         return WINDOW_START <= self.first_seen < WINDOW_END
 
+    def in_rolling_window(self) -> bool:
+        """The guard's window: exactly SINCE to UNTIL, both included."""
+        return SINCE <= self.first_seen <= UNTIL
+
 
 def expected_domain(transaction: str, service: str) -> str:
     # Written out here rather than with spancost.totals.domain_name, to stay independent.
@@ -124,12 +128,16 @@ def fill(store: TotalsStore) -> list[Trace]:
     return traces
 
 
-def sums_by(traces: list[Trace], key: str, excluded: frozenset[str]) -> dict[str, list[float]]:
-    """name → [cost, traces, spans] over the window's counted traces."""
+def sums_by(
+    traces: list[Trace], key: str, excluded: frozenset[str], *, rolling: bool = False
+) -> dict[str, list[float]]:
+    """name → [cost, traces, spans] over the window's counted traces (`rolling`: the
+    guard's exact window instead of the report's whole hours)."""
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])
     for trace in traces:
         name = getattr(trace, key)
-        if name is None or not trace.in_window() or trace.environment in excluded:
+        counted = trace.in_rolling_window() if rolling else trace.in_window()
+        if name is None or not counted or trace.environment in excluded:
             continue
         sums[name][0] += trace.cost
         sums[name][1] += 1
@@ -181,11 +189,13 @@ def test_store_queries_equal_independent_sums(
     for name, (cost, count, spans) in by_domain.items():
         assert math.isclose(domains[name].cost_usd, cost, rel_tol=1e-9)
         assert (domains[name].traces, domains[name].spans) == (count, spans)
-    # The guard's rolling 24 h spend (the rollup) equals the same sums.
+    # The guard's rolling 24 h spend: exactly SINCE to UNTIL, not whole hours.
     spend = store.domain_spend(SINCE, UNTIL, excluded)
-    assert spend.keys() == by_domain.keys()
-    for name, (cost, _, _) in by_domain.items():
+    rolling = sums_by(traces, "domain", excluded, rolling=True)
+    assert spend.keys() == rolling.keys()
+    for name, (cost, _, _) in rolling.items():
         assert math.isclose(spend[name], cost, rel_tol=1e-9)
+    assert sum(spend.values()) != pytest.approx(sum(c for c, _, _ in by_domain.values()))
 
     hours = store.hourly_totals(SINCE, UNTIL, excluded)
     expected_hours: dict[datetime, float] = defaultdict(float)

@@ -29,15 +29,17 @@ from tests.store_data import (
     GRACE,
     NOW,
     NOW_NS,
-    SECOND,
     OWNED_CONFIG,
     OWNED_LABELS,
     OWNED_SPEND,
+    ROLLING_EDGES,
+    SECOND,
     SKEW,
     odd_contributions,
     span,
     write,
     write_owned_traces,
+    write_rolling_edges,
     write_thirty_hours,
 )
 
@@ -500,8 +502,7 @@ def test_rolling_24h_domain_spend_equals_the_trace_rows_without_excluded_environ
     expected = query(
         dsn,
         "SELECT domain, sum(cost_usd) FROM traces"
-        " WHERE date_trunc('hour', first_seen) >= date_trunc('hour', %s::timestamptz)"
-        " AND date_trunc('hour', first_seen) < %s"
+        " WHERE first_seen >= %s AND first_seen <= %s AND domain IS NOT NULL"
         " AND coalesce(environment, '') NOT IN ('staging', 'dev') GROUP BY domain",
         since,
         until,
@@ -616,3 +617,8 @@ def test_who_pays_comes_from_the_owner_and_a_forged_root_contests(dsn: str) -> N
     assert {trace: (name, domain) for trace, name, domain, _ in labels} == OWNED_LABELS
     assert {trace for trace, _, _, contested in labels if contested} == {f"{1:032x}"}
     assert_rollup_matches_traces(dsn)
+
+
+def test_the_rolling_24_hours_are_exactly_24_hours(store: PostgresStore) -> None:
+    spend = write_rolling_edges(store)
+    assert spend == {f"at -{before}": 1.0 for before, counted in ROLLING_EDGES.items() if counted}

@@ -25,15 +25,17 @@ from tests.store_data import (
     GRACE,
     NOW,
     NOW_NS,
-    SECOND,
     OWNED_CONFIG,
     OWNED_LABELS,
     OWNED_SPEND,
+    ROLLING_EDGES,
+    SECOND,
     SKEW,
     odd_contributions,
     span,
     write,
     write_owned_traces,
+    write_rolling_edges,
     write_thirty_hours,
 )
 
@@ -543,3 +545,8 @@ def test_who_pays_comes_from_the_owner_and_a_forged_root_contests(db: Path) -> N
     assert {trace: (name, domain) for trace, name, domain, _ in labels} == OWNED_LABELS
     assert {trace for trace, _, _, contested in labels if contested} == {f"{1:032x}"}
     assert_rollup_matches_traces(db)
+
+
+def test_the_rolling_24_hours_are_exactly_24_hours(store: SQLiteStore) -> None:
+    spend = write_rolling_edges(store)
+    assert spend == {f"at -{before}": 1.0 for before, counted in ROLLING_EDGES.items() if counted}

@@ -96,8 +96,10 @@ class TotalsStore(Protocol):
     def domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float]:
-        """Cost by domain of the traces first seen in the hours from `since` (rounded
-        down to the hour) to before `until`, leaving out `exclude_environments`."""
+        """Cost by domain of the traces first seen from `since` to `until` (both included), exactly
+        (`common.spend_window`: the hourly rollup for the whole hours, the trace rows for
+        the parts of an hour at the ends), leaving out `exclude_environments` and the
+        traces that have no domain yet. What the budget guard acts on."""
 
     def transaction_totals(
         self,
@@ -116,15 +118,15 @@ class TotalsStore(Protocol):
     def domain_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[SpendRow]:
-        """Cost, traces and spans by domain from the hourly rollup over the same hours as
-        `domain_spend`, most expensive first; the traces waiting for their root are the
-        row named `PENDING_DOMAIN` (``''``)."""
+        """Cost, traces and spans by domain from the hourly rollup over the hours from
+        `since` (rounded down) to before `until`, most expensive first; the traces
+        waiting for their root are the row named `PENDING_DOMAIN` (``''``)."""
 
     def hourly_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[HourRow]:
         """Cost, traces and spans per UTC hour from the hourly rollup over the same hours as
-        `domain_spend`, waiting traces left out; hours without a trace are absent."""
+        `domain_totals`, waiting traces left out; hours without a trace are absent."""
 
     def close(self) -> None:
         """Release the database connection."""

@@ -29,6 +29,7 @@ __all__ = [
     "placement",
     "retention_cutoff",
     "span_facts",
+    "spend_window",
     "trace_facts",
 ]
 
@@ -223,6 +224,31 @@ def hour_window(since: datetime, until: datetime) -> tuple[int, int]:
     start = ns_from_utc(since) // HOUR_NS * HOUR_NS
     end = -(-ns_from_utc(until) // HOUR_NS) * HOUR_NS
     return start, max(start, end)
+
+
+class SpendWindow(NamedTuple):
+    """An exact window of first-seen times, as the hourly rollup and the trace rows
+    answer for it: the whole UTC hours [hours_start, hours_end) from the rollup, each
+    of `edges` (first-seen ranges, [start, end) ns) from the trace rows."""
+
+    hours_start: int
+    hours_end: int
+    edges: tuple[tuple[int, int], ...]
+
+
+def spend_window(since: datetime, until: datetime) -> SpendWindow:
+    """The traces first seen from `since` to `until`, both included, exactly: the rollup's
+    whole hours in between, the trace rows for the parts of an hour at either end. (A
+    window within one hour is all edge.)"""
+    start, end = ns_from_utc(since), ns_from_utc(until) + 1
+    if end <= start:
+        return SpendWindow(start, start, ())
+    first_whole = -(-start // HOUR_NS) * HOUR_NS
+    last_whole = end // HOUR_NS * HOUR_NS
+    if first_whole >= last_whole:
+        return SpendWindow(first_whole, first_whole, ((start, end),))
+    edges = tuple((a, b) for a, b in ((start, first_whole), (last_whole, end)) if a < b)
+    return SpendWindow(first_whole, last_whole, edges)
 
 
 def month_start(moment: datetime) -> datetime:

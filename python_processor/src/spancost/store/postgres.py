@@ -47,6 +47,7 @@ from spancost.store.common import (
     merge_assignments,
     placement,
     span_facts,
+    spend_window,
     trace_facts,
 )
 from spancost.store.common import add_months as _add_months
@@ -432,14 +433,38 @@ class PostgresStore:
     def domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float]:
+        window = spend_window(since, until)
+        excluded = sorted(exclude_environments)
+
         def read(cursor: Cursor) -> dict[str, float]:
+            spend: dict[str, float] = {}
             cursor.execute(
                 "SELECT domain, sum(cost_usd) FROM domain_hourly"
                 " WHERE hour >= %s AND hour < %s AND domain <> %s"
                 " AND environment <> ALL(%s::text[]) GROUP BY domain",
-                (_hour(since), until, PENDING_DOMAIN, sorted(exclude_environments)),
+                (
+                    utc_from_ns(window.hours_start),
+                    utc_from_ns(window.hours_end),
+                    PENDING_DOMAIN,
+                    excluded,
+                ),
             )
-            return {domain: float(cost) for domain, cost in cursor.fetchall()}
+            rows = cursor.fetchall()
+            for start_ns, end_ns in window.edges:
+                # timestamptz holds microseconds: round the exclusive end up to one.
+                start, end = utc_from_ns(start_ns), utc_from_ns(end_ns + 999)
+                # keyed_at <= first_seen: the partitions after `end` are pruned.
+                cursor.execute(
+                    "SELECT domain, sum(cost_usd) FROM traces"
+                    " WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s"
+                    " AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%s::text[])"
+                    " GROUP BY domain",
+                    (start, end, end, excluded),
+                )
+                rows += cursor.fetchall()
+            for domain, cost in rows:
+                spend[domain] = spend.get(domain, 0.0) + float(cost)
+            return spend
 
         return self._transaction("domain_spend", read)
 

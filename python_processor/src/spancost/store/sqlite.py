@@ -28,7 +28,6 @@ from typing import Any, Final, TypeVar
 
 from spancost.store.base import HourRow, SpendRow, StoreDataError, StoreError, WriteResult
 from spancost.store.common import (
-    HOUR_NS,
     PENDING_DOMAIN,
     Placement,
     RollupChanges,
@@ -37,6 +36,7 @@ from spancost.store.common import (
     merge_assignments,
     placement,
     span_facts,
+    spend_window,
     trace_facts,
 )
 from spancost.totals.aggregate import (
@@ -289,17 +289,24 @@ class SQLiteStore:
     def domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float]:
-        query = (
-            "SELECT domain, environment, sum(cost_usd) FROM domain_hourly"
-            " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ? GROUP BY domain, environment"
-        )
-        since_hour = ns_from_utc(since) // HOUR_NS * HOUR_NS
-        parameters = (since_hour, ns_from_utc(until), PENDING_DOMAIN)
-        rows = self._transaction(
-            "domain_spend",
-            lambda cursor: cursor.execute(query, parameters).fetchall(),
-            read_only=True,
-        )
+        window = spend_window(since, until)
+
+        def read(cursor: sqlite3.Cursor) -> list[tuple[str, str, float]]:
+            rows: list[tuple[str, str, float]] = cursor.execute(
+                "SELECT domain, environment, sum(cost_usd) FROM domain_hourly"
+                " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ? GROUP BY domain, environment",
+                (window.hours_start, window.hours_end, PENDING_DOMAIN),
+            ).fetchall()
+            for start_ns, end_ns in window.edges:
+                rows += cursor.execute(
+                    "SELECT domain, coalesce(environment, ''), sum(cost_usd) FROM traces"
+                    " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND domain IS NOT NULL"
+                    " GROUP BY domain, environment",
+                    (start_ns, end_ns),
+                ).fetchall()
+            return rows
+
+        rows = self._transaction("domain_spend", read, read_only=True)
         excluded = frozenset(exclude_environments)
         spend: dict[str, float] = {}
         for domain, environment, cost in rows:
