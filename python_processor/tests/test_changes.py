@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
 
-from spancost.changes import Changes, apply, iter_spans, span_count
+from spancost.changes import Changes, apply, check, iter_spans, span_count
 from spancost.plugin import ExportTraceServiceRequest
 from spancost.wire.v1 import sidecar_pb2
 from tests.builders import all_spans, attribute_map, batch, resource_spans, span
@@ -17,8 +18,9 @@ from tests.builders import all_spans, attribute_map, batch, resource_spans, span
 VECTORS = Path(__file__).resolve().parents[2] / "proto" / "testdata" / "changes.json"
 
 
-def vectors() -> list[dict[str, Any]]:
-    cases: list[dict[str, Any]] = json.loads(VECTORS.read_text())["cases"]
+def vectors(kind: str) -> list[dict[str, Any]]:
+    """The shared vectors of `kind`: ``cases`` or ``invalid``."""
+    cases: list[dict[str, Any]] = json.loads(VECTORS.read_text())[kind]
     return cases
 
 
@@ -26,13 +28,33 @@ def parse_traces(obj: object) -> ExportTraceServiceRequest:
     return json_format.Parse(json.dumps(obj), ExportTraceServiceRequest())
 
 
-@pytest.mark.parametrize("case", vectors(), ids=lambda c: c["name"])
+def parse_changes(obj: object) -> sidecar_pb2.BatchChanges:
+    return json_format.Parse(json.dumps(obj), sidecar_pb2.BatchChanges())
+
+
+@pytest.mark.parametrize("case", vectors("cases"), ids=lambda c: c["name"])
 def test_shared_vectors(case: dict[str, Any]) -> None:
     """The same vectors the Go applier runs (changes_test.go)."""
     request = parse_traces(case["input"])
-    changes = json_format.Parse(json.dumps(case["changes"]), sidecar_pb2.BatchChanges())
-    apply(request, changes)
-    assert request == parse_traces(case["output"])
+    apply(request, parse_changes(case["changes"]))
+    want = parse_traces(case["output"])
+    # The JSON form for a readable difference, then the encoded bytes, as the
+    # collector's side compares them: repeated keys, order, the bits of -0.0.
+    assert json_format.MessageToDict(request) == json_format.MessageToDict(want)
+    assert request.SerializeToString() == want.SerializeToString()
+
+
+@pytest.mark.parametrize("case", vectors("invalid"), ids=lambda c: c["name"])
+def test_shared_invalid_vectors(case: dict[str, Any]) -> None:
+    """Both appliers refuse these answers, with the same message, changing nothing."""
+    request = parse_traces(case["input"])
+    before = request.SerializeToString()
+    changes = parse_changes(case["changes"])
+    with pytest.raises(ValueError, match=re.escape(case["error"])):
+        check(changes, span_count(request))
+    with pytest.raises(ValueError, match=re.escape(case["error"])):
+        apply(request, changes)
+    assert request.SerializeToString() == before
 
 
 def test_iter_spans_numbers_spans_in_document_order() -> None:

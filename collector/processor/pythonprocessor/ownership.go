@@ -53,7 +53,7 @@ func (o *owned) markUnprocessed(td ptrace.Traces) int64 {
 					return ok
 				})
 				for _, a := range o.unprocessed {
-					putAttribute(attrs, a)
+					setAttribute(attrs, a)
 				}
 				marked++
 			}
@@ -71,18 +71,4 @@ func isUpstreamPrice(attrs pcommon.Map, key string) bool {
 	}
 	d := v.Double()
 	return !math.IsNaN(d) && !math.IsInf(d, 0) && d >= 0
-}
-
-// putAttribute sets a (a key no longer present) on attrs.
-func putAttribute(attrs pcommon.Map, a *wirepb.Attribute) {
-	switch v := a.GetValue().(type) {
-	case *wirepb.Attribute_StringValue:
-		attrs.PutStr(a.GetKey(), v.StringValue)
-	case *wirepb.Attribute_BoolValue:
-		attrs.PutBool(a.GetKey(), v.BoolValue)
-	case *wirepb.Attribute_IntValue:
-		attrs.PutInt(a.GetKey(), v.IntValue)
-	case *wirepb.Attribute_DoubleValue:
-		attrs.PutDouble(a.GetKey(), v.DoubleValue)
-	}
 }

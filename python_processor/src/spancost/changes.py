@@ -13,26 +13,42 @@ apply it the same way:
 
 1. attribute changes in order of ``start`` (ties in the order they were
    recorded): on each span of the range (or only on the spans it lists, for
-   `Changes.set_spans`), first ``remove`` keys, then ``set`` attributes
-   (replacing an existing key);
+   `Changes.set_spans`), first ``remove`` keys, then ``set`` attributes;
 2. double columns (`Changes.set_doubles`): ``key = value`` on each listed span;
 3. then dropped spans are removed; a scope or resource that held spans and
    holds none afterwards is removed too (with any empty scopes it had).
+
+OTLP forbids a key twice in one span's attributes, but the wire allows it, so
+a client can send a second ``cost.usd``; both appliers treat repeated keys the
+same way, so that none survives to be read later:
+
+- ``remove`` removes every attribute with that key;
+- ``set``, and a double column's entry, leave exactly one attribute of that
+  key: the first copy keeps its position and takes the new value (and type),
+  every later copy is removed; a key that is absent is appended;
+- every other attribute keeps its position, and the attributes of a span no
+  change names are not touched at all.
+
+Both refuse a malformed answer as a whole, before changing anything, with the
+same messages: `check` lists what is refused (proto/testdata/changes.json holds
+the shared cases, and a generated corpus, applier_corpus.jsonl, holds the
+bytes both must produce).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from spancost.attributes import INT64_MAX, INT64_MIN, AttributeValue, set_value
+from spancost.attributes import INT64_MAX, INT64_MIN, AttributeValue, remove_keys, set_value
 from spancost.wire.v1 import sidecar_pb2
 
-__all__ = ["Changes", "apply", "iter_spans", "span_count"]
+__all__ = ["Changes", "apply", "check", "iter_spans", "span_count"]
 
 
 def iter_spans(
@@ -174,7 +190,11 @@ class Changes:
 
 
 def apply(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -> None:
-    """Apply wire-form `changes` to `batch` in place (the reference for the Go side)."""
+    """Apply wire-form `changes` to `batch` in place (the reference for the Go side).
+
+    Raises ValueError, and changes nothing, when `check` refuses `changes`.
+    """
+    check(changes, span_count(batch))
     _apply_attributes(batch, changes)
     if changes.doubles:
         _apply_doubles(batch, changes)
@@ -182,9 +202,70 @@ def apply(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -
         _apply_drops(batch, sorted((r.start, r.end) for r in changes.drop))
 
 
+def check(changes: sidecar_pb2.BatchChanges, spans: int) -> None:
+    """Raise ValueError unless `changes` can apply to a batch of `spans` spans.
+
+    The collector's checkChanges, check for check and message for message:
+    ranges within the batch, attribute changes in order of start, listed spans
+    strictly ascending within their change's range, a key and a value for each
+    set, a key for each double column and as many values as its spans, which
+    ascend strictly within the batch.
+    """
+    previous_start = 0
+    for i, change in enumerate(changes.attributes):
+        _check_range(f"attributes[{i}]", change.start, change.end, spans)
+        if change.start < previous_start:
+            raise ValueError(
+                f"attributes[{i}]: start {change.start} comes after start {previous_start}; "
+                "changes must be in order of start"
+            )
+        previous_start = change.start
+        _check_spans(f"attributes[{i}].spans", change.spans, change.start, change.end)
+        for j, attribute in enumerate(change.set):
+            if not attribute.key:
+                raise ValueError(f"attributes[{i}].set[{j}]: empty key")
+            if attribute.WhichOneof("value") is None:
+                raise ValueError(
+                    f"attributes[{i}].set[{j}]: attribute {_quote(attribute.key)} has no value"
+                )
+    for i, column in enumerate(changes.doubles):
+        if not column.key:
+            raise ValueError(f"doubles[{i}]: empty key")
+        if len(column.spans) != len(column.values):
+            raise ValueError(
+                f"doubles[{i}]: {len(column.spans)} spans but {len(column.values)} values"
+            )
+        _check_spans(f"doubles[{i}].spans", column.spans, 0, spans)
+    for i, span_range in enumerate(changes.drop):
+        _check_range(f"drop[{i}]", span_range.start, span_range.end, spans)
+
+
+def _check_range(where: str, start: int, end: int, spans: int) -> None:
+    if start > end or end > spans:
+        raise ValueError(
+            f"{where}: span range [{start}, {end}) is outside the batch's {spans} spans"
+        )
+
+
+def _check_spans(where: str, indices: Sequence[int], start: int, end: int) -> None:
+    previous = -1
+    for index in indices:
+        if not start <= index < end:
+            raise ValueError(f"{where}: span {index} is outside [{start}, {end})")
+        if index <= previous:
+            raise ValueError(f"{where}: span {index} does not come after span {previous}")
+        previous = index
+
+
+def _quote(key: str) -> str:
+    # Go's %q for the keys that occur: quotes, with \ and " escaped.
+    return json.dumps(key, ensure_ascii=False)
+
+
 def _apply_attributes(batch: ExportTraceServiceRequest, changes: sidecar_pb2.BatchChanges) -> None:
     pending = list(changes.attributes)
     listed = {id(c): frozenset(c.spans) for c in pending if c.spans}
+    removed = {id(c): frozenset(c.remove) for c in pending if c.remove}
     active: list[sidecar_pb2.AttributeChange] = []
     cursor = 0
     for index, _, _, span in iter_spans(batch):
@@ -196,10 +277,7 @@ def _apply_attributes(batch: ExportTraceServiceRequest, changes: sidecar_pb2.Bat
             if change.spans and index not in listed[id(change)]:
                 continue
             if change.remove:
-                drop_keys = set(change.remove)
-                kept = [kv for kv in span.attributes if kv.key not in drop_keys]
-                del span.attributes[:]
-                span.attributes.extend(kept)
+                remove_keys(span.attributes, removed[id(change)])
             for attribute in change.set:
                 set_value(span.attributes, attribute.key, _from_wire(attribute))
 
