@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from spancost.errors import ConfigError
 from spancost.guard.budgets import (
     NON_PRODUCTION_ENVIRONMENTS,
     Budget,
+    BudgetsFile,
     load_budgets,
     parse_budgets,
 )
@@ -31,7 +34,7 @@ def test_defaults() -> None:
         currency="USD",
         namespaces=("shop",),
         selector="domain=checkout",
-        scale_factor=0.7,
+        scale_factor=Fraction(7, 10),
         min_replicas=1,
         warn_ratio=0.8,
         restore_ratio=0.9,
@@ -42,6 +45,8 @@ def test_defaults() -> None:
     assert config.exclude_environments == frozenset(NON_PRODUCTION_ENVIRONMENTS)
     assert config.webhooks == ()
     assert config.dry_run is False
+    assert config.managed_namespaces == ()
+    assert config.namespaces == ("a",)
 
 
 def test_every_key_and_defaults_section() -> None:
@@ -51,6 +56,7 @@ def test_every_key_and_defaults_section() -> None:
             "exclude_environments": ["Staging", "ci"],
             "defaults": {"cooldown": "1h", "namespaces": ["shop"], "scale_factor": 0.5},
             "dry_run": True,
+            "managed_namespaces": ["legacy", "shop", "legacy"],
             "budgets": {
                 "checkout": {
                     "limit": 100,
@@ -68,13 +74,15 @@ def test_every_key_and_defaults_section() -> None:
     assert checkout.currency == "EUR"  # the file's currency code
     assert checkout.namespaces == ("shop",)  # from defaults
     assert checkout.cooldown == timedelta(hours=1)
-    assert (checkout.scale_factor, checkout.min_replicas) == (0.5, 2)
+    assert (checkout.scale_factor, checkout.min_replicas) == (Fraction(1, 2), 2)
     assert (checkout.warn_ratio, checkout.restore_ratio, checkout.dry_run) == (0.5, 1.0, True)
     assert search.currency == "GBP"
     assert search.namespaces == ("a", "b")
     assert search.selector == "domain=search"
     assert config.exclude_environments == {"staging", "ci"}
     assert config.dry_run is True
+    assert config.managed_namespaces == ("legacy", "shop")
+    assert config.namespaces == ("a", "b", "legacy", "shop")  # every namespace the guard reads
 
 
 @pytest.mark.parametrize(
@@ -138,6 +146,27 @@ def test_domain_that_is_not_a_label_value_needs_a_selector() -> None:
 
 
 @pytest.mark.parametrize(
+    ("written", "exact"),
+    [
+        (0.7, Fraction(7, 10)),
+        (0.35, Fraction(7, 20)),
+        (0.1, Fraction(1, 10)),
+        (0.5, Fraction(1, 2)),
+    ],
+)
+def test_scale_factor_is_the_decimal_the_file_wrote(written: float, exact: Fraction) -> None:
+    """YAML gives the float nearest to 0.7 (Fraction(0.7) is not 7/10); the budget keeps 7/10."""
+    assert one({"limit": 1, "namespaces": ["a"], "scale_factor": written}).scale_factor == exact
+    config = parse_budgets(
+        {
+            "defaults": {"scale_factor": written},
+            "budgets": {"checkout": {"limit": 1, "namespaces": ["a"]}},
+        }
+    )
+    assert config.budgets[0].scale_factor == exact
+
+
+@pytest.mark.parametrize(
     ("document", "key"),
     [
         ({}, "budgets"),
@@ -150,6 +179,10 @@ def test_domain_that_is_not_a_label_value_needs_a_selector() -> None:
          "exclude_environments"),
         ({"budgets": {"x": {"limit": 1, "namespaces": ["a"]}}, "currency": {"code": "EUR"}},
          "currency.code"),
+        ({"budgets": {"x": {"limit": 1, "namespaces": ["a"]}}, "managed_namespaces": "a"},
+         "managed_namespaces"),
+        ({"budgets": {"x": {"limit": 1, "namespaces": ["a"]}}, "managed_namespaces": ["A"]},
+         "managed_namespaces[0]"),
     ],
 )  # fmt: skip
 def test_invalid_file_names_the_key(document: dict[str, Any], key: str) -> None:
@@ -217,6 +250,53 @@ def test_load_budgets_file_errors(tmp_path: Path) -> None:
     bad.write_text("budgets: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_budgets(bad)
+
+
+def test_budgets_file_reload_follows_the_content(tmp_path: Path) -> None:
+    """As a ConfigMap volume updates: a new directory, the symlink swapped to it."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+
+    def publish(version: str, text: str) -> None:
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "budgets.yaml").write_text(text)
+        (mount / "..data_tmp").symlink_to(tmp_path / version)
+        os.replace(mount / "..data_tmp", mount / "..data")
+
+    publish("v1", "budgets:\n  checkout: {limit: 100, namespaces: [shop]}\n")
+    (mount / "budgets.yaml").symlink_to(mount / "..data" / "budgets.yaml")
+    budgets = BudgetsFile(mount / "budgets.yaml")
+    first = budgets.config
+    assert budgets.reload() is None  # unchanged
+    publish("v2", "budgets:\n  search: {limit: 40, namespaces: [shop]}\n")
+    changed = budgets.reload()
+    assert changed is not None and changed is budgets.config
+    assert [b.domain for b in changed.budgets] == ["search"]
+    assert budgets.reload() is None
+    # A bad version: reported once, the last good one stays.
+    publish("v3", "budgets:\n  search: {limit: -1, namespaces: [shop]}\n")
+    with pytest.raises(ConfigError, match=r"budgets\.search\.limit: must be above 0"):
+        budgets.reload()
+    assert budgets.reload() is None
+    assert budgets.config is changed
+    publish("v4", "budgets: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        budgets.reload()
+    (mount / "budgets.yaml").unlink()
+    with pytest.raises(ConfigError, match="cannot read"):
+        budgets.reload()
+    assert budgets.reload() is None
+    (mount / "budgets.yaml").symlink_to(mount / "..data" / "budgets.yaml")
+    publish("v5", "budgets:\n  checkout: {limit: 100, namespaces: [shop]}\n")
+    back = budgets.reload()
+    assert back is not None and back.budgets == first.budgets
+
+
+def test_a_budgets_file_that_is_bad_from_the_start_raises(tmp_path: Path) -> None:
+    path = tmp_path / "budgets.yaml"
+    path.write_text("budgets: {}\n")
+    with pytest.raises(ConfigError, match="at least one domain"):
+        BudgetsFile(path)
 
 
 def test_the_example_budgets_file_is_valid() -> None:

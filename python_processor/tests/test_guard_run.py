@@ -6,16 +6,20 @@ The same scenarios run against a real API server in tests/kube/test_guard.py.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from spancost.cli import cli
 from spancost.guard.alerts import AlertSender
-from spancost.guard.budgets import Budget, GuardConfig
-from spancost.guard.kube import ConflictError, KubeUnavailableError
+from spancost.guard.budgets import Budget, BudgetsFile, GuardConfig
+from spancost.guard.kube import ConflictError, KubeError, KubeUnavailableError
+from spancost.guard.loop import GuardLoop
 from spancost.guard.policy import (
     ORIGINAL_ANNOTATION,
     Action,
@@ -23,7 +27,7 @@ from spancost.guard.policy import (
     DeploymentState,
     Severity,
 )
-from spancost.guard.run import Cluster, run_once
+from spancost.guard.run import Cluster, RunReport, run_once
 from spancost.store import SQLiteStore, StoreError, TotalsStore
 from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
@@ -36,12 +40,18 @@ class FakeCluster:
     """Deployments in memory, with resourceVersions and 409s like the API server."""
 
     def __init__(self, *deployments: DeploymentState) -> None:
-        self.items = {(d.namespace, d.name): replace(d, resource_version="1") for d in deployments}
+        self.items = {
+            (d.namespace, d.name): replace(d, resource_version="1", generation=1)
+            for d in deployments
+        }
         self.events: list[tuple[str, str]] = []
+        self.forbidden: set[str] = set()  # namespaces without the guard's Role
         self.writes = 0
         self.before_write: list[DeploymentState] = []  # applied (once each) before a write
 
     def list_deployments(self, namespace: str, selector: str | None) -> list[DeploymentState]:
+        if namespace in self.forbidden:
+            raise KubeError(f"list deployments in {namespace}: 403 forbidden", 403)
         key, _, value = (selector or "=").partition("=")
         return [
             replace(d, selected=selector is not None)
@@ -75,12 +85,24 @@ class FakeCluster:
         self.events.append((action.ref, str(action.kind)))
 
     def _store(self, state: DeploymentState) -> None:
+        """A write; the generation moves with the spec (replicas) and the annotations."""
         old = self.items[(state.namespace, state.name)]
         version = str(int(old.resource_version) + 1)
-        self.items[(state.namespace, state.name)] = replace(state, resource_version=version)
+        moved = (state.replicas != old.replicas) or (state.annotations != old.annotations)
+        generation = old.generation + moved
+        self.items[(state.namespace, state.name)] = replace(
+            state, resource_version=version, generation=generation
+        )
 
-    def replicas(self, name: str) -> int:
-        return self.items[("shop", name)].replicas
+    def scale(self, name: str, replicas: int, namespace: str = "shop") -> None:
+        """Someone else's ``kubectl scale``."""
+        self._store(replace(self.items[(namespace, name)], replicas=replicas))
+
+    def replicas(self, name: str, namespace: str = "shop") -> int:
+        return self.items[(namespace, name)].replicas
+
+    def annotations(self, name: str, namespace: str = "shop") -> dict[str, str]:
+        return dict(self.items[(namespace, name)].annotations)
 
 
 def web(name: str = "web", replicas: int = 10, **labels: str) -> DeploymentState:
@@ -239,3 +261,143 @@ def test_restore_after_recovery(tmp_path: Path) -> None:
     assert cluster.replicas("web") == 10
     assert ORIGINAL_ANNOTATION not in cluster.items[("shop", "web")].annotations
     assert [a.resolve for a in report.alerts] == [True]
+
+
+# -- what no budget covers any more ----------------------------------------------------
+
+SEARCH = Budget("search", 100.0, "USD", ("search",), "domain=search")
+
+
+def run(
+    tmp_path: Path,
+    cluster: FakeCluster,
+    config: GuardConfig,
+    spend: float,
+    *,
+    at: timedelta = timedelta(0),
+    retired: Collection[str] = (),
+) -> RunReport:
+    path = tmp_path / f"t{len(list(tmp_path.iterdir()))}.db"
+    return run_once(config, lambda: store_with(path, spend), lambda: cluster,
+                    AlertSender([]), NOW + at, retired=retired)  # fmt: skip
+
+
+def test_a_removed_budget_gives_back_what_it_held(tmp_path: Path) -> None:
+    cluster = FakeCluster(web(), web("api", 4), web("other", 6, domain="payments"))
+    run(tmp_path, cluster, GuardConfig((BUDGET,)), 120.0)
+    assert (cluster.replicas("web"), cluster.replicas("api")) == (7, 2)
+    cluster.scale("api", 3)  # someone else's value: stands
+    # The file now has only a budget in another namespace; "shop" stays managed.
+    config = GuardConfig((SEARCH,), managed_namespaces=("shop",))
+    report = run(tmp_path, cluster, config, 120.0, at=timedelta(minutes=5))
+    assert report.ok, report.to_json()
+    assert (cluster.replicas("web"), cluster.replicas("api"), cluster.replicas("other")) == (
+        10, 3, 6,
+    )  # fmt: skip
+    assert ORIGINAL_ANNOTATION not in cluster.annotations("web")
+    assert ORIGINAL_ANNOTATION not in cluster.annotations("api")
+    assert sorted(cluster.events[-2:]) == [("shop/api", "release"), ("shop/web", "restore")]
+    assert {(r.action.ref, r.action.kind, r.applied) for r in report.unbudgeted} == {
+        ("shop/web", ActionKind.RESTORE, True),
+        ("shop/api", ActionKind.RELEASE, True),
+    }
+    reasons = {a["deployment"]: a["reason"] for a in report.to_json()["unbudgeted"]}
+    assert "no budget of domain 'checkout' covers namespace shop" in reasons["shop/web"]
+    [alert] = [a for a in report.alerts if a.domain == "checkout"]
+    assert (alert.severity, alert.resolve) == (Severity.INFO, True)
+    # Nothing held any more: the next run has nothing to do there.
+    assert run(tmp_path, cluster, config, 120.0, at=timedelta(minutes=10)).unbudgeted == []
+
+
+def test_a_namespace_removed_from_a_budget_gives_back_what_it_held(tmp_path: Path) -> None:
+    two = replace(BUDGET, namespaces=("shop", "legacy"))
+    cluster = FakeCluster(web(), replace(web(), namespace="legacy"))
+    run(tmp_path, cluster, GuardConfig((two,)), 120.0)
+    assert (cluster.replicas("web"), cluster.replicas("web", "legacy")) == (7, 7)
+    report = run(tmp_path, cluster, GuardConfig((BUDGET,), managed_namespaces=("legacy",)),
+                 120.0, at=timedelta(minutes=5))  # fmt: skip
+    assert (cluster.replicas("web"), cluster.replicas("web", "legacy")) == (7, 10)
+    [alert] = [a for a in report.alerts if a.summary.startswith("Namespaces removed")]
+    assert alert.resolve is False  # the checkout budget's breach goes on
+
+
+def test_removed_budgets_are_found_only_where_the_guard_looks(tmp_path: Path) -> None:
+    cluster = FakeCluster(web())
+    run(tmp_path, cluster, GuardConfig((BUDGET,)), 120.0)
+    # Neither a budget nor managed_namespaces names "shop": nothing is found there ...
+    report = run(tmp_path, cluster, GuardConfig((SEARCH,)), 120.0, at=timedelta(minutes=5))
+    assert (report.unbudgeted, cluster.replicas("web")) == ([], 7)
+    # ... unless a loop passes it as retired.
+    run(tmp_path, cluster, GuardConfig((SEARCH,)), 120.0, at=timedelta(minutes=6), retired={"shop"})
+    assert cluster.replicas("web") == 10
+
+
+def test_a_retired_namespace_that_cannot_be_read_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster = FakeCluster(web())
+    run(tmp_path, cluster, GuardConfig((BUDGET,)), 120.0)
+    cluster.forbidden.add("shop")  # the Role went with the budget
+    with caplog.at_level(logging.WARNING, logger="spancost.guard.run"):
+        report = run(tmp_path, cluster, GuardConfig((SEARCH,)), 120.0, retired={"shop"})
+    assert report.ok
+    assert "namespace shop is no longer in the budgets file and cannot be read" in caplog.text
+    # A namespace the file names must be readable: that is an error.
+    bad = run(tmp_path, cluster, GuardConfig((SEARCH,), managed_namespaces=("shop",)), 120.0)
+    assert not bad.ok
+    assert "403" in bad.errors[0]
+
+
+def test_dry_run_gives_nothing_back(tmp_path: Path) -> None:
+    cluster = FakeCluster(web())
+    run(tmp_path, cluster, GuardConfig((BUDGET,)), 120.0)
+    writes = cluster.writes
+    report = run(tmp_path, cluster, GuardConfig((SEARCH,), managed_namespaces=("shop",),
+                 dry_run=True), 120.0)  # fmt: skip
+    assert cluster.writes == writes
+    assert [r.action.kind for r in report.unbudgeted] == [ActionKind.RESTORE]
+    assert any(a.summary.startswith("[dry-run] Budget removed") for a in report.alerts)
+
+
+# -- the loop: a budgets file that changes --------------------------------------------
+
+
+def test_loop_keeps_the_last_good_budgets_and_reports_a_bad_file(tmp_path: Path) -> None:
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text("budgets:\n  checkout: {limit: 100, namespaces: [shop]}\n")
+    cluster = FakeCluster(web(), web("api", 4))
+    errors: list[str] = []
+    seen: list[tuple[tuple[str, ...], frozenset[str]]] = []
+
+    def one(config: GuardConfig, sender: AlertSender, retired: Collection[str]) -> RunReport:
+        seen.append((tuple(b.domain for b in config.budgets), frozenset(retired)))
+        store = tmp_path / f"t{len(seen)}.db"
+        return run_once(config, lambda: store_with(store, 120.0), lambda: cluster, sender,
+                        NOW + timedelta(minutes=len(seen)), retired=retired)  # fmt: skip
+
+    loop = GuardLoop(BudgetsFile(budgets), one, errors.append)
+    try:
+        loop.run_once()
+        assert cluster.replicas("web") == 7
+        budgets.write_text("budgets:\n  checkout: {limit: 100, namespaces: [Shop]}\n")
+        report = loop.run_once()  # the last good budgets, still in force
+        assert report.ok
+        assert len(errors) == 1
+        assert "budgets.checkout.namespaces[0]: must be a namespace name" in errors[0]
+        assert "keeping the budgets read at" in errors[0]
+        loop.run_once()
+        assert len(errors) == 1  # reported once per bad version
+        # A good file: takes effect at the next run; "shop" is retired, and swept.
+        budgets.write_text("budgets:\n  search: {limit: 100, namespaces: [search]}\n")
+        loop.run_once()
+        assert (cluster.replicas("web"), cluster.replicas("api")) == (10, 4)
+        loop.run_once()
+    finally:
+        loop.close()
+    assert seen == [
+        (("checkout",), frozenset()),
+        (("checkout",), frozenset()),
+        (("checkout",), frozenset()),
+        (("search",), frozenset({"shop"})),
+        (("search",), frozenset()),  # forgotten once a run succeeded
+    ]

@@ -1,10 +1,11 @@
-"""What the guard's kube tests share: its ServiceAccount and Role from configs/guard/,
+"""What the guard's kube tests share: its ServiceAccount and Roles from configs/guard/,
 a Deployment body, and a totals store holding a given spend."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,27 @@ def guard_account_token(cluster: KubeCluster, admin: client.ApiClient) -> str:
 
 def bind_guard_role(admin: client.ApiClient, namespace: str) -> None:
     """The Role and RoleBinding of configs/guard/rbac.yaml, in `namespace`."""
+    _apply_roles(admin, "rbac.yaml", namespace)
+
+
+def bind_guard_namespace_role(admin: client.ApiClient) -> None:
+    """configs/guard/rbac-guard-namespace.yaml, as shipped (the guard's own namespace)."""
+    _apply_roles(admin, "rbac-guard-namespace.yaml", None)
+
+
+def _apply_roles(admin: client.ApiClient, file: str, namespace: str | None) -> None:
+    """The Roles and RoleBindings of configs/guard/`file`, in `namespace` (None: the
+    file's own; objects that exist already are left as they are)."""
     rbac = client.RbacAuthorizationV1Api(admin)
-    for document in yaml.safe_load_all((GUARD_CONFIGS / "rbac.yaml").read_text()):
-        document["metadata"]["namespace"] = namespace
-        if document["kind"] == "Role":
-            rbac.create_namespaced_role(namespace, document)
-        else:
-            rbac.create_namespaced_role_binding(namespace, document)
+    for document in yaml.safe_load_all((GUARD_CONFIGS / file).read_text()):
+        if namespace is not None:
+            document["metadata"]["namespace"] = namespace
+        create = (
+            rbac.create_namespaced_role
+            if document["kind"] == "Role"
+            else rbac.create_namespaced_role_binding
+        )
+        create_unless_exists(partial(create, document["metadata"]["namespace"], document))
 
 
 def deployment_body(

@@ -6,7 +6,7 @@ every test also proves that the RBAC it ships is enough, and the RBAC tests
 prove it is not more. The API server has no controller-manager: Deployments
 get no pods, but spec.replicas and deployments/scale behave as in a cluster.
 Spend comes from a real SQLite totals store; webhooks go to a real HTTP server
-on 127.0.0.1.
+on 127.0.0.1. The loop mode (a budgets file that changes) is in test_guard_loop.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,12 @@ from spancost.guard.policy import (
     DOMAIN_ANNOTATION,
     EXCLUDE_ANNOTATION,
     ORIGINAL_ANNOTATION,
+    RELEASED_AT_ANNOTATION,
     SCALED_ANNOTATION,
     SCALED_AT_ANNOTATION,
+    SCALED_GENERATION_ANNOTATION,
     Action,
+    format_time,
 )
 from spancost.guard.run import RunReport, run_once
 from spancost.store import SQLiteStore, TotalsStore
@@ -112,15 +116,28 @@ class Env:
         return dict(self.get(name).metadata.annotations or {})
 
     def set_replicas(self, name: str, replicas: int) -> None:
+        """A person's ``kubectl scale`` (the scale subresource, as the admin)."""
         self.apps.patch_namespaced_deployment_scale(
             name, self.namespace, {"spec": {"replicas": replicas}}
         )
+
+    def patch_metadata(self, name: str, **metadata: dict[str, str | None]) -> None:
+        """A person's ``kubectl label`` / ``kubectl annotate`` (as the admin)."""
+        self.apps.patch_namespaced_deployment(name, self.namespace, {"metadata": metadata})
 
     def events(self, name: str) -> list[str]:
         answer = client.CoreV1Api(self.admin).list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={name}"
         )
         return sorted(event.reason for event in answer.items)
+
+    def event_message(self, name: str, reason: str) -> str:
+        """The message of the one Event `reason` on Deployment `name`."""
+        answer = client.CoreV1Api(self.admin).list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name},reason={reason}"
+        )
+        [event] = answer.items
+        return str(event.message)
 
     def budget(self, **changes: Any) -> Budget:
         values: dict[str, Any] = {
@@ -210,7 +227,7 @@ def test_breach_scales_matching_deployments_only(env: Env, tmp_path: Path) -> No
 def test_minimum_replicas_is_a_floor(env: Env, tmp_path: Path) -> None:
     env.deployment("web", 10)
     env.deployment("api", 3)
-    guard(env, tmp_path, 150.0, budget=env.budget(min_replicas=4, scale_factor=0.3))
+    guard(env, tmp_path, 150.0, budget=env.budget(min_replicas=4, scale_factor=Fraction(3, 10)))
     assert (env.replicas("web"), env.replicas("api")) == (4, 3)
 
 
@@ -271,8 +288,131 @@ def test_someone_elses_change_while_scaled_down_stands(env: Env, tmp_path: Path)
     guard(env, tmp_path, 120.0, at=timedelta(minutes=5))
     assert env.replicas("web") == 12
     assert ORIGINAL_ANNOTATION not in env.annotations("web")
+    assert env.events("web") == ["BudgetReleased", "BudgetScaledDown"]
+    message = env.event_message("web", "BudgetReleased")
+    assert "replicas changed to 12 by someone else" in message
     guard(env, tmp_path, 10.0, at=timedelta(minutes=10))  # never "restored" to 10
     assert env.replicas("web") == 12
+
+
+def test_the_api_server_counts_generations_as_the_policy_assumes(env: Env) -> None:
+    """A Deployment's generation moves by one at each write that changes its spec or its
+    annotations, and not otherwise: the claim's own write (annotations) moves it to the
+    generation the claim records, the guard's scale write and a person's move it on."""
+    env.deployment("web", 10)
+    apps = client.AppsV1Api(env.guard_client)
+    created = env.get("web").metadata
+    start = created.generation
+
+    claim = {"metadata": {"resourceVersion": created.resource_version,
+                          "annotations": {ORIGINAL_ANNOTATION: "10"}}}  # fmt: skip
+    answer = apps.patch_namespaced_deployment("web", env.namespace, claim)
+    assert answer.metadata.generation == env.get("web").metadata.generation == start + 1
+    env.patch_metadata("web", labels={"team": "payments"})  # labels: not counted
+    assert env.get("web").metadata.generation == start + 1
+    same = {"metadata": {"annotations": {ORIGINAL_ANNOTATION: "10"}}}
+    apps.patch_namespaced_deployment("web", env.namespace, same)
+    assert env.get("web").metadata.generation == start + 1  # the same annotations: no change
+    apps.patch_namespaced_deployment_scale("web", env.namespace, {"spec": {"replicas": 7}})
+    assert env.get("web").metadata.generation == start + 2  # the scale subresource: counted
+    env.set_replicas("web", 7)
+    assert env.get("web").metadata.generation == start + 2  # the same count: no change
+    env.set_replicas("web", 10)
+    assert env.get("web").metadata.generation == start + 3  # a person's restore: counted
+    env.patch_metadata("web", annotations={ORIGINAL_ANNOTATION: None})
+    assert env.get("web").metadata.generation == start + 4
+
+
+def test_a_manual_restore_to_the_original_count_stands(env: Env, tmp_path: Path) -> None:
+    env.deployment("web", 10)
+    guard(env, tmp_path, 120.0)
+    assert env.replicas("web") == 7
+    claimed = env.annotations("web")
+    assert int(claimed[SCALED_GENERATION_ANNOTATION]) == env.get("web").metadata.generation - 1
+    env.set_replicas("web", 10)  # kubectl scale --replicas=10, during the breach
+    report = guard(env, tmp_path, 120.0, at=timedelta(minutes=5))
+    assert report.ok, report.to_json()
+    assert env.replicas("web") == 10
+    annotations = env.annotations("web")
+    assert not {ORIGINAL_ANNOTATION, SCALED_ANNOTATION, DOMAIN_ANNOTATION,
+                SCALED_GENERATION_ANNOTATION} & set(annotations)  # fmt: skip
+    assert annotations[RELEASED_AT_ANNOTATION] == format_time(env.now + timedelta(minutes=5))
+    message = env.event_message("web", "BudgetReleased")
+    assert "set back to the original 10 by someone else" in message
+    # The breach goes on: the person's count stands, a full cooldown after the release.
+    for minutes in (6, 20, 34):
+        guard(env, tmp_path, 130.0, at=timedelta(minutes=minutes))
+        assert env.replicas("web") == 10
+    assert env.events("web") == ["BudgetReleased", "BudgetScaledDown"]
+
+
+@pytest.mark.parametrize("how", ["label", "annotation"])
+def test_opting_out_while_held_gives_back_what_the_guard_took(
+    env: Env, tmp_path: Path, how: str
+) -> None:
+    env.deployment("web", 10)
+    env.deployment("api", 4)
+    guard(env, tmp_path, 120.0)
+    assert (env.replicas("web"), env.replicas("api")) == (7, 2)
+    opt_out = (
+        {"labels": {"criticality": "high"}}
+        if how == "label"
+        else {"annotations": {EXCLUDE_ANNOTATION: "true"}}
+    )
+    env.patch_metadata("web", **opt_out)
+    env.patch_metadata("api", **opt_out)
+    env.set_replicas("api", 3)  # and someone set api's count: that value stands
+    report = guard(env, tmp_path, 130.0, at=timedelta(minutes=5))  # the breach goes on
+    assert report.ok, report.to_json()
+    assert (env.replicas("web"), env.replicas("api")) == (10, 3)
+    for name in ("web", "api"):
+        assert ORIGINAL_ANNOTATION not in env.annotations(name)
+    message = env.event_message("web", "BudgetRestored")
+    what = "labelled criticality=high" if how == "label" else f"annotated {EXCLUDE_ANNOTATION}=true"
+    assert f"{what} while held: 7 -> 10 (the original), claim dropped" in message
+    assert env.events("api") == ["BudgetReleased", "BudgetScaledDown"]
+    # Opted out: never taken again.
+    guard(env, tmp_path, 130.0, at=timedelta(hours=2))
+    assert (env.replicas("web"), env.replicas("api")) == (10, 3)
+
+
+def test_a_removed_budget_gives_back_what_it_held(
+    env: Env, tmp_path: Path, kube_cluster: Any, guard_token: str
+) -> None:
+    """With ``spancost guard --once``: the budgets file names where to look."""
+    third = f"third-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(env.admin).create_namespace({"metadata": {"name": third}})
+    bind_guard_role(env.admin, third)
+    env.deployment("web", 10)
+    env.deployment("api", 4)
+    budgets = tmp_path / "budgets.yaml"
+    store_with(tmp_path / "t.db", datetime.now(UTC), checkout=120.0).close()
+    kubeconfig = kube_cluster.kubeconfig(guard_token, tmp_path / "kubeconfig")
+
+    def once(document: dict[str, Any]) -> None:
+        budgets.write_text(yaml.safe_dump(document))
+        result = CliRunner().invoke(
+            cli,
+            ["guard", "--once", "--budgets", str(budgets), "--kubeconfig", str(kubeconfig),
+             "--database-url", f"sqlite:///{tmp_path / 't.db'}"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+
+    once({"budgets": {"checkout": {"limit": 100, "namespaces": [env.namespace]}}})
+    assert (env.replicas("web"), env.replicas("api")) == (7, 2)
+    env.set_replicas("api", 3)
+    # The checkout budget is gone, and nothing names its namespace: not found.
+    search = {"search": {"limit": 100, "namespaces": [third]}}
+    once({"budgets": search})
+    assert (env.replicas("web"), env.replicas("api")) == (7, 3)
+    # managed_namespaces names it: what the guard held there is given back.
+    once({"budgets": search, "managed_namespaces": [env.namespace]})
+    assert (env.replicas("web"), env.replicas("api")) == (10, 3)
+    for name in ("web", "api"):
+        assert ORIGINAL_ANNOTATION not in env.annotations(name)
+    message = env.event_message("web", "BudgetRestored")
+    assert f"no budget of domain 'checkout' covers namespace {env.namespace} any more" in message
+    assert env.events("api") == ["BudgetReleased", "BudgetScaledDown"]
 
 
 def test_concurrent_change_between_read_and_write_is_reread(env: Env, tmp_path: Path) -> None:
@@ -305,11 +445,26 @@ def test_interrupted_scale_down_converges(env: Env, tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit):
         guard(env, tmp_path, 120.0, cluster=Dying(env.guard_client))
-    assert env.replicas("web") == 10
+    state = env.get("web")
+    assert state.spec.replicas == 10
+    assert state.metadata.annotations[ORIGINAL_ANNOTATION] == "10"
+    # The claim records the generation its own write gave the Deployment.
+    assert int(state.metadata.annotations[SCALED_GENERATION_ANNOTATION]) == (
+        state.metadata.generation
+    )
+    report = guard(env, tmp_path, 120.0, at=timedelta(minutes=1))  # within the cooldown
+    assert report.ok, report.to_json()
+    assert env.replicas("web") == 7  # completed
     assert env.annotations("web")[ORIGINAL_ANNOTATION] == "10"
-    guard(env, tmp_path, 120.0, at=timedelta(minutes=1))  # completes, within the cooldown
-    assert env.replicas("web") == 7
-    assert env.annotations("web")[ORIGINAL_ANNOTATION] == "10"
+    assert env.events("web") == ["BudgetScaledDown"]
+    assert "completing an interrupted scale-down" in env.event_message("web", "BudgetScaledDown")
+    # Or recovered meanwhile: an interrupted claim is only removed.
+    env.deployment("batch", 6)
+    with pytest.raises(SystemExit):
+        guard(env, tmp_path, 120.0, at=timedelta(minutes=2), cluster=Dying(env.guard_client))
+    guard(env, tmp_path, 10.0, at=timedelta(minutes=3))
+    assert env.replicas("batch") == 6
+    assert ORIGINAL_ANNOTATION not in env.annotations("batch")
 
 
 def test_dry_run_changes_nothing(env: Env, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 
     currency: {rates: {EUR: 0.92}}          # optional FX table (spancost.pricing.fx)
     exclude_environments: [ci, staging]     # optional; default NON_PRODUCTION_ENVIRONMENTS
+    managed_namespaces: [shop, legacy]      # optional; where to find what a removed budget held
     defaults: {cooldown: 1h}                # optional; any budget key but limit
     alerts:
       webhooks:
@@ -17,6 +18,9 @@
 
 Every error is a `ConfigError` naming the key, e.g.
 ``config.budgets.checkout.scale_factor: must be a number above 0 and below 1, got 1.5``.
+
+`BudgetsFile` is the file under a running loop: re-read when its content changes,
+the last good version kept when a new one is bad.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -45,13 +50,14 @@ __all__ = [
     "DEFAULT_WARN_RATIO",
     "NON_PRODUCTION_ENVIRONMENTS",
     "Budget",
+    "BudgetsFile",
     "GuardConfig",
     "WebhookConfig",
     "load_budgets",
     "parse_budgets",
 ]
 
-DEFAULT_SCALE_FACTOR: Final = 0.7
+DEFAULT_SCALE_FACTOR: Final = Fraction(7, 10)
 DEFAULT_MIN_REPLICAS: Final = 1
 DEFAULT_WARN_RATIO: Final = 0.8
 DEFAULT_RESTORE_RATIO: Final = 0.9
@@ -93,7 +99,15 @@ _BUDGET_KEYS: Final = (
     "dry_run",
 )
 _DEFAULT_KEYS: Final = tuple(key for key in _BUDGET_KEYS if key != "limit")
-_TOP_KEYS: Final = ("budgets", "defaults", "currency", "exclude_environments", "alerts", "dry_run")
+_TOP_KEYS: Final = (
+    "budgets",
+    "defaults",
+    "currency",
+    "exclude_environments",
+    "managed_namespaces",
+    "alerts",
+    "dry_run",
+)
 # RFC 1123 label: what a namespace name must be.
 _NAMESPACE_RE: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # A label value (also the domain in the default selector ``domain=<domain>``).
@@ -120,7 +134,8 @@ class Budget:
     namespaces: tuple[str, ...]
     selector: str
     """A Kubernetes label selector for the domain's Deployments."""
-    scale_factor: float = DEFAULT_SCALE_FACTOR
+    scale_factor: Fraction = DEFAULT_SCALE_FACTOR
+    """Exact: the decimal the file gives (0.7 is 7/10, not the binary float next to it)."""
     min_replicas: int = DEFAULT_MIN_REPLICAS
     warn_ratio: float = DEFAULT_WARN_RATIO
     restore_ratio: float = DEFAULT_RESTORE_RATIO
@@ -154,21 +169,74 @@ class GuardConfig:
     exclude_environments: frozenset[str] = frozenset(NON_PRODUCTION_ENVIRONMENTS)
     webhooks: tuple[WebhookConfig, ...] = ()
     dry_run: bool = False
+    managed_namespaces: tuple[str, ...] = ()
+    """Where the guard also looks for Deployments it holds for a domain no budget covers
+    (a budget removed, or a namespace removed from it): the file's ``managed_namespaces``."""
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace the guard reads: the budgets' and the managed ones, sorted."""
+        named = {namespace for budget in self.budgets for namespace in budget.namespaces}
+        return tuple(sorted(named | set(self.managed_namespaces)))
 
 
 def load_budgets(path: Path, environ: Mapping[str, str] | None = None) -> GuardConfig:
     """Read and validate the budgets file at `path` (`ConfigError` naming the key)."""
+    return _parse_file(path, _read(path), environ)
+
+
+def _read(path: Path) -> bytes:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(
             "", f"cannot read the budgets file {path}: {exc.strerror or exc}"
         ) from exc
+
+
+def _parse_file(path: Path, content: bytes, environ: Mapping[str, str] | None) -> GuardConfig:
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        document = yaml.safe_load(content.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError("", f"the budgets file {path} is not valid YAML: {exc}") from exc
     return parse_budgets(document, environ)
+
+
+class BudgetsFile:
+    """The budgets file of a running loop, re-read when its content changes.
+
+    A ConfigMap volume updates by swapping a symlink to a new directory, which
+    leaves the mtime of the path the guard opens meaningless; so every `reload`
+    reads the file (a few hundred bytes) and compares the bytes.
+    """
+
+    def __init__(self, path: Path, environ: Mapping[str, str] | None = None) -> None:
+        """Read the file now (`ConfigError` if it is bad: there is no last good one yet)."""
+        self.path = path
+        self._environ = environ
+        content = _read(path)
+        self.config = _parse_file(path, content, environ)
+        self._seen: bytes | None = content
+        """What the file held at the last look (None: it could not be read)."""
+
+    def reload(self) -> GuardConfig | None:
+        """The new config when the file changed to a valid one; None when it did not change.
+
+        A change to a bad file raises `ConfigError` once (the same bad content again is
+        "no change"); `config` keeps the last good one meanwhile.
+        """
+        try:
+            content = _read(self.path)
+        except ConfigError:
+            changed, self._seen = self._seen is not None, None
+            if changed:
+                raise
+            return None
+        if content == self._seen:
+            return None
+        self._seen = content
+        self.config = _parse_file(self.path, content, self._environ)
+        return self.config
 
 
 def parse_budgets(document: object, environ: Mapping[str, str] | None = None) -> GuardConfig:
@@ -185,12 +253,14 @@ def parse_budgets(document: object, environ: Mapping[str, str] | None = None) ->
     budgets = tuple(
         _budget(domain, section, defaults, fx) for domain, section in budgets_section.sections()
     )
+    managed = _namespace_list(top, "managed_namespaces") if "managed_namespaces" in top else ()
     return GuardConfig(
         budgets=budgets,
         fx=fx,
         exclude_environments=_environments(top),
         webhooks=_webhooks(top.get_section("alerts", {}), env),
         dry_run=top.get_bool("dry_run", False),
+        managed_namespaces=managed,
     )
 
 
@@ -217,10 +287,11 @@ def _budget(domain: str, section: ConfigSection, defaults: ConfigSection, fx: Fx
     selector = _selector(domain, section, *pick("selector"))
 
     where, _ = pick("scale_factor")
-    scale_factor = _number(where, "scale_factor", DEFAULT_SCALE_FACTOR)
+    scale_factor = _fraction(where, "scale_factor", DEFAULT_SCALE_FACTOR)
     if not 0 < scale_factor < 1:
         raise ConfigError(
-            where.key("scale_factor"), f"must be a number above 0 and below 1, got {scale_factor!r}"
+            where.key("scale_factor"),
+            f"must be a number above 0 and below 1, got {where.get_raw('scale_factor')!r}",
         )
     where, _ = pick("warn_ratio")
     warn_ratio = _number(where, "warn_ratio", DEFAULT_WARN_RATIO)
@@ -264,13 +335,18 @@ def _budget(domain: str, section: ConfigSection, defaults: ConfigSection, fx: Fx
 def _namespaces(section: ConfigSection, where: ConfigSection, present: bool) -> tuple[str, ...]:
     if not present:
         raise ConfigError(section.key("namespaces"), "is required (the namespaces to act in)")
-    namespaces = where.get_str_list("namespaces")
+    namespaces = _namespace_list(where, "namespaces")
     if not namespaces:
         raise ConfigError(where.key("namespaces"), "must list at least one namespace")
+    return namespaces
+
+
+def _namespace_list(where: ConfigSection, name: str) -> tuple[str, ...]:
+    namespaces = where.get_str_list(name)
     for index, namespace in enumerate(namespaces):
         if not _NAMESPACE_RE.fullmatch(namespace):
             raise ConfigError(
-                join_index(where.key("namespaces"), index),
+                join_index(where.key(name), index),
                 f"must be a namespace name (RFC 1123 label), got {namespace!r}",
             )
     return tuple(dict.fromkeys(namespaces))
@@ -295,6 +371,19 @@ def _number(section: ConfigSection, name: str, default: Any = MISSING) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(section.key(name), f"must be a number, got {describe_type(value)}")
     return float(value)
+
+
+def _fraction(section: ConfigSection, name: str, default: Fraction) -> Fraction:
+    """The number as the file writes it, exactly.
+
+    YAML hands over a binary float (0.7 is 0.6999999999999999555910790149937...);
+    its repr is the shortest decimal that reads back as that float, which is the
+    decimal the file wrote (for up to 15 significant digits).
+    """
+    if name not in section:
+        return default
+    value = _number(section, name)
+    return Fraction(repr(value))
 
 
 def _integer(section: ConfigSection, name: str, default: int) -> int:

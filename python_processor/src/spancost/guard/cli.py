@@ -4,17 +4,23 @@ Exit codes with ``--once``: 0 when the run did its job (a breach that was acted 
 included), 1 when the totals store or the Kubernetes API could not be used or a
 write failed, 2 for a bad flag or budgets file. The loop (no ``--once``) runs
 until SIGTERM/SIGINT and exits 0; a run that fails is logged, alerted and retried
-at the next interval.
+at the next interval; the budgets file is read again before each run, and a bad
+version is reported (log, alert, an Event on the Pod named by POD_NAME and
+POD_NAMESPACE) while the last good one stays in force (`spancost.guard.loop`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +28,13 @@ from spancost.cliopts import database_url_option, log_level_option
 from spancost.errors import SpancostError
 from spancost.log import configure_logging
 from spancost.pricing.aws_products import parse_duration
+
+if TYPE_CHECKING:
+    from spancost.guard.alerts import AlertSender
+    from spancost.guard.budgets import BudgetsFile, GuardConfig
+    from spancost.guard.kube import KubeCluster
+    from spancost.guard.loop import Run
+    from spancost.guard.run import RunReport
 
 __all__ = ["guard"]
 
@@ -85,19 +98,18 @@ def guard(
     configure_logging(log_level)
     # Imported here: the other commands should not pay for the kubernetes client.
     from spancost.guard.alerts import AlertSender  # noqa: PLC0415
-    from spancost.guard.budgets import load_budgets  # noqa: PLC0415
+    from spancost.guard.budgets import BudgetsFile  # noqa: PLC0415
     from spancost.guard.kube import KubeCluster, load_api_client  # noqa: PLC0415
-    from spancost.guard.run import RunReport, run_forever, run_once  # noqa: PLC0415
+    from spancost.guard.run import run_once  # noqa: PLC0415
     from spancost.store.open import describe_url, open_store  # noqa: PLC0415
 
     try:
-        config = load_budgets(budgets_path)
+        budgets = BudgetsFile(budgets_path)
         seconds = parse_duration(interval, "--interval")
         store_description = describe_url(database_url)
     except SpancostError as exc:  # ConfigError, or a database URL that is not understood
         raise _UsageError(str(exc)) from exc
-    config.fx.refresh_now()
-    sender = AlertSender(config.webhooks)
+    config = budgets.config
     logger.info(
         "spancost guard: %d budget(s) from %s, store %s, %s%s",
         len(config.budgets),
@@ -110,24 +122,61 @@ def guard(
     def connect() -> KubeCluster:
         return KubeCluster(load_api_client(kubeconfig, context))
 
-    def one_run() -> RunReport:
+    def run(current: GuardConfig, sender: AlertSender, retired: Collection[str]) -> RunReport:
         report = run_once(
-            config, lambda: open_store(database_url), connect, sender, dry_run=dry_run
+            current,
+            lambda: open_store(database_url),
+            connect,
+            sender,
+            dry_run=dry_run,
+            retired=retired,
         )
         if output == "json":
             click.echo(json.dumps(report.to_json(), sort_keys=True))
         return report
 
-    try:
-        if once:
-            report = one_run()
-            if not report.ok:
-                raise click.ClickException(
-                    "; ".join(report.errors)
-                    or "some Deployments could not be changed (see the log)"
-                )
+    if once:
+        config.fx.refresh_now()
+        sender = AlertSender(config.webhooks)
+        try:
+            report = run(config, sender, ())
+        finally:
+            config.fx.close()
+            sender.close()
+        if not report.ok:
+            raise click.ClickException(
+                "; ".join(report.errors) or "some Deployments could not be changed (see the log)"
+            )
+        return
+
+    _loop(budgets, run, connect, seconds)
+
+
+def _loop(
+    budgets: BudgetsFile,
+    run: Run,
+    connect: Callable[[], KubeCluster],
+    seconds: float,
+) -> None:
+    """Runs every `seconds` until SIGTERM or SIGINT; a bad budgets file becomes an Event
+    on the guard's own Pod (POD_NAME, POD_NAMESPACE, POD_UID from the downward API)."""
+    from spancost.guard.kube import KubeError, PodRef  # noqa: PLC0415
+    from spancost.guard.loop import GuardLoop  # noqa: PLC0415
+    from spancost.guard.run import run_forever  # noqa: PLC0415
+
+    pod = PodRef.from_environ(os.environ)
+
+    def report_error(message: str) -> None:
+        if pod is None:
+            logger.warning("POD_NAME or POD_NAMESPACE not set: no Event for the bad budgets file")
             return
-        config.fx.start()
+        try:
+            connect().record_pod_event(pod, "BudgetsFileInvalid", message, datetime.now(UTC))
+        except KubeError as exc:
+            logger.error("cannot record an Event on pod %s/%s: %s", pod.namespace, pod.name, exc)
+
+    loop = GuardLoop(budgets, run, report_error)
+    try:
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -136,7 +185,6 @@ def guard(
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        run_forever(one_run, seconds, stop)
+        run_forever(loop.run_once, seconds, stop)
     finally:
-        config.fx.close()
-        sender.close()
+        loop.close()

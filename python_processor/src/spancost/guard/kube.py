@@ -13,6 +13,9 @@ Writes, in the order `spancost.guard.policy` relies on:
 
 The scale subresource does not carry annotations (the API server keeps only
 ``spec.replicas`` of a Scale), hence the separate patch of the Deployment.
+
+Events go on the Deployments the guard changes, and (`record_pod_event`) on the
+guard's own Pod for what concerns the guard itself (a bad budgets file).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -31,13 +35,20 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from spancost.errors import SpancostError
-from spancost.guard.policy import Action, ActionKind, DeploymentState, format_time
+from spancost.guard.policy import (
+    SCALED_GENERATION_ANNOTATION,
+    Action,
+    ActionKind,
+    DeploymentState,
+    format_time,
+)
 
 __all__ = [
     "ConflictError",
     "KubeCluster",
     "KubeError",
     "KubeUnavailableError",
+    "PodRef",
     "load_api_client",
 ]
 
@@ -51,6 +62,23 @@ _EVENT_REASONS: Final = {
     ActionKind.RESTORE: ("BudgetRestored", "Normal"),
     ActionKind.RELEASE: ("BudgetReleased", "Normal"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """The guard's own Pod (from the downward API: POD_NAME, POD_NAMESPACE, POD_UID)."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> PodRef | None:
+        """The Pod the environment names, or None outside a Pod (or without the variables)."""
+        name, namespace = environ.get("POD_NAME", ""), environ.get("POD_NAMESPACE", "")
+        if not name or not namespace:
+            return None
+        return cls(namespace, name, environ.get("POD_UID", ""))
 
 
 class KubeError(SpancostError):
@@ -156,18 +184,33 @@ class KubeCluster:
     def record_event(self, action: Action, deployment: DeploymentState, now: datetime) -> None:
         """A Kubernetes Event on the Deployment about `action` (best effort: logged if refused)."""
         reason, kind = _EVENT_REASONS[action.kind]
+        involved = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": action.name,
+            "namespace": action.namespace,
+            "uid": deployment.uid,
+        }
+        message = f"spancost budget guard (domain {action.domain}): {action.reason}"
+        self._event(involved, reason, kind, message, now)
+
+    def record_pod_event(self, pod: PodRef, reason: str, message: str, now: datetime) -> None:
+        """A Warning Event on the guard's own Pod (best effort: logged if refused)."""
+        involved = {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": pod.namespace}
+        if pod.uid:
+            involved["uid"] = pod.uid
+        self._event(involved, reason, "Warning", f"spancost budget guard: {message}", now)
+
+    def _event(
+        self, involved: Mapping[str, str], reason: str, kind: str, message: str, now: datetime
+    ) -> None:
+        name, namespace = involved["name"], involved["namespace"]
         stamp = format_time(now)
         body = {
-            "metadata": {"generateName": f"{action.name}.", "namespace": action.namespace},
-            "involvedObject": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": action.name,
-                "namespace": action.namespace,
-                "uid": deployment.uid,
-            },
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": dict(involved),
             "reason": reason,
-            "message": f"spancost budget guard (domain {action.domain}): {action.reason}"[:1024],
+            "message": message[:1024],
             "type": kind,
             "source": {"component": EVENT_COMPONENT},
             "reportingComponent": "spancost.io/guard",
@@ -176,18 +219,19 @@ class KubeCluster:
             "lastTimestamp": stamp,
             "count": 1,
         }
+        where = f"{involved['kind']} {namespace}/{name}"
         try:
             self._call(
-                f"create event for {action.ref}",
+                f"create event for {where}",
                 self._core.create_namespaced_event,
-                action.namespace,
+                namespace,
                 body,
                 _request_timeout=self._timeout,
             )
         except KubeUnavailableError:
             raise
         except KubeError as exc:
-            logger.warning("event for %s not recorded: %s", action.ref, exc)
+            logger.warning("event for %s not recorded: %s", where, exc)
 
     def _annotate(self, action: Action, resource_version: str) -> str:
         body = {
@@ -205,6 +249,17 @@ class KubeCluster:
             _content_type=MERGE_PATCH,
             _request_timeout=self._timeout,
         )
+        recorded = action.annotations.get(SCALED_GENERATION_ANNOTATION)
+        if recorded is not None and str(answer.metadata.generation) != recorded:
+            # Harmless (an interrupted scale-down would be released, not completed),
+            # but it means the API server counts generations differently than the
+            # policy assumes.
+            logger.warning(
+                "deployment %s: generation %s after the claim, not the %s it records",
+                action.ref,
+                answer.metadata.generation,
+                recorded,
+            )
         return str(answer.metadata.resource_version)
 
     def _scale(self, action: Action, replicas: int, resource_version: str) -> str:
@@ -259,5 +314,6 @@ def _state(item: Any, *, selected: bool) -> DeploymentState:
         annotations=dict(metadata.annotations or {}),
         resource_version=str(metadata.resource_version),
         uid=str(metadata.uid or ""),
+        generation=int(metadata.generation or 0),
         selected=selected,
     )

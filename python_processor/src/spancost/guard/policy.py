@@ -7,30 +7,45 @@ A domain's rolling 24 h spend against its budget gives a level (`assess`):
 
 - **scale down** (breach): a Deployment the selector matched, not labelled
   ``criticality=high``, not annotated ``spancost.io/exclude: "true"``, goes to
-  ``max(min_replicas, floor(original x scale_factor))`` (never up). The
-  original replica count is kept in ``spancost.io/original-replicas`` and the
-  target is always computed from it, so repeated breaches never compound.
-  Not within ``cooldown`` of the Deployment's last scale-down
-  (``spancost.io/scaled-at``, kept after a restore).
-- **restore** (recovered): a Deployment carrying this domain's annotations goes
-  back to its original count and the annotations are removed.
-- **release**: a Deployment the guard scaled whose replicas someone else changed
-  (neither the original nor the guard's count): the new value stands, the guard
-  drops its claim and will not restore it.
+  ``max(min_replicas, floor(original x scale_factor))`` (never up), in exact
+  arithmetic. The original replica count is kept in
+  ``spancost.io/original-replicas`` and the target is always computed from it,
+  so repeated breaches never compound. Not within ``cooldown`` of the
+  Deployment's last scale-down (``spancost.io/scaled-at``) or of its release
+  to someone else (``spancost.io/released-at``), both kept after the claim.
+- **restore** (recovered): a Deployment carrying this domain's claim goes back
+  to its original count and the claim is removed. The same, whatever the
+  spend, for a Deployment labelled ``criticality=high`` or annotated
+  ``spancost.io/exclude: "true"`` after the guard took it (`plan`), and for one
+  held for a domain that no budget covers any more (`plan_unbudgeted`).
+- **release**: a Deployment the guard holds whose replicas someone else set:
+  the value stands, the guard drops its claim and will not restore it.
 - **skip**, with the reason, for everything else.
 
+Who set the replicas of a held Deployment (`_set_by_someone_else`): the guard's
+count is the guard's; any other count is someone else's; the *original* count
+is an interrupted scale-down of the guard's only while ``metadata.generation``
+is still the one the claim recorded (``spancost.io/scaled-generation``). The API
+server adds one to a Deployment's generation at every write that changes its
+spec or its annotations (tests/kube/test_guard.py checks it), so the claim's own
+write gives the generation the scale-down records, the guard's scale write
+moves past it, and so does a person's (``kubectl scale``, an edit, a rollout).
+A claim without a generation (written by an older guard) at the original count
+is taken for a person's restore: the guard never overrules a person.
+
 The writes are ordered so that a guard that dies half-way converges on its next
-run instead of compounding: a scale-down writes the annotations first, then the
-replicas (a Deployment annotated but still at its original count is an
-*interrupted* scale-down, completed on the next breach even within the cooldown,
-and simply cleaned up on recovery); a restore writes the replicas first, then
-removes the annotations.
+run instead of compounding: a scale-down writes the claim first, then the
+replicas (a Deployment claimed but still at its original count and recorded
+generation is an *interrupted* scale-down, completed on the next breach even
+within the cooldown, and simply cleaned up on recovery); a restore writes the
+replicas first, then removes the claim (dying in between leaves the original
+count at a newer generation: released on the next run, the same end state).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,8 +60,10 @@ __all__ = [
     "DOMAIN_ANNOTATION",
     "EXCLUDE_ANNOTATION",
     "ORIGINAL_ANNOTATION",
+    "RELEASED_AT_ANNOTATION",
     "SCALED_ANNOTATION",
     "SCALED_AT_ANNOTATION",
+    "SCALED_GENERATION_ANNOTATION",
     "Action",
     "ActionKind",
     "Alert",
@@ -60,7 +77,9 @@ __all__ = [
     "failure_alert",
     "format_time",
     "plan",
+    "plan_unbudgeted",
     "target_replicas",
+    "unbudgeted_alerts",
 ]
 
 ANNOTATION_PREFIX: Final = "spancost.io/"
@@ -68,6 +87,8 @@ EXCLUDE_ANNOTATION: Final = "spancost.io/exclude"
 ORIGINAL_ANNOTATION: Final = "spancost.io/original-replicas"
 SCALED_ANNOTATION: Final = "spancost.io/scaled-replicas"
 SCALED_AT_ANNOTATION: Final = "spancost.io/scaled-at"
+SCALED_GENERATION_ANNOTATION: Final = "spancost.io/scaled-generation"
+RELEASED_AT_ANNOTATION: Final = "spancost.io/released-at"
 DOMAIN_ANNOTATION: Final = "spancost.io/budget-domain"
 CRITICALITY_LABEL: Final = "criticality"
 CRITICAL_VALUE: Final = "high"
@@ -75,6 +96,9 @@ DEDUP_PREFIX: Final = "spancost-guard/"
 
 _CLAIM: Final = (ORIGINAL_ANNOTATION, SCALED_ANNOTATION, DOMAIN_ANNOTATION)
 """The annotations that say "the guard holds this Deployment"; scaled-at outlives them."""
+_DROP_CLAIM: Final[Mapping[str, str | None]] = dict.fromkeys(
+    (*_CLAIM, SCALED_GENERATION_ANNOTATION)
+)
 
 
 class Level(StrEnum):
@@ -129,6 +153,8 @@ class DeploymentState:
     annotations: Mapping[str, str] = field(default_factory=dict)
     resource_version: str = ""
     uid: str = ""
+    generation: int = 0
+    """``metadata.generation``: one more at every change of the spec or the annotations."""
     selected: bool = True
     """The budget's label selector matched it (False: found only by the guard's annotations)."""
 
@@ -170,7 +196,10 @@ class Action:
 
 
 def target_replicas(original: int, budget: Budget) -> int:
-    """``max(min_replicas, floor(original x scale_factor))``, never above `original`."""
+    """``max(min_replicas, floor(original x scale_factor))``, never above `original`.
+
+    Exact: the factor is a `Fraction` (a float would make floor(90 x 0.7) 62).
+    """
     return min(original, max(budget.min_replicas, math.floor(original * budget.scale_factor)))
 
 
@@ -192,32 +221,76 @@ class _Claim:
     original: int
     scaled: int
     domain: str
+    generation: int | None
+    """The Deployment's generation right after the claim was written (None: an older guard's)."""
 
 
 def _claim(annotations: Mapping[str, str]) -> _Claim | str | None:
     """The guard's claim on a Deployment, an error message if it is unreadable, or None."""
     if not any(name in annotations for name in _CLAIM):
         return None
+    generation = annotations.get(SCALED_GENERATION_ANNOTATION)
     try:
         original = int(annotations[ORIGINAL_ANNOTATION])
         scaled = int(annotations[SCALED_ANNOTATION])
         domain = annotations[DOMAIN_ANNOTATION]
+        claimed_at = None if generation is None else int(generation)
     except (KeyError, ValueError):
-        values = {name: annotations.get(name) for name in _CLAIM}
+        values = {name: annotations.get(name) for name in (*_CLAIM, SCALED_GENERATION_ANNOTATION)}
         return f"unreadable guard annotations {values}; fix or remove them by hand"
     if original < 0 or scaled < 0:
         return f"negative replica counts in the guard annotations ({original}, {scaled})"
-    return _Claim(original, scaled, domain)
+    return _Claim(original, scaled, domain, claimed_at)
 
 
-def _in_cooldown(annotations: Mapping[str, str], budget: Budget, now: datetime) -> datetime | None:
-    """When the cooldown of the last scale-down ends, if it has not yet."""
-    text = annotations.get(SCALED_AT_ANNOTATION)
-    scaled_at = _parse_time(text) if text else None
-    if scaled_at is None:
-        return None
-    ends = scaled_at + budget.cooldown
-    return ends if now < ends else None
+def _set_by_someone_else(deployment: DeploymentState, claim: _Claim) -> str:
+    """Why the replicas of a held Deployment are someone else's choice, or "" if they are
+    the guard's (its count, or the original of a scale-down whose scale write never came)."""
+    replicas = deployment.replicas
+    if replicas == claim.scaled:
+        return ""
+    if replicas != claim.original:
+        return (
+            f"replicas changed to {replicas} by someone else (guard set {claim.scaled}, "
+            f"original {claim.original})"
+        )
+    if claim.generation is None:
+        return (
+            f"replicas back at the original {replicas} and the claim records no generation "
+            "(an older guard's): taken for a restore by someone else"
+        )
+    if deployment.generation != claim.generation:
+        return (
+            f"replicas set back to the original {replicas} by someone else (generation "
+            f"{deployment.generation}, the guard's claim was written at {claim.generation})"
+        )
+    return ""
+
+
+def _opted_out(deployment: DeploymentState) -> str:
+    """Why the guard may not hold `deployment` (critical, excluded), or ""."""
+    if deployment.labels.get(CRITICALITY_LABEL) == CRITICAL_VALUE:
+        return f"labelled {CRITICALITY_LABEL}={CRITICAL_VALUE}"
+    if deployment.annotations.get(EXCLUDE_ANNOTATION, "").strip().lower() == "true":
+        return f"annotated {EXCLUDE_ANNOTATION}=true"
+    return ""
+
+
+def _in_cooldown(annotations: Mapping[str, str], budget: Budget, now: datetime) -> str:
+    """Until when and why no scale-down may happen (the cooldown has not ended), or ""."""
+    ends: list[tuple[datetime, str]] = []
+    for name, what in (
+        (SCALED_AT_ANNOTATION, "last scale-down"),
+        (RELEASED_AT_ANNOTATION, "released to someone else's replicas"),
+    ):
+        text = annotations.get(name)
+        moment = _parse_time(text) if text else None
+        if moment is not None and now < moment + budget.cooldown:
+            ends.append((moment + budget.cooldown, what))
+    if not ends:
+        return ""
+    until, what = max(ends)
+    return f"in cooldown until {format_time(until)} ({what})"
 
 
 def plan(  # noqa: PLR0911 - one return per rule, in the order the rules apply
@@ -225,7 +298,7 @@ def plan(  # noqa: PLR0911 - one return per rule, in the order the rules apply
 ) -> Action:
     """The one thing to do to `deployment` at `now` (see the module docstring)."""
     replicas = deployment.replicas
-    action = partial(_action, budget, deployment)
+    action = partial(_action, budget.domain, deployment)
     claim = _claim(deployment.annotations)
     if isinstance(claim, str):
         return action(ActionKind.SKIP, claim)
@@ -238,28 +311,20 @@ def plan(  # noqa: PLR0911 - one return per rule, in the order the rules apply
         return action(ActionKind.SKIP, "not selected")
     if assessment.level is not Level.BREACH:
         return action(ActionKind.SKIP, f"within budget ({assessment.level})")
-    if deployment.labels.get(CRITICALITY_LABEL) == CRITICAL_VALUE:
-        return action(ActionKind.SKIP, f"labelled {CRITICALITY_LABEL}={CRITICAL_VALUE}")
-    if deployment.annotations.get(EXCLUDE_ANNOTATION, "").strip().lower() == "true":
-        return action(ActionKind.SKIP, f"annotated {EXCLUDE_ANNOTATION}=true")
+    opted_out = _opted_out(deployment)
+    if opted_out:
+        return action(ActionKind.SKIP, opted_out)
     target = target_replicas(replicas, budget)
     if target >= replicas:
         return action(ActionKind.SKIP, f"already at or below the minimum ({budget.min_replicas})")
-    cooldown_ends = _in_cooldown(deployment.annotations, budget, now)
-    if cooldown_ends is not None:
-        return action(
-            ActionKind.SKIP, f"in cooldown until {format_time(cooldown_ends)} (last scale-down)"
-        )
+    cooldown = _in_cooldown(deployment.annotations, budget, now)
+    if cooldown:
+        return action(ActionKind.SKIP, cooldown)
     return action(
         ActionKind.SCALE_DOWN,
         f"budget breached ({assessment.ratio:.0%}): {replicas} -> {target}",
         target=target,
-        annotations={
-            ORIGINAL_ANNOTATION: str(replicas),
-            SCALED_ANNOTATION: str(target),
-            DOMAIN_ANNOTATION: budget.domain,
-            SCALED_AT_ANNOTATION: format_time(now),
-        },
+        annotations=_claim_annotations(budget, deployment, replicas, target, now),
     )
 
 
@@ -272,22 +337,15 @@ def _plan_held(  # noqa: PLR0911 - one return per rule, in the order the rules a
 ) -> Action:
     """A Deployment that carries this domain's claim."""
     replicas = deployment.replicas
-    action = partial(_action, budget, deployment)
-    drop_claim: dict[str, str | None] = dict.fromkeys(_CLAIM)
-    if replicas not in (claim.original, claim.scaled):
-        return action(
-            ActionKind.RELEASE,
-            f"replicas changed to {replicas} by someone else (guard set {claim.scaled}, "
-            f"original {claim.original}): the new value stands",
-            annotations=drop_claim,
-        )
+    action = partial(_action, budget.domain, deployment)
+    someone_else = _set_by_someone_else(deployment, claim)
+    if someone_else:
+        return _release(budget.domain, deployment, someone_else, now)
+    opted_out = _opted_out(deployment)
+    if opted_out:
+        return _give_back(budget.domain, deployment, claim, f"{opted_out} while held")
     if assessment.recovered:
-        return action(
-            ActionKind.RESTORE,
-            f"spend back to {assessment.ratio:.0%}: {replicas} -> {claim.original}",
-            target=claim.original if replicas != claim.original else None,
-            annotations=drop_claim,
-        )
+        return _give_back(budget.domain, deployment, claim, f"spend back to {assessment.ratio:.0%}")
     if assessment.level is not Level.BREACH:
         return action(
             ActionKind.SKIP,
@@ -299,35 +357,91 @@ def _plan_held(  # noqa: PLR0911 - one return per rule, in the order the rules a
         return action(ActionKind.SKIP, f"holding at {target} (original {claim.original})")
     if target >= claim.original:
         # The budget changed so that nothing needs taking any more.
-        return action(
-            ActionKind.RESTORE,
+        return _give_back(
+            budget.domain,
+            deployment,
+            claim,
             f"target for original {claim.original} is now {target}: nothing to hold",
-            target=claim.original if replicas != claim.original else None,
-            annotations=drop_claim,
         )
-    interrupted = replicas == claim.original
-    cooldown_ends = _in_cooldown(deployment.annotations, budget, now)
-    if cooldown_ends is not None and not interrupted:
-        return action(
-            ActionKind.SKIP, f"in cooldown until {format_time(cooldown_ends)} (last scale-down)"
-        )
+    interrupted = replicas == claim.original != claim.scaled
+    cooldown = _in_cooldown(deployment.annotations, budget, now)
+    if cooldown and not interrupted:
+        return action(ActionKind.SKIP, cooldown)
     what = "completing an interrupted scale-down" if interrupted else "budget changed"
     return action(
         ActionKind.SCALE_DOWN,
         f"budget breached ({assessment.ratio:.0%}), {what}: {replicas} -> {target} "
         f"(original {claim.original})",
         target=target,
-        annotations={
-            ORIGINAL_ANNOTATION: str(claim.original),
-            SCALED_ANNOTATION: str(target),
-            DOMAIN_ANNOTATION: budget.domain,
-            SCALED_AT_ANNOTATION: format_time(now),
-        },
+        annotations=_claim_annotations(budget, deployment, claim.original, target, now),
+    )
+
+
+def plan_unbudgeted(deployment: DeploymentState, now: datetime) -> Action:
+    """A Deployment held for a domain that no budget covers in its namespace any more
+    (the budget was removed, or the namespace from it): given back, or released if
+    someone else set its replicas meanwhile."""
+    claim = _claim(deployment.annotations)
+    if claim is None or isinstance(claim, str):
+        domain = deployment.annotations.get(DOMAIN_ANNOTATION, "")
+        return _action(domain, deployment, ActionKind.SKIP, claim or "not held by the guard")
+    someone_else = _set_by_someone_else(deployment, claim)
+    if someone_else:
+        return _release(claim.domain, deployment, someone_else, now)
+    return _give_back(
+        claim.domain,
+        deployment,
+        claim,
+        f"no budget of domain {claim.domain!r} covers namespace {deployment.namespace} any more",
+    )
+
+
+def _claim_annotations(
+    budget: Budget, deployment: DeploymentState, original: int, target: int, now: datetime
+) -> dict[str, str | None]:
+    """The claim a scale-down writes, before its scale write."""
+    return {
+        ORIGINAL_ANNOTATION: str(original),
+        SCALED_ANNOTATION: str(target),
+        DOMAIN_ANNOTATION: budget.domain,
+        SCALED_AT_ANNOTATION: format_time(now),
+        # This write changes the annotations, so the API server gives the Deployment
+        # the next generation (the write carries the resourceVersion it was decided
+        # on, so no other write comes in between): while the generation stays there,
+        # nobody (the guard's scale write included) has set the replicas since.
+        SCALED_GENERATION_ANNOTATION: str(deployment.generation + 1),
+    }
+
+
+def _give_back(domain: str, deployment: DeploymentState, claim: _Claim, why: str) -> Action:
+    """Restore the original count (unless the scale write never came) and drop the claim."""
+    replicas = deployment.replicas
+    if replicas == claim.original:
+        reason = f"{why}: replicas already at the original {replicas}, claim dropped"
+    else:
+        reason = f"{why}: {replicas} -> {claim.original} (the original), claim dropped"
+    return _action(
+        domain,
+        deployment,
+        ActionKind.RESTORE,
+        reason,
+        target=claim.original if replicas != claim.original else None,
+        annotations=_DROP_CLAIM,
+    )
+
+
+def _release(domain: str, deployment: DeploymentState, why: str, now: datetime) -> Action:
+    return _action(
+        domain,
+        deployment,
+        ActionKind.RELEASE,
+        f"{why}: that value stands, the guard drops its claim",
+        annotations={**_DROP_CLAIM, RELEASED_AT_ANNOTATION: format_time(now)},
     )
 
 
 def _action(
-    budget: Budget,
+    domain: str,
     deployment: DeploymentState,
     kind: ActionKind,
     reason: str,
@@ -339,7 +453,7 @@ def _action(
         kind,
         deployment.namespace,
         deployment.name,
-        budget.domain,
+        domain,
         deployment.replicas,
         target=target,
         annotations={} if annotations is None else annotations,
@@ -415,7 +529,7 @@ def alerts_for(
         alerts.append(
             Alert(Severity.WARNING, summary, key, assessment.domain, "P2", details=details)
         )
-    if restored:
+    if restored and assessment.recovered:
         alerts.append(
             Alert(
                 Severity.INFO,
@@ -424,6 +538,38 @@ def alerts_for(
                 assessment.domain,
                 resolve=assessment.level is Level.OK,
                 details=details,
+            )
+        )
+    return alerts
+
+
+def unbudgeted_alerts(
+    actions: Sequence[Action], budgeted: Collection[str], *, dry_run: bool = False
+) -> list[Alert]:
+    """Per domain: the Deployments held for it that no budget covers any more (`actions`
+    from `plan_unbudgeted`), given back or released.
+
+    For a domain without any budget (not in `budgeted`) the alert is a ``resolve`` under
+    the domain's key, so an open incident of its removed budget closes.
+    """
+    alerts: list[Alert] = []
+    prefix, would = ("[dry-run] ", "would ") if dry_run else ("", "")
+    for domain in sorted({a.domain for a in actions if a.changes}):
+        mine = [a for a in actions if a.domain == domain and a.changes]
+        removed = domain not in budgeted
+        alerts.append(
+            Alert(
+                Severity.INFO,
+                f"{prefix}{'Budget removed' if removed else 'Namespaces removed from budget'}: "
+                f"{domain}; {would}give back or release {len(mine)} Deployment(s) it held",
+                DEDUP_PREFIX + domain,
+                domain,
+                resolve=removed,
+                details={
+                    "domain": domain,
+                    "dry_run": dry_run,
+                    "actions": [_describe(a) for a in mine],
+                },
             )
         )
     return alerts

@@ -4,6 +4,10 @@ Reads come first and writes after: a store or Kubernetes API that cannot be read
 stops the run before anything is written (a failure alert is sent, and the run
 reports an error). Each write is retried on 409 by re-reading the Deployment and
 deciding again (`spancost.guard.policy.plan`), at most `MAX_ATTEMPTS` times.
+After the budgets, the Deployments held for a domain that no budget covers in
+their namespace any more are given back (`spancost.guard.policy.plan_unbudgeted`);
+they are looked for in every namespace of the budgets file (the budgets' and
+``managed_namespaces``) and in the `retired` namespaces a loop passes in.
 Alerts are sent last; a webhook failure changes nothing that was done.
 """
 
@@ -11,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final, Protocol
 
 from spancost.guard.alerts import AlertSender
@@ -32,6 +37,8 @@ from spancost.guard.policy import (
     failure_alert,
     format_time,
     plan,
+    plan_unbudgeted,
+    unbudgeted_alerts,
 )
 from spancost.store.base import StoreError, TotalsStore
 
@@ -91,12 +98,15 @@ class RunReport:
 
     now: datetime
     domains: list[DomainReport] = field(default_factory=list)
+    unbudgeted: list[ActionResult] = field(default_factory=list)
+    """Deployments held for a domain no budget covers in their namespace any more."""
     errors: list[str] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not any(r.error for d in self.domains for r in d.results)
+        results = [r for d in self.domains for r in d.results] + self.unbudgeted
+        return not self.errors and not any(r.error for r in results)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +114,7 @@ class RunReport:
             "ok": self.ok,
             "errors": list(self.errors),
             "domains": [_domain_json(domain) for domain in self.domains],
+            "unbudgeted": [_result_json(result) for result in self.unbudgeted],
             "alerts": [
                 {"severity": str(a.severity), "priority": a.priority, "summary": a.summary}
                 for a in self.alerts
@@ -119,11 +130,14 @@ def run_once(
     now: datetime | None = None,
     *,
     dry_run: bool = False,
+    retired: Collection[str] = (),
 ) -> RunReport:
     """One guard run at `now` (default: the current UTC time); never raises SpancostError.
 
     `open_store` and `connect` are called once per run, so a loop survives a database
-    or API server that was down at the last run.
+    or API server that was down at the last run. `retired`: namespaces the budgets
+    file no longer names, searched for Deployments still held there (a namespace
+    that cannot be read is skipped with a warning: the guard may have lost its Role).
     """
     now = datetime.now(UTC) if now is None else now
     report = RunReport(now)
@@ -143,7 +157,7 @@ def run_once(
     ]
     try:
         cluster = connect()
-        states = _read_cluster(cluster, config.budgets)
+        states, unbudgeted = _read_cluster(cluster, config, retired)
     except KubeError as exc:
         for budget, assessment in assessed:
             report.domains.append(DomainReport(assessment, _dry(config, budget, dry_run)))
@@ -154,15 +168,21 @@ def run_once(
         for budget, assessment in assessed:
             domain = DomainReport(assessment, _dry(config, budget, dry_run))
             report.domains.append(domain)
+            decide = partial(plan, budget, assessment, now=now)
             for state in states[budget.domain]:
                 domain.results.append(
-                    _act(cluster, budget, assessment, state, now, dry_run=domain.dry_run)
+                    _act(cluster, decide, state, now, assessment, dry_run=domain.dry_run)
                 )
-            done = [
-                r.action for r in domain.results if r.applied or (domain.dry_run and not r.error)
-            ]
+            done = _done(domain.results, dry_run=domain.dry_run)
             skipped = [r.action for r in domain.results if not r.action.changes]
             report.alerts += alerts_for(assessment, done + skipped, dry_run=domain.dry_run)
+        dry = dry_run or config.dry_run
+        give_back = partial(plan_unbudgeted, now=now)
+        for state in unbudgeted:
+            report.unbudgeted.append(_act(cluster, give_back, state, now, None, dry_run=dry))
+        budgeted = {budget.domain for budget in config.budgets}
+        done = _done(report.unbudgeted, dry_run=dry)
+        report.alerts += unbudgeted_alerts(done, budgeted, dry_run=dry)
     except KubeUnavailableError as exc:
         _fail(report, sender, "the Kubernetes API failed during the run", exc, "kubernetes")
         return report
@@ -184,6 +204,13 @@ def _dry(config: GuardConfig, budget: Budget, dry_run: bool) -> bool:
     return dry_run or config.dry_run or budget.dry_run
 
 
+def _done(results: list[ActionResult], *, dry_run: bool) -> list[Action]:
+    """The actions carried out (dry: the ones that would have been)."""
+    return [
+        r.action for r in results if r.applied or (dry_run and r.action.changes and not r.error)
+    ]
+
+
 def _fail(report: RunReport, sender: AlertSender, what: str, exc: Exception, dedup: str) -> None:
     logger.error("guard run: %s: %s", what, exc)
     report.errors.append(f"{what}: {exc}")
@@ -203,17 +230,32 @@ def _read_spend(
     return spend
 
 
-def _read_cluster(cluster: Cluster, budgets: Sequence[Budget]) -> dict[str, list[DeploymentState]]:
+def _read_cluster(
+    cluster: Cluster, config: GuardConfig, retired: Collection[str]
+) -> tuple[dict[str, list[DeploymentState]], list[DeploymentState]]:
     """Per domain: the Deployments its selector matches, and those it holds that it no
-    longer matches (found by the guard's domain annotation)."""
-    everything: dict[str, list[DeploymentState]] = {}
-    result: dict[str, list[DeploymentState]] = {}
-    for budget in budgets:
+    longer matches (found by the guard's domain annotation). And the Deployments held
+    for a domain that no budget covers in their namespace."""
+    everything = {
+        namespace: cluster.list_deployments(namespace, None) for namespace in config.namespaces
+    }
+    for namespace in sorted(set(retired) - set(everything)):
+        try:
+            everything[namespace] = cluster.list_deployments(namespace, None)
+        except KubeUnavailableError:
+            raise
+        except KubeError as exc:
+            logger.warning(
+                "namespace %s is no longer in the budgets file and cannot be read; "
+                "what the guard held there stays as it is: %s",
+                namespace,
+                exc,
+            )
+    by_domain: dict[str, list[DeploymentState]] = {}
+    for budget in config.budgets:
         states: list[DeploymentState] = []
         for namespace in budget.namespaces:
             selected = cluster.list_deployments(namespace, budget.selector)
-            if namespace not in everything:
-                everything[namespace] = cluster.list_deployments(namespace, None)
             names = {state.name for state in selected}
             held = [
                 replace(state, selected=False)
@@ -222,20 +264,34 @@ def _read_cluster(cluster: Cluster, budgets: Sequence[Budget]) -> dict[str, list
                 and state.name not in names
             ]
             states += sorted(selected + held, key=lambda state: state.name)
-        result[budget.domain] = states
-    return result
+        by_domain[budget.domain] = states
+    covered = {
+        (budget.domain, namespace) for budget in config.budgets for namespace in budget.namespaces
+    }
+    unbudgeted = [
+        replace(state, selected=False)
+        for namespace, found in sorted(everything.items())
+        for state in found
+        if DOMAIN_ANNOTATION in state.annotations
+        and (state.annotations[DOMAIN_ANNOTATION], namespace) not in covered
+    ]
+    return by_domain, unbudgeted
 
 
 def _act(
     cluster: Cluster,
-    budget: Budget,
-    assessment: Assessment,
+    decide: Callable[[DeploymentState], Action],
     state: DeploymentState,
     now: datetime,
+    assessment: Assessment | None,
     *,
     dry_run: bool,
 ) -> ActionResult:
-    action = plan(budget, assessment, state, now)
+    """Carry out `decide(state)`, deciding again on a fresh read after each 409.
+
+    `assessment`: the budget's, for the log (None: no budget covers the Deployment).
+    """
+    action = decide(state)
     if not action.changes or dry_run:
         _log(action, assessment, dry_run=dry_run)
         return ActionResult(action)
@@ -254,7 +310,7 @@ def _act(
                 _log(gone, assessment, dry_run=False)
                 return ActionResult(gone)
             state = fresh
-            action = plan(budget, assessment, state, now)
+            action = decide(state)
             if not action.changes:
                 _log(action, assessment, dry_run=False)
                 return ActionResult(action)
@@ -272,17 +328,22 @@ def _act(
     return ActionResult(action, error=error)
 
 
-def _log(action: Action, assessment: Assessment, *, dry_run: bool) -> None:
+def _log(action: Action, assessment: Assessment | None, *, dry_run: bool) -> None:
     level = logging.INFO
-    if action.kind is ActionKind.SKIP and assessment.level is not Level.BREACH:
+    if action.kind is ActionKind.SKIP and (
+        assessment is None or assessment.level is not Level.BREACH
+    ):
         level = logging.DEBUG
+    budget = (
+        "budget=none"
+        if assessment is None
+        else f"ratio={assessment.ratio:.4f} level={assessment.level}"
+    )
     logger.log(
         level,
-        "guard domain=%s ratio=%.4f level=%s deployment=%s action=%s replicas=%d target=%s"
-        " dry_run=%s: %s",
+        "guard domain=%s %s deployment=%s action=%s replicas=%d target=%s dry_run=%s: %s",
         action.domain,
-        assessment.ratio,
-        assessment.level,
+        budget,
         action.ref,
         action.kind,
         action.replicas,
@@ -303,16 +364,19 @@ def _domain_json(domain: DomainReport) -> dict[str, Any]:
         "level": str(a.level),
         "recovered": a.recovered,
         "dry_run": domain.dry_run,
-        "actions": [
-            {
-                "deployment": r.action.ref,
-                "action": str(r.action.kind),
-                "replicas": r.action.replicas,
-                "target": r.action.target,
-                "reason": r.action.reason,
-                "applied": r.applied,
-                **({"error": r.error} if r.error else {}),
-            }
-            for r in domain.results
-        ],
+        "actions": [_result_json(result) for result in domain.results],
+    }
+
+
+def _result_json(result: ActionResult) -> dict[str, Any]:
+    action = result.action
+    return {
+        "deployment": action.ref,
+        "domain": action.domain,
+        "action": str(action.kind),
+        "replicas": action.replicas,
+        "target": action.target,
+        "reason": action.reason,
+        "applied": result.applied,
+        **({"error": result.error} if result.error else {}),
     }
