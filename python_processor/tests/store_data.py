@@ -130,6 +130,31 @@ def write_rolling_edges(store: TotalsStore) -> dict[str, float]:
     return store.domain_spend(NOW - timedelta(hours=24), NOW)
 
 
+def write_coverage(store: TotalsStore) -> tuple[dict[str, tuple[int, int]], list[tuple[str, int]]]:
+    """Priced and unpriced spans in two domains and two environments, one replayed; the
+    24 h coverage by domain and the unpriced reasons, staging left out."""
+    spans = [
+        span(1, 1, root=True, transaction="checkout"),  # domain payments (CONFIG)
+        span(1, 2, cost=0.0, unpriced="unknown_instance_type"),
+        span(1, 3, cost=0.0, unpriced="sidecar_unavailable"),
+        span(2, 1, root=True, name="GET /", cost=0.0, unpriced="unknown_instance_type"),
+        span(2, 2, cost=0.0, unpriced="unknown_instance_type"),
+        span(3, 1, root=True, transaction="checkout", environment="staging"),
+        span(3, 2, cost=0.0, unpriced="implausible_tokens", environment="staging"),
+    ]
+    write(store, spans)
+    write(store, spans[:3])  # a replay stores nothing and counts nothing
+    since = NOW - timedelta(hours=24)
+    return (
+        store.domain_coverage(since, NOW, {"staging"}),
+        store.unpriced_reasons(since, NOW, {"staging"}),
+    )
+
+
+COVERAGE = {"payments": (3, 2), "GET /": (2, 2)}
+REASONS = [("unknown_instance_type", 3), ("sidecar_unavailable", 1)]
+
+
 def write(store: TotalsStore, spans: list[SpanContribution], now: datetime = NOW) -> None:
     accepted, quarantined = split(spans, now, SKEW)
     store.write(accepted, quarantined, now)

@@ -85,6 +85,7 @@ def test_sqlite_migrate_from_empty_and_again(tmp_path: Path) -> None:
         "quarantine_counts",
         "schema_migrations",
         "traces",
+        "unpriced_reasons",
     ]
 
 

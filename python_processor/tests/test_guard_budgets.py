@@ -64,6 +64,7 @@ def test_every_key_and_defaults_section() -> None:
                     "min_replicas": 2,
                     "warn_ratio": 0.5,
                     "restore_ratio": 1,
+                    "max_unpriced_share": 0.5,
                     "dry_run": True,
                 },
                 "search": {"limit": 20.5, "currency": "gbp", "namespaces": ["a", "b", "a"]},
@@ -76,6 +77,7 @@ def test_every_key_and_defaults_section() -> None:
     assert checkout.cooldown == timedelta(hours=1)
     assert (checkout.scale_factor, checkout.min_replicas) == (Fraction(1, 2), 2)
     assert (checkout.warn_ratio, checkout.restore_ratio, checkout.dry_run) == (0.5, 1.0, True)
+    assert (checkout.max_unpriced_share, search.max_unpriced_share) == (0.5, 0.2)
     assert search.currency == "GBP"
     assert search.namespaces == ("a", "b")
     assert search.selector == "domain=search"
@@ -107,6 +109,8 @@ def test_every_key_and_defaults_section() -> None:
          "below 1"),
         ({"limit": 1, "namespaces": ["a"], "restore_ratio": 1.2},
          "budgets.checkout.restore_ratio", "at most 1"),
+        ({"limit": 1, "namespaces": ["a"], "max_unpriced_share": 1.5},
+         "budgets.checkout.max_unpriced_share", "from 0 to 1"),
         ({"limit": 1, "namespaces": ["a"], "cooldown": "soon"}, "budgets.checkout.cooldown",
          "duration"),
         ({"limit": 1, "namespaces": ["a"], "dry_run": "yes"}, "budgets.checkout.dry_run",

@@ -141,6 +141,54 @@ def test_breach_scales_and_records_events(tmp_path: Path) -> None:
     assert report.to_json()["domains"][0]["level"] == "breach"
 
 
+def store_partly_priced(path: Path, unpriced: int) -> SQLiteStore:
+    """One checkout trace: a priced root (50 USD) and `unpriced` spans spancost could not
+    price (their cost is not in the 50)."""
+    store = SQLiteStore(path)
+    store.migrate()
+    now_ns = ns_from_utc(NOW)
+    spans = [
+        SpanContribution(f"{1:032x}", f"{1:016x}", now_ns - 10**9, now_ns, 50.0, None, True,
+                         "checkout", "web", "production"),
+        *(
+            SpanContribution(f"{1:032x}", f"{n + 2:016x}", now_ns - 10**9, now_ns, 0.0,
+                             "unknown_instance_type", False, "call", "web", "production")
+            for n in range(unpriced)
+        ),
+    ]  # fmt: skip
+    accepted, quarantined = split(spans, NOW, timedelta(hours=2))
+    store.write(accepted, quarantined, NOW)
+    return store
+
+
+def test_a_domain_whose_spend_reads_low_is_warned_about(tmp_path: Path) -> None:
+    cluster = FakeCluster(web())
+    report = run_once(
+        GuardConfig((BUDGET,)), lambda: store_partly_priced(tmp_path / "t.db", 3),
+        lambda: cluster, AlertSender([]), NOW,
+    )  # fmt: skip
+    assert report.ok
+    assert cluster.replicas("web") == 10  # 50 of 100 USD: within budget, nothing scaled
+    (alert,) = report.alerts
+    assert (alert.severity, alert.priority) == (Severity.WARNING, "P2")
+    assert alert.dedup_key == "spancost-guard/checkout/coverage"
+    assert alert.summary == (
+        "Budget coverage: 75% of checkout's spans in 24 h are unpriced (above 20%), so its"
+        " spend reads low; top reasons: unknown_instance_type (3)"
+    )
+    domain = report.to_json()["domains"][0]
+    assert (domain["spans"], domain["unpriced_spans"], domain["unpriced_share"]) == (4, 3, 0.75)
+    assert domain["reads_low"] is True
+    # Within the budget's own threshold: no warning.
+    tolerant = replace(BUDGET, max_unpriced_share=0.75)
+    report = run_once(
+        GuardConfig((tolerant,)), lambda: store_partly_priced(tmp_path / "u.db", 3),
+        lambda: cluster, AlertSender([]), NOW,
+    )  # fmt: skip
+    assert report.alerts == []
+    assert report.to_json()["domains"][0]["reads_low"] is False
+
+
 def test_non_production_spend_does_not_count(tmp_path: Path) -> None:
     cluster = FakeCluster(web())
     report = run_once(

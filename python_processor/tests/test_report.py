@@ -56,6 +56,8 @@ def test_figures_shares_and_cost_per_trace() -> None:
         "spans": 17,
         "cost_per_trace": pytest.approx(10 / 6),
         "share": 1.0,
+        "unpriced_spans": 0,
+        "unpriced_share": 0.0,
     }
     assert document["pending"] == {
         "cost": 0.5,
@@ -119,7 +121,10 @@ def test_an_empty_window_has_no_shares_and_no_cost_per_trace() -> None:
         "spans": 0,
         "cost_per_trace": None,
         "share": None,
+        "unpriced_spans": 0,
+        "unpriced_share": None,
     }
+    assert document["unpriced"] == {"spans": 0, "share": None, "reasons": []}
     assert document["transactions"] == []
     text = format_table(
         build_report(
@@ -158,13 +163,57 @@ def test_the_json_keys_are_the_documented_ones() -> None:
         "transactions",
         "domains",
         "hourly",
+        "unpriced",
     ]
     assert document["format"] == 1
     assert document["excluded_environments"] == ["staging"]
     figure_keys = ["name", "cost", "traces", "spans", "cost_per_trace", "share"]
+    coverage_keys = ["unpriced_spans", "unpriced_share"]
     assert list(document["unattributed"]) == figure_keys
     assert list(document["transactions"][0]) == figure_keys
-    assert list(document["total"]) == figure_keys[1:]
+    assert list(document["domains"][0]) == figure_keys + coverage_keys
+    assert list(document["total"]) == figure_keys[1:] + coverage_keys
+    assert list(document["unpriced"]) == ["spans", "share", "reasons"]
+
+
+COVERAGE = {"payments": (12, 3), "discovery": (4, 0), "(unattributed)": (1, 1)}
+REASONS = [("unknown_instance_type", 3), ("sidecar_unavailable", 1)]
+
+
+def test_the_unpriced_share_per_domain_and_its_top_reasons() -> None:
+    document = report(coverage=COVERAGE, reasons=REASONS)
+    assert document["unpriced"] == {
+        "spans": 4,
+        "share": 4 / 17,
+        "reasons": [
+            {"reason": "unknown_instance_type", "spans": 3},
+            {"reason": "sidecar_unavailable", "spans": 1},
+        ],
+    }
+    domains = {item["name"]: item for item in document["domains"]}  # type: ignore[attr-defined]
+    assert domains["payments"]["unpriced_spans"] == 3
+    assert domains["payments"]["unpriced_share"] == 0.25
+    assert domains["discovery"]["unpriced_share"] == 0.0
+    assert document["total"]["unpriced_spans"] == 4  # type: ignore[index]
+    text = format_table(
+        build_report(
+            since=SINCE,
+            until=UNTIL,
+            transactions=TRANSACTIONS,
+            unattributed=[],
+            domains=DOMAINS,
+            hours=HOURS,
+            top=10,
+            coverage=COVERAGE,
+            reasons=REASONS,
+        )
+    )
+    assert (
+        "unpriced: 23.5% of spans (4), their cost missing above; top reasons:"
+        " unknown_instance_type 3, sidecar_unavailable 1"
+    ) in text
+    payments = next(line for line in text.splitlines() if line.startswith("payments"))
+    assert payments.endswith("25.0%")
 
 
 def test_the_table_shows_the_figures() -> None:

@@ -264,6 +264,7 @@ def test_report_json_equals_independent_sums(
     assert math.isclose(sum(h["cost"] for h in document["hourly"]), total, rel_tol=1e-9)
     pending = [t for t in traces if t.transaction is None]
     assert document["pending"]["traces"] == len(pending)
+    assert document["unpriced"] == {"spans": 0, "share": 0.0, "reasons": []}, "all priced"
 
 
 def test_report_table_and_currency(

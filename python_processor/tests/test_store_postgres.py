@@ -26,18 +26,21 @@ from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from tests.pg import create_database
 from tests.store_data import (
     CONFIG,
+    COVERAGE,
     GRACE,
     NOW,
     NOW_NS,
     OWNED_CONFIG,
     OWNED_LABELS,
     OWNED_SPEND,
+    REASONS,
     ROLLING_EDGES,
     SECOND,
     SKEW,
     odd_contributions,
     span,
     write,
+    write_coverage,
     write_owned_traces,
     write_rolling_edges,
     write_thirty_hours,
@@ -111,6 +114,7 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
         ("schema_migrations", "r"),
         ("trace_keys", "r"),
         ("traces", "p"),
+        ("unpriced_reasons", "r"),
     ]
     typed: TotalsStore = first
     assert typed.domain_spend(NOW - timedelta(hours=24), NOW) == {}
@@ -622,3 +626,9 @@ def test_who_pays_comes_from_the_owner_and_a_forged_root_contests(dsn: str) -> N
 def test_the_rolling_24_hours_are_exactly_24_hours(store: PostgresStore) -> None:
     spend = write_rolling_edges(store)
     assert spend == {f"at -{before}": 1.0 for before, counted in ROLLING_EDGES.items() if counted}
+
+
+def test_coverage_and_unpriced_reasons_count_each_stored_span_once(store: PostgresStore) -> None:
+    coverage, reasons = write_coverage(store)
+    assert coverage == COVERAGE
+    assert reasons == REASONS

@@ -22,18 +22,21 @@ from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from tests.store_data import (
     CONFIG,
+    COVERAGE,
     GRACE,
     NOW,
     NOW_NS,
     OWNED_CONFIG,
     OWNED_LABELS,
     OWNED_SPEND,
+    REASONS,
     ROLLING_EDGES,
     SECOND,
     SKEW,
     odd_contributions,
     span,
     write,
+    write_coverage,
     write_owned_traces,
     write_rolling_edges,
     write_thirty_hours,
@@ -550,3 +553,9 @@ def test_who_pays_comes_from_the_owner_and_a_forged_root_contests(db: Path) -> N
 def test_the_rolling_24_hours_are_exactly_24_hours(store: SQLiteStore) -> None:
     spend = write_rolling_edges(store)
     assert spend == {f"at -{before}": 1.0 for before, counted in ROLLING_EDGES.items() if counted}
+
+
+def test_coverage_and_unpriced_reasons_count_each_stored_span_once(store: SQLiteStore) -> None:
+    coverage, reasons = write_coverage(store)
+    assert coverage == COVERAGE
+    assert reasons == REASONS

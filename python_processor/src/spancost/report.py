@@ -11,6 +11,9 @@ return over one window of whole UTC hours (`spancost.store.common.hour_window`):
 - the cost per hour (the rollup), every hour of the window, zeros included;
 - the unattributed share: the cost of the transaction named ``unattributed_name``
   (traces whose root never arrived, or had a blank name) over the total;
+- coverage: per domain and in total, the spans spancost could not price (their cost
+  is missing from the figures above, so a domain with many reads low), and the top
+  ``cost.unpriced_reason`` values over the window;
 - the pending traces: still waiting for their root, not yet in any transaction, and
   left out of everything above.
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -38,6 +41,7 @@ __all__ = [
     "Figure",
     "HourFigure",
     "Report",
+    "Unpriced",
     "build_report",
     "format_table",
     "parse_span",
@@ -61,11 +65,32 @@ class Figure:
     spans: int
     share: float | None
     """`cost` over the window's total; None when the total is zero."""
+    unpriced_spans: int | None = None
+    """Spans of these traces spancost could not price; None where it is not counted
+    (transactions)."""
 
     @property
     def cost_per_trace(self) -> float | None:
         """Cost per request: `cost` over `traces`; None without traces."""
         return self.cost / self.traces if self.traces else None
+
+    @property
+    def unpriced_share(self) -> float | None:
+        """`unpriced_spans` over `spans`; None when not counted or without spans."""
+        if self.unpriced_spans is None or not self.spans:
+            return None
+        return self.unpriced_spans / self.spans
+
+
+@dataclass(frozen=True, slots=True)
+class Unpriced:
+    """Spans stored without a price, by reason, over the report's window."""
+
+    spans: int
+    share: float | None
+    """`spans` over every span of the window's traces; None without spans."""
+    reasons: tuple[tuple[str, int], ...]
+    """(cost.unpriced_reason, spans), most first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +119,7 @@ class Report:
     transactions: tuple[Figure, ...]
     domains: tuple[Figure, ...]
     hourly: tuple[HourFigure, ...]
+    unpriced: Unpriced
 
     @property
     def hours(self) -> int:
@@ -122,6 +148,8 @@ def build_report(
     domains: Sequence[SpendRow],
     hours: Sequence[HourRow],
     top: int,
+    coverage: Mapping[str, tuple[int, int]] | None = None,
+    reasons: Sequence[tuple[str, int]] = (),
     unattributed_name: str = UNATTRIBUTED,
     currency: str = "USD",
     rate: float = 1.0,
@@ -130,21 +158,25 @@ def build_report(
     """Assemble a report from what the store answered for the window `since`..`until`.
 
     `domains` are all the window's domains (the pending row ``''`` included),
-    `transactions` the top ones, `unattributed` the row(s) of `unattributed_name`.
+    `transactions` the top ones, `unattributed` the row(s) of `unattributed_name`;
+    `coverage` is (spans, unpriced spans) by domain, `reasons` the unpriced reasons.
     """
+    counted = {} if coverage is None else coverage
     start_ns, end_ns = hour_window(since, until)
     known = [row for row in domains if row.name != PENDING_DOMAIN]
     pending_rows = [row for row in domains if row.name == PENDING_DOMAIN]
     total_usd = math.fsum(row.cost_usd for row in known)
 
-    def figure(name: str, rows: Sequence[SpendRow]) -> Figure:
+    def figure(name: str, rows: Sequence[SpendRow], *, domains: bool = False) -> Figure:
         cost_usd = math.fsum(row.cost_usd for row in rows)
+        unpriced = sum(counted.get(row.name, (0, 0))[1] for row in rows) if domains else None
         return Figure(
             name=name,
             cost=cost_usd * rate,
             traces=sum(row.traces for row in rows),
             spans=sum(row.spans for row in rows),
             share=cost_usd / total_usd if total_usd > 0 else None,
+            unpriced_spans=unpriced,
         )
 
     by_hour = {row.hour: row for row in hours}
@@ -163,14 +195,27 @@ def build_report(
         currency=currency,
         rate=rate,
         excluded_environments=tuple(sorted(excluded_environments)),
-        total=figure("total", known),
+        total=figure("total", known, domains=True),
         pending=figure("pending", pending_rows),
         unattributed=figure(
             unattributed_name, [row for row in unattributed if row.name == unattributed_name]
         ),
         transactions=tuple(figure(row.name, [row]) for row in transactions[:top]),
-        domains=tuple(figure(row.name, [row]) for row in known[:top]),
+        domains=tuple(figure(row.name, [row], domains=True) for row in known[:top]),
         hourly=tuple(hourly),
+        unpriced=_unpriced(counted, reasons),
+    )
+
+
+def _unpriced(
+    coverage: Mapping[str, tuple[int, int]], reasons: Sequence[tuple[str, int]]
+) -> Unpriced:
+    spans = sum(total for total, _ in coverage.values())
+    unpriced = sum(count for _, count in coverage.values())
+    return Unpriced(
+        spans=unpriced,
+        share=unpriced / spans if spans else None,
+        reasons=tuple(reasons),
     )
 
 
@@ -198,6 +243,13 @@ def to_json(report: Report) -> dict[str, Any]:
             {"hour": _iso(item.hour), "cost": item.cost, "traces": item.traces, "spans": item.spans}
             for item in report.hourly
         ],
+        "unpriced": {
+            "spans": report.unpriced.spans,
+            "share": report.unpriced.share,
+            "reasons": [
+                {"reason": reason, "spans": spans} for reason, spans in report.unpriced.reasons
+            ],
+        },
     }
 
 
@@ -210,6 +262,8 @@ def _figure_json(figure: Figure, *, named: bool = True) -> dict[str, Any]:
         cost_per_trace=figure.cost_per_trace,
         share=figure.share,
     )
+    if figure.unpriced_spans is not None:
+        document.update(unpriced_spans=figure.unpriced_spans, unpriced_share=figure.unpriced_share)
     return document
 
 
@@ -240,6 +294,13 @@ def format_table(report: Report) -> str:
         f"unattributed ({unattributed.name}): {_share(unattributed.share)} of the total,"
         f" {_money(unattributed.cost)} over {unattributed.traces:,} traces"
     )
+    unpriced = report.unpriced
+    if unpriced.spans:
+        top = ", ".join(f"{reason} {spans:,}" for reason, spans in unpriced.reasons[:3])
+        lines.append(
+            f"unpriced: {_share(unpriced.share)} of spans ({unpriced.spans:,}), their cost"
+            f" missing above; top reasons: {top}"
+        )
     if report.pending.traces:
         lines.append(
             f"waiting for their root (not counted above): {report.pending.traces:,} traces,"
@@ -255,17 +316,20 @@ def _figures_table(kind: str, figures: Sequence[Figure]) -> list[str]:
     title = f"top {len(figures)} {kind}s by cost" if figures else f"no {kind}s in the window"
     if not figures:
         return [title]
-    rows = [
+    counted = any(item.unpriced_spans is not None for item in figures)
+    rows: list[tuple[str, ...]] = [
         (
             item.name,
             _money(item.cost),
             _share(item.share),
             f"{item.traces:,}",
             _money(item.cost_per_trace),
+            *([_share(item.unpriced_share)] if counted else []),
         )
         for item in figures
     ]
-    return [title, *_columns((kind, "cost", "share", "traces", "per trace"), rows)]
+    header = (kind, "cost", "share", "traces", "per trace", *(["unpriced"] if counted else []))
+    return [title, *_columns(header, rows)]
 
 
 def _hourly_table(hourly: Sequence[HourFigure]) -> list[str]:

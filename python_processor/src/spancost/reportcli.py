@@ -151,8 +151,9 @@ def report(
     as_json: bool,
     log_level: str,
 ) -> None:
-    """Top transactions and domains by cost, cost per request, cost per hour and the
-    unattributed share over a window of whole UTC hours (default: the last 24 hours)."""
+    """Top transactions and domains by cost, cost per request, cost per hour, the
+    unattributed share and the unpriced share with its top reasons, over a window of
+    whole UTC hours (default: the last 24 hours)."""
     configure_logging(log_level)
     if since_text is not None and from_time is not None:
         raise UsageFailure("--since and --from exclude each other")
@@ -184,6 +185,8 @@ def report(
         )
         domains = store.domain_totals(since, until, environments)
         hours = store.hourly_totals(since, until, environments)
+        coverage = store.domain_coverage(since, until, environments)
+        reasons = store.unpriced_reasons(since, until, environments)
     result = build_report(
         since=since,
         until=until,
@@ -191,6 +194,8 @@ def report(
         unattributed=unattributed,
         domains=domains,
         hours=hours,
+        coverage=coverage,
+        reasons=reasons,
         top=top,
         unattributed_name=unattributed_name,
         currency=fx.code,

@@ -44,6 +44,7 @@ from spancost.pricing.fx import FxTable
 
 __all__ = [
     "DEFAULT_COOLDOWN",
+    "DEFAULT_MAX_UNPRICED_SHARE",
     "DEFAULT_MIN_REPLICAS",
     "DEFAULT_RESTORE_RATIO",
     "DEFAULT_SCALE_FACTOR",
@@ -61,6 +62,8 @@ DEFAULT_SCALE_FACTOR: Final = Fraction(7, 10)
 DEFAULT_MIN_REPLICAS: Final = 1
 DEFAULT_WARN_RATIO: Final = 0.8
 DEFAULT_RESTORE_RATIO: Final = 0.9
+DEFAULT_MAX_UNPRICED_SHARE: Final = 0.2
+"""Above it, a domain's spend reads low (too much of its traffic unpriced): a warning."""
 DEFAULT_COOLDOWN: Final = timedelta(minutes=30)
 DEFAULT_WEBHOOK_TIMEOUT: Final = 5.0
 DEFAULT_WEBHOOK_RETRIES: Final = 3
@@ -95,6 +98,7 @@ _BUDGET_KEYS: Final = (
     "min_replicas",
     "warn_ratio",
     "restore_ratio",
+    "max_unpriced_share",
     "cooldown",
     "dry_run",
 )
@@ -141,6 +145,8 @@ class Budget:
     restore_ratio: float = DEFAULT_RESTORE_RATIO
     cooldown: timedelta = DEFAULT_COOLDOWN
     dry_run: bool = False
+    max_unpriced_share: float = DEFAULT_MAX_UNPRICED_SHARE
+    """Above this share of unpriced spans the guard warns that the spend reads low."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +312,13 @@ def _budget(domain: str, section: ConfigSection, defaults: ConfigSection, fx: Fx
             where.key("restore_ratio"),
             f"must be a number above 0 and at most 1, got {restore_ratio!r}",
         )
+    where, _ = pick("max_unpriced_share")
+    max_unpriced_share = _number(where, "max_unpriced_share", DEFAULT_MAX_UNPRICED_SHARE)
+    if not 0 <= max_unpriced_share <= 1:
+        raise ConfigError(
+            where.key("max_unpriced_share"),
+            f"must be a number from 0 to 1, got {max_unpriced_share!r}",
+        )
     where, _ = pick("min_replicas")
     min_replicas = _integer(where, "min_replicas", DEFAULT_MIN_REPLICAS)
     if min_replicas < 0:
@@ -329,6 +342,7 @@ def _budget(domain: str, section: ConfigSection, defaults: ConfigSection, fx: Fx
         restore_ratio=restore_ratio,
         cooldown=cooldown,
         dry_run=where.get_bool("dry_run", False),
+        max_unpriced_share=max_unpriced_share,
     )
 
 

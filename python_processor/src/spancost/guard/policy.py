@@ -74,6 +74,7 @@ __all__ = [
     "alerts_for",
     "assess",
     "changed",
+    "coverage_alert",
     "failure_alert",
     "format_time",
     "plan",
@@ -120,10 +121,27 @@ class Assessment:
     level: Level
     recovered: bool
     """Below the restore ratio: the guard gives back what it took."""
+    spans: int = 0
+    """Spans of the domain's traces over the window (coverage)."""
+    unpriced_spans: int = 0
+    """Of those, the spans spancost could not price: their cost is missing from `spend`."""
+    max_unpriced_share: float = 1.0
+
+    @property
+    def unpriced_share(self) -> float | None:
+        return self.unpriced_spans / self.spans if self.spans else None
+
+    @property
+    def reads_low(self) -> bool:
+        """More of the domain's spans are unpriced than its budget accepts: its spend,
+        and so its budget's verdict, cannot be trusted to be complete."""
+        share = self.unpriced_share
+        return share is not None and share > self.max_unpriced_share
 
 
-def assess(budget: Budget, spend: float) -> Assessment:
-    """`spend` (in the budget's currency) against `budget`."""
+def assess(budget: Budget, spend: float, coverage: tuple[int, int] = (0, 0)) -> Assessment:
+    """`spend` (in the budget's currency) against `budget`; `coverage` is the domain's
+    (spans, unpriced spans) over the same window."""
     ratio = spend / budget.limit
     if ratio >= 1.0:
         level = Level.BREACH
@@ -139,6 +157,9 @@ def assess(budget: Budget, spend: float) -> Assessment:
         ratio=ratio,
         level=level,
         recovered=ratio < budget.restore_ratio,
+        spans=coverage[0],
+        unpriced_spans=coverage[1],
+        max_unpriced_share=budget.max_unpriced_share,
     )
 
 
@@ -573,6 +594,37 @@ def unbudgeted_alerts(
             )
         )
     return alerts
+
+
+def coverage_alert(
+    assessment: Assessment, reasons: Sequence[tuple[str, int]], *, dry_run: bool = False
+) -> Alert | None:
+    """A warning (P2) while more of the domain's spans are unpriced than its budget's
+    ``max_unpriced_share``: its spend, and the verdict on it, read low. None otherwise.
+    Repeated every run while it lasts, under one dedup key (one incident)."""
+    share = assessment.unpriced_share
+    if share is None or not assessment.reads_low:
+        return None
+    top = ", ".join(f"{reason} ({spans:,})" for reason, spans in reasons[:3]) or "none counted"
+    prefix = "[dry-run] " if dry_run else ""
+    return Alert(
+        Severity.WARNING,
+        f"{prefix}Budget coverage: {share:.0%} of {assessment.domain}'s spans in 24 h are"
+        f" unpriced (above {assessment.max_unpriced_share:.0%}), so its spend reads low;"
+        f" top reasons: {top}",
+        f"{DEDUP_PREFIX}{assessment.domain}/coverage",
+        assessment.domain,
+        "P2",
+        details={
+            "domain": assessment.domain,
+            "spans": assessment.spans,
+            "unpriced_spans": assessment.unpriced_spans,
+            "unpriced_share": round(share, 6),
+            "max_unpriced_share": assessment.max_unpriced_share,
+            "reasons": [{"reason": reason, "spans": spans} for reason, spans in reasons],
+            "dry_run": dry_run,
+        },
+    )
 
 
 def failure_alert(what: str, error: str, *, dedup: str) -> Alert:

@@ -34,6 +34,7 @@ from spancost.guard.policy import (
     Level,
     alerts_for,
     assess,
+    coverage_alert,
     failure_alert,
     format_time,
     plan,
@@ -142,7 +143,7 @@ def run_once(
     now = datetime.now(UTC) if now is None else now
     report = RunReport(now)
     try:
-        spend_usd = _read_spend(open_store, config, now)
+        spend_usd, coverage, reasons = _read_spend(open_store, config, now)
     except StoreError as exc:
         _fail(
             report, sender, "cannot read spend from the totals store; nothing scaled", exc, "store"
@@ -151,10 +152,19 @@ def run_once(
     assessed = [
         (
             budget,
-            assess(budget, config.fx.convert(spend_usd.get(budget.domain, 0.0), budget.currency)),
+            assess(
+                budget,
+                config.fx.convert(spend_usd.get(budget.domain, 0.0), budget.currency),
+                coverage.get(budget.domain, (0, 0)),
+            ),
         )
         for budget in config.budgets
     ]
+    for budget, assessment in assessed:
+        low = coverage_alert(assessment, reasons, dry_run=_dry(config, budget, dry_run))
+        if low is not None:
+            logger.warning("guard domain=%s: %s", budget.domain, low.summary)
+            report.alerts.append(low)
     try:
         cluster = connect()
         states, unbudgeted = _read_cluster(cluster, config, retired)
@@ -220,14 +230,19 @@ def _fail(report: RunReport, sender: AlertSender, what: str, exc: Exception, ded
 
 def _read_spend(
     open_store: Callable[[], TotalsStore], config: GuardConfig, now: datetime
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, tuple[int, int]], list[tuple[str, int]]]:
+    """Spend by domain over exactly the last 24 h (USD), and the coverage behind it:
+    (spans, unpriced spans) by domain and the unpriced reasons, over its whole hours."""
     store = open_store()
     try:
-        spend = store.domain_spend(now - WINDOW, now, config.exclude_environments)
+        since, excluded = now - WINDOW, config.exclude_environments
+        spend = store.domain_spend(since, now, excluded)
+        coverage = store.domain_coverage(since, now, excluded)
+        reasons = store.unpriced_reasons(since, now, excluded)
     finally:
         store.close()
-    logger.debug("spend over 24 h by domain (USD): %s", spend)
-    return spend
+    logger.debug("spend over 24 h by domain (USD): %s; coverage: %s", spend, coverage)
+    return spend, coverage, reasons
 
 
 def _read_cluster(
@@ -363,6 +378,10 @@ def _domain_json(domain: DomainReport) -> dict[str, Any]:
         "ratio": round(a.ratio, 6),
         "level": str(a.level),
         "recovered": a.recovered,
+        "spans": a.spans,
+        "unpriced_spans": a.unpriced_spans,
+        "unpriced_share": None if a.unpriced_share is None else round(a.unpriced_share, 6),
+        "reads_low": a.reads_low,
         "dry_run": domain.dry_run,
         "actions": [_result_json(result) for result in domain.results],
     }

@@ -101,6 +101,20 @@ class TotalsStore(Protocol):
         the parts of an hour at the ends), leaving out `exclude_environments` and the
         traces that have no domain yet. What the budget guard acts on."""
 
+    def domain_coverage(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, tuple[int, int]]:
+        """Per domain, (spans, unpriced spans) of the trace rows first seen in the hours
+        from `since` (rounded down) to `until` (rounded up), traces waiting for their
+        root left out: how much of a domain's spend spancost could see."""
+
+    def unpriced_reasons(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[tuple[str, int]]:
+        """(cost.unpriced_reason, spans) of the unpriced spans stored in the hours from
+        `since` (rounded down) to `until` (rounded up), most spans first (ties by name);
+        counted by the hour they were stored, across domains."""
+
     def transaction_totals(
         self,
         since: datetime,

@@ -6,7 +6,7 @@ Each store only says how to run it in its own SQL dialect.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
@@ -31,6 +31,7 @@ __all__ = [
     "span_facts",
     "spend_window",
     "trace_facts",
+    "unpriced_counts",
 ]
 
 HOUR_NS: Final = 3600 * 10**9
@@ -156,6 +157,21 @@ def trace_facts(
         root.owner,
         delta.contested,
     )
+
+
+def unpriced_counts(
+    accepted: Iterable[SpanContribution], now_ns: int
+) -> list[tuple[tuple[int, str, str], int]]:
+    """The unpriced spans a write stored, counted by (the hour it was stored in, the
+    environment or ``''``, cost.unpriced_reason), in key order."""
+    hour_ns = now_ns // HOUR_NS * HOUR_NS
+    counts: dict[tuple[int, str, str], int] = {}
+    for span in accepted:
+        reason = span.unpriced_reason
+        if reason is not None:
+            key = (hour_ns, span.environment or UNKNOWN_ENVIRONMENT, reason)
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items())
 
 
 def span_facts(span: SpanContribution) -> tuple[object, ...]:

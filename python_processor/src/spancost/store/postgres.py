@@ -49,6 +49,7 @@ from spancost.store.common import (
     span_facts,
     spend_window,
     trace_facts,
+    unpriced_counts,
 )
 from spancost.store.common import add_months as _add_months
 from spancost.store.common import month_start as _month_start
@@ -226,6 +227,16 @@ ON CONFLICT (hour, domain, environment) DO UPDATE SET
     spans = domain_hourly.spans + excluded.spans
 """
 
+# Unpriced spans by (hour, environment, reason), in key order.
+_ADD_UNPRICED_REASONS: Final = """
+INSERT INTO unpriced_reasons (hour, environment, reason, spans)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::bigint[])
+    AS counted (hour, environment, reason, spans)
+ORDER BY hour, environment, reason
+ON CONFLICT (hour, environment, reason) DO UPDATE
+    SET spans = unpriced_reasons.spans + excluded.spans
+"""
+
 # A row whose last trace left is deleted rather than kept with a rounding residue.
 _DELETE_EMPTY_ROLLUP: Final = """
 DELETE FROM domain_hourly USING unnest(%s::timestamptz[], %s::text[], %s::text[])
@@ -245,6 +256,20 @@ WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
 GROUP BY transaction_name
 ORDER BY 2 DESC, 1
 LIMIT %(limit)s
+"""
+
+_DOMAIN_COVERAGE: Final = """
+SELECT domain, sum(span_count), sum(unpriced_count) FROM traces
+WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
+    AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%(exclude)s::text[])
+GROUP BY domain
+"""
+
+_UNPRICED_REASONS: Final = """
+SELECT reason, sum(spans) FROM unpriced_reasons
+WHERE hour >= %(start)s AND hour < %(end)s AND environment <> ALL(%(exclude)s::text[])
+GROUP BY reason
+ORDER BY 2 DESC, 1
 """
 
 _DOMAIN_TOTALS: Final = """
@@ -468,6 +493,30 @@ class PostgresStore:
 
         return self._transaction("domain_spend", read)
 
+    def domain_coverage(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, tuple[int, int]]:
+        start_ns, end_ns = hour_window(since, until)
+        parameters = {
+            "start": utc_from_ns(start_ns),
+            "end": utc_from_ns(end_ns),
+            "exclude": sorted(exclude_environments),
+        }
+        rows = self._read("domain_coverage", _DOMAIN_COVERAGE, parameters)
+        return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
+
+    def unpriced_reasons(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[tuple[str, int]]:
+        start_ns, end_ns = hour_window(since, until)
+        parameters = {
+            "start": utc_from_ns(start_ns),
+            "end": utc_from_ns(end_ns),
+            "exclude": sorted(exclude_environments),
+        }
+        rows = self._read("unpriced_reasons", _UNPRICED_REASONS, parameters)
+        return [(reason, int(spans)) for reason, spans in rows]
+
     def transaction_totals(
         self,
         since: datetime,
@@ -559,6 +608,7 @@ class PostgresStore:
         # What is not stored yet: the accepted spans by trace, the quarantined ones.
         deltas: list[TraceDelta] = []
         span_ids: dict[str, str] = {}
+        stored_now: dict[str, list[SpanContribution]] = {}
         quarantine: list[tuple[SpanContribution, str, datetime]] = []
         for trace_id in trace_ids:
             held = stored.get(trace_id)
@@ -573,7 +623,12 @@ class PostgresStore:
             if accepted:
                 deltas.append(trace_delta(trace_id, accepted))
                 span_ids[trace_id] = "".join([span.span_id for span in accepted])
+                stored_now[trace_id] = accepted
         quarantine += [(span, _UNKEYABLE, now) for span in unkeyable]
+        unpriced = unpriced_counts(
+            (span for accepted_spans in stored_now.values() for span in accepted_spans),
+            ns_from_utc(now),
+        )
         reasons = _insert_quarantined(cursor, quarantine, now)
         rollup = RollupChanges()
         if deltas:
@@ -594,6 +649,8 @@ class PostgresStore:
                 (quarantine_reason, reasons[quarantine_reason]),
             )
         _apply_rollup(cursor, rollup)
+        if unpriced:
+            cursor.execute(_ADD_UNPRICED_REASONS, _unpriced_columns(unpriced))
         accepted_count = sum(delta.span_count for delta in deltas)
         return WriteResult(
             accepted=accepted_count,
@@ -904,6 +961,16 @@ def _placement(
     first_seen: datetime, domain: str | None, environment: str | None, cost: float, spans: int
 ) -> Placement:
     return placement(ns_from_utc(first_seen), domain, environment, cost, spans)
+
+
+def _unpriced_columns(counts: list[tuple[tuple[int, str, str], int]]) -> list[list[Any]]:
+    """`unpriced_counts` as the columns `_ADD_UNPRICED_REASONS` takes."""
+    return [
+        [utc_from_ns(hour_ns) for (hour_ns, _, _), _ in counts],
+        [environment for (_, environment, _), _ in counts],
+        [reason for (_, _, reason), _ in counts],
+        [spans for _, spans in counts],
+    ]
 
 
 def _apply_rollup(cursor: Cursor, rollup: RollupChanges) -> None:

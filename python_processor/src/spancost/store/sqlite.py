@@ -38,6 +38,7 @@ from spancost.store.common import (
     span_facts,
     spend_window,
     trace_facts,
+    unpriced_counts,
 )
 from spancost.totals.aggregate import (
     Quarantined,
@@ -143,6 +144,22 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             # Who sent the root (domains.owner), and whether roots of two owners came.
             "ALTER TABLE traces ADD COLUMN root_owner TEXT",
             "ALTER TABLE traces ADD COLUMN contested INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
+    (
+        4,
+        (
+            # Accepted spans spancost could not price, by the hour they were stored, their
+            # environment and cost.unpriced_reason (the report's and guard's coverage).
+            """
+            CREATE TABLE unpriced_reasons (
+                hour_ns INTEGER NOT NULL,
+                environment TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                spans INTEGER NOT NULL,
+                PRIMARY KEY (hour_ns, environment, reason)
+            ) WITHOUT ROWID
+            """,
         ),
     ),
 )
@@ -314,6 +331,34 @@ class SQLiteStore:
                 spend[domain] = spend.get(domain, 0.0) + cost
         return spend
 
+    def domain_coverage(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, tuple[int, int]]:
+        start_ns, end_ns = hour_window(since, until)
+        rows = self._read(
+            "domain_coverage",
+            "SELECT domain, sum(span_count), sum(unpriced_count) FROM traces"
+            " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND domain IS NOT NULL"
+            " AND coalesce(environment, '') NOT IN (SELECT value FROM json_each(?))"
+            " GROUP BY domain",
+            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+        )
+        return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
+
+    def unpriced_reasons(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[tuple[str, int]]:
+        start_ns, end_ns = hour_window(since, until)
+        rows = self._read(
+            "unpriced_reasons",
+            "SELECT reason, sum(spans) FROM unpriced_reasons"
+            " WHERE hour_ns >= ? AND hour_ns < ?"
+            " AND environment NOT IN (SELECT value FROM json_each(?))"
+            " GROUP BY reason ORDER BY 2 DESC, 1",
+            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+        )
+        return [(reason, int(spans)) for reason, spans in rows]
+
     def transaction_totals(
         self,
         since: datetime,
@@ -471,6 +516,13 @@ class SQLiteStore:
         for delta in deltas.values():
             self._add(cursor, delta, now_ns, rollup)
         _apply_rollup(cursor, rollup)
+        for (hour_ns, environment, reason), spans in unpriced_counts(inserted, now_ns):
+            cursor.execute(
+                "INSERT INTO unpriced_reasons (hour_ns, environment, reason, spans)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (hour_ns, environment, reason)"
+                " DO UPDATE SET spans = spans + excluded.spans",
+                (hour_ns, environment, reason, spans),
+            )
         return WriteResult(
             accepted=len(inserted),
             duplicates=len(contributions) + len(quarantined) - len(inserted) - reasons.total(),

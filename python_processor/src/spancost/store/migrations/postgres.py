@@ -238,5 +238,21 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             " ADD COLUMN contested boolean NOT NULL DEFAULT false",
         ),
     ),
+    (
+        6,
+        (
+            # Accepted spans spancost could not price, by the hour they were stored, their
+            # environment and cost.unpriced_reason (the report's and guard's coverage).
+            """
+            CREATE TABLE unpriced_reasons (
+                hour timestamptz NOT NULL,
+                environment text NOT NULL,
+                reason text NOT NULL,
+                spans bigint NOT NULL,
+                PRIMARY KEY (hour, environment, reason)
+            )
+            """,
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
