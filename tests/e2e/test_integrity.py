@@ -225,3 +225,70 @@ def test_a_pipeline_that_does_not_price_cannot_feed_the_totals(
     ) in c.log()
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT count(*) FROM traces").fetchone() == (0,)
+
+
+HOUR_NS = 3600 * 10**9
+
+
+def test_implausible_tokens_long_jobs_and_late_spans(
+    postgres: Any, sink: OtlpSink, collector: Start
+) -> None:
+    """A forged token count is not booked; a 3-hour job that ends now is, with its compute;
+    so are spans a queue held through a 3-hour outage."""
+    url = new_database(postgres)
+    c = collector(totals_config(sink.port, socket_dir() / "s.sock", url))
+    now = time.time_ns()
+    n = next(_ids)
+    llm = trace_pb2.Span(
+        trace_id=(n | 1 << 101).to_bytes(16, "big"),
+        span_id=n.to_bytes(8, "big"),
+        name="chat gpt-4o",
+        kind=trace_pb2.Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=now - 10**9,
+        end_time_unix_nano=now,
+    )
+    for key, value in (
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", "gpt-4o"),
+        ("gen_ai.usage.input_tokens", 10),
+        ("gen_ai.usage.output_tokens", 10**9),  # 10,000 USD at gpt-4o's price
+    ):
+        llm.attributes.add(key=key, value=any_value(value))
+    job = forged_span(0, duration_ns=3 * HOUR_NS)  # ends now, started 3 hours ago
+    held = forged_span(0)  # ended 3 hours ago, delivered now
+    held.start_time_unix_nano -= 3 * HOUR_NS
+    held.end_time_unix_nano -= 3 * HOUR_NS
+    client = RawClient(c.grpc_endpoint)
+    client.export(export(UNPRICED, [llm]))
+    client.export(export(EC2, [job, held]))
+    client.close()
+
+    got = {span.span_id: span for _rs, _ss, span in sink.wait_spans(3)}
+    reasons = [
+        kv.value.string_value
+        for kv in got[llm.span_id].attributes
+        if kv.key == "cost.unpriced_reason"
+    ]
+    assert reasons == ["implausible_tokens"]
+    m5_large_hour = 0.096
+    rows = stored_traces(url, 3)
+    assert rows[llm.trace_id.hex()] == (0.0, 0, 1)
+    assert rows[job.trace_id.hex()] == (pytest.approx(m5_large_hour * 3, rel=1e-9), 1, 0)
+    assert rows[held.trace_id.hex()] == (pytest.approx(m5_large_hour * 0.2 / 3600, rel=1e-9), 1, 0)
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT count(*) FROM quarantined_spans").fetchone() == (0,)
+    document = report(url)
+    assert document["total"]["cost"] == pytest.approx(m5_large_hour * (3 + 0.2 / 3600), rel=1e-9)
+    assert document["unpriced"]["reasons"] == [{"reason": "implausible_tokens", "spans": 1}]
+    wait_for(
+        lambda: (
+            c.metric(
+                "otelcol_processor_python_plugin_events",
+                event="unpriced",
+                reason="implausible_tokens",
+            )
+            == 1
+        ),
+        10,
+        "the span counted unpriced for implausible_tokens",
+    )
