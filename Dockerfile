@@ -104,9 +104,10 @@ USER 10001
 
 # 4317  OTLP gRPC receiver
 # 4318  OTLP HTTP receiver
+# 4319  OTLP gRPC from spancost agents only (bearer token; their prices are kept)
 # 13133 health_check extension (liveness/readiness)
 # 8888  the collector's own metrics (Prometheus)
-EXPOSE 4317 4318 13133 8888
+EXPOSE 4317 4318 4319 13133 8888
 
 ENTRYPOINT ["/usr/local/bin/otelcol-spancost"]
 CMD ["--config=/etc/otelcol-spancost/config.yaml"]

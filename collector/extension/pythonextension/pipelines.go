@@ -338,15 +338,16 @@ func authenticates(receiver string, cfg map[string]any) bool {
 	if err := id.UnmarshalText([]byte(receiver)); err != nil || id.Type().String() != "otlp" {
 		return false
 	}
-	protocols := mapOf(cfg["protocols"])
-	if len(protocols) == 0 {
-		return false
-	}
-	for _, protocol := range protocols {
+	served := 0
+	for _, protocol := range mapOf(cfg["protocols"]) {
+		if protocol == nil {
+			continue // not served (the effective configuration lists it as null)
+		}
+		served++
 		auth := mapOf(mapOf(protocol)["auth"])
 		if name, _ := auth["authenticator"].(string); name == "" {
 			return false
 		}
 	}
-	return true
+	return served > 0
 }

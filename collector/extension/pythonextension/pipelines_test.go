@@ -27,6 +27,8 @@ receivers:
     protocols: {grpc: {endpoint: 127.0.0.1:4317}, http: {endpoint: 127.0.0.1:4318}}
   otlp/agents:
     protocols:
+      # As the collector's effective configuration lists a protocol it does not serve.
+      http: null
       grpc: {endpoint: 0.0.0.0:4317, auth: {authenticator: bearertokenauth}}
 processors:
   batch: {}
