@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client
 
-from tests.kube.guard_env import guard_account_token
+from tests.kube.guard_env import Env, bind_guard_role, guard_account_token
 from tests.kube.harness import KubeCluster, KubeClusterError
 
 
@@ -47,3 +48,17 @@ def admin(kube_cluster: KubeCluster) -> client.ApiClient:
 def guard_token(kube_cluster: KubeCluster, admin: client.ApiClient) -> str:
     """A token of the guard's own ServiceAccount (configs/guard/serviceaccount.yaml)."""
     return guard_account_token(kube_cluster, admin)
+
+
+@pytest.fixture
+def env(admin: client.ApiClient, kube_cluster: KubeCluster, guard_token: str) -> Env:
+    """A namespace with the guard's Role bound in it (its own ServiceAccount's client), and
+    one without."""
+    suffix = uuid.uuid4().hex[:8]
+    namespace, other = f"guard-{suffix}", f"other-{suffix}"
+    core = client.CoreV1Api(admin)
+    for name in (namespace, other):
+        core.create_namespace({"metadata": {"name": name}})
+    bind_guard_role(admin, namespace)
+    now = datetime.now(UTC).replace(microsecond=0)
+    return Env(namespace, other, admin, kube_cluster.api_client(guard_token), now)

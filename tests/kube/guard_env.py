@@ -4,6 +4,7 @@ a Deployment body, and a totals store holding a given spend."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+from spancost.guard.budgets import Budget
+from spancost.guard.kube import KubeCluster as GuardKube
 from spancost.store import SQLiteStore
 from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
@@ -110,3 +113,76 @@ def store_with(path: Path, now: datetime, **spend: float) -> SQLiteStore:
     accepted, quarantined = split(spans, now, timedelta(hours=2))
     store.write(accepted, quarantined, now)
     return store
+
+
+@dataclass
+class Env:
+    """A namespace with the guard's Role bound in it, and one without."""
+
+    namespace: str
+    other: str
+    admin: client.ApiClient
+    guard_client: client.ApiClient
+    now: datetime
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.admin)
+
+    def deployment(
+        self,
+        name: str,
+        replicas: int,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        body = deployment_body(name, replicas, labels, annotations)
+        self.apps.create_namespaced_deployment(namespace or self.namespace, body)
+
+    def get(self, name: str, namespace: str | None = None) -> Any:
+        return self.apps.read_namespaced_deployment(name, namespace or self.namespace)
+
+    def replicas(self, name: str, namespace: str | None = None) -> int:
+        return int(self.get(name, namespace).spec.replicas)
+
+    def annotations(self, name: str) -> dict[str, str]:
+        return dict(self.get(name).metadata.annotations or {})
+
+    def set_replicas(self, name: str, replicas: int) -> None:
+        """A person's ``kubectl scale`` (the scale subresource, as the admin)."""
+        self.apps.patch_namespaced_deployment_scale(
+            name, self.namespace, {"spec": {"replicas": replicas}}
+        )
+
+    def patch_metadata(self, name: str, **metadata: dict[str, str | None]) -> None:
+        """A person's ``kubectl label`` / ``kubectl annotate`` (as the admin)."""
+        self.apps.patch_namespaced_deployment(name, self.namespace, {"metadata": metadata})
+
+    def events(self, name: str) -> list[str]:
+        answer = client.CoreV1Api(self.admin).list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return sorted(event.reason for event in answer.items)
+
+    def event_message(self, name: str, reason: str) -> str:
+        """The message of the one Event `reason` on Deployment `name`."""
+        answer = client.CoreV1Api(self.admin).list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name},reason={reason}"
+        )
+        [event] = answer.items
+        return str(event.message)
+
+    def budget(self, **changes: Any) -> Budget:
+        values: dict[str, Any] = {
+            "domain": "checkout",
+            "limit": 100.0,
+            "currency": "USD",
+            "namespaces": (self.namespace,),
+            "selector": "domain=checkout",
+            **changes,
+        }
+        return Budget(**values)
+
+    def cluster(self) -> GuardKube:
+        return GuardKube(self.guard_client, timeout=5.0)

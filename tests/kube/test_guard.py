@@ -46,7 +46,7 @@ from spancost.guard.policy import (
 from spancost.guard.run import RunReport, run_once
 from spancost.store import SQLiteStore, TotalsStore
 
-from tests.kube.guard_env import bind_guard_role, deployment_body, store_with
+from tests.kube.guard_env import Env, bind_guard_role, deployment_body, store_with
 
 # -- fixtures ------------------------------------------------------------------------
 
@@ -79,91 +79,6 @@ def hook() -> Iterator[Hook]:
     yield state
     server.shutdown()
     server.server_close()
-
-
-@dataclass
-class Env:
-    """A namespace with the guard's Role bound in it, and one without."""
-
-    namespace: str
-    other: str
-    admin: client.ApiClient
-    guard_client: client.ApiClient
-    now: datetime
-
-    @property
-    def apps(self) -> client.AppsV1Api:
-        return client.AppsV1Api(self.admin)
-
-    def deployment(
-        self,
-        name: str,
-        replicas: int,
-        labels: dict[str, str] | None = None,
-        annotations: dict[str, str] | None = None,
-        namespace: str | None = None,
-    ) -> None:
-        body = deployment_body(name, replicas, labels, annotations)
-        self.apps.create_namespaced_deployment(namespace or self.namespace, body)
-
-    def get(self, name: str, namespace: str | None = None) -> Any:
-        return self.apps.read_namespaced_deployment(name, namespace or self.namespace)
-
-    def replicas(self, name: str, namespace: str | None = None) -> int:
-        return int(self.get(name, namespace).spec.replicas)
-
-    def annotations(self, name: str) -> dict[str, str]:
-        return dict(self.get(name).metadata.annotations or {})
-
-    def set_replicas(self, name: str, replicas: int) -> None:
-        """A person's ``kubectl scale`` (the scale subresource, as the admin)."""
-        self.apps.patch_namespaced_deployment_scale(
-            name, self.namespace, {"spec": {"replicas": replicas}}
-        )
-
-    def patch_metadata(self, name: str, **metadata: dict[str, str | None]) -> None:
-        """A person's ``kubectl label`` / ``kubectl annotate`` (as the admin)."""
-        self.apps.patch_namespaced_deployment(name, self.namespace, {"metadata": metadata})
-
-    def events(self, name: str) -> list[str]:
-        answer = client.CoreV1Api(self.admin).list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name}"
-        )
-        return sorted(event.reason for event in answer.items)
-
-    def event_message(self, name: str, reason: str) -> str:
-        """The message of the one Event `reason` on Deployment `name`."""
-        answer = client.CoreV1Api(self.admin).list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name},reason={reason}"
-        )
-        [event] = answer.items
-        return str(event.message)
-
-    def budget(self, **changes: Any) -> Budget:
-        values: dict[str, Any] = {
-            "domain": "checkout",
-            "limit": 100.0,
-            "currency": "USD",
-            "namespaces": (self.namespace,),
-            "selector": "domain=checkout",
-            **changes,
-        }
-        return Budget(**values)
-
-    def cluster(self) -> KubeCluster:
-        return KubeCluster(self.guard_client, timeout=5.0)
-
-
-@pytest.fixture
-def env(admin: client.ApiClient, kube_cluster: Any, guard_token: str) -> Env:
-    suffix = uuid.uuid4().hex[:8]
-    namespace, other = f"guard-{suffix}", f"other-{suffix}"
-    core = client.CoreV1Api(admin)
-    for name in (namespace, other):
-        core.create_namespace({"metadata": {"name": name}})
-    bind_guard_role(admin, namespace)
-    now = datetime.now(UTC).replace(microsecond=0)
-    return Env(namespace, other, admin, kube_cluster.api_client(guard_token), now)
 
 
 def guard(
