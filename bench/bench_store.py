@@ -351,7 +351,7 @@ def rollup_query(server: str, rows: int, rounds: int) -> dict[str, Any]:
     with psycopg.connect(dsn) as connection:
         from_rows = connection.execute(
             "SELECT domain, sum(cost_usd) FROM traces"
-            " WHERE first_seen >= date_trunc('hour', %s::timestamptz) AND first_seen < %s"
+            " WHERE first_seen >= %s AND first_seen <= %s"
             " AND environment <> ALL(%s) GROUP BY domain",
             (since, now, sorted(exclude)),
         ).fetchall()

@@ -26,6 +26,7 @@ __all__ = [
     "labels",
     "merge_assignments",
     "month_start",
+    "net_spend",
     "placement",
     "retention_cutoff",
     "span_facts",
@@ -243,28 +244,59 @@ def hour_window(since: datetime, until: datetime) -> tuple[int, int]:
 
 
 class SpendWindow(NamedTuple):
-    """An exact window of first-seen times, as the hourly rollup and the trace rows
-    answer for it: the whole UTC hours [hours_start, hours_end) from the rollup, each
-    of `edges` (first-seen ranges, [start, end) ns) from the trace rows."""
+    """An exact window of first-seen times as the hourly rollup and the trace rows answer
+    for it: the rollup's hours [hours_start, hours_end), plus or minus (`sign`) the
+    trace rows first seen in each of `edges` ([start, end) ns, `sign`)."""
 
     hours_start: int
     hours_end: int
-    edges: tuple[tuple[int, int], ...]
+    edges: tuple[tuple[int, int, int], ...]
+
+
+_HALF_HOUR_NS: Final = HOUR_NS // 2
 
 
 def spend_window(since: datetime, until: datetime) -> SpendWindow:
-    """The traces first seen from `since` to `until`, both included, exactly: the rollup's
-    whole hours in between, the trace rows for the parts of an hour at either end. (A
-    window within one hour is all edge.)"""
+    """The traces first seen from `since` to `until`, both included, exactly, reading as
+    few trace rows as it can: the rollup's hours from the one `since` falls in to the one
+    `until` falls in, then
+
+    - at the start, the trace rows of the part of its hour on the shorter side of
+      `since`: those before it taken away, or (the hour left out) those after it added;
+    - at the end, the trace rows first seen after `until` in its hour taken away: none
+      when `until` is now, which is how the guard asks (nothing is first seen later).
+
+    So at most half an hour of trace rows is read. A window within one hour is all
+    trace rows."""
     start, end = ns_from_utc(since), ns_from_utc(until) + 1
     if end <= start:
         return SpendWindow(start, start, ())
-    first_whole = -(-start // HOUR_NS) * HOUR_NS
-    last_whole = end // HOUR_NS * HOUR_NS
-    if first_whole >= last_whole:
-        return SpendWindow(first_whole, first_whole, ((start, end),))
-    edges = tuple((a, b) for a, b in ((start, first_whole), (last_whole, end)) if a < b)
-    return SpendWindow(first_whole, last_whole, edges)
+    start_hour = start // HOUR_NS * HOUR_NS
+    end_hour = (end - 1) // HOUR_NS * HOUR_NS
+    if start_hour == end_hour:
+        return SpendWindow(start_hour, start_hour, ((start, end, 1),))
+    edges: list[tuple[int, int, int]] = []
+    hours_start = start_hour
+    if start - start_hour <= _HALF_HOUR_NS:
+        edges.append((start_hour, start, -1))
+    else:
+        hours_start = start_hour + HOUR_NS
+        edges.append((start, hours_start, 1))
+    edges.append((end, end_hour + HOUR_NS, -1))
+    return SpendWindow(
+        hours_start, end_hour + HOUR_NS, tuple((a, b, sign) for a, b, sign in edges if a < b)
+    )
+
+
+def net_spend(rows: Iterable[tuple[str, float, int]]) -> dict[str, float]:
+    """Cost by domain from `spend_window`'s parts, (domain, cost, traces) each, signed:
+    a domain whose traces all fell out of the window is left out."""
+    cost: dict[str, float] = {}
+    traces: dict[str, int] = {}
+    for domain, amount, count in rows:
+        cost[domain] = cost.get(domain, 0.0) + amount
+        traces[domain] = traces.get(domain, 0) + count
+    return {domain: max(0.0, amount) for domain, amount in cost.items() if traces[domain] > 0}
 
 
 def month_start(moment: datetime) -> datetime:

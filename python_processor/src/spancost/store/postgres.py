@@ -45,6 +45,7 @@ from spancost.store.common import (
     hour_window,
     labels,
     merge_assignments,
+    net_spend,
     placement,
     span_facts,
     spend_window,
@@ -462,9 +463,8 @@ class PostgresStore:
         excluded = sorted(exclude_environments)
 
         def read(cursor: Cursor) -> dict[str, float]:
-            spend: dict[str, float] = {}
             cursor.execute(
-                "SELECT domain, sum(cost_usd) FROM domain_hourly"
+                "SELECT domain, sum(cost_usd), sum(traces) FROM domain_hourly"
                 " WHERE hour >= %s AND hour < %s AND domain <> %s"
                 " AND environment <> ALL(%s::text[]) GROUP BY domain",
                 (
@@ -474,22 +474,24 @@ class PostgresStore:
                     excluded,
                 ),
             )
-            rows = cursor.fetchall()
-            for start_ns, end_ns in window.edges:
-                # timestamptz holds microseconds: round the exclusive end up to one.
-                start, end = utc_from_ns(start_ns), utc_from_ns(end_ns + 999)
+            rows = [(domain, float(cost), int(traces)) for domain, cost, traces in cursor]
+            for start_ns, end_ns, sign in window.edges:
+                # timestamptz holds microseconds: both bounds rounded up to one select
+                # exactly the stored times in [start_ns, end_ns).
+                start, end = utc_from_ns(start_ns + 999), utc_from_ns(end_ns + 999)
                 # keyed_at <= first_seen: the partitions after `end` are pruned.
                 cursor.execute(
-                    "SELECT domain, sum(cost_usd) FROM traces"
+                    "SELECT domain, sum(cost_usd), count(*) FROM traces"
                     " WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s"
                     " AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%s::text[])"
                     " GROUP BY domain",
                     (start, end, end, excluded),
                 )
-                rows += cursor.fetchall()
-            for domain, cost in rows:
-                spend[domain] = spend.get(domain, 0.0) + float(cost)
-            return spend
+                rows += [
+                    (domain, sign * float(cost), sign * int(traces))
+                    for domain, cost, traces in cursor
+                ]
+            return net_spend(rows)
 
         return self._transaction("domain_spend", read)
 

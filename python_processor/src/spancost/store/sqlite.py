@@ -34,6 +34,7 @@ from spancost.store.common import (
     hour_window,
     labels,
     merge_assignments,
+    net_spend,
     placement,
     span_facts,
     spend_window,
@@ -308,28 +309,31 @@ class SQLiteStore:
     ) -> dict[str, float]:
         window = spend_window(since, until)
 
-        def read(cursor: sqlite3.Cursor) -> list[tuple[str, str, float]]:
-            rows: list[tuple[str, str, float]] = cursor.execute(
-                "SELECT domain, environment, sum(cost_usd) FROM domain_hourly"
+        def read(cursor: sqlite3.Cursor) -> list[tuple[str, str, float, int]]:
+            rows: list[tuple[str, str, float, int]] = cursor.execute(
+                "SELECT domain, environment, sum(cost_usd), sum(traces) FROM domain_hourly"
                 " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ? GROUP BY domain, environment",
                 (window.hours_start, window.hours_end, PENDING_DOMAIN),
             ).fetchall()
-            for start_ns, end_ns in window.edges:
-                rows += cursor.execute(
-                    "SELECT domain, coalesce(environment, ''), sum(cost_usd) FROM traces"
-                    " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND domain IS NOT NULL"
-                    " GROUP BY domain, environment",
-                    (start_ns, end_ns),
-                ).fetchall()
+            for start_ns, end_ns, sign in window.edges:
+                rows += [
+                    (domain, environment, sign * cost, sign * traces)
+                    for domain, environment, cost, traces in cursor.execute(
+                        "SELECT domain, coalesce(environment, ''), sum(cost_usd), count(*)"
+                        " FROM traces WHERE first_seen_ns >= ? AND first_seen_ns < ?"
+                        " AND domain IS NOT NULL GROUP BY domain, environment",
+                        (start_ns, end_ns),
+                    )
+                ]
             return rows
 
         rows = self._transaction("domain_spend", read, read_only=True)
         excluded = frozenset(exclude_environments)
-        spend: dict[str, float] = {}
-        for domain, environment, cost in rows:
-            if environment not in excluded:
-                spend[domain] = spend.get(domain, 0.0) + cost
-        return spend
+        return net_spend(
+            (domain, cost, traces)
+            for domain, environment, cost, traces in rows
+            if environment not in excluded
+        )
 
     def domain_coverage(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
