@@ -48,7 +48,15 @@ from spancost.totals.aggregate import SpanContribution, ns_from_utc
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results" / "store.json"
 SPANS_PER_TRACE = 5
-CONFIG = TotalsConfig(domains_by_service={f"service-{i}": f"domain-{i % 10}" for i in range(20)})
+OWNER = os.environ.get("SPANCOST_BENCH_OWNER") == "1"
+"""SPANCOST_BENCH_OWNER=1 (read here and, inherited, by every spawned writer): every span
+carries its namespace, and the store charges each span to it (``domains.owner``, the
+trace_charges rows); each trace's last span comes from another namespace."""
+CONFIG = (
+    TotalsConfig(owner_attribute="k8s.namespace.name")
+    if OWNER
+    else TotalsConfig(domains_by_service={f"service-{i}": f"domain-{i % 10}" for i in range(20)})
+)
 
 
 def _pg_module() -> ModuleType:
@@ -118,6 +126,10 @@ def _whole_trace_batches(
                         environment="production",
                         account="123456789012",
                         transaction_attribute=f"tx-{trace % 40}" if root else None,
+                        # A downstream namespace for the last span: two charges a trace.
+                        owner=(
+                            f"ns-{(trace + (index == SPANS_PER_TRACE - 1)) % 10}" if OWNER else None
+                        ),
                     )
                 )
         batches.append(batch)

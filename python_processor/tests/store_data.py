@@ -58,21 +58,24 @@ def span(
 OWNED_CONFIG = TotalsConfig(
     domains_by_transaction={"checkout": "shop", "search": "discovery"},
     owner_attribute="k8s.namespace.name",
-    domains_by_owner={"shop": ("shop",), "platform": ("discovery",)},
+    domains_by_owner={"shop": "shop", "platform": "discovery"},
 )
-"""Who pays comes from the namespace the collector saw the root come from."""
+"""Who pays comes from the namespace the collector saw each span come from."""
 
 
 def write_owned_traces(store: TotalsStore) -> dict[str, float]:
-    """What `OWNED_CONFIG` makes of forged names and roots, in three writes; returns the
-    24 h spend per domain afterwards. Every store must give the same answer:
+    """What `OWNED_CONFIG` makes of forged names, roots and spans, in three writes;
+    returns the 24 h spend per domain afterwards. Every store must give the same answer:
 
-    - trace 1, checkout from the shop namespace: shop's, until a span from the
-      platform namespace claims to be its root (earlier, in a later write): contested;
+    - trace 1, checkout from the shop namespace, until a span from the platform
+      namespace claims to be its root (earlier, in a later write): contested, labelled
+      unattributed; shop still pays for its 6.0, platform for its claim (0.0);
     - trace 2, a root from the platform namespace naming shop's ``checkout``: platform's
-      own domain (discovery);
-    - trace 3, checkout from shop with two roots of its own: still shop's;
-    - trace 4, a root with no namespace (sent from outside the cluster): unattributed.
+      domain (discovery) pays its 7.0;
+    - trace 3, checkout from shop with two roots of its own: shop pays 2.5;
+    - trace 4, a root with no namespace (sent from outside the cluster): unattributed;
+    - trace 5, shop's checkout with a child the platform namespace added (50.0, say a
+      big LLM call in a trace whose id it learned): platform pays for it, not shop.
     """
     start = NOW_NS - 60 * SECOND
     write(
@@ -82,6 +85,7 @@ def write_owned_traces(store: TotalsStore) -> dict[str, float]:
             span(1, 2, cost=1.0, owner="shop"),
             span(2, 1, root=True, cost=7.0, transaction="checkout", owner="platform"),
             span(3, 1, root=True, cost=2.0, start=start, transaction="checkout", owner="shop"),
+            span(5, 1, root=True, cost=1.0, transaction="checkout", owner="shop"),
         ],
     )
     write(
@@ -89,6 +93,7 @@ def write_owned_traces(store: TotalsStore) -> dict[str, float]:
         [
             span(3, 2, root=True, cost=0.5, start=start - SECOND, owner="shop"),
             span(4, 1, root=True, cost=9.0, transaction="checkout"),
+            span(5, 2, cost=50.0, owner="platform"),
         ],
     )
     forged = span(1, 9, root=True, cost=0.0, start=start - 30 * SECOND, owner="platform")
@@ -96,15 +101,18 @@ def write_owned_traces(store: TotalsStore) -> dict[str, float]:
     return store.domain_spend(NOW - timedelta(hours=24), NOW + timedelta(hours=1))
 
 
-OWNED_SPEND = {"shop": 2.5, "discovery": 7.0, "(unattributed)": 15.0}
+OWNED_SPEND = {"shop": 9.5, "discovery": 57.0, "(unattributed)": 9.0}
 OWNED_LABELS = {
     f"{1:032x}": ("(contested)", "(unattributed)"),
     f"{2:032x}": ("checkout", "discovery"),
     f"{3:032x}": ("op", "shop"),
     f"{4:032x}": ("checkout", "(unattributed)"),
+    f"{5:032x}": ("checkout", "shop"),
 }
-"""trace -> (transaction, domain) after `write_owned_traces` (trace 3's earliest root
-has no transaction attribute: it is named by its span name)."""
+"""trace -> (transaction, domain label) after `write_owned_traces` (trace 3's earliest
+root has no transaction attribute: it is named by its span name). The label is the
+transaction view; money is charged span by span (`OWNED_SPEND`)."""
+OWNED_COVERAGE = {"shop": (5, 0), "discovery": (3, 0), "(unattributed)": (1, 0)}
 
 
 ROLLING_EDGES = {

@@ -84,6 +84,7 @@ def test_sqlite_migrate_from_empty_and_again(tmp_path: Path) -> None:
         "domain_hourly",
         "quarantine_counts",
         "schema_migrations",
+        "trace_charges",
         "traces",
         "unpriced_reasons",
     ]
@@ -199,11 +200,16 @@ def test_postgres_maintain_creates_partitions_across_a_month_boundary_and_drops_
     maintain = ("db", "maintain", "--database-url", dsn, "--retention-months", "1")
     result = run(*maintain, "--months-ahead", "1", "--now", "2025-01-31T23:30:00Z")
     assert result.exit_code == 0, result.output
-    assert partitions(dsn) == ["traces_p202501", "traces_p202502"]
+    assert partitions(dsn) == [
+        "trace_charges_p202501",
+        "trace_charges_p202502",
+        "traces_p202501",
+        "traces_p202502",
+    ]
     assert "partitions dropped (before 2024-12): none" in result.stdout
     result = run(*maintain, "--months-ahead", "1", "--now", "2025-02-01T00:30:00Z")
     assert result.exit_code == 0, result.output
-    assert "partitions created: traces_p202503" in result.stdout
+    assert "partitions created: traces_p202503, trace_charges_p202503" in result.stdout
     again = run(*maintain, "--months-ahead", "1", "--now", "2025-02-01T00:30:00Z")
     assert "partitions created: none" in again.stdout
 
@@ -215,7 +221,10 @@ def test_postgres_maintain_creates_partitions_across_a_month_boundary_and_drops_
     write(dsn, [span(2, 1, february)], february)
     result = run(*maintain, "--months-ahead", "1", "--now", "2025-03-05T00:00:00Z")
     assert result.exit_code == 0, result.output
-    assert "partitions dropped (before 2025-02): traces_p202501" in result.stdout
+    assert (
+        "partitions dropped (before 2025-02): traces_p202501, trace_charges_p202501"
+        in result.stdout
+    )
     assert pg_rows(dsn, "SELECT trace_id FROM traces") == [(f"{2:032x}",)]
     assert pg_rows(dsn, "SELECT trace_id FROM trace_keys") == [(f"{2:032x}",)]
     assert "traces_p202504" in partitions(dsn)

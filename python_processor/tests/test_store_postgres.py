@@ -31,6 +31,7 @@ from tests.store_data import (
     NOW,
     NOW_NS,
     OWNED_CONFIG,
+    OWNED_COVERAGE,
     OWNED_LABELS,
     OWNED_SPEND,
     REASONS,
@@ -112,6 +113,7 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
         ("quarantine_counts", "r"),
         ("quarantined_spans", "r"),
         ("schema_migrations", "r"),
+        ("trace_charges", "p"),
         ("trace_keys", "r"),
         ("traces", "p"),
         ("unpriced_reasons", "r"),
@@ -144,16 +146,18 @@ def test_writes_on_both_sides_of_a_month_boundary_and_retention_by_dropping_part
         row[0]
         for row in query(dsn, "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'")
     }
-    assert partitions == {f"traces_p2025{month:02d}" for month in (1, 2, 3)}
+    assert partitions == {
+        f"{table}_p2025{month:02d}" for table in ("traces", "trace_charges") for month in (1, 2, 3)
+    }
     assert query(dsn, "SELECT trace_id, span_count, cost_usd, span_ids FROM traces_p202501") == [
         (f"{1:032x}", 3, 3.0, bytes.fromhex(f"{1:016x}{2:016x}{3:016x}"))
     ]
     assert query(dsn, "SELECT trace_id FROM traces_p202502") == [(f"{2:032x}",)]
-    assert store.ensure_partitions(after) == ["traces_p202504"]
+    assert store.ensure_partitions(after) == ["traces_p202504", "trace_charges_p202504"]
     assert store.ensure_partitions(after) == []
 
     dropped = store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC))
-    assert dropped == ["traces_p202501"]
+    assert dropped == ["traces_p202501", "trace_charges_p202501"]
     assert query(dsn, "SELECT trace_id FROM traces") == [(f"{2:032x}",)]
     assert query(dsn, "SELECT trace_id FROM trace_keys") == [(f"{2:032x}",)]
     assert store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC)) == []
@@ -609,7 +613,7 @@ def test_a_trace_row_carries_its_cloud_account_the_roots_first(
     assert trace_row(dsn, 90)["earliest_account"] is None  # the new earliest span has none
 
 
-def test_who_pays_comes_from_the_owner_and_a_forged_root_contests(dsn: str) -> None:
+def test_every_span_is_charged_to_its_owner_and_a_forged_root_contests(dsn: str) -> None:
     owned = PostgresStore(dsn, OWNED_CONFIG)
     owned.migrate()
     try:
@@ -620,7 +624,26 @@ def test_who_pays_comes_from_the_owner_and_a_forged_root_contests(dsn: str) -> N
     labels = query(dsn, "SELECT trace_id, transaction_name, domain, contested FROM traces")
     assert {trace: (name, domain) for trace, name, domain, _ in labels} == OWNED_LABELS
     assert {trace for trace, _, _, contested in labels if contested} == {f"{1:032x}"}
-    assert_rollup_matches_traces(dsn)
+    reopened = PostgresStore(dsn, OWNED_CONFIG)
+    try:
+        since = NOW - timedelta(hours=24)
+        assert reopened.domain_coverage(since, NOW) == OWNED_COVERAGE
+    finally:
+        reopened.close()
+    # The rollup is the sum of the charges, per hour, domain and environment.
+    expected = query(
+        dsn,
+        "SELECT date_trunc('hour', first_seen), domain, environment, sum(cost_usd), count(*),"
+        " sum(spans) FROM trace_charges GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    got = query(
+        dsn,
+        "SELECT hour, domain, environment, cost_usd, traces, spans FROM domain_hourly"
+        " ORDER BY 1, 2, 3",
+    )
+    assert [row[:3] for row in got] == [row[:3] for row in expected]
+    for have, want in zip(got, expected, strict=True):
+        assert have[3] == pytest.approx(want[3]) and have[4:] == want[4:]
 
 
 def test_the_rolling_24_hours_are_exactly_24_hours(store: PostgresStore) -> None:

@@ -192,10 +192,13 @@ def test_migrating_version_1_data_keeps_totals_and_dedupes_replays(
         (version,) for version, _ in MIGRATIONS
     ]
     assert totals(dsn) == before
-    # Migration 2 rebuilt contributions with its partitions, and 4 dropped it.
-    assert rows(dsn, partitions) == [
-        row for row in partitions_before if row[0].startswith("traces")
+    # Migration 2 rebuilt contributions with its partitions, and 4 dropped it; 7 made
+    # trace_charges with a partition for each month of traces.
+    traces_partitions = [row for row in partitions_before if row[0].startswith("traces")]
+    charges_partitions = [
+        (name.replace("traces", "trace_charges"),) for (name,) in traces_partitions
     ]
+    assert rows(dsn, partitions) == sorted(charges_partitions + traces_partitions)
     # Each accepted span's id is in its trace row (8 bytes each, in the order of the
     # version-2 keys: signed, so the high span id first); the quarantined ones are not.
     assert rows(dsn, "SELECT trace_id, span_ids FROM traces ORDER BY 1") == [
@@ -231,7 +234,10 @@ def test_migrating_version_1_data_keeps_totals_and_dedupes_replays(
     ]
 
     # Retention drops January with its quarantined spans.
-    assert store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC)) == ["traces_p202501"]
+    assert store.drop_partitions_before(datetime(2025, 2, 15, tzinfo=UTC)) == [
+        "traces_p202501",
+        "trace_charges_p202501",
+    ]
     assert rows(dsn, "SELECT count(*) FROM quarantined_spans") == [(0,)]
     assert rows(dsn, "SELECT count(*) FROM trace_keys") == [(0,)]
 

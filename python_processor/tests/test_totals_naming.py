@@ -18,7 +18,7 @@ from spancost.totals import (
     resolve_transaction,
     transaction_name,
 )
-from spancost.totals.naming import CONFIG_KEYS, trace_domain
+from spancost.totals.naming import CONFIG_KEYS, owner_domain, trace_domain
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -282,12 +282,11 @@ def test_a_sink_adds_its_own_keys() -> None:
         ),
         (
             {"domains": {"owner": {"attribute": "k8s.namespace.name", "domains": {"shop": []}}}},
-            "config.domains.owner.domains.shop: must be a domain or a non-empty list of domains,"
-            " got list",
+            "config.domains.owner.domains.shop: must be a string, got list",
         ),
         (
-            {"domains": {"owner": {"attribute": "ns", "domains": {"shop": ["a", 3]}}}},
-            "config.domains.owner.domains.shop[1]: must be a non-empty string",
+            {"domains": {"owner": {"attribute": "ns", "domains": {"shop": " "}}}},
+            "config.domains.owner.domains.shop: must not be empty",
         ),
         (
             {"domains": {"owner": {"attribute": "ns", "by": {}}}},
@@ -307,11 +306,11 @@ def test_config_errors_name_the_key(config: dict[str, Any], message: str) -> Non
 OWNED = parse_config(
     {
         "domains": {
-            "by_transaction": {"checkout": "shop", "search": "discovery", "report": "finance"},
+            "by_transaction": {"checkout": "shop", "search": "discovery"},
             "by_service": {"recommender": "discovery"},
             "owner": {
                 "attribute": "k8s.namespace.name",
-                "domains": {"shop": "shop", "platform": ["discovery", "finance"]},
+                "domains": {"shop": "shop", "platform": "discovery"},
             },
         }
     }
@@ -319,22 +318,31 @@ OWNED = parse_config(
 
 
 @pytest.mark.parametrize(
+    ("owner", "expected"),
+    [
+        ("shop", "shop"),
+        ("platform", "discovery"),
+        ("batch-jobs", "batch-jobs"),  # unlisted: its own name
+        (None, "(unattributed)"),  # no owner: a sender outside the cluster
+    ],
+)
+def test_a_span_is_charged_to_its_owners_domain(owner: str | None, expected: str) -> None:
+    assert owner_domain(OWNED, owner) == expected
+
+
+@pytest.mark.parametrize(
     ("trace", "expected"),
     [
         (("checkout", "web", True, "shop", False), "shop"),
-        # A root from the platform namespace naming shop's transaction: not shop's budget.
+        # A root from the platform namespace naming shop's transaction: platform's label.
         (("checkout", "web", True, "platform", False), "discovery"),
-        (("report", "web", True, "platform", False), "finance"),  # among its domains
-        (("search", "recommender", True, "platform", False), "discovery"),
-        (("GET /", "recommender", True, "platform", False), "discovery"),  # by service, allowed
-        (("GET /", "recommender", True, "shop", False), "shop"),  # by service, not shop's
-        (("checkout", "web", True, "batch-jobs", False), "batch-jobs"),  # unlisted: its own name
-        (("checkout", "web", True, None, False), "(unattributed)"),  # no owner: outside
+        (("GET /", "recommender", True, "shop", False), "shop"),  # by_service: not in owner mode
+        (("checkout", "web", True, None, False), "(unattributed)"),
         (("checkout", "web", True, "shop", True), "(unattributed)"),  # contested
         (("(unattributed)", "web", False, None, False), "(unattributed)"),  # an orphan
     ],
 )
-def test_who_pays_is_the_owner_not_the_senders_names(
+def test_a_trace_is_labelled_with_its_roots_owner(
     trace: tuple[str, str | None, bool, str | None, bool], expected: str
 ) -> None:
     transaction, service, has_root, owner, contested = trace

@@ -116,7 +116,7 @@ def agent_config(
     database_url: str,
     *,
     by_transaction: dict[str, str],
-    owner_domains: dict[str, list[str]],
+    owner_domains: dict[str, str],
 ) -> dict[str, Any]:
     """The shipped agent's processors, in the shipped order, with the totals sink's
     shipped naming config, around the test's endpoints (`totals.totals_config`: the

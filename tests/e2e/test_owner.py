@@ -43,7 +43,7 @@ SHOP_IP, PLATFORM_IP, NO_POD_IP, ANNOTATED_IP = "127.0.0.2", "127.0.0.3", "127.0
 SHOP_DOMAIN, PLATFORM_DOMAIN = "retail", "platform-eng"
 BY_TRANSACTION = {"checkout": SHOP_DOMAIN, "nightly-sync": PLATFORM_DOMAIN}
 """The transaction names senders use; ``checkout`` is the shop's."""
-OWNER_DOMAINS = {"shop": [SHOP_DOMAIN], "platform": [PLATFORM_DOMAIN]}
+OWNER_DOMAINS = {"shop": SHOP_DOMAIN, "platform": PLATFORM_DOMAIN}
 UNATTRIBUTED, CONTESTED = "(unattributed)", "(contested)"
 DERIVED = ("k8s.namespace.name", "k8s.pod.name", "k8s.pod.uid", "k8s.node.name", "k8s.cluster.uid")
 """What the shipped k8s_attributes adds for a pod of this test's node (the RBAC's reach)."""
@@ -240,6 +240,20 @@ def test_a_transaction_name_picks_a_domain_only_among_the_senders_own(
     )
 
 
+def sent_cost(agent: Agent, spans: list[trace_pb2.Span]) -> float:
+    """The ``cost.usd`` the collector put on `spans` (at the test's sink)."""
+    wanted = {span.span_id for span in spans}
+    costs = [
+        kv.value.double_value
+        for _rs, _ss, sent in agent.sink.spans()
+        if sent.span_id in wanted
+        for kv in sent.attributes
+        if kv.key == "cost.usd"
+    ]
+    assert len(costs) == len(spans)
+    return math.fsum(costs)
+
+
 @pytest.mark.parametrize(
     "order", ["back to back", "the claim after the shop's trace is stored", "the claim first"]
 )
@@ -247,8 +261,8 @@ def test_a_second_root_from_another_namespace_makes_the_trace_contested(
     node: Node, agent: Agent, order: str
 ) -> None:
     """The platform pod claims to be the root (no parent, earlier start) of a trace the
-    shop pod started: the trace is nobody's, neither shop's nor platform's, whichever
-    part the store holds first."""
+    shop pod started: the trace is named (contested), labelled nobody's, whichever part
+    the store holds first; and each namespace pays for the spans it sent, no more."""
     start = time.time_ns() - 1_000_000_000
     trace = os.urandom(16)
     root = span(trace, start_ns=start, transaction="checkout")
@@ -259,14 +273,49 @@ def test_a_second_root_from_another_namespace_makes_the_trace_contested(
     agent.send(first[0], EC2, first[1])
     if order != "back to back":
         stored(agent, len(first[1]), {})
-        assert domain_spend(agent.url).keys() == {first[2]}, "one root: its owner pays"
+        assert domain_spend(agent.url).keys() == {first[2]}, "one sender: it pays"
     agent.send(second[0], EC2, second[1])
 
     rows = stored(agent, 3, {trace: "contested"})
     row = rows["contested"]
     # The claimant's span is the earliest root, so the row names its owner.
     assert rows == {"contested": Row(CONTESTED, UNATTRIBUTED, row.cost, "platform")}
-    assert domain_spend(agent.url) == pytest.approx({UNATTRIBUTED: row.cost}, rel=1e-9)
+    assert domain_spend(agent.url) == pytest.approx(
+        {SHOP_DOMAIN: sent_cost(agent, shop[1]), PLATFORM_DOMAIN: sent_cost(agent, [claim])},
+        rel=1e-9,
+    )
+
+
+def test_a_span_added_to_another_namespaces_trace_is_charged_to_its_sender(
+    node: Node, agent: Agent
+) -> None:
+    """The platform pod adds an expensive child (a big LLM call) to a trace the shop pod
+    started, under the shop's root (its id is in every traceparent the shop sends): the
+    trace's total holds it, but the platform pays for it, not the shop."""
+    start = time.time_ns() - 1_000_000_000
+    trace = os.urandom(16)
+    root = span(trace, start_ns=start, transaction="checkout")
+    agent.send(SHOP_IP, EC2, [root])
+    child = span(trace, start_ns=start + 1000, parent=root)
+    child.kind = trace_pb2.Span.SPAN_KIND_CLIENT
+    for key, value in (
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", "gpt-4o"),
+        ("gen_ai.usage.input_tokens", 1_000_000),
+        ("gen_ai.usage.output_tokens", 500_000),
+    ):
+        child.attributes.add(key=key, value=any_value(value))
+    agent.send(PLATFORM_IP, EC2, [child])
+
+    rows = stored(agent, 2, {trace: "shop's"})
+    row = rows["shop's"]
+    assert rows == {"shop's": Row("checkout", SHOP_DOMAIN, row.cost, "shop")}
+    injected = sent_cost(agent, [child])
+    assert injected > 5, "the child was priced (gpt-4o: 2.5 USD/M in, 10 USD/M out)"
+    assert row.cost == pytest.approx(sent_cost(agent, [root]) + injected, rel=1e-9)
+    assert domain_spend(agent.url) == pytest.approx(
+        {SHOP_DOMAIN: sent_cost(agent, [root]), PLATFORM_DOMAIN: injected}, rel=1e-9
+    )
 
 
 def test_a_namespace_the_sender_names_itself_is_not_who_pays(node: Node, agent: Agent) -> None:

@@ -6,22 +6,31 @@ Each store only says how to run it in its own SQL dialect.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
 from spancost.totals.aggregate import SpanContribution, TraceDelta, ns_from_utc
-from spancost.totals.naming import CONTESTED, TotalsConfig, trace_domain, transaction_name
+from spancost.totals.naming import (
+    CONTESTED,
+    TotalsConfig,
+    owner_domain,
+    trace_domain,
+    transaction_name,
+)
 
 __all__ = [
     "DEFAULT_RETENTION_MONTHS",
     "HOUR_NS",
     "PENDING_DOMAIN",
     "UNKNOWN_ENVIRONMENT",
+    "Charge",
     "Placement",
     "RollupChanges",
     "TraceSpans",
     "add_months",
+    "charges",
     "hour_window",
     "labels",
     "merge_assignments",
@@ -158,6 +167,45 @@ def trace_facts(
         root.owner,
         delta.contested,
     )
+
+
+class Charge(NamedTuple):
+    """What a trace's spans of one paying domain and environment add (owner mode:
+    ``domains.owner``, where every span is charged to its owner's domain)."""
+
+    domain: str
+    environment: str
+    cost_usd: float
+    spans: int
+    unpriced_spans: int
+
+
+def charges(spans: Iterable[SpanContribution], config: TotalsConfig) -> dict[str, list[Charge]]:
+    """Per trace id, its accepted spans grouped by the domain that pays for them
+    (`owner_domain` of each span's owner) and their environment, in key order. One
+    pass over a whole batch (the store's hot path, with ``domains.owner``)."""
+    groups: dict[tuple[str, str | None, str | None], tuple[list[float], list[int]]] = {}
+    for span in spans:
+        key = (span.trace_id, span.owner, span.environment)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = ([], [0])
+        group[0].append(span.cost_usd)
+        if span.unpriced_reason is not None:
+            group[1][0] += 1
+    merged: dict[tuple[str, str, str], tuple[list[float], int]] = {}
+    for (trace_id, owner, environment), (costs, unpriced) in groups.items():
+        key = (trace_id, owner_domain(config, owner), environment or UNKNOWN_ENVIRONMENT)
+        known = merged.get(key)
+        merged[key] = (costs, unpriced[0]) if known is None else (
+            known[0] + costs, known[1] + unpriced[0]
+        )  # fmt: skip
+    result: dict[str, list[Charge]] = {}
+    for (trace_id, domain, environment), (costs, unpriced_spans) in sorted(merged.items()):
+        result.setdefault(trace_id, []).append(
+            Charge(domain, environment, math.fsum(costs), len(costs), unpriced_spans)
+        )
+    return result
 
 
 def unpriced_counts(

@@ -39,9 +39,11 @@ from psycopg_pool import ConnectionPool
 from spancost.store.base import HourRow, SpendRow, StoreDataError, StoreError, WriteResult
 from spancost.store.common import (
     PENDING_DOMAIN,
+    Charge,
     Placement,
     RollupChanges,
     TraceSpans,
+    charges,
     hour_window,
     labels,
     merge_assignments,
@@ -74,7 +76,7 @@ __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
 logger = logging.getLogger(__name__)
 
-PARTITIONED_TABLES: Final = ("traces",)
+PARTITIONED_TABLES: Final = ("traces", "trace_charges")
 _PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<month>\d{2})$")
 # pg_advisory_xact_lock keys: migrations and partition DDL run one store at a time.
 _MIGRATE_LOCK: Final = 0x5370_6E63_0001
@@ -264,6 +266,60 @@ SELECT domain, sum(span_count), sum(unpriced_count) FROM traces
 WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
     AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%(exclude)s::text[])
 GROUP BY domain
+"""
+
+_CHARGES_COVERAGE: Final = """
+SELECT domain, sum(spans), sum(unpriced_spans) FROM trace_charges
+WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
+    AND environment <> ALL(%(exclude)s::text[])
+GROUP BY domain
+"""
+
+# The cost, and the traces, first seen in [start, end): the edges of domain_spend's
+# window. keyed_at <= first_seen: the partitions after `end` are pruned.
+_TRACES_FIRST_SEEN: Final = """
+SELECT domain, sum(cost_usd), count(*) FROM traces
+WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s
+    AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%s::text[])
+GROUP BY domain
+"""
+_CHARGES_FIRST_SEEN: Final = """
+SELECT domain, sum(cost_usd), count(*) FROM trace_charges
+WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s
+    AND environment <> ALL(%s::text[])
+GROUP BY domain
+"""
+
+# With domains.owner, the charges of traces new to the store (see _COPY_TRACES).
+_COPY_CHARGES: Final = """
+COPY trace_charges (
+    trace_id, keyed_at, domain, environment, first_seen, cost_usd, spans, unpriced_spans
+) FROM STDIN (FORMAT BINARY)
+"""
+_COPY_CHARGE_TYPES: Final = [
+    "text", "timestamptz", "text", "text", "timestamptz", "float8", "int8", "int8"
+]  # fmt: skip
+
+# With domains.owner: what each (trace, domain, environment) is charged, in key order.
+# A row holding only the spans just added is new (a row has at least one span): the
+# trace counts once per domain and environment. (xmax = 0, the usual test, is not
+# available on a partitioned table.)
+_ADD_CHARGES: Final = """
+INSERT INTO trace_charges (
+    trace_id, keyed_at, domain, environment, first_seen, cost_usd, spans, unpriced_spans
+)
+SELECT * FROM unnest(
+    string_to_array(%s, ','), %b::timestamptz[], %b::text[], %b::text[], %b::timestamptz[],
+    %b::float8[], %b::bigint[], %b::bigint[]
+) AS charge (
+    trace_id, keyed_at, domain, environment, first_seen, cost_usd, spans, unpriced_spans
+)
+ORDER BY trace_id, domain, environment
+ON CONFLICT (trace_id, keyed_at, domain, environment) DO UPDATE SET
+    cost_usd = trace_charges.cost_usd + excluded.cost_usd,
+    spans = trace_charges.spans + excluded.spans,
+    unpriced_spans = trace_charges.unpriced_spans + excluded.unpriced_spans
+RETURNING trace_id, domain, environment, first_seen, spans
 """
 
 _UNPRICED_REASONS: Final = """
@@ -462,6 +518,10 @@ class PostgresStore:
         window = spend_window(since, until)
         excluded = sorted(exclude_environments)
 
+        edge = (
+            _CHARGES_FIRST_SEEN if self._config.owner_attribute is not None else _TRACES_FIRST_SEEN
+        )
+
         def read(cursor: Cursor) -> dict[str, float]:
             cursor.execute(
                 "SELECT domain, sum(cost_usd), sum(traces) FROM domain_hourly"
@@ -480,13 +540,7 @@ class PostgresStore:
                 # exactly the stored times in [start_ns, end_ns).
                 start, end = utc_from_ns(start_ns + 999), utc_from_ns(end_ns + 999)
                 # keyed_at <= first_seen: the partitions after `end` are pruned.
-                cursor.execute(
-                    "SELECT domain, sum(cost_usd), count(*) FROM traces"
-                    " WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s"
-                    " AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%s::text[])"
-                    " GROUP BY domain",
-                    (start, end, end, excluded),
-                )
+                cursor.execute(edge, (start, end, end, excluded))
                 rows += [
                     (domain, sign * float(cost), sign * int(traces))
                     for domain, cost, traces in cursor
@@ -504,7 +558,8 @@ class PostgresStore:
             "end": utc_from_ns(end_ns),
             "exclude": sorted(exclude_environments),
         }
-        rows = self._read("domain_coverage", _DOMAIN_COVERAGE, parameters)
+        query = _CHARGES_COVERAGE if self._config.owner_attribute is not None else _DOMAIN_COVERAGE
+        rows = self._read("domain_coverage", query, parameters)
         return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
 
     def unpriced_reasons(
@@ -643,6 +698,8 @@ class PostgresStore:
                 now=now,
                 rollup=rollup,
             )
+            if self._config.owner_attribute is not None:
+                _charge(cursor, self._config, stored_now, keyed_at, stored, now, rollup)
         for quarantine_reason in sorted(reasons):
             cursor.execute(
                 "INSERT INTO quarantine_counts (reason, spans) VALUES (%s, %s)"
@@ -683,6 +740,7 @@ class PostgresStore:
             held = stored.get(delta.trace_id)
             (existing if held is not None and held.row is not None else new).append(delta)
         now_ns = ns_from_utc(now)
+        owner_mode = self._config.owner_attribute is not None
         if new:
             with cursor.copy(_COPY_TRACES) as copy:
                 copy.set_types(_COPY_TYPES)
@@ -703,8 +761,11 @@ class PostgresStore:
                             environment,
                         )
                     )
-                    after = placement(now_ns, domain, environment, delta.cost_usd, delta.span_count)
-                    rollup.record(None, after, delta.cost_usd, delta.span_count)
+                    if not owner_mode:  # with domains.owner, spans are charged (_charge)
+                        after = placement(
+                            now_ns, domain, environment, delta.cost_usd, delta.span_count
+                        )
+                        rollup.record(None, after, delta.cost_usd, delta.span_count)
         if not existing:
             return
         columns: list[Any] = [
@@ -758,9 +819,10 @@ class PostgresStore:
             before = stored[trace_id].row
             if before is None:  # only rows read under the lock are updated
                 raise StoreError(f"totals store: trace {trace_id} was updated but not read")
-            after = _placement(first_seen, domain, environment, cost, count)
-            delta = added[trace_id]
-            rollup.record(_placement(*before), after, delta.cost_usd, delta.span_count)
+            if not owner_mode:
+                after = _placement(first_seen, domain, environment, cost, count)
+                delta = added[trace_id]
+                rollup.record(_placement(*before), after, delta.cost_usd, delta.span_count)
         if relabel[0]:
             cursor.execute(_RELABEL_TRACES, relabel)
 
@@ -823,8 +885,10 @@ class PostgresStore:
                 " WHERE trace_id = %s AND keyed_at = %s",
                 (transaction, domain, trace_id, keyed_at),
             )
-            before = _placement(first_seen, None, environment, cost, spans)
-            rollup.record(before, _placement(first_seen, domain, environment, cost, spans), 0.0, 0)
+            if self._config.owner_attribute is None:  # else charges, which never move
+                before = _placement(first_seen, None, environment, cost, spans)
+                after = _placement(first_seen, domain, environment, cost, spans)
+                rollup.record(before, after, 0.0, 0)
             named += 1
         _apply_rollup(cursor, rollup)
         if named:
@@ -963,6 +1027,52 @@ def _placement(
     first_seen: datetime, domain: str | None, environment: str | None, cost: float, spans: int
 ) -> Placement:
     return placement(ns_from_utc(first_seen), domain, environment, cost, spans)
+
+
+def _charge(  # noqa: PLR0917 - the write's state, passed down as _add gets it
+    cursor: Cursor,
+    config: TotalsConfig,
+    spans_by_trace: dict[str, list[SpanContribution]],
+    keyed_at: dict[str, datetime],
+    stored: dict[str, _Stored],
+    now: datetime,
+    rollup: RollupChanges,
+) -> None:
+    """With ``domains.owner``: charge each trace's new spans to their owners' domains
+    (`charges`), and add them to the rollup; a charge never moves. A trace without a row
+    before this write has no charges yet: its rows go in by binary COPY, as new traces
+    do; the others add to theirs (one statement)."""
+    fresh: list[tuple[str, datetime, str, str, datetime, float, int, int]] = []
+    known: list[tuple[str, datetime, str, str, datetime, float, int, int]] = []
+    added: dict[tuple[str, str, str], Charge] = {}
+    by_trace = charges((span for spans in spans_by_trace.values() for span in spans), config)
+    for trace_id, trace_charges in by_trace.items():
+        held = stored.get(trace_id)
+        existing = held is not None and held.row is not None
+        first_seen = held.row[0] if held is not None and held.row is not None else now
+        for charge in trace_charges:
+            added[(trace_id, charge.domain, charge.environment)] = charge
+            (known if existing else fresh).append(
+                (trace_id, keyed_at[trace_id], charge.domain, charge.environment, first_seen,
+                 charge.cost_usd, charge.spans, charge.unpriced_spans)
+            )  # fmt: skip
+    if fresh:
+        with cursor.copy(_COPY_CHARGES) as copy:
+            copy.set_types(_COPY_CHARGE_TYPES)
+            for row in fresh:
+                copy.write_row(row)
+        for _, _, domain, environment, first_seen, cost, spans, _ in fresh:
+            key = placement(ns_from_utc(first_seen), domain, environment, 0.0, 0)
+            rollup.add(key, cost, 1, spans)
+    if not known:
+        return
+    columns: list[Any] = [list(column) for column in zip(*known, strict=True)]
+    columns[0] = ",".join(columns[0])  # hex ids: split by the server (see _STORED)
+    cursor.execute(_ADD_CHARGES, columns)
+    for trace_id, domain, environment, first_seen, spans in cursor.fetchall():
+        charge = added[(trace_id, domain, environment)]
+        key = placement(ns_from_utc(first_seen), domain, environment, 0.0, 0)
+        rollup.add(key, charge.cost_usd, 1 if spans == charge.spans else 0, charge.spans)
 
 
 def _unpriced_columns(counts: list[tuple[tuple[int, str, str], int]]) -> list[list[Any]]:

@@ -29,8 +29,10 @@ from typing import Any, Final, TypeVar
 from spancost.store.base import HourRow, SpendRow, StoreDataError, StoreError, WriteResult
 from spancost.store.common import (
     PENDING_DOMAIN,
+    Charge,
     Placement,
     RollupChanges,
+    charges,
     hour_window,
     labels,
     merge_assignments,
@@ -163,6 +165,26 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             """,
         ),
     ),
+    (
+        5,
+        (
+            # With domains.owner every span is charged to its owner's domain: what each
+            # (domain, environment) owes of each trace, first seen when the trace was.
+            """
+            CREATE TABLE trace_charges (
+                trace_id TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                first_seen_ns INTEGER NOT NULL,
+                cost_usd REAL NOT NULL,
+                spans INTEGER NOT NULL,
+                unpriced_spans INTEGER NOT NULL,
+                PRIMARY KEY (trace_id, domain, environment)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX trace_charges_first_seen ON trace_charges (first_seen_ns)",
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
 
@@ -216,6 +238,23 @@ _DELETE_TRACES: Final = """
 DELETE FROM traces WHERE first_seen_ns < ? OR trace_id IN (
     SELECT trace_id FROM contributions GROUP BY trace_id HAVING min(ingested_ns) < ?
 )
+"""
+_DELETE_CHARGES: Final = """
+DELETE FROM trace_charges WHERE first_seen_ns < ? OR trace_id IN (
+    SELECT trace_id FROM contributions GROUP BY trace_id HAVING min(ingested_ns) < ?
+)
+"""
+_CHARGE_EXISTS: Final = (
+    "SELECT 1 FROM trace_charges WHERE trace_id = ? AND domain = ? AND environment = ?"
+)
+_ADD_CHARGE: Final = """
+INSERT INTO trace_charges (
+    trace_id, domain, environment, first_seen_ns, cost_usd, spans, unpriced_spans
+) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (trace_id, domain, environment) DO UPDATE SET
+    cost_usd = cost_usd + excluded.cost_usd,
+    spans = spans + excluded.spans,
+    unpriced_spans = unpriced_spans + excluded.unpriced_spans
 """
 _DELETE_CONTRIBUTIONS: Final = """
 DELETE FROM contributions WHERE trace_id IN (
@@ -315,14 +354,19 @@ class SQLiteStore:
                 " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ? GROUP BY domain, environment",
                 (window.hours_start, window.hours_end, PENDING_DOMAIN),
             ).fetchall()
+            edge = (
+                "SELECT domain, environment, sum(cost_usd), count(*) FROM trace_charges"
+                " WHERE first_seen_ns >= ? AND first_seen_ns < ? GROUP BY domain, environment"
+                if self._config.owner_attribute is not None
+                else "SELECT domain, coalesce(environment, ''), sum(cost_usd), count(*)"
+                " FROM traces WHERE first_seen_ns >= ? AND first_seen_ns < ?"
+                " AND domain IS NOT NULL GROUP BY domain, environment"
+            )
             for start_ns, end_ns, sign in window.edges:
                 rows += [
                     (domain, environment, sign * cost, sign * traces)
                     for domain, environment, cost, traces in cursor.execute(
-                        "SELECT domain, coalesce(environment, ''), sum(cost_usd), count(*)"
-                        " FROM traces WHERE first_seen_ns >= ? AND first_seen_ns < ?"
-                        " AND domain IS NOT NULL GROUP BY domain, environment",
-                        (start_ns, end_ns),
+                        edge, (start_ns, end_ns)
                     )
                 ]
             return rows
@@ -339,13 +383,18 @@ class SQLiteStore:
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, tuple[int, int]]:
         start_ns, end_ns = hour_window(since, until)
-        rows = self._read(
-            "domain_coverage",
-            "SELECT domain, sum(span_count), sum(unpriced_count) FROM traces"
+        query = (
+            "SELECT domain, sum(spans), sum(unpriced_spans) FROM trace_charges"
+            " WHERE first_seen_ns >= ? AND first_seen_ns < ?"
+            " AND environment NOT IN (SELECT value FROM json_each(?)) GROUP BY domain"
+            if self._config.owner_attribute is not None
+            else "SELECT domain, sum(span_count), sum(unpriced_count) FROM traces"
             " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND domain IS NOT NULL"
             " AND coalesce(environment, '') NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY domain",
-            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+            " GROUP BY domain"
+        )
+        rows = self._read(
+            "domain_coverage", query, (start_ns, end_ns, json.dumps(sorted(exclude_environments)))
         )
         return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
 
@@ -442,6 +491,7 @@ class SQLiteStore:
         cutoff_ns = ns_from_utc(cutoff)
 
         def delete(cursor: sqlite3.Cursor) -> Deleted:
+            cursor.execute(_DELETE_CHARGES, (cutoff_ns, cutoff_ns))
             cursor.execute(_DELETE_TRACES, (cutoff_ns, cutoff_ns))
             traces = cursor.rowcount
             cursor.execute(_DELETE_CONTRIBUTIONS, (cutoff_ns,))
@@ -517,8 +567,9 @@ class SQLiteStore:
             )
         deltas = fold(inserted)
         rollup = RollupChanges()
+        owed = charges(inserted, self._config) if self._config.owner_attribute else None
         for delta in deltas.values():
-            self._add(cursor, delta, now_ns, rollup)
+            self._add(cursor, delta, now_ns, rollup, None if owed is None else owed[delta.trace_id])
         _apply_rollup(cursor, rollup)
         for (hour_ns, environment, reason), spans in unpriced_counts(inserted, now_ns):
             cursor.execute(
@@ -536,10 +587,17 @@ class SQLiteStore:
         )
 
     def _add(
-        self, cursor: sqlite3.Cursor, delta: TraceDelta, now_ns: int, rollup: RollupChanges
+        self,
+        cursor: sqlite3.Cursor,
+        delta: TraceDelta,
+        now_ns: int,
+        rollup: RollupChanges,
+        owed: list[Charge] | None,
     ) -> None:
         """Add `delta` to its trace's row (as `merge` does) and record the rollup change:
-        the delta, or the trace's whole move if its domain or environment changed."""
+        the delta, or the trace's whole move if its domain or environment changed; with
+        ``domains.owner``, what the delta's spans `owed` their owners' domains instead,
+        which never moves."""
         before = _placement(cursor, delta.trace_id)
         sums, spans = trace_facts(delta, self._config)
         row = cursor.execute(
@@ -565,8 +623,16 @@ class SQLiteStore:
             " WHERE trace_id = ?",
             (transaction, domain, environment, delta.trace_id),
         )
-        after = placement(first_seen_ns, domain, environment, cost, spans)
-        rollup.record(before, after, delta.cost_usd, delta.span_count)
+        if owed is None:
+            after = placement(first_seen_ns, domain, environment, cost, spans)
+            rollup.record(before, after, delta.cost_usd, delta.span_count)
+            return
+        for charge in owed:
+            key = (delta.trace_id, charge.domain, charge.environment)
+            new = cursor.execute(_CHARGE_EXISTS, key).fetchone() is None
+            cursor.execute(_ADD_CHARGE, (*key, first_seen_ns, *charge[2:]))
+            row = placement(first_seen_ns, charge.domain, charge.environment, 0.0, 0)
+            rollup.add(row, charge.cost_usd, 1 if new else 0, charge.spans)
 
     def _attribute_orphans(
         self, cursor: sqlite3.Cursor, now: datetime, grace: timedelta, unattributed_name: str
@@ -597,7 +663,8 @@ class SQLiteStore:
                 (transaction, domain, trace_id),
             )
             after = _placement(cursor, trace_id)
-            if before is not None and after is not None:
+            owner_mode = self._config.owner_attribute is not None  # charges never move
+            if before is not None and after is not None and not owner_mode:
                 rollup.record(before, after, 0.0, 0)
             named += 1
         _apply_rollup(cursor, rollup)

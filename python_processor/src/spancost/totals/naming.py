@@ -14,22 +14,25 @@ unattributed name. A root that arrives later still names it.
 
 The domain (whose budget pays) is ``domains.by_transaction[transaction]``, else
 ``domains.by_service[service]`` (the root's service; for an orphan, its earliest
-span's), else the transaction itself. Those are names a sender chooses: anyone who
-can send a root span can charge a trace to any domain. With ``domains.owner``
-configured, who pays comes from what a sender cannot forge in a cluster instead
-(`trace_domain`): the resource attribute ``owner.attribute`` of the root span
-(``k8s.namespace.name``, which the agent's ``k8s_attributes`` derives from the
-connection and the sender cannot set), mapped by ``owner.domains`` to the domains
-that owner may be charged to (the owner's own name when it is not listed):
+span's), else the transaction itself: the whole trace is charged to it. Those are
+names a sender chooses, and any span a sender adds to a trace (a child of any span
+whose id it learned from a ``traceparent``) adds to that trace's cost: anyone who
+can send spans can charge any domain. With ``domains.owner`` configured, who pays
+comes from what a sender cannot forge in a cluster instead: every span is charged
+to its **owner**, the resource attribute ``owner.attribute`` (``k8s.namespace.name``,
+which the agent's ``k8s_attributes`` derives from the connection after removing the
+sender's own), mapped by ``owner.domains`` (an owner not listed is its own domain;
+a span without an owner is unattributed) (`owner_domain`). So a workload pays for
+the spans it sends, wherever they sit in a trace, and no one else's:
 
-- a root's ``business.transaction`` (or service) names a domain only among its
-  owner's; any other falls back to the owner's first domain;
-- a trace whose root spans come from more than one owner is *contested*: a span
-  that claims to be the root of a trace another workload started does not take the
-  trace's cost; the trace is named ``(contested)`` and charged to nobody's budget
-  (the unattributed domain), which the report and the guard show;
-- a trace whose root has no owner (a sender outside the cluster), or that never got
-  a root (an orphan), is charged to the unattributed domain.
+- a root's ``business.transaction`` or service names the trace's transaction, never
+  whose budget pays;
+- a span that claims to be the root of a trace another workload started, or one
+  added to someone else's trace, is charged to the sender's own domain;
+- the trace as a whole (the transaction view: `transaction_name`, its cost) keeps
+  every span, and is labelled with its root's owner's domain (`trace_domain`); a
+  trace whose root spans came from two owners is *contested* (named ``(contested)``,
+  labelled unattributed), so a forged root cannot rename another team's trace.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "TraceState",
     "TransactionRule",
     "domain_name",
+    "owner_domain",
     "parse_config",
     "resolve_transaction",
     "trace_domain",
@@ -111,9 +115,8 @@ class TotalsConfig:
     owner_attribute: str | None = None
     """``domains.owner.attribute``: the resource attribute that says who sent a span;
     None: domains come from the names senders choose."""
-    domains_by_owner: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """``domains.owner.domains``: owner -> the domains it may be charged to, first the
-    default; an owner not listed may be charged to its own name only."""
+    domains_by_owner: Mapping[str, str] = field(default_factory=dict)
+    """``domains.owner.domains``: owner -> its domain; an owner not listed is its own."""
 
 
 def transaction_name(root: SpanContribution, config: TotalsConfig) -> str:
@@ -134,6 +137,14 @@ def domain_name(transaction: str, service: str | None, config: TotalsConfig) -> 
     return transaction if domain is None else domain
 
 
+def owner_domain(config: TotalsConfig, owner: str | None) -> str:
+    """The domain that pays for a span sent by `owner` (with ``domains.owner``): its
+    mapped domain, else its own name; no owner: the unattributed domain."""
+    if owner is None:
+        return config.unattributed_name
+    return config.domains_by_owner.get(owner, owner)
+
+
 def trace_domain(
     config: TotalsConfig,
     *,
@@ -143,18 +154,15 @@ def trace_domain(
     owner: str | None,
     contested: bool,
 ) -> str:
-    """Whose budget pays for a trace (see the module docstring): `domain_name` from the
-    sender's names, unless ``domains.owner`` is configured, when the root's `owner`
-    decides and a `contested` trace, or one without a root or an owner, is unattributed."""
+    """The domain a trace is labelled with (see the module docstring): `domain_name`
+    from the sender's names, unless ``domains.owner`` is configured, when it is the
+    root's `owner`'s (`owner_domain`), and unattributed for a `contested` trace or one
+    without a root. (With an owner, money is charged span by span, not by this label.)"""
     if config.owner_attribute is None:
         return domain_name(transaction, service, config)
-    if contested or not has_root or owner is None:
+    if contested or not has_root:
         return config.unattributed_name
-    allowed = config.domains_by_owner.get(owner, (owner,))
-    named = config.domains_by_transaction.get(transaction)
-    if named is None and service is not None:
-        named = config.domains_by_service.get(service)
-    return named if named in allowed else allowed[0]
+    return owner_domain(config, owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,28 +219,13 @@ def parse_config(config: object, *, extra_keys: Iterable[str] = ()) -> TotalsCon
     )
 
 
-def _owner(domains: ConfigSection) -> tuple[str | None, dict[str, tuple[str, ...]]]:
+def _owner(domains: ConfigSection) -> tuple[str | None, dict[str, str]]:
     if "owner" not in domains:
         return None, {}
     owner = domains.get_section("owner")
     owner.allow_only("attribute", "domains")
     attribute = _name(owner, "attribute")
-    mapping = owner.get_section("domains", {})
-    result: dict[str, tuple[str, ...]] = {}
-    for name, value in mapping.items():
-        key = mapping.key(name)
-        if not name.strip():
-            raise ConfigError(key, "owner must not be empty")
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not items:
-            raise ConfigError(
-                key, f"must be a domain or a non-empty list of domains, got {describe_type(value)}"
-            )
-        for index, item in enumerate(items):
-            if not isinstance(item, str) or not item.strip():
-                raise ConfigError(join_index(key, index), "must be a non-empty string")
-        result[name] = tuple(items)
-    return attribute, result
+    return attribute, _name_map(owner, "domains")
 
 
 def _name(section: ConfigSection, key: str, default: Any = MISSING) -> str:

@@ -254,5 +254,48 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             """,
         ),
     ),
+    (
+        7,
+        (
+            # With domains.owner every span is charged to its owner's domain: what each
+            # (domain, environment) owes of each trace, first seen when the trace was.
+            # Partitioned like traces, with a partition for each of traces' months.
+            """
+            CREATE TABLE trace_charges (
+                trace_id text NOT NULL,
+                keyed_at timestamptz NOT NULL,
+                domain text NOT NULL,
+                environment text NOT NULL,
+                first_seen timestamptz NOT NULL,
+                cost_usd double precision NOT NULL
+                    CHECK (cost_usd >= 0 AND cost_usd < 'Infinity'),
+                spans bigint NOT NULL,
+                unpriced_spans bigint NOT NULL,
+                PRIMARY KEY (trace_id, keyed_at, domain, environment)
+            ) PARTITION BY RANGE (keyed_at)
+            """,
+            "CREATE INDEX trace_charges_first_seen ON trace_charges (first_seen)",
+            """
+            DO $$
+            DECLARE
+                part record;
+            BEGIN
+                FOR part IN
+                    SELECT child.relname AS name,
+                        pg_get_expr(child.relpartbound, child.oid) AS bound
+                    FROM pg_inherits JOIN pg_class child ON child.oid = pg_inherits.inhrelid
+                    WHERE pg_inherits.inhparent = 'traces'::regclass ORDER BY 1
+                LOOP
+                    EXECUTE format(
+                        'CREATE TABLE %I PARTITION OF trace_charges %s',
+                        'trace_charges' || substr(part.name, length('traces') + 1),
+                        part.bound
+                    );
+                END LOOP;
+            END
+            $$
+            """,
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
