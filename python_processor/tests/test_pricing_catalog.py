@@ -69,8 +69,8 @@ class FakeSource:
 
 
 def test_fallback_order_is_live_then_bundled() -> None:
-    assert FALLBACK_ORDER == ("aws_pricelist", "bundled")
-    assert set(SOURCE_FACTORIES) == {"aws_pricelist", "bundled"}
+    assert FALLBACK_ORDER == ("aws_pricelist", "aws_spot", "bundled")
+    assert set(SOURCE_FACTORIES) == {"aws_pricelist", "aws_spot", "bundled"}
 
 
 def test_first_valid_price_wins() -> None:

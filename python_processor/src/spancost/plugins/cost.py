@@ -3,8 +3,8 @@
 Attributes written (every other ``cost.*`` attribute is left alone):
 
 ``cost.usd`` (double), ``cost.currency`` (``USD``), ``cost.source`` (who
-answered: ``bundled``, ``aws_pricelist``, ``genai-prices``, ``rule:<name>``),
-``cost.model`` (how it was computed, e.g. ``ec2.on_demand.duration``),
+answered: ``bundled``, ``aws_pricelist``, ``aws_spot``, ``genai-prices``,
+``rule:<name>``), ``cost.model`` (how it was computed, e.g. ``ec2.on_demand.duration``),
 ``cost.price_as_of``, ``cost.instance_type`` (compute only) — or, for a span
 that cannot be priced, only ``cost.unpriced_reason`` (``no_resource_info``,
 ``unknown_instance_type``, ``unknown_region``, ``unknown_model``,

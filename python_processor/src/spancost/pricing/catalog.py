@@ -7,11 +7,12 @@ AWS Price List (when enabled and loaded) wins over the bundled snapshot::
 
     prices:
       aws_pricelist: {enabled: true, refresh: 15m}   # the rest is the source's own config
+      aws_spot: {enabled: true, refresh: 5m}         # spot prices only (ec2_spot)
       bundled: {enabled: true}                       # path: another snapshot file
 
-A factory imports its module only when the source is enabled: with
-``aws_pricelist`` disabled, boto3 is never imported. Every price says where it
-came from (`Price.source`) and as of when (`Price.as_of`).
+A factory imports its module only when the source is enabled: with the live
+sources disabled, boto3 is never imported. Every price says where it came from
+(`Price.source`) and as of when (`Price.as_of`).
 """
 
 from __future__ import annotations
@@ -82,16 +83,35 @@ def _aws_pricelist(config: Mapping[str, Any], path: str) -> PriceSource:
     return source
 
 
+def _aws_spot(config: Mapping[str, Any], path: str) -> PriceSource:
+    # Imported here: boto3 is loaded only when the live source is enabled.
+    try:
+        from spancost.pricing.aws_spot import AwsSpotPrices  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(
+            path, f"cannot be enabled: the AWS spot price source is missing ({exc})"
+        ) from exc
+    # Its ConfigErrors already name the full key (prices.aws_spot.refresh).
+    source: PriceSource = AwsSpotPrices(config, path=path)
+    return source
+
+
 SOURCE_FACTORIES: Final[dict[str, SourceFactory]] = {
     "aws_pricelist": _aws_pricelist,
+    "aws_spot": _aws_spot,
     "bundled": _bundled,
 }
 """The registry: source name → factory."""
 
-FALLBACK_ORDER: Final[tuple[str, ...]] = ("aws_pricelist", "bundled")
-"""Which source is asked first: live prices before the snapshot shipped with spancost."""
+FALLBACK_ORDER: Final[tuple[str, ...]] = ("aws_pricelist", "aws_spot", "bundled")
+"""Which source is asked first: live prices before the snapshot shipped with spancost.
+``aws_spot`` answers spot prices only (`PriceBook.ec2_spot`)."""
 
-DEFAULT_ENABLED: Final[Mapping[str, bool]] = {"aws_pricelist": False, "bundled": True}
+DEFAULT_ENABLED: Final[Mapping[str, bool]] = {
+    "aws_pricelist": False,
+    "aws_spot": False,
+    "bundled": True,
+}
 
 
 def build_price_book(

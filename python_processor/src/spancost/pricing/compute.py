@@ -7,7 +7,9 @@ Allocation model ``duration``: a service segment (the spans one process made
 for one request: a local root and everything nested under it in the same
 process) is charged once, on its local root::
 
-    ec2      usd = hourly_price * duration_s / 3600     (* (1 - spot.discount) on spot)
+    ec2      usd = hourly_price * duration_s / 3600
+             (on spot: a source's spot price, in the node's zone when known;
+             else the on-demand price * (1 - spot.discount))
     fargate  usd = (vcpu * vcpu_hour_price + memory_gb * gb_hour_price) * duration_s / 3600
     lambda   usd = memory_gb * ceil(duration_ms) / 1000 * gb_second_price + request_price
 
@@ -260,7 +262,8 @@ def _ec2(
         operating_system = _OPERATING_SYSTEMS.get(facts.os_type)
     if operating_system is None:
         return _UNKNOWN_TYPE
-    key = Ec2Key(facts.region, facts.host_type, operating_system)
+    # The zone matters only to spot prices; on-demand lookups ignore it (see Ec2Key).
+    key = Ec2Key(facts.region, facts.host_type, operating_system, facts.availability_zone)
     on_demand = book.ec2(key)
     if isinstance(on_demand, Unpriced):
         return on_demand

@@ -120,6 +120,7 @@ class ResourceFacts:
     provider: str | None = None
     platform: str | None = None
     region: str | None = None
+    availability_zone: str | None = None
     host_type: str | None = None
     arch: str | None = None
     os_type: str | None = None
@@ -182,6 +183,7 @@ class ResourceFacts:
             provider=_lower(texts[ATTR_CLOUD_PROVIDER]),
             platform=_lower(texts[ATTR_CLOUD_PLATFORM]),
             region=_lower(region),
+            availability_zone=_lower(zone),
             host_type=_lower(texts[ATTR_HOST_TYPE]),
             arch=_lower(texts[ATTR_HOST_ARCH]),
             os_type=_lower(texts[ATTR_OS_TYPE]),

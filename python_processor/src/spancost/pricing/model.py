@@ -2,13 +2,14 @@
 
 A price is a number of US dollars per unit, with where it came from and as of
 when. Sources answer lookups purely from memory (the hot path never waits for
-the network); `aws.AwsPriceList` refreshes its memory in the background.
+the network); `aws.AwsPriceList` and `aws_spot.AwsSpotPrices` refresh their
+memory in the background.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
 __all__ = [
@@ -37,17 +38,24 @@ class Price:
 
     usd: float
     unit: str  # "hour", "gb_second", "request", "vcpu_hour", "gb_hour"
-    source: str  # "bundled", "aws_pricelist", "rule:<name>", ...
+    source: str  # "bundled", "aws_pricelist", "aws_spot", "rule:<name>", ...
     as_of: str
 
 
 @dataclass(frozen=True, slots=True)
 class Ec2Key:
-    """An EC2 on-demand price: shared tenancy, no pre-installed software."""
+    """An EC2 instance to price: shared tenancy, no pre-installed software.
+
+    `availability_zone` is where it runs, when known. Only spot prices differ by
+    zone (`SpotPriceSource`), so it takes no part in equality and hashing: an
+    on-demand lookup, and any table or cache keyed by `Ec2Key`, is the same with
+    or without it.
+    """
 
     region: str  # "us-east-1"
     instance_type: str  # "m5.large"
     operating_system: str = "Linux"  # "Linux", "Windows", "RHEL", "SUSE"
+    availability_zone: str | None = field(default=None, compare=False)  # "us-east-1a"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +97,12 @@ class PriceSource(Protocol):
 
 @runtime_checkable
 class SpotPriceSource(Protocol):
-    """Optional extra of a `PriceSource`: EC2 spot prices (hourly, Linux).
+    """Optional extra of a `PriceSource`: EC2 spot prices (hourly).
 
     The pricing core asks a source for a spot price only if it has this method;
     otherwise (or on None) it applies the configured spot discount to the
-    on-demand price.
+    on-demand price. The key's `Ec2Key.availability_zone` is set when the
+    resource says where the node runs.
     """
 
     def ec2_spot(self, key: Ec2Key) -> Price | None: ...
@@ -150,10 +159,10 @@ UNPRICED_REASONS: Final[tuple[UnpricedReason, ...]] = (
 class Priced:
     """A span's price: `usd` (finite, >= 0) and how it was found.
 
-    `source` answered the price ("bundled", "aws_pricelist", "genai-prices",
-    "rule:<name>"), `model` says how it was computed ("ec2.on_demand.duration",
-    "llm.tokens", ...), `as_of` when the price was valid, `instance_type` what
-    ran the compute (empty when not compute).
+    `source` answered the price ("bundled", "aws_pricelist", "aws_spot",
+    "genai-prices", "rule:<name>"), `model` says how it was computed
+    ("ec2.on_demand.duration", "llm.tokens", ...), `as_of` when the price was
+    valid, `instance_type` what ran the compute (empty when not compute).
     """
 
     usd: float
