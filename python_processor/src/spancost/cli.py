@@ -2,9 +2,10 @@
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT included) or success; 1 when
 the command fails (cannot bind, a ``--preload`` plugin is missing, the Price
-List API failed, no price known); 2 for usage errors: a bad flag or
-environment variable, a listen address beyond loopback, or the pure-Python
-protobuf backend.
+List API failed, no price known, the collector ``spancost demo`` sends to cannot
+be reached); 2 for usage errors: a bad flag or environment variable, a listen
+address beyond loopback (or a demo endpoint, without ``--allow-remote``), or the
+pure-Python protobuf backend.
 
 ``spancost prices`` imports boto3 only when it talks to the API, so the
 sidecar's start-up never pays for it.
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -27,6 +29,21 @@ import click
 from spancost import __version__
 from spancost.cliopts import log_level_option
 from spancost.dbcli import db
+from spancost.demo import (
+    DEFAULT_REQUESTS,
+    DEFAULT_SEED,
+    MAX_REQUESTS,
+    PROTOCOLS,
+    DemoSendError,
+    OtlpProtocol,
+    build_batches,
+    open_exporter,
+    parse_endpoint,
+    plan_requests,
+    send,
+    summary,
+    transaction_names,
+)
 from spancost.errors import ListenAddressError, SpancostError, UnsupportedRuntimeError
 from spancost.guard.cli import guard
 from spancost.log import configure_logging
@@ -189,6 +206,98 @@ def sidecar(
         serve_until_signalled(create_server(options, instances), grace_period)
     except SpancostError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+# -- spancost demo ------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option(
+    "--endpoint",
+    "endpoint_text",
+    metavar="ADDRESS",
+    help="The collector's OTLP receiver. gRPC: host:port (default 127.0.0.1:4317); HTTP: "
+    "a URL (default http://127.0.0.1:4318; /v1/traces is added to a URL without a path).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="grpc",
+    show_default=True,
+    help="OTLP over gRPC, or over HTTP with protobuf bodies.",
+)
+@click.option(
+    "--requests",
+    "requests_per_transaction",
+    type=click.IntRange(min=1, max=MAX_REQUESTS),
+    default=DEFAULT_REQUESTS,
+    show_default=True,
+    help="Production requests (traces) per business transaction; a quarter as many "
+    "again come from CI.",
+)
+@click.option(
+    "--business-transaction",
+    "transactions",
+    multiple=True,
+    metavar="NAME",
+    help="A business transaction to send (repeatable; default: checkout and search). "
+    "checkout and search have services of their own; other names call a generic one.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULT_SEED,
+    show_default=True,
+    help="Durations and token counts follow the seed: one seed always costs the same.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the collector to answer each batch.",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Send to an endpoint beyond this host. The demo's spans say production: "
+    "there they count against real budgets.",
+)
+def demo_command(
+    *,
+    endpoint_text: str | None,
+    protocol: OtlpProtocol,
+    requests_per_transaction: int,
+    transactions: tuple[str, ...],
+    seed: int,
+    timeout: float,
+    allow_remote: bool,
+) -> None:
+    """Send realistic traffic to a running collector, to see what it costs.
+
+    Requests of each business transaction from services on EKS (EC2), a Lambda
+    function and an LLM call, some CI requests (which configs/local.yaml drops) and
+    one span spancost cannot price. Then run `spancost report`.
+    """
+    try:
+        endpoint = parse_endpoint(endpoint_text, protocol)
+        names = transaction_names(transactions)
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from exc
+    if not endpoint.loopback and not allow_remote:
+        raise UsageFailure(
+            f"{endpoint} is not on this host, and the demo's spans say production: they "
+            "would count against that collector's budgets. Add --allow-remote to send anyway."
+        )
+    requests = plan_requests(names, requests_per_transaction)
+    exporter = open_exporter(endpoint, timeout)
+    try:
+        sent = send(build_batches(requests, seed=seed, now_ns=time.time_ns()), exporter)
+    except DemoSendError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        exporter.close()
+    click.echo(summary(requests, endpoint, sent))
 
 
 # -- spancost prices ----------------------------------------------------------------------
