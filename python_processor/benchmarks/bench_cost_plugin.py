@@ -18,6 +18,11 @@ once (every span priced or with a reason).
 
     .venv/bin/python python_processor/benchmarks/bench_cost_plugin.py
     .venv/bin/python python_processor/benchmarks/bench_cost_plugin.py --rounds 50 --rules
+    .venv/bin/python python_processor/benchmarks/bench_cost_plugin.py --node-facts
+
+``--node-facts`` prices as a DaemonSet agent does: every resource as the node the
+agent watches (an m5.xlarge; a stand-in for the Kubernetes watch, which is never on
+the hot path), over whatever the resources claim.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from spancost.changes import Changes, iter_spans, span_count
+from spancost.facts.model import NodeFacts
+from spancost.facts.source import NodeFactsSource
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
 
@@ -204,12 +211,38 @@ def _check(plugin: CostPlugin, batch: ExportTraceServiceRequest) -> Events:
     return events
 
 
+class _Node:
+    """The node a DaemonSet agent's sidecar watches (the watch itself is not measured)."""
+
+    node_name = "ip-10-0-1-5.ec2.internal"
+    version = 1
+    stale_since = None
+
+    def node(self) -> NodeFacts:
+        return NodeFacts(
+            name=self.node_name,
+            provider="aws",
+            instance_type="m5.xlarge",
+            region="us-east-1",
+            zone="us-east-1a",
+            os="linux",
+            arch="amd64",
+            capacity="on_demand",
+        )
+
+    def close(self) -> None:
+        pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="timed rounds (default 30)")
     parser.add_argument("--repeat", type=int, default=20, help="batches per round (default 20)")
     parser.add_argument(
         "--rules", action="store_true", help="also configure two rules on span attributes"
+    )
+    parser.add_argument(
+        "--node-facts", action="store_true", help="price every resource as a watched node"
     )
     args = parser.parse_args()
     repeat: int = args.repeat
@@ -221,7 +254,8 @@ def main() -> None:
             {"name": "stripe", "match": {"server.address": "api.stripe.com"}, "per_unit_usd": 0.3},
             {"name": "onprem", "match": {"host.name": "rack-*"}, "per_hour_usd": 0.2},
         ]
-    plugin = CostPlugin(config)
+    facts = NodeFactsSource(_Node(), []) if args.node_facts else None
+    plugin = CostPlugin(config, node_facts=facts)
     batch = make_batch()
     spans = span_count(batch)
     events = _check(plugin, batch)

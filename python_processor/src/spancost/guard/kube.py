@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +29,9 @@ from datetime import datetime
 from typing import Any, Final
 
 import urllib3.exceptions
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
-from spancost.errors import SpancostError
 from spancost.guard.policy import (
     SCALED_GENERATION_ANNOTATION,
     Action,
@@ -42,6 +39,7 @@ from spancost.guard.policy import (
     DeploymentState,
     format_time,
 )
+from spancost.kubeapi import KubeError, load_api_client
 
 __all__ = [
     "ConflictError",
@@ -81,41 +79,12 @@ class PodRef:
         return cls(namespace, name, environ.get("POD_UID", ""))
 
 
-class KubeError(SpancostError):
-    """The Kubernetes API refused or failed a request."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class KubeUnavailableError(KubeError):
     """The Kubernetes API cannot be reached (connection, TLS, timeout) or answers 5xx."""
 
 
 class ConflictError(KubeError):
     """409: the object changed since it was read; re-read and decide again."""
-
-
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
-    """An API client from `kubeconfig` (or $KUBECONFIG, ~/.kube/config), else in-cluster."""
-    try:
-        if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-            configuration = client.Configuration()
-            config.load_incluster_config(  # type: ignore[no-untyped-call,unused-ignore]
-                client_configuration=configuration
-            )
-        else:
-            configuration = client.Configuration()
-            config.load_kube_config(  # type: ignore[no-untyped-call,unused-ignore]
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-    except (ConfigException, OSError) as exc:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config or in-cluster"
-        raise KubeError(
-            f"cannot load the Kubernetes client configuration ({where}): {exc}"
-        ) from exc
-    return client.ApiClient(configuration)
 
 
 class KubeCluster:

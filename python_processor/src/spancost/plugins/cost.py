@@ -29,6 +29,10 @@ How a span is priced, first that applies:
 
 See the README section "What is priced and how" for the formulas.
 
+Node facts (``node_facts``): what a span ran on, learnt by the sidecar itself
+(the Kubernetes Node and its pods, watched; EC2 or ECS metadata), replaces the
+sender's ``host.type``, ``cloud.*`` and spot marker; see `spancost.facts.source`.
+
 Plausibility (``limits``): a span whose own numbers would make it cost more than
 ``max_span_usd``, report more than ``max_tokens`` tokens, or charge compute for
 more than ``max_duration`` is not priced but counted unpriced with reason
@@ -59,6 +63,7 @@ from spancost.attributes import AttributeValue
 from spancost.changes import Changes
 from spancost.config import ConfigSection
 from spancost.errors import ConfigError
+from spancost.facts.source import NodeFactsSource
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest, Ownership
 from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.catalog import PriceBook, build_price_book
@@ -79,6 +84,7 @@ from spancost.pricing.compute import (
 )
 from spancost.pricing.facts import (
     ATTR_FAAS_TRIGGER,
+    ATTR_K8S_NODE_NAME,
     RESOURCE_KEYS,
     ResourceFacts,
     Unusable,
@@ -141,6 +147,8 @@ _ENTRY_KINDS: Final = (SPAN_KIND_SERVER, SPAN_KIND_CONSUMER)
 _LLM_NEEDLE: Final = b"gen_ai.usage."
 _COST_NEEDLE: Final = b"cost."
 _EVENT_TRUSTED: Final = ("trusted", "upstream")
+_EVENT_FACTS_STALE: Final = ("node_facts", "stale")
+_EVENT_FACTS_MISSING: Final = ("node_facts", "missing")
 _BAD_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
     {ATTR_UNPRICED_REASON: "bad_attribute"},
     ("unpriced", "bad_attribute"),
@@ -199,12 +207,18 @@ class _Plan:
     rule: Rule | None
     needles: tuple[bytes, ...]
     variants: dict[str, _Plan] = field(default_factory=dict)
+    facts_origin: str | None = None  # where node facts came from (node_facts)
+    facts_expected: bool = False  # node_facts is configured for this resource
 
 
 class CostPlugin(AnnotatingPlugin):
     """Prices every span (see the module docstring and the README)."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], *, node_facts: NodeFactsSource | None = None
+    ) -> None:
+        """`node_facts`: a source to use instead of one the config's ``node_facts`` makes
+        (which then must be absent); the plugin closes it."""
         section = ConfigSection(config)
         section.allow_only(
             "prices",
@@ -216,6 +230,7 @@ class CostPlugin(AnnotatingPlugin):
             "lambda",
             "llm",
             "limits",
+            "node_facts",
         )
         self._minimum = read_number(section, "minimum_charge_usd", 0.0, maximum=1.0)
         self._max_usd, self._max_tokens, self._max_duration_ns = _read_limits(section)
@@ -229,6 +244,16 @@ class CostPlugin(AnnotatingPlugin):
         self._llm = LlmPricer() if llm.get_bool("enabled", default=True) else None
         # Last: a source may start a background thread.
         self._book: PriceBook = build_price_book(section.get_section("prices", default={}))
+        self._facts = node_facts
+        if "node_facts" in section:
+            if node_facts is not None:
+                raise ConfigError(section.key("node_facts"), "given twice")
+            try:
+                self._facts = NodeFactsSource.from_config(section.get_section("node_facts"))
+            except BaseException:
+                self._book.close()
+                raise
+        self._facts_version = self._facts.version if self._facts is not None else ()
         self._settings = ComputeSettings(
             spot_discount=spot_discount,
             fargate_tasks=fargate_tasks,
@@ -266,6 +291,8 @@ class CostPlugin(AnnotatingPlugin):
         )
 
     def close(self) -> None:
+        if self._facts is not None:
+            self._facts.close()
         self._book.close()
 
     # -- the hot path ---------------------------------------------------------------
@@ -291,6 +318,13 @@ class CostPlugin(AnnotatingPlugin):
         if now > self._plans_expire:  # live prices may have changed
             self._plans = {}
             self._plans_expire = now + PLAN_TTL_S
+        facts = self._facts
+        stale = False
+        if facts is not None:
+            if facts.version != self._facts_version:  # a node relabelled, say
+                self._plans = {}
+                self._facts_version = facts.version
+            stale = facts.stale
         counts: dict[tuple[str, str], int] = {}
         start = 0
         resources = batch.resource_spans
@@ -300,7 +334,9 @@ class CostPlugin(AnnotatingPlugin):
             scopes = None
             if blobs is not None and len(blobs[number]) == len(resource_spans.scope_spans):
                 scopes = blobs[number]
-            start = self._annotate_resource(resource_spans, start, changes, counts, scopes)
+            start = self._annotate_resource(
+                resource_spans, start, changes, counts, scopes, stale=stale
+            )
         for (event, reason), spans in counts.items():
             events.add(event, reason, spans)
 
@@ -311,7 +347,10 @@ class CostPlugin(AnnotatingPlugin):
         changes: Changes,
         counts: dict[tuple[str, str], int],
         scope_blobs: list[bytes] | None = None,
+        *,
+        stale: bool = False,
     ) -> int:
+        """Price the spans of one resource; `stale`: node facts could not be confirmed."""
         plan: _Plan | None = None
         has_cost = False
         overrides: list[_Override] = []
@@ -356,6 +395,8 @@ class CostPlugin(AnnotatingPlugin):
                 changes=changes,
                 counts=counts,
             )
+            if plan.facts_expected:
+                _count_facts(plan, index - start, stale, counts)
         return index
 
     def _fast(
@@ -473,13 +514,31 @@ class CostPlugin(AnnotatingPlugin):
         plan = self._plans.get(key)
         if plan is None:
             values = _read(resource_spans.resource.attributes, self._resource_keys)
+            origin, expected = self._overlay(values)
             rule = first_match(self._rules, values.get) if self._rules else None
             plan = self._make_plan(values, rule)
+            plan.facts_origin, plan.facts_expected = origin, expected
             plans = self._plans
             if len(plans) >= PLAN_CACHE_LIMIT:
                 plans = self._plans = {}
             plans[key] = plan
         return plan
+
+    def _overlay(self, values: dict[str, Value]) -> tuple[str | None, bool]:
+        """Put what spancost knows of the resource's node over what the sender wrote.
+
+        Returns where the facts came from (None: nowhere) and whether some were expected.
+        """
+        if self._facts is None:
+            return None, False
+        node = values.get(ATTR_K8S_NODE_NAME)
+        overlay = self._facts.overlay(node.strip() or None if isinstance(node, str) else None)
+        if overlay is None:
+            return None, self._facts.expects_node
+        values.update(overlay.values)
+        if overlay.spot is not None:
+            values[self._spot_attribute] = overlay.spot
+        return overlay.origin, True
 
     def _variant(self, plan: _Plan, rule: Rule | None) -> _Plan:
         """The plan of the same resource under another rule (or none), for one span."""
@@ -696,6 +755,17 @@ def _hits(blob: bytes, needles: tuple[bytes, ...]) -> set[int] | None:
             else:
                 position = blob.find(needle, position + 1)
     return hits
+
+
+def _count_facts(plan: _Plan, spans: int, stale: bool, counts: dict[tuple[str, str], int]) -> None:
+    """Count spans priced from node facts that could not be confirmed lately
+    (``node_facts/stale``), or that had none to be priced from (``node_facts/missing``)."""
+    if plan.facts_origin is None:
+        key: tuple[str, str] | None = _EVENT_FACTS_MISSING
+    else:
+        key = _EVENT_FACTS_STALE if stale and plan.facts_origin == "kubernetes" else None
+    if key is not None:
+        counts[key] = counts.get(key, 0) + spans
 
 
 def _override(index: int, base: Mapping[str, AttributeValue], outcome: Outcome) -> _Override:

@@ -1,0 +1,340 @@
+"""``spancost.cost``'s ``node_facts``: where the facts that price compute come from.
+
+The pricing core reads resource attributes (``host.type``, ``cloud.region``, ...).
+Applications rarely send them, and a sender that did could choose its own price.
+With ``node_facts`` the sidecar knows them itself and they take precedence over
+what a sender wrote:
+
+- ``kubernetes``: the Node this agent runs on (``node_name``, from the downward
+  API) and its pods, watched (`spancost.facts.kube`). A resource whose
+  ``k8s.node.name`` is that node, or that has none (a DaemonSet agent only hears
+  from its own node), is priced as that node;
+- ``ec2_metadata`` / ``ecs_metadata``: the instance or task the sidecar runs on
+  (`spancost.facts.host`), for resources the Kubernetes facts do not cover.
+
+`overlay_from_node` and `overlay_from_hosts` (pure) turn facts into the attribute
+values that replace the sender's; a fact that is not known leaves the sender's
+value in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from spancost.config import ConfigSection
+from spancost.errors import ConfigError
+from spancost.facts.host import (
+    DEFAULT_IMDS_ENDPOINT,
+    ECS_METADATA_VARIABLE,
+    HostFacts,
+    HostWatcher,
+    fetch_ec2,
+    fetch_ecs,
+)
+from spancost.facts.kube import DEFAULT_WATCH_TIMEOUT_S, KubeFacts
+from spancost.facts.model import CapacityLabel, NodeFacts
+from spancost.pricing.aws_products import parse_duration
+from spancost.pricing.facts import (
+    ATTR_AWS_ECS_LAUNCHTYPE,
+    ATTR_AWS_ECS_TASK_CPU,
+    ATTR_AWS_ECS_TASK_MEMORY,
+    ATTR_CLOUD_AVAILABILITY_ZONE,
+    ATTR_CLOUD_PLATFORM,
+    ATTR_CLOUD_PROVIDER,
+    ATTR_CLOUD_REGION,
+    ATTR_HOST_ARCH,
+    ATTR_HOST_TYPE,
+    ATTR_OS_TYPE,
+    Value,
+)
+
+__all__ = [
+    "HostSource",
+    "NodeFactsSource",
+    "NodeWatch",
+    "Overlay",
+    "overlay_from_hosts",
+    "overlay_from_node",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYNC_TIMEOUT: Final = "10s"
+DEFAULT_HOST_REFRESH: Final = "1h"
+DEFAULT_HOST_TIMEOUT: Final = "1s"
+ORIGIN_KUBERNETES: Final = "kubernetes"
+_OVERLAY_CACHE_LIMIT: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """Resource attribute values that replace the sender's; `spot` None: not known."""
+
+    values: Mapping[str, Value]
+    spot: bool | None
+    origin: str
+
+
+def overlay_from_node(node: NodeFacts) -> Overlay:
+    """What a Node's facts say about the resources of its pods."""
+    values: dict[str, Value] = {}
+    if node.provider is not None:
+        values[ATTR_CLOUD_PROVIDER] = node.provider
+        if node.provider == "aws":
+            # On a node, a pod is priced as the node, whatever platform it claims.
+            values[ATTR_CLOUD_PLATFORM] = "aws_eks"
+    _put(values, ATTR_HOST_TYPE, node.instance_type)
+    _put(values, ATTR_CLOUD_REGION, node.region)
+    _put(values, ATTR_CLOUD_AVAILABILITY_ZONE, node.zone)
+    _put(values, ATTR_OS_TYPE, node.os)
+    _put(values, ATTR_HOST_ARCH, node.arch)
+    spot = None if node.capacity is None else node.capacity == "spot"
+    return Overlay(values, spot, ORIGIN_KUBERNETES)
+
+
+def overlay_from_hosts(hosts: tuple[HostFacts, ...]) -> Overlay:
+    """What an instance's and a task's metadata say about the resources they run.
+
+    An ECS task on EC2 needs both: the task says ``aws_ecs`` and its launch type,
+    the instance its type. A fact the first in `hosts` (ECS before EC2) gives wins.
+    """
+    values: dict[str, Value] = {}
+    spot: bool | None = None
+    for host in reversed(hosts):
+        values[ATTR_CLOUD_PROVIDER] = host.provider
+        _put(values, ATTR_CLOUD_PLATFORM, host.platform)
+        _put(values, ATTR_HOST_TYPE, host.instance_type)
+        _put(values, ATTR_CLOUD_REGION, host.region)
+        _put(values, ATTR_CLOUD_AVAILABILITY_ZONE, host.zone)
+        _put(values, ATTR_HOST_ARCH, host.arch)
+        _put(values, ATTR_AWS_ECS_LAUNCHTYPE, host.ecs_launch_type)
+        if host.task_cpu is not None:
+            values[ATTR_AWS_ECS_TASK_CPU] = f"{host.task_cpu:g} vCPU"
+        if host.task_memory_mib is not None:
+            values[ATTR_AWS_ECS_TASK_MEMORY] = f"{host.task_memory_mib:g} MiB"
+        if host.capacity is not None:
+            spot = host.capacity == "spot"
+    return Overlay(values, spot, "+".join(host.source for host in hosts))
+
+
+def _put(values: dict[str, Value], key: str, value: str | None) -> None:
+    if value is not None:
+        values[key] = value
+
+
+class NodeWatch(Protocol):
+    """What `NodeFactsSource` needs of `KubeFacts` (a test stands in with its own)."""
+
+    @property
+    def node_name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def stale_since(self) -> float | None: ...
+    def node(self) -> NodeFacts | None: ...
+    def close(self) -> None: ...
+
+
+class HostSource(Protocol):
+    """What `NodeFactsSource` needs of `HostWatcher`."""
+
+    @property
+    def facts(self) -> HostFacts | None: ...
+    @property
+    def version(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class NodeFactsSource:
+    """The configured sources, asked in order: Kubernetes, ECS, EC2."""
+
+    def __init__(self, kube: NodeWatch | None, hosts: Sequence[HostSource]) -> None:
+        self.kube = kube
+        self.hosts = hosts
+        self._overlays: dict[object, Overlay] = {}
+
+    @classmethod
+    def from_config(cls, section: ConfigSection) -> NodeFactsSource | None:
+        """The sources `section` (``node_facts``) configures, started; None for none.
+
+        Waits up to ``kubernetes.sync_timeout`` for the node's first list, so that the
+        first spans are priced (not an error when it passes: the watch keeps trying).
+        """
+        section.allow_only("kubernetes", "ec2_metadata", "ecs_metadata")
+        kube_section, ec2_section, ecs_section = (
+            section.get_section(name) if name in section else None
+            for name in ("kubernetes", "ec2_metadata", "ecs_metadata")
+        )
+        hosts: list[HostWatcher] = []
+        kube: KubeFacts | None = None
+        if ecs_section is not None:
+            hosts += _ecs(ecs_section)
+        if ec2_section is not None:
+            hosts += _ec2(ec2_section)
+        if kube_section is not None:
+            kube = _kube(kube_section)
+        if kube is None and not hosts:
+            return None
+        for host in hosts:
+            host.start()
+        if kube is not None:
+            assert kube_section is not None
+            timeout = parse_duration(
+                kube_section.get_raw("sync_timeout", DEFAULT_SYNC_TIMEOUT),
+                kube_section.key("sync_timeout"),
+            )
+            kube.start()
+            if not kube.wait_synced(timeout):
+                logger.warning(
+                    "node facts: node %s not listed within %s; spans are priced from their"
+                    " own attributes until it is (counted as node_facts/missing)",
+                    kube.node_name,
+                    kube_section.get_raw("sync_timeout", DEFAULT_SYNC_TIMEOUT),
+                )
+        return cls(kube, hosts)
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        """Changes whenever an overlay would."""
+        kube = self.kube.version if self.kube is not None else 0
+        return (kube, *(host.version for host in self.hosts))
+
+    @property
+    def stale(self) -> bool:
+        """The Kubernetes facts in use could not be confirmed lately (the API is unreachable)."""
+        return self.kube is not None and self.kube.stale_since is not None
+
+    def overlay(self, node_name: str | None) -> Overlay | None:
+        """The overlay for a resource on `node_name` (None: it names no node)."""
+        kube = self.kube
+        if kube is not None and (node_name is None or node_name == kube.node_name):
+            node = kube.node()
+            if node is not None:
+                return self._cached(node)
+        if node_name is None:
+            found = tuple(host.facts for host in self.hosts if host.facts is not None)
+            if found:
+                return self._cached(found)
+        return None
+
+    @property
+    def expects_node(self) -> bool:
+        """Whether a resource without facts lacks them (Kubernetes facts are configured and
+        the node is not known yet), rather than being somewhere no source covers."""
+        return self.kube is not None
+
+    def _cached(self, facts: NodeFacts | tuple[HostFacts, ...]) -> Overlay:
+        overlay = self._overlays.get(facts)
+        if overlay is None:
+            if len(self._overlays) > _OVERLAY_CACHE_LIMIT:
+                self._overlays.clear()
+            if isinstance(facts, NodeFacts):
+                overlay = overlay_from_node(facts)
+            else:
+                overlay = overlay_from_hosts(facts)
+            self._overlays[facts] = overlay
+        return overlay
+
+    def close(self) -> None:
+        if self.kube is not None:
+            self.kube.close()
+        for host in self.hosts:
+            host.close()
+
+
+def _kube(section: ConfigSection) -> KubeFacts:
+    from spancost.kubeapi import KubeError, load_api_client  # noqa: PLC0415 - optional
+
+    section.allow_only(
+        "node_name", "auth_type", "pods", "capacity_label", "watch_timeout", "sync_timeout"
+    )
+    node_name = section.get_str("node_name").strip()
+    if not node_name:
+        raise ConfigError(
+            section.key("node_name"),
+            "is empty: set it to the node this agent runs on (the downward API's"
+            " spec.nodeName, e.g. ${env:K8S_NODE_NAME}); is the variable set?",
+        )
+    auth_type = section.get_str("auth_type", "serviceAccount")
+    if auth_type not in ("serviceAccount", "kubeConfig"):
+        raise ConfigError(
+            section.key("auth_type"), f"must be serviceAccount or kubeConfig, got {auth_type!r}"
+        )
+    watch_timeout = parse_duration(
+        section.get_raw("watch_timeout", f"{DEFAULT_WATCH_TIMEOUT_S:g}s"),
+        section.key("watch_timeout"),
+    )
+    parse_duration(
+        section.get_raw("sync_timeout", DEFAULT_SYNC_TIMEOUT), section.key("sync_timeout")
+    )
+    label = None
+    if "capacity_label" in section:
+        label = _capacity_label(section.get_section("capacity_label"))
+    try:
+        api = load_api_client(
+            auth_type="serviceAccount" if auth_type == "serviceAccount" else "kubeConfig"
+        )
+    except KubeError as exc:
+        raise ConfigError(section.key("auth_type"), str(exc)) from exc
+    return KubeFacts(
+        api,
+        node_name,
+        pods=section.get_bool("pods", default=True),
+        capacity_label=label,
+        watch_timeout_s=watch_timeout,
+    )
+
+
+def _capacity_label(section: ConfigSection) -> CapacityLabel:
+    section.allow_only("key", "spot_values", "on_demand_values")
+    key = section.get_str("key").strip()
+    if not key:
+        raise ConfigError(section.key("key"), "must name a node label")
+    spot = frozenset(v.strip().casefold() for v in section.get_str_list("spot_values"))
+    if not spot:
+        raise ConfigError(section.key("spot_values"), "must list at least one value")
+    on_demand = frozenset(
+        v.strip().casefold() for v in section.get_str_list("on_demand_values", default=[])
+    )
+    return CapacityLabel(key, spot, on_demand)
+
+
+def _host_settings(section: ConfigSection) -> tuple[bool, float, float]:
+    enabled = section.get_bool("enabled", default=True)
+    refresh = parse_duration(
+        section.get_raw("refresh", DEFAULT_HOST_REFRESH), section.key("refresh")
+    )
+    timeout = parse_duration(
+        section.get_raw("timeout", DEFAULT_HOST_TIMEOUT), section.key("timeout")
+    )
+    return enabled, refresh, timeout
+
+
+def _ec2(section: ConfigSection) -> list[HostWatcher]:
+    section.allow_only("enabled", "endpoint", "refresh", "timeout")
+    enabled, refresh, timeout = _host_settings(section)
+    endpoint = section.get_str("endpoint", DEFAULT_IMDS_ENDPOINT).strip()
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(section.key("endpoint"), f"must be an http(s) URL, got {endpoint!r}")
+    if not enabled:
+        return []
+    return [HostWatcher("ec2_metadata", lambda: fetch_ec2(endpoint, timeout_s=timeout), refresh)]
+
+
+def _ecs(section: ConfigSection) -> list[HostWatcher]:
+    section.allow_only("enabled", "endpoint", "refresh", "timeout")
+    enabled, refresh, timeout = _host_settings(section)
+    endpoint = section.get_str("endpoint", os.environ.get(ECS_METADATA_VARIABLE, "")).strip()
+    if not enabled:
+        return []
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            section.key("endpoint"),
+            f"must be an http(s) URL; ${ECS_METADATA_VARIABLE} (set by the ECS agent in"
+            f" every container) is {os.environ.get(ECS_METADATA_VARIABLE)!r}",
+        )
+    return [HostWatcher("ecs_metadata", lambda: fetch_ecs(endpoint, timeout_s=timeout), refresh)]
