@@ -13,6 +13,8 @@ log "pipeline benchmark (about 6 minutes)"
 "$VENV/bin/python" -m bench.pipeline "$@"
 log "what spancost.cost adds per span (annotate on a 1,000-span batch)"
 "$VENV/bin/python" python_processor/benchmarks/bench_cost_plugin.py
+log "the same, priced as a DaemonSet agent prices: every resource as its watched node"
+"$VENV/bin/python" python_processor/benchmarks/bench_cost_plugin.py --node-facts
 log "what spancost.cost adds per span at the bridge (CPU with and without it, about 4 minutes)"
 "$VENV/bin/python" -m bench.pricing_bridge
 log "what the totals sink spends reading a 1,000-span batch (parse, contributions, split)"

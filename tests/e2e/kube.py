@@ -31,11 +31,14 @@ from tests.e2e.totals import totals_config
 from tests.kube.harness import KubeCluster, create_unless_exists
 
 __all__ = [
+    "AGENT_ACCOUNT",
     "AGENT_CONFIG",
+    "AGENT_MANIFESTS",
     "AGENT_NAMESPACE",
     "Pod",
     "agent_config",
     "agent_kubeconfig",
+    "node_facts",
     "run_pod",
     "send_from",
 ]
@@ -125,8 +128,9 @@ def agent_config(
     ``domains.owner.domains`` (the latter only where the shipped config has an owner:
     without one, the test shows whose budget pays then).
 
-    Changed for the test, and nothing that decides who pays: ``k8s_attributes`` reads
-    ``$KUBECONFIG`` (the shipped ``serviceAccount`` reads the pod's mounted token), and
+    Changed for the test, and nothing that decides who pays or what it costs:
+    ``k8s_attributes`` and the cost plugin's node facts read ``$KUBECONFIG`` (the
+    shipped ``serviceAccount`` reads the pod's mounted token), and
     the python processor waits 2 s instead of 250 ms, so that a first call on two busy
     shared cores is priced rather than passed unpriced (``on_error: pass``).
     """
@@ -134,6 +138,7 @@ def agent_config(
     config = totals_config(sink_port, socket, database_url)
     processors = copy.deepcopy(shipped["processors"])
     processors["k8s_attributes"]["auth_type"] = "kubeConfig"
+    node_facts(processors)["kubernetes"]["auth_type"] = "kubeConfig"
     processors["python/spancost"]["timeout"] = "2s"
     config["processors"] = processors
     config["service"]["pipelines"]["traces"]["processors"] = list(
@@ -150,6 +155,14 @@ def agent_config(
         domains["owner"]["domains"] = owner_domains
     config["extensions"]["python"]["sinks"]["totals"]["config"].update(naming)
     return config
+
+
+def node_facts(processors: dict[str, Any]) -> dict[str, Any]:
+    """The ``node_facts`` section of the shipped ``spancost.cost`` step in `processors`."""
+    steps = processors["python/spancost"]["config"]["steps"]
+    (cost,) = [step for step in steps if step["plugin"] == "spancost.cost"]
+    section: dict[str, Any] = cost["config"]["node_facts"]
+    return section
 
 
 def send_from(

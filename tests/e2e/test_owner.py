@@ -33,7 +33,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from tests.e2e.harness import ROOT, Collector, OtlpSink, attrs
 from tests.e2e.kube import AGENT_CONFIG, Pod, agent_config, agent_kubeconfig, run_pod, send_from
 from tests.e2e.totals import EC2, any_value, new_database, pg, reference, socket_dir
-from tests.kube.harness import KubeCluster, KubeClusterError
+from tests.kube.harness import started_or_fail
 from tests.waiting import wait_for
 
 Start = Callable[..., Collector]
@@ -62,14 +62,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    try:
-        cluster = KubeCluster().start()
-    except KubeClusterError as exc:
-        failure = str(exc)
-    else:
-        failure = ""
-    if failure:
-        pytest.fail(f"cannot start the Kubernetes API server: {failure}", pytrace=False)
+    cluster = started_or_fail()
     try:
         with cluster.api_client() as api:
             kube_system = client.CoreV1Api(api).read_namespace("kube-system").metadata

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 
 from tests.kube.guard_env import Env, bind_guard_role, guard_account_token
-from tests.kube.harness import KubeCluster, KubeClusterError
+from tests.kube.harness import KubeCluster, started_or_fail
 
 
 @pytest.fixture(scope="session")
@@ -18,14 +18,7 @@ def kube_cluster() -> Iterator[KubeCluster]:
     Missing binaries or a server that does not start fail the tests (never skip them):
     CI counts a skipped test as a failure.
     """
-    try:
-        cluster = KubeCluster().start()
-    except KubeClusterError as exc:
-        failure = str(exc)
-    else:
-        failure = ""
-    if failure:
-        pytest.fail(f"cannot start the Kubernetes API server: {failure}", pytrace=False)
+    cluster = started_or_fail()
     yield cluster
     cluster.stop()
 

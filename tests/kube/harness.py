@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -43,6 +44,7 @@ __all__ = [
     "delete_unless_missing",
     "find_binaries",
     "running_kube_cluster",
+    "started_or_fail",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +101,7 @@ class _Process:
 
     def __init__(self, name: str, command: list[str], log: Path) -> None:
         self.name, self.log = name, log
-        with log.open("wb") as out:
+        with log.open("ab") as out:  # a restarted server appends
             self.proc = subprocess.Popen(  # noqa: S603 - our own binaries
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
@@ -142,6 +144,7 @@ class KubeCluster:
         self.ca_file = self.workdir / "pki" / "ca.crt"
         self.admin_token = os.urandom(24).hex()
         self._processes: list[_Process] = []
+        self._etcd_url = ""
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -149,8 +152,8 @@ class KubeCluster:
         """Start etcd, then kube-apiserver; return once ``/readyz`` answers ok."""
         try:
             self._write_pki()
-            etcd_url = self._start_etcd()
-            self._start_apiserver(etcd_url)
+            self._etcd_url = self._start_etcd()
+            self._start_apiserver(self._etcd_url)
         except BaseException as exc:
             logs = self.logs()
             self.stop()
@@ -166,6 +169,16 @@ class KubeCluster:
         self._processes.clear()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only (etcd keeps the objects): the API is unreachable."""
+        for process in [p for p in self._processes if p.name == "kube-apiserver"]:
+            process.stop()
+            self._processes.remove(process)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again, on the same port, after `stop_apiserver`."""
+        self._start_apiserver(self._etcd_url)
 
     def logs(self) -> str:
         """The end of every server log, for a failure message."""
@@ -354,6 +367,16 @@ def delete_unless_missing(delete: Callable[[], object]) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def started_or_fail() -> KubeCluster:
+    """A started `KubeCluster`; when it cannot start, the test fails (never skips: CI
+    counts a skipped test as a failure), with the servers' logs."""
+    try:
+        return KubeCluster().start()
+    except KubeClusterError as exc:
+        failure = str(exc)
+    pytest.fail(f"cannot start the Kubernetes API server: {failure}", pytrace=False)
 
 
 @contextmanager
