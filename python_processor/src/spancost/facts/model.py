@@ -95,7 +95,8 @@ class Resources:
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
     """One Node, as pricing sees it. ``capacity_from`` names the label that decided
-    ``capacity`` (None: no label did; the node is priced on-demand)."""
+    ``capacity`` (None: no label did; the node is priced on-demand); ``created`` is
+    when the Node object was created (about when the instance joined)."""
 
     name: str
     uid: str = ""
@@ -110,6 +111,7 @@ class NodeFacts:
     allocatable: Resources = Resources()
     capacity_total: Resources = Resources()
     resource_version: str = ""
+    created: dt.datetime | None = None
 
     @property
     def spot(self) -> bool:
@@ -161,6 +163,7 @@ def node_facts(node: Mapping[str, Any], capacity_label: CapacityLabel | None = N
         allocatable=_resources(_mapping(status.get("allocatable"))),
         capacity_total=_resources(_mapping(status.get("capacity"))),
         resource_version=str(metadata.get("resourceVersion") or ""),
+        created=_time(metadata.get("creationTimestamp")),
     )
 
 

@@ -119,6 +119,15 @@ class SpanContribution:
     owner: str | None = None
     """Who sent the span: the resource's ``domains.owner.attribute`` (e.g. the Kubernetes
     namespace the collector derived from the connection), if configured and a string."""
+    pod: str | None = None
+    """Where it ran: the resource's ``k8s.pod.uid`` (added by ``k8s_attributes``), if a
+    string; what the allocation charges a segment's busy time to."""
+    segment: bool = False
+    """The span is a local root: the start of a service segment (no parent, a remote
+    parent, or, when the span flags do not say, a ``SERVER`` or ``CONSUMER`` span)."""
+    weight: float = 1.0
+    """How many spans it stands for: its sampling's adjusted count (``tracestate``
+    ``ot=th:``), 1 when not sampled by probability."""
 
     @property
     def key(self) -> tuple[str, str]:

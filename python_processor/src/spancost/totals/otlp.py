@@ -8,7 +8,7 @@ transaction attribute), and nothing else: deciding is left to the pure core.
 Odd input is data: an attribute of the wrong type (an integer ``service.name``)
 counts as absent and is counted in `events` as ``skipped`` with reason
 ``<fact>_type=<otlp type>`` (``service``, ``account``, ``environment``,
-``transaction``, ``owner``); a ``cost.usd`` that is not a finite double >= 0, or above
+``transaction``, ``owner``, ``pod``); a ``cost.usd`` that is not a finite double >= 0, or above
 `MAX_SPAN_COST_USD`, makes the span unpriced with reason ``cost_invalid``. Every span
 of the batch yields a contribution, whatever it holds (invalid ids and times are for
 `split` to quarantine), and a contribution any store can hold, so that one odd span
@@ -30,6 +30,7 @@ from typing import Final
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from spancost.allocation.sampling import adjusted_count
 from spancost.attributes import value_type
 from spancost.plugin import Events
 from spancost.plugins.environment import ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY, normalize
@@ -55,6 +56,7 @@ ATTR_USD: Final = "cost.usd"
 ATTR_UNPRICED_REASON: Final = "cost.unpriced_reason"
 ATTR_SERVICE_NAME: Final = "service.name"
 ATTR_CLOUD_ACCOUNT_ID: Final = "cloud.account.id"
+ATTR_K8S_POD_UID: Final = "k8s.pod.uid"
 
 REASON_COST_MISSING: Final = "cost_missing"
 """Neither ``cost.usd`` nor ``cost.unpriced_reason``: the span was not priced (e.g. the
@@ -68,6 +70,11 @@ MAX_TIME_NS: Final = 2**63 - 1
 EVENT_SANITIZED: Final = "sanitized"
 
 _ENVIRONMENT_KEYS: Final = (ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY)
+# A local root, as spancost.pricing.compute.is_local_root decides (repeated here, with a
+# test keeping them equal, so that the totals path does not load the pricing engine).
+_HAS_IS_REMOTE: Final = 0x100
+_IS_REMOTE: Final = 0x200
+_ENTRY_KINDS: Final = frozenset({2, 5})  # SPAN_KIND_SERVER, SPAN_KIND_CONSUMER
 
 
 def _read(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, AnyValue]:
@@ -149,7 +156,13 @@ def contributions(
     span, which a span's own attributes must not claim.
     """
     resource_keys = frozenset(
-        (ATTR_SERVICE_NAME, ATTR_CLOUD_ACCOUNT_ID, transaction_attribute, *_ENVIRONMENT_KEYS)
+        (
+            ATTR_SERVICE_NAME,
+            ATTR_CLOUD_ACCOUNT_ID,
+            ATTR_K8S_POD_UID,
+            transaction_attribute,
+            *_ENVIRONMENT_KEYS,
+        )
     )
     if owner_attribute is not None:
         resource_keys |= {owner_attribute}
@@ -170,6 +183,7 @@ def contributions(
             if owner_attribute is None
             else _text(resource.get(owner_attribute), "owner", events, spans)
         )
+        pod = _text(resource.get(ATTR_K8S_POD_UID), "pod", events, spans)
         wanted = span_keys if resource_environment else span_keys.union(_ENVIRONMENT_KEYS)
         # The sink's hot loop (every span it stores): the contribution built
         # positionally (SpanContribution's field order), rare checks guarded.
@@ -178,6 +192,15 @@ def contributions(
                 values = _read(span.attributes, wanted)
                 cost_usd, unpriced_reason = _cost(values, events)
                 is_root = not span.parent_span_id.strip(b"\x00")  # absent, or all zeros
+                flags = span.flags
+                if is_root:
+                    segment = True
+                elif flags & _HAS_IS_REMOTE:
+                    segment = bool(flags & _IS_REMOTE)
+                else:
+                    segment = span.kind in _ENTRY_KINDS
+                trace_state = span.trace_state
+                weight = adjusted_count(trace_state) if trace_state else 1.0
                 transaction = None
                 if is_root:
                     transaction = _text(
@@ -204,6 +227,9 @@ def contributions(
                         account,
                         transaction,
                         owner,
+                        pod,
+                        segment,
+                        weight,
                     )
                 )
     return result
