@@ -80,9 +80,16 @@ def test_sqlite_migrate_from_empty_and_again(tmp_path: Path) -> None:
     ]
     tables = sqlite_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
     assert [name for (name,) in tables] == [
+        "allocated_hourly",
+        "allocated_nodes",
+        "allocation_dirty",
         "contributions",
         "domain_hourly",
+        "node_usage",
+        "pod_busy",
+        "pod_usage",
         "quarantine_counts",
+        "repricings",
         "schema_migrations",
         "trace_charges",
         "traces",

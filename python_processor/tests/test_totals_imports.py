@@ -35,6 +35,7 @@ def loaded_after_importing(*modules: str) -> set[str]:
     [
         ("spancost.totals", "spancost.totals.aggregate", "spancost.totals.naming"),
         ("spancost.totals.otlp",),
+        ("spancost.allocation.core", "spancost.allocation.usage", "spancost.store.busy"),
     ],
 )
 def test_no_io_client_is_imported(modules: tuple[str, ...]) -> None:

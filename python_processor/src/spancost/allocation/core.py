@@ -51,6 +51,7 @@ HOUR_S: Final = 3600.0
 _HOUR_NS: Final = 3600 * 10**9
 
 Kind = Literal["transaction", "untraced", "idle"]
+_Label = tuple[str, str, str]  # (domain, transaction, environment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class Busy:
     transaction: str
     domain: str
     seconds: float
+    environment: str = ""
 
 
 class Allocation(NamedTuple):
@@ -128,6 +130,7 @@ class Allocation(NamedTuple):
     transaction: str = ""
     namespace: str = ""
     workload: str = ""
+    environment: str = ""
 
 
 class Unallocated(NamedTuple):
@@ -156,12 +159,13 @@ def allocate(
     """
     node_hours = _latest_nodes(nodes)
     pod_hours = _latest_pods(pods)
-    busy_by_pod: dict[tuple[int, str], dict[tuple[str, str], list[float]]] = defaultdict(
+    busy_by_pod: dict[tuple[int, str], dict[_Label, list[float]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for row in busy:
         if row.seconds > 0:
-            busy_by_pod[(row.hour_ns, row.pod)][(row.domain, row.transaction)].append(row.seconds)
+            label = (row.domain, row.transaction, row.environment)
+            busy_by_pod[(row.hour_ns, row.pod)][label].append(row.seconds)
 
     pods_by_node: dict[tuple[int, str], list[PodHour]] = defaultdict(list)
     unallocated: list[Unallocated] = []
@@ -186,7 +190,7 @@ def allocate(
 def _node_hour(
     node: NodeHour,
     pods: list[PodHour],
-    busy_by_pod: dict[tuple[int, str], dict[tuple[str, str], list[float]]],
+    busy_by_pod: dict[tuple[int, str], dict[_Label, list[float]]],
     weights: Weights,
 ) -> list[Allocation]:
     total = node.cost
@@ -222,7 +226,7 @@ def _node_hour(
             continue
         seconds = {label: math.fsum(parts) for label, parts in served.items()}
         busy_total = math.fsum(seconds.values())
-        for (domain, transaction), part in sorted(seconds.items()):
+        for (domain, transaction, environment), part in sorted(seconds.items()):
             allocations.append(
                 Allocation(
                     node.hour_ns,
@@ -232,6 +236,7 @@ def _node_hour(
                     pod=pod.pod,
                     domain=domain,
                     transaction=transaction,
+                    environment=environment,
                 )
             )
     allocated = math.fsum(a.usd for a in allocations) + math.fsum(a.usd for a in untraced)

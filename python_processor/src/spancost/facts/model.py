@@ -30,8 +30,6 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from kubernetes.utils import parse_quantity
-
 __all__ = [
     "CAPACITY_LABELS",
     "Capacity",
@@ -320,6 +318,10 @@ def _resources(values: Mapping[str, Any]) -> Resources:
 def _quantity(value: object) -> Decimal | None:
     if value is None or isinstance(value, bool):
         return None
+    # Imported here: the kubernetes client is large, and this module is also read by the
+    # allocation, which never parses a quantity.
+    from kubernetes.utils import parse_quantity  # noqa: PLC0415
+
     try:
         amount: Decimal = parse_quantity(value)  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, InvalidOperation):

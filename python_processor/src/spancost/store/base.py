@@ -8,15 +8,31 @@ whatever the replays and however many collectors write. See the README section
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.errors import SpancostError
 from spancost.totals.aggregate import Quarantined, SpanContribution
 
-__all__ = ["HourRow", "SpendRow", "StoreDataError", "StoreError", "TotalsStore", "WriteResult"]
+if TYPE_CHECKING:  # the pricing engine is not loaded for a store's sake
+    from spancost.allocation.pricing import NodePrice
+    from spancost.allocation.usage import NodeUsage, PodUsage
+
+__all__ = [
+    "AllocatedRow",
+    "AllocationStore",
+    "HourRow",
+    "ReconcileRow",
+    "RepricedRow",
+    "SpendRow",
+    "StoreDataError",
+    "StoreError",
+    "TotalsStore",
+    "WriteResult",
+]
 
 
 class StoreError(SpancostError):
@@ -63,6 +79,92 @@ class HourRow:
     cost_usd: float
     traces: int
     spans: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllocatedRow:
+    """A line of the allocation over a window: a transaction's share of the nodes' cost
+    (with its busy seconds and segments, sampling-adjusted), an untraced workload's, or
+    idle (`kind`)."""
+
+    kind: str
+    domain: str
+    transaction: str
+    environment: str
+    namespace: str
+    workload: str
+    usd: float
+    busy_seconds: float
+    segments: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRow:
+    """One node in one hour: its bill (None: no price for it) and how it was allocated."""
+
+    hour: datetime
+    node: str
+    bill_usd: float | None
+    transactions_usd: float
+    untraced_usd: float
+    idle_usd: float
+    price_source: str | None
+    price_as_of: str | None
+    unpriced_reason: str | None
+
+    @property
+    def difference(self) -> float:
+        """The bill less what was allocated (zero but for float rounding)."""
+        if self.bill_usd is None:
+            return 0.0
+        return self.bill_usd - (self.transactions_usd + self.untraced_usd + self.idle_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class RepricedRow:
+    """A node-hour whose price `reprice` changed: from which price to which."""
+
+    hour: datetime
+    node: str
+    old_hourly_usd: float | None
+    old_source: str | None
+    new_hourly_usd: float | None
+    new_source: str | None
+
+
+class AllocationStore(Protocol):
+    """The allocation's usage and results (issue 12; see spancost.allocation)."""
+
+    def write_usage(
+        self,
+        nodes: Sequence[tuple[NodeUsage, NodePrice]],
+        pods: Sequence[PodUsage],
+        now: datetime,
+    ) -> None:
+        """Record node-hours (with their price) and pod-hours, keeping for each the
+        largest running time reported, and mark their hours for allocation."""
+
+    def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
+        """Allocate every hour whose usage changed since it was last allocated; how many."""
+
+    def allocated_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[AllocatedRow]:
+        """The allocation of the hours from `since` (rounded down) to `until` (rounded
+        up), summed over hours and pods, most expensive first."""
+
+    def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
+        """Per node and hour over the same hours: the bill and its allocation."""
+
+    def reprice(
+        self,
+        since: datetime,
+        until: datetime,
+        price: Callable[[NodeUsage], NodePrice],
+        now: datetime,
+    ) -> list[RepricedRow]:
+        """Price the node-hours from `since` to `until` again with `price`, record every
+        change (``repricings``), and mark their hours for allocation."""
 
 
 class TotalsStore(Protocol):

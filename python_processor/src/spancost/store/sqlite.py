@@ -24,9 +24,22 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from spancost.store.base import HourRow, SpendRow, StoreDataError, StoreError, WriteResult
+from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
+from spancost.allocation.usage import NodeUsage, PodUsage
+from spancost.store.allocated import allocated_hour
+from spancost.store.base import (
+    AllocatedRow,
+    HourRow,
+    ReconcileRow,
+    RepricedRow,
+    SpendRow,
+    StoreDataError,
+    StoreError,
+    WriteResult,
+)
+from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
 from spancost.store.common import (
     PENDING_DOMAIN,
     Charge,
@@ -58,6 +71,9 @@ from spancost.totals.naming import (
     resolve_transaction,
     trace_domain,
 )
+
+if TYPE_CHECKING:
+    from spancost.allocation.pricing import NodePrice
 
 __all__ = ["MIGRATIONS", "PENDING_DOMAIN", "Deleted", "SQLiteStore"]
 
@@ -185,6 +201,103 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "CREATE INDEX trace_charges_first_seen ON trace_charges (first_seen_ns)",
         ),
     ),
+    (
+        6,
+        (
+            # The allocation (issue 12): usage kept, priced per node-hour, split at read.
+            # Each trace's busy time per pod and hour (store.busy), to move it when the
+            # trace is named.
+            "ALTER TABLE traces ADD COLUMN busy TEXT",
+            """
+            CREATE TABLE pod_busy (
+                hour_ns INTEGER NOT NULL,
+                pod TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                transaction_name TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                seconds REAL NOT NULL,
+                segments REAL NOT NULL,
+                PRIMARY KEY (hour_ns, pod, domain, transaction_name, environment)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE node_usage (
+                hour_ns INTEGER NOT NULL,
+                node TEXT NOT NULL,
+                seconds REAL NOT NULL,
+                region TEXT,
+                instance_type TEXT,
+                operating_system TEXT,
+                capacity_type TEXT NOT NULL,
+                zone TEXT,
+                vcpu REAL NOT NULL,
+                memory_gib REAL NOT NULL,
+                hourly_usd REAL,
+                price_source TEXT,
+                price_model TEXT,
+                price_as_of TEXT,
+                unpriced_reason TEXT,
+                reported_ns INTEGER NOT NULL,
+                PRIMARY KEY (hour_ns, node)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE pod_usage (
+                hour_ns INTEGER NOT NULL,
+                pod TEXT NOT NULL,
+                node TEXT NOT NULL,
+                seconds REAL NOT NULL,
+                cpu REAL NOT NULL,
+                memory_gib REAL NOT NULL,
+                namespace TEXT NOT NULL,
+                workload TEXT NOT NULL,
+                PRIMARY KEY (hour_ns, pod)
+            ) WITHOUT ROWID
+            """,
+            "CREATE TABLE allocation_dirty (hour_ns INTEGER PRIMARY KEY) WITHOUT ROWID",
+            """
+            CREATE TABLE allocated_hourly (
+                hour_ns INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                domain TEXT NOT NULL,
+                transaction_name TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                namespace TEXT NOT NULL,
+                workload TEXT NOT NULL,
+                usd REAL NOT NULL,
+                busy_seconds REAL NOT NULL,
+                segments REAL NOT NULL,
+                PRIMARY KEY (hour_ns, kind, domain, transaction_name, environment, namespace,
+                             workload)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE allocated_nodes (
+                hour_ns INTEGER NOT NULL,
+                node TEXT NOT NULL,
+                bill_usd REAL NOT NULL,
+                transactions_usd REAL NOT NULL,
+                untraced_usd REAL NOT NULL,
+                idle_usd REAL NOT NULL,
+                PRIMARY KEY (hour_ns, node)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE repricings (
+                at_ns INTEGER NOT NULL,
+                hour_ns INTEGER NOT NULL,
+                node TEXT NOT NULL,
+                old_hourly_usd REAL,
+                old_source TEXT,
+                old_as_of TEXT,
+                new_hourly_usd REAL,
+                new_source TEXT,
+                new_as_of TEXT,
+                PRIMARY KEY (at_ns, hour_ns, node)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
 
@@ -204,8 +317,8 @@ INSERT INTO traces (
     first_seen_ns, last_update_ns,
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    earliest_account, root_account, root_owner, contested
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    earliest_account, root_account, root_owner, contested, busy
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (trace_id) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd,
     span_count = span_count + excluded.span_count,
@@ -214,12 +327,59 @@ ON CONFLICT (trace_id) DO UPDATE SET
     start_ns = min(start_ns, excluded.start_ns),
     end_ns = max(end_ns, excluded.end_ns),
     last_update_ns = excluded.last_update_ns,
+    busy = CASE WHEN excluded.busy IS NULL THEN busy ELSE coalesce(busy, '') || excluded.busy END,
     {merge}
 RETURNING cost_usd, span_count, first_seen_ns, earliest_service, earliest_environment,
     root_span_id, root_transaction, root_service, root_environment, transaction_name,
     root_owner, contested
 """
 _ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(merge=merge_assignments(existing=""))
+
+_ADD_TO_POD_BUSY: Final = """
+INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
+    seconds = seconds + excluded.seconds,
+    segments = segments + excluded.segments
+"""
+_NODE_USAGE_COLUMNS: Final = (
+    "hour_ns, node, seconds, region, instance_type, operating_system, capacity_type, zone,"
+    " vcpu, memory_gib"
+)
+# A node-hour reported again: the longest running time, the latest facts and price.
+_ADD_NODE_USAGE: Final = """
+INSERT INTO node_usage (hour_ns, node, seconds, region, instance_type, operating_system,
+    capacity_type, zone, vcpu, memory_gib, hourly_usd, price_source, price_model,
+    price_as_of, unpriced_reason, reported_ns)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour_ns, node) DO UPDATE SET
+    seconds = max(seconds, excluded.seconds),
+    region = excluded.region, instance_type = excluded.instance_type,
+    operating_system = excluded.operating_system, capacity_type = excluded.capacity_type,
+    zone = excluded.zone, vcpu = excluded.vcpu, memory_gib = excluded.memory_gib,
+    hourly_usd = excluded.hourly_usd, price_source = excluded.price_source,
+    price_model = excluded.price_model, price_as_of = excluded.price_as_of,
+    unpriced_reason = excluded.unpriced_reason, reported_ns = excluded.reported_ns
+"""
+_ADD_POD_USAGE: Final = """
+INSERT INTO pod_usage (hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour_ns, pod) DO UPDATE SET
+    node = excluded.node, seconds = max(seconds, excluded.seconds), cpu = excluded.cpu,
+    memory_gib = excluded.memory_gib, namespace = excluded.namespace,
+    workload = excluded.workload
+"""
+_MARK_DIRTY: Final = "INSERT INTO allocation_dirty (hour_ns) VALUES (?) ON CONFLICT DO NOTHING"
+_INSERT_ALLOCATED: Final = """
+INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
+    workload, usd, busy_seconds, segments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_ALLOCATED_NODE: Final = """
+INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+_BUSY_RESIDUE: Final = 1e-9
+"""What is left of a moved row's seconds or segments after rounding: the row is gone."""
 
 _ADD_TO_ROLLUP: Final = """
 INSERT INTO domain_hourly (domain, environment, hour_ns, cost_usd, traces, spans)
@@ -479,6 +639,167 @@ class SQLiteStore:
             for hour_ns, cost, traces, spans in rows
         ]
 
+    # -- the allocation (issue 12) ------------------------------------------------------
+
+    def write_usage(
+        self,
+        nodes: Sequence[tuple[NodeUsage, NodePrice]],
+        pods: Sequence[PodUsage],
+        now: datetime,
+    ) -> None:
+        now_ns = ns_from_utc(now)
+
+        def write(cursor: sqlite3.Cursor) -> None:
+            for node, price in sorted(nodes):
+                cursor.execute(_ADD_NODE_USAGE, (*node, *price, now_ns))
+            for pod in sorted(pods):
+                cursor.execute(_ADD_POD_USAGE, pod)
+            hours = {node.hour_ns for node, _ in nodes} | {pod.hour_ns for pod in pods}
+            for hour_ns in sorted(hours):
+                cursor.execute(_MARK_DIRTY, (hour_ns,))
+
+        self._transaction("write_usage", write)
+
+    def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
+        hours = [
+            row[0]
+            for row in self._read(
+                "allocate", "SELECT hour_ns FROM allocation_dirty ORDER BY hour_ns", ()
+            )
+        ]
+        for hour_ns in hours:
+
+            def work(cursor: sqlite3.Cursor, hour: int = hour_ns) -> None:
+                self._allocate_hour(cursor, hour, weights)
+
+            self._transaction("allocate", work)
+        return len(hours)
+
+    def _allocate_hour(self, cursor: sqlite3.Cursor, hour_ns: int, weights: Weights) -> None:
+        """Allocate one hour from its usage, replacing what was there (one transaction)."""
+        nodes = [
+            NodeHour(node, hour_ns, seconds, hourly, vcpu, memory)
+            for node, seconds, hourly, vcpu, memory in cursor.execute(
+                "SELECT node, seconds, hourly_usd, vcpu, memory_gib FROM node_usage"
+                " WHERE hour_ns = ? AND hourly_usd IS NOT NULL",
+                (hour_ns,),
+            )
+        ]
+        pods = [
+            PodHour(pod, node, hour_ns, seconds, cpu, memory, namespace, workload)
+            for pod, node, seconds, cpu, memory, namespace, workload in cursor.execute(
+                "SELECT pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
+                " WHERE hour_ns = ?",
+                (hour_ns,),
+            )
+        ]
+        busy_rows = cursor.execute(
+            "SELECT pod, domain, transaction_name, environment, seconds, segments FROM pod_busy"
+            " WHERE hour_ns = ?",
+            (hour_ns,),
+        ).fetchall()
+        busy = [
+            Busy(pod, hour_ns, transaction, domain, seconds, environment)
+            for pod, domain, transaction, environment, seconds, _ in busy_rows
+        ]
+        result = allocated_hour(
+            hour_ns,
+            nodes=nodes,
+            pods=pods,
+            busy=busy,
+            busy_counts=[row[1:] for row in busy_rows],
+            weights=weights,
+            config=self._config,
+        )
+        cursor.execute("DELETE FROM allocated_hourly WHERE hour_ns = ?", (hour_ns,))
+        cursor.executemany(_INSERT_ALLOCATED, result.lines)
+        cursor.execute("DELETE FROM allocated_nodes WHERE hour_ns = ?", (hour_ns,))
+        cursor.executemany(_INSERT_ALLOCATED_NODE, result.nodes)
+        cursor.execute("DELETE FROM allocation_dirty WHERE hour_ns = ?", (hour_ns,))
+
+    def allocated_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[AllocatedRow]:
+        start_ns, end_ns = hour_window(since, until)
+        rows = self._read(
+            "allocated_totals",
+            "SELECT kind, domain, transaction_name, environment, namespace, workload, sum(usd),"
+            " sum(busy_seconds), sum(segments) FROM allocated_hourly"
+            " WHERE hour_ns >= ? AND hour_ns < ?"
+            " AND environment NOT IN (SELECT value FROM json_each(?))"
+            " GROUP BY kind, domain, transaction_name, environment, namespace, workload"
+            " ORDER BY 7 DESC, 1, 2, 3, 4, 5, 6",
+            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+        )
+        return [
+            AllocatedRow(
+                kind, domain, transaction, environment, namespace, workload,
+                float(usd), float(busy_seconds), float(segments),
+            )
+            for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
+            segments in rows
+        ]  # fmt: skip
+
+    def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
+        start_ns, end_ns = hour_window(since, until)
+        rows = self._read(
+            "reconcile",
+            "SELECT u.hour_ns, u.node, u.hourly_usd * u.seconds / 3600.0,"
+            " coalesce(a.transactions_usd, 0), coalesce(a.untraced_usd, 0),"
+            " coalesce(a.idle_usd, 0), u.price_source, u.price_as_of, u.unpriced_reason"
+            " FROM node_usage u LEFT JOIN allocated_nodes a"
+            " ON a.hour_ns = u.hour_ns AND a.node = u.node"
+            " WHERE u.hour_ns >= ? AND u.hour_ns < ? ORDER BY u.hour_ns, u.node",
+            (start_ns, end_ns),
+        )
+        return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
+
+    def reprice(
+        self,
+        since: datetime,
+        until: datetime,
+        price: Callable[[NodeUsage], NodePrice],
+        now: datetime,
+    ) -> list[RepricedRow]:
+        start_ns, end_ns = hour_window(since, until)
+        now_ns = ns_from_utc(now)
+
+        def apply(cursor: sqlite3.Cursor) -> list[RepricedRow]:
+            changed: list[RepricedRow] = []
+            rows = cursor.execute(
+                f"SELECT {_NODE_USAGE_COLUMNS}, hourly_usd, price_source, price_as_of"  # noqa: S608 - constant columns
+                " FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns, node",
+                (start_ns, end_ns),
+            ).fetchall()
+            for row in rows:
+                usage = NodeUsage(*row[:10])
+                old_usd, old_source, old_as_of = row[10:]
+                new = price(usage)
+                if (new.hourly_usd, new.source, new.as_of) == (old_usd, old_source, old_as_of):
+                    continue
+                cursor.execute(
+                    "UPDATE node_usage SET hourly_usd = ?, price_source = ?, price_model = ?,"
+                    " price_as_of = ?, unpriced_reason = ? WHERE hour_ns = ? AND node = ?",
+                    (*new, usage.hour_ns, usage.node),
+                )
+                cursor.execute(
+                    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source,"
+                    " old_as_of, new_hourly_usd, new_source, new_as_of)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (now_ns, usage.hour_ns, usage.node, old_usd, old_source, old_as_of,
+                     new.hourly_usd, new.source, new.as_of),
+                )  # fmt: skip
+                cursor.execute(_MARK_DIRTY, (usage.hour_ns,))
+                changed.append(
+                    RepricedRow(
+                        utc_from_ns(usage.hour_ns), usage.node, old_usd, old_source,
+                        new.hourly_usd, new.source,
+                    )
+                )  # fmt: skip
+            return changed
+
+        return self._transaction("reprice", apply)
+
     def delete_before(self, cutoff: datetime) -> Deleted:
         """Retention: delete every trace first stored before `cutoff` — its row and all
         its contributions — in one transaction; the hourly rollup and the quarantine
@@ -567,10 +888,20 @@ class SQLiteStore:
             )
         deltas = fold(inserted)
         rollup = RollupChanges()
+        busy = BusyChanges()
+        added_busy = stored_busy(inserted, self._config)
         owed = charges(inserted, self._config) if self._config.owner_attribute else None
         for delta in deltas.values():
-            self._add(cursor, delta, now_ns, rollup, None if owed is None else owed[delta.trace_id])
+            self._add(
+                cursor,
+                delta,
+                now_ns,
+                rollup,
+                None if owed is None else owed[delta.trace_id],
+                busy=(busy, added_busy.get(delta.trace_id, [])),
+            )
         _apply_rollup(cursor, rollup)
+        _apply_busy(cursor, busy)
         for (hour_ns, environment, reason), spans in unpriced_counts(inserted, now_ns):
             cursor.execute(
                 "INSERT INTO unpriced_reasons (hour_ns, environment, reason, spans)"
@@ -593,15 +924,20 @@ class SQLiteStore:
         now_ns: int,
         rollup: RollupChanges,
         owed: list[Charge] | None,
+        *,
+        busy: tuple[BusyChanges, list[StoredBusy]],
     ) -> None:
         """Add `delta` to its trace's row (as `merge` does) and record the rollup change:
         the delta, or the trace's whole move if its domain or environment changed; with
         ``domains.owner``, what the delta's spans `owed` their owners' domains instead,
-        which never moves."""
-        before = _placement(cursor, delta.trace_id)
+        which never moves. Likewise its busy time: the delta's under the trace's labels,
+        or all of it moved when they changed."""
+        before, before_labels, stored = _state(cursor, delta.trace_id)
+        busy_changes, added = busy
         sums, spans = trace_facts(delta, self._config)
         row = cursor.execute(
-            _ADD_TO_TRACE_SQL, (delta.trace_id, *sums, now_ns, now_ns, *spans)
+            _ADD_TO_TRACE_SQL,
+            (delta.trace_id, *sums, now_ns, now_ns, *spans, encode(added) if added else None),
         ).fetchone()
         cost, spans, first_seen_ns, earliest_service, earliest_environment = row[:5]
         root_span_id, root_transaction, root_service, root_environment, current = row[5:10]
@@ -623,6 +959,10 @@ class SQLiteStore:
             " WHERE trace_id = ?",
             (transaction, domain, environment, delta.trace_id),
         )
+        if added or stored:
+            busy_changes.record(
+                before_labels, Labels(transaction, domain, environment), decode(stored), added
+            )
         if owed is None:
             after = placement(first_seen_ns, domain, environment, cost, spans)
             rollup.record(before, after, delta.cost_usd, delta.span_count)
@@ -643,13 +983,14 @@ class SQLiteStore:
             (ns_from_utc(now) - ns_from_duration(grace),),
         ).fetchall()
         rollup = RollupChanges()
+        busy = BusyChanges()
         named = 0
         for trace_id, first_seen_ns, earliest_service in rows:
             state = TraceState(first_seen=utc_from_ns(first_seen_ns))
             transaction = resolve_transaction(state, now, grace, unattributed_name)
             if transaction is None:
                 continue
-            before = _placement(cursor, trace_id)
+            before, before_labels, stored = _state(cursor, trace_id)
             domain = trace_domain(
                 self._config,
                 transaction=transaction,
@@ -662,12 +1003,15 @@ class SQLiteStore:
                 "UPDATE traces SET transaction_name = ?, domain = ? WHERE trace_id = ?",
                 (transaction, domain, trace_id),
             )
-            after = _placement(cursor, trace_id)
+            after, after_labels, _ = _state(cursor, trace_id)
             owner_mode = self._config.owner_attribute is not None  # charges never move
             if before is not None and after is not None and not owner_mode:
                 rollup.record(before, after, 0.0, 0)
+            if stored and after_labels is not None:
+                busy.record(before_labels, after_labels, decode(stored), [])
             named += 1
         _apply_rollup(cursor, rollup)
+        _apply_busy(cursor, busy)
         if named:
             logger.info("named %s traces without root %r", named, unattributed_name)
         return named
@@ -684,13 +1028,38 @@ def _insert(
     return cursor.rowcount == 1
 
 
-def _placement(cursor: sqlite3.Cursor, trace_id: str) -> Placement | None:
+def _state(
+    cursor: sqlite3.Cursor, trace_id: str
+) -> tuple[Placement | None, Labels | None, str | None]:
+    """A stored trace's rollup placement, labels and busy time (Nones: not stored)."""
     row = cursor.execute(
-        "SELECT first_seen_ns, domain, environment, cost_usd, span_count FROM traces"
-        " WHERE trace_id = ?",
+        "SELECT first_seen_ns, domain, environment, cost_usd, span_count, transaction_name,"
+        " busy FROM traces WHERE trace_id = ?",
         (trace_id,),
     ).fetchone()
-    return None if row is None else placement(*row)
+    if row is None:
+        return None, None, None
+    first_seen_ns, domain, environment, cost, spans, transaction, busy = row
+    return (
+        placement(first_seen_ns, domain, environment, cost, spans),
+        Labels(transaction, domain, environment),
+        busy,
+    )
+
+
+def _apply_busy(cursor: sqlite3.Cursor, busy: BusyChanges) -> None:
+    for key, seconds, segments in busy:
+        cursor.execute(_ADD_TO_POD_BUSY, (*key, seconds, segments))
+        if seconds < 0 or segments < 0:
+            # Moved away: drop what is left of the row rather than keep a rounding residue.
+            cursor.execute(
+                "DELETE FROM pod_busy WHERE hour_ns = ? AND pod = ? AND domain = ?"
+                " AND transaction_name = ? AND environment = ? AND abs(seconds) < ?"
+                " AND abs(segments) < ?",
+                (*key, _BUSY_RESIDUE, _BUSY_RESIDUE),
+            )
+    for hour_ns in sorted(busy.hours):
+        cursor.execute(_MARK_DIRTY, (hour_ns,))
 
 
 def _apply_rollup(cursor: sqlite3.Cursor, rollup: RollupChanges) -> None:
