@@ -38,7 +38,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from spancost.changes import Changes, iter_spans, span_count
-from spancost.facts.model import NodeFacts
+from spancost.facts.model import NodeFacts, PodFacts
 from spancost.facts.source import NodeFactsSource
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
@@ -229,6 +229,9 @@ class _Node:
             arch="amd64",
             capacity="on_demand",
         )
+
+    def pods(self) -> dict[str, PodFacts]:
+        return {}
 
     def close(self) -> None:
         pass

@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from spancost.errors import ConfigError
 from spancost.facts.host import HostFacts
-from spancost.facts.model import NodeFacts
+from spancost.facts.model import NodeFacts, PodFacts
 from spancost.facts.source import NodeFactsSource
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
@@ -51,6 +51,9 @@ class FakeNodeWatch:
 
     def node(self) -> NodeFacts | None:
         return self.facts
+
+    def pods(self) -> dict[str, PodFacts]:
+        return {}
 
     def set(self, facts: NodeFacts | None) -> None:
         self.facts = facts

@@ -164,7 +164,9 @@ def test_the_json_keys_are_the_documented_ones() -> None:
         "domains",
         "hourly",
         "unpriced",
+        "allocation",
     ]
+    assert document["allocation"] is None  # no node usage in the window
     assert document["format"] == 1
     assert document["excluded_environments"] == ["staging"]
     figure_keys = ["name", "cost", "traces", "spans", "cost_per_trace", "share"]

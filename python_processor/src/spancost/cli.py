@@ -56,6 +56,7 @@ from spancost.pricing.aws_products import (
 from spancost.pricing.model import Ec2Key, Price
 from spancost.registry import load_plugin
 from spancost.reportcli import report
+from spancost.repricecli import reprice
 from spancost.sidecar.address import ListenAddress, parse_listen_address
 from spancost.sidecar.instances import ANSWER_FORMS, AnswerForm, PluginInstances
 from spancost.sidecar.runtime import check_protobuf_backend
@@ -638,6 +639,7 @@ def _price_json(key: Ec2Key, price: Price) -> dict[str, Any]:
 
 cli.add_command(db)
 cli.add_command(report)
+cli.add_command(reprice)
 cli.add_command(guard)
 
 

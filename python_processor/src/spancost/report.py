@@ -31,20 +31,25 @@ from typing import Any, Final
 
 from spancost.errors import ConfigError
 from spancost.pricing.aws_products import parse_duration
-from spancost.store.base import HourRow, SpendRow
+from spancost.store.base import AllocatedRow, HourRow, ReconcileRow, SpendRow
 from spancost.store.common import HOUR_NS, PENDING_DOMAIN, hour_window
 from spancost.totals.aggregate import utc_from_ns
 from spancost.totals.naming import UNATTRIBUTED
 
 __all__ = [
     "JSON_FORMAT",
+    "AllocatedLine",
+    "AllocationView",
     "Figure",
     "HourFigure",
     "Report",
     "Unpriced",
+    "build_allocation",
     "build_report",
+    "format_reconcile",
     "format_table",
     "parse_span",
+    "reconcile_json",
     "to_json",
 ]
 
@@ -120,10 +125,46 @@ class Report:
     domains: tuple[Figure, ...]
     hourly: tuple[HourFigure, ...]
     unpriced: Unpriced
+    allocation: AllocationView | None = None
+    """The nodes' cost as allocated (None: no node usage in the window)."""
 
     @property
     def hours(self) -> int:
         return int((self.end - self.start) / timedelta(hours=1))
+
+
+@dataclass(frozen=True, slots=True)
+class AllocatedLine:
+    """A line of the allocation: a transaction (or domain), an untraced workload, idle."""
+
+    name: str
+    cost: float
+    share: float | None
+    """`cost` over the nodes' bill; None when the bill is zero."""
+    requests: float = 0.0
+    """Segments served (sampling-adjusted); a transaction's cost per request is over
+    them."""
+
+    @property
+    def cost_per_request(self) -> float | None:
+        return self.cost / self.requests if self.requests > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationView:
+    """The nodes' cost over the window, split so that it adds up (spancost.allocation)."""
+
+    bill: float
+    """What the nodes cost over the window: the sum of the lines below."""
+    transactions: tuple[AllocatedLine, ...]
+    domains: tuple[AllocatedLine, ...]
+    untraced: tuple[AllocatedLine, ...]
+    idle: AllocatedLine
+    unpriced_node_hours: int
+    """Node-hours without a price (not in the bill; the reconcile names them)."""
+    transactions_total: float = 0.0
+    """Every transaction's share, not only the top ones listed."""
+    untraced_total: float = 0.0
 
 
 def parse_span(text: str) -> timedelta:
@@ -154,6 +195,7 @@ def build_report(
     currency: str = "USD",
     rate: float = 1.0,
     excluded_environments: Sequence[str] = (),
+    allocation: AllocationView | None = None,
 ) -> Report:
     """Assemble a report from what the store answered for the window `since`..`until`.
 
@@ -204,6 +246,60 @@ def build_report(
         domains=tuple(figure(row.name, [row], domains=True) for row in known[:top]),
         hourly=tuple(hourly),
         unpriced=_unpriced(counted, reasons),
+        allocation=allocation,
+    )
+
+
+def build_allocation(
+    rows: Sequence[AllocatedRow],
+    reconcile: Sequence[ReconcileRow],
+    *,
+    top: int,
+    rate: float = 1.0,
+) -> AllocationView | None:
+    """The allocation part of the report; None when no node reported usage in the window.
+
+    Transactions are summed over their domains and environments; a domain's line holds
+    its transactions and (with ``domains.owner`` on namespaces) its untraced workloads.
+    """
+    if not reconcile:
+        return None
+    bill = math.fsum(line.bill_usd for line in reconcile if line.bill_usd is not None)
+
+    def line(name: str, costs: Sequence[float], requests: float = 0.0) -> AllocatedLine:
+        cost = math.fsum(costs)
+        return AllocatedLine(name, cost * rate, cost / bill if bill > 0 else None, requests)
+
+    transactions: dict[str, tuple[list[float], list[float]]] = {}
+    domains: dict[str, list[float]] = {}
+    untraced: dict[str, list[float]] = {}
+    idle: list[float] = []
+    for row in rows:
+        if row.kind == "transaction":
+            costs, requests = transactions.setdefault(row.transaction, ([], []))
+            costs.append(row.usd)
+            requests.append(row.segments)
+        elif row.kind == "untraced":
+            untraced.setdefault(f"{row.namespace}/{row.workload}", []).append(row.usd)
+        else:
+            idle.append(row.usd)
+        if row.kind != "idle" and row.domain:
+            domains.setdefault(row.domain, []).append(row.usd)
+
+    def ranked(lines: list[AllocatedLine]) -> tuple[AllocatedLine, ...]:
+        return tuple(sorted(lines, key=lambda item: (-item.cost, item.name))[:top])
+
+    return AllocationView(
+        bill=bill * rate,
+        transactions=ranked(
+            [line(name, costs, math.fsum(req)) for name, (costs, req) in transactions.items()]
+        ),
+        domains=ranked([line(name, costs) for name, costs in domains.items()]),
+        untraced=ranked([line(name, costs) for name, costs in untraced.items()]),
+        idle=line("idle", idle),
+        unpriced_node_hours=sum(1 for item in reconcile if item.bill_usd is None),
+        transactions_total=math.fsum(c for costs, _ in transactions.values() for c in costs) * rate,
+        untraced_total=math.fsum(c for costs in untraced.values() for c in costs) * rate,
     )
 
 
@@ -250,7 +346,50 @@ def to_json(report: Report) -> dict[str, Any]:
                 {"reason": reason, "spans": spans} for reason, spans in report.unpriced.reasons
             ],
         },
+        "allocation": None if report.allocation is None else _allocation_json(report.allocation),
     }
+
+
+def _allocation_json(view: AllocationView) -> dict[str, Any]:
+    def line(item: AllocatedLine, *, requests: bool = False) -> dict[str, Any]:
+        document: dict[str, Any] = {"name": item.name, "cost": item.cost, "share": item.share}
+        if requests:
+            document.update(requests=item.requests, cost_per_request=item.cost_per_request)
+        return document
+
+    return {
+        "bill": view.bill,
+        "transactions_total": view.transactions_total,
+        "untraced_total": view.untraced_total,
+        "transactions": [line(item, requests=True) for item in view.transactions],
+        "domains": [line(item) for item in view.domains],
+        "untraced": [line(item) for item in view.untraced],
+        "idle": line(view.idle),
+        "unpriced_node_hours": view.unpriced_node_hours,
+    }
+
+
+def reconcile_json(lines: Sequence[ReconcileRow], rate: float = 1.0) -> list[dict[str, Any]]:
+    """``spancost report --reconcile --json``: one object per node and hour."""
+
+    def money(amount: float | None) -> float | None:
+        return None if amount is None else amount * rate
+
+    return [
+        {
+            "hour": _iso(line.hour),
+            "node": line.node,
+            "bill": money(line.bill_usd),
+            "transactions": money(line.transactions_usd),
+            "untraced": money(line.untraced_usd),
+            "idle": money(line.idle_usd),
+            "difference": money(line.difference),
+            "price_source": line.price_source,
+            "price_as_of": line.price_as_of,
+            "unpriced_reason": line.unpriced_reason,
+        }
+        for line in lines
+    ]
 
 
 def _figure_json(figure: Figure, *, named: bool = True) -> dict[str, Any]:
@@ -309,7 +448,73 @@ def format_table(report: Report) -> str:
     lines += ["", *_figures_table("transaction", report.transactions)]
     lines += ["", *_figures_table("domain", report.domains)]
     lines += ["", *_hourly_table(report.hourly)]
+    if report.allocation is not None:
+        lines += ["", *_allocation_table(report.allocation)]
     return "\n".join(lines) + "\n"
+
+
+def _allocation_table(view: AllocationView) -> list[str]:
+    lines = [
+        f"the nodes' bill, allocated: {_money(view.bill)} = transactions"
+        f" {_money(view.transactions_total)} + untraced {_money(view.untraced_total)}"
+        f" + idle {_money(view.idle.cost)}"
+    ]
+    if view.unpriced_node_hours:
+        lines.append(
+            f"{view.unpriced_node_hours} node-hours without a price are not in the bill"
+            " (spancost report --reconcile names them)"
+        )
+    if view.transactions:
+        rows: list[tuple[str, ...]] = [
+            (
+                item.name,
+                _money(item.cost),
+                _share(item.share),
+                f"{item.requests:,.0f}",
+                _money(item.cost_per_request),
+            )
+            for item in view.transactions
+        ]
+        header = ("transaction", "cost", "share", "requests", "per request")
+        lines += ["", "allocated by transaction", *_columns(header, rows)]
+    for title, name, items in (
+        ("allocated by domain", "domain", view.domains),
+        ("untraced workloads", "namespace/workload", view.untraced),
+    ):
+        if items:
+            rows = [(item.name, _money(item.cost), _share(item.share)) for item in items]
+            lines += ["", title, *_columns((name, "cost", "share"), rows)]
+    lines += [
+        "",
+        f"idle (capacity no pod requested): {_money(view.idle.cost)} ({_share(view.idle.share)})",
+    ]
+    return lines
+
+
+def format_reconcile(lines: Sequence[ReconcileRow], currency: str, rate: float = 1.0) -> str:
+    """``spancost report --reconcile``: per node and hour, the bill and its allocation."""
+    if not lines:
+        return "no node reported usage in the window\n"
+
+    def money(amount: float | None) -> str:
+        return "-" if amount is None else _money(amount * rate)
+
+    rows = [
+        (
+            _when(line.hour),
+            line.node,
+            money(line.bill_usd),
+            money(line.transactions_usd),
+            money(line.untraced_usd),
+            money(line.idle_usd),
+            f"{line.difference * rate:.2e}" if line.bill_usd is not None else "-",
+            line.unpriced_reason or f"{line.price_source} {line.price_as_of}",
+        )
+        for line in lines
+    ]
+    header = ("hour (UTC)", "node", "bill", "transactions", "untraced", "idle", "difference",
+              "price")  # fmt: skip
+    return "\n".join([f"amounts in {currency}", *_columns(header, rows)]) + "\n"
 
 
 def _figures_table(kind: str, figures: Sequence[Figure]) -> list[str]:

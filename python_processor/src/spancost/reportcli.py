@@ -26,7 +26,15 @@ from spancost.dbcli import UsageFailure, UtcDateTime, open_database
 from spancost.errors import ConfigError
 from spancost.log import configure_logging
 from spancost.pricing.fx import USD, FxTable
-from spancost.report import build_report, format_table, parse_span, to_json
+from spancost.report import (
+    build_allocation,
+    build_report,
+    format_reconcile,
+    format_table,
+    parse_span,
+    reconcile_json,
+    to_json,
+)
 from spancost.totals.naming import UNATTRIBUTED
 
 __all__ = ["report"]
@@ -135,6 +143,12 @@ def _rates(values: tuple[str, ...]) -> dict[str, float]:
     metavar="CODE=RATE",
     help="An exchange rate: 1 USD in CODE, e.g. EUR=0.92 (repeatable).",
 )
+@click.option(
+    "--reconcile",
+    is_flag=True,
+    help="Instead: per node and hour, its bill next to what was allocated (the difference"
+    " is zero).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see the README).")
 @log_level_option("warning")
 def report(
@@ -148,6 +162,7 @@ def report(
     unattributed_name: str,
     currency: str,
     rate_values: tuple[str, ...],
+    reconcile: bool,
     as_json: bool,
     log_level: str,
 ) -> None:
@@ -179,6 +194,21 @@ def report(
         ) from exc
     environments = sorted(set(excluded))
     with open_database(database_url) as store, progress("querying the totals store"):
+        allocates = hasattr(store, "allocate")
+        if allocates:
+            store.allocate()  # type: ignore[attr-defined]  # the hours changed since
+        nodes = store.reconcile(since, until) if allocates else []  # type: ignore[attr-defined]
+        if reconcile:
+            if as_json:
+                click.echo(json.dumps(reconcile_json(nodes, fx.convert(1.0)), indent=1))
+            else:
+                click.echo(format_reconcile(nodes, fx.code, fx.convert(1.0)), nl=False)
+            return
+        allocated = (
+            store.allocated_totals(since, until, environments)  # type: ignore[attr-defined]
+            if allocates
+            else []
+        )
         transactions = store.transaction_totals(since, until, environments, limit=top)
         unattributed = store.transaction_totals(
             since, until, environments, names=[unattributed_name]
@@ -201,6 +231,7 @@ def report(
         currency=fx.code,
         rate=fx.convert(1.0),
         excluded_environments=environments,
+        allocation=build_allocation(allocated, nodes, top=top, rate=fx.convert(1.0)),
     )
     if as_json:
         click.echo(json.dumps(to_json(result), indent=1))

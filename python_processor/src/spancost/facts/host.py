@@ -18,6 +18,7 @@ at start-up and then every `refresh` in the background, never per span:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -69,6 +70,8 @@ class HostFacts:
     ecs_launch_type: str | None = None
     task_cpu: float | None = None  # vCPUs
     task_memory_mib: float | None = None
+    instance_id: str | None = None
+    launched: dt.datetime | None = None  # the identity document's pendingTime
 
 
 def parse_identity_document(document: Mapping[str, Any], life_cycle: str | None) -> HostFacts:
@@ -94,6 +97,8 @@ def parse_identity_document(document: Mapping[str, Any], life_cycle: str | None)
         zone=folded(stripped(document.get("availabilityZone"))),
         arch=folded(stripped(document.get("architecture"))),
         capacity=capacity,
+        instance_id=stripped(document.get("instanceId")),
+        launched=_time(document.get("pendingTime")),
     )
 
 
@@ -239,6 +244,17 @@ class HostWatcher:
         if failures == 0:
             return self._refresh
         return min(self._refresh, _RETRY_S * float(1 << min(failures - 1, 16)))
+
+
+def _time(value: object) -> dt.datetime | None:
+    text = stripped(value)
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _positive(value: object) -> float | None:

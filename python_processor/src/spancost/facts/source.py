@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from spancost.config import ConfigSection
 from spancost.errors import ConfigError
@@ -36,7 +37,7 @@ from spancost.facts.host import (
     fetch_ecs,
 )
 from spancost.facts.kube import DEFAULT_WATCH_TIMEOUT_S, KubeFacts
-from spancost.facts.model import CapacityLabel, NodeFacts
+from spancost.facts.model import CapacityLabel, NodeFacts, PodFacts
 from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.facts import (
     ATTR_AWS_ECS_LAUNCHTYPE,
@@ -67,6 +68,7 @@ DEFAULT_SYNC_TIMEOUT: Final = "10s"
 DEFAULT_HOST_REFRESH: Final = "1h"
 DEFAULT_HOST_TIMEOUT: Final = "1s"
 ORIGIN_KUBERNETES: Final = "kubernetes"
+_W = TypeVar("_W")
 _OVERLAY_CACHE_LIMIT: Final = 16
 
 
@@ -126,6 +128,43 @@ def _put(values: dict[str, Value], key: str, value: str | None) -> None:
         values[key] = value
 
 
+class _Shared:
+    """Watchers shared by every plugin of one sidecar that configures the same one (the
+    cost plugin and the totals sink watch the same node): one watch, counted users."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, list[Any]] = {}  # key -> [watcher, users]
+
+    def acquire(self, key: Hashable, make: Callable[[], _W]) -> tuple[_W, bool]:
+        """The watcher for `key`, made (and then True) if nobody holds it yet."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry[1] += 1
+                return entry[0], False
+            watcher = make()
+            self._entries[key] = [watcher, 1]
+            return watcher, True
+
+    def release(self, watcher: object) -> bool:
+        """One user less of `watcher`; closes it with the last. False: not shared here."""
+        with self._lock:
+            found = [key for key, entry in self._entries.items() if entry[0] is watcher]
+            if not found:
+                return False
+            entry = self._entries[found[0]]
+            entry[1] -= 1
+            if entry[1] > 0:
+                return True
+            del self._entries[found[0]]
+        entry[0].close()
+        return True
+
+
+_SHARED: Final = _Shared()
+
+
 class NodeWatch(Protocol):
     """What `NodeFactsSource` needs of `KubeFacts` (a test stands in with its own)."""
 
@@ -136,6 +175,7 @@ class NodeWatch(Protocol):
     @property
     def stale_since(self) -> float | None: ...
     def node(self) -> NodeFacts | None: ...
+    def pods(self) -> Mapping[str, PodFacts]: ...
     def close(self) -> None: ...
 
 
@@ -179,15 +219,12 @@ class NodeFactsSource:
             kube = _kube(kube_section)
         if kube is None and not hosts:
             return None
-        for host in hosts:
-            host.start()
         if kube is not None:
             assert kube_section is not None
             timeout = parse_duration(
                 kube_section.get_raw("sync_timeout", DEFAULT_SYNC_TIMEOUT),
                 kube_section.key("sync_timeout"),
             )
-            kube.start()
             if not kube.wait_synced(timeout):
                 logger.warning(
                     "node facts: node %s not listed within %s; spans are priced from their"
@@ -240,10 +277,12 @@ class NodeFactsSource:
         return overlay
 
     def close(self) -> None:
-        if self.kube is not None:
+        """Stop the watchers, or leave them to the other plugins that share them."""
+        if self.kube is not None and not _SHARED.release(self.kube):
             self.kube.close()
         for host in self.hosts:
-            host.close()
+            if not _SHARED.release(host):
+                host.close()
 
 
 def _kube(section: ConfigSection) -> KubeFacts:
@@ -274,19 +313,22 @@ def _kube(section: ConfigSection) -> KubeFacts:
     label = None
     if "capacity_label" in section:
         label = _capacity_label(section.get_section("capacity_label"))
-    try:
-        api = load_api_client(
-            auth_type="serviceAccount" if auth_type == "serviceAccount" else "kubeConfig"
-        )
-    except KubeError as exc:
-        raise ConfigError(section.key("auth_type"), str(exc)) from exc
-    return KubeFacts(
-        api,
-        node_name,
-        pods=section.get_bool("pods", default=True),
-        capacity_label=label,
-        watch_timeout_s=watch_timeout,
-    )
+    pods = section.get_bool("pods", default=True)
+    kubeconfig = os.environ.get("KUBECONFIG") if auth_type == "kubeConfig" else None
+    key = ("kubernetes", node_name, auth_type, kubeconfig, pods, label, watch_timeout)
+
+    def make() -> KubeFacts:
+        try:
+            api = load_api_client(
+                auth_type="serviceAccount" if auth_type == "serviceAccount" else "kubeConfig"
+            )
+        except KubeError as exc:
+            raise ConfigError(section.key("auth_type"), str(exc)) from exc
+        return KubeFacts(
+            api, node_name, pods=pods, capacity_label=label, watch_timeout_s=watch_timeout
+        ).start()
+
+    return _SHARED.acquire(key, make)[0]
 
 
 def _capacity_label(section: ConfigSection) -> CapacityLabel:
@@ -322,7 +364,13 @@ def _ec2(section: ConfigSection) -> list[HostWatcher]:
         raise ConfigError(section.key("endpoint"), f"must be an http(s) URL, got {endpoint!r}")
     if not enabled:
         return []
-    return [HostWatcher("ec2_metadata", lambda: fetch_ec2(endpoint, timeout_s=timeout), refresh)]
+    watcher, _ = _SHARED.acquire(
+        ("ec2_metadata", endpoint, refresh, timeout),
+        lambda: HostWatcher(
+            "ec2_metadata", lambda: fetch_ec2(endpoint, timeout_s=timeout), refresh
+        ).start(),
+    )
+    return [watcher]
 
 
 def _ecs(section: ConfigSection) -> list[HostWatcher]:
@@ -337,4 +385,10 @@ def _ecs(section: ConfigSection) -> list[HostWatcher]:
             f"must be an http(s) URL; ${ECS_METADATA_VARIABLE} (set by the ECS agent in"
             f" every container) is {os.environ.get(ECS_METADATA_VARIABLE)!r}",
         )
-    return [HostWatcher("ecs_metadata", lambda: fetch_ecs(endpoint, timeout_s=timeout), refresh)]
+    watcher, _ = _SHARED.acquire(
+        ("ecs_metadata", endpoint, refresh, timeout),
+        lambda: HostWatcher(
+            "ecs_metadata", lambda: fetch_ecs(endpoint, timeout_s=timeout), refresh
+        ).start(),
+    )
+    return [watcher]

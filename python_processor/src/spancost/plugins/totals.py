@@ -12,6 +12,8 @@ Configured under the ``python`` extension's ``sinks`` (see `spancost.sink`)::
           max_clock_skew: 2h
           retention_months: 13
           orphan_grace: 10m
+          allocation:                        # optional: node cost split to transactions
+            node_facts: {kubernetes: {node_name: ${env:K8S_NODE_NAME}}}
 
 Every batch is read into one contribution per span (`spancost.totals.otlp`),
 split at ingest time into accepted and quarantined spans, and written by the
@@ -30,7 +32,8 @@ never retried as it is, nor dropped: the batch is written again in halves, down 
 the spans that cause it, which are quarantined as ``unstorable`` (their facts
 kept as far as the store can hold them), so the rest of the batch is stored and
 the exporter's queue moves on. A background thread reconnects, names orphan traces
-after ``orphan_grace``, and refreshes the gauges.
+after ``orphan_grace``, refreshes the gauges and, with ``allocation``, reports this
+node's usage and allocates the hours it changed (`spancost.allocation.reporter`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from spancost.config import ConfigSection, describe_type
 from spancost.errors import ConfigError
@@ -52,11 +55,15 @@ from spancost.totals.aggregate import Quarantined, SpanContribution, split
 from spancost.totals.naming import parse_config, trace_domain
 from spancost.totals.otlp import ATTR_UNPRICED_REASON, ATTR_USD, contributions
 
+if TYPE_CHECKING:
+    from spancost.allocation.reporter import UsageReporter
+
 __all__ = ["GAUGE_STORE_UP", "GAUGE_UNATTRIBUTED_RATIO", "TotalsSink"]
 
 logger = logging.getLogger(__name__)
 
 SINK_KEYS: Final = (
+    "allocation",
     "database_url",
     "migrate",
     "max_connections",
@@ -119,6 +126,11 @@ class TotalsSink(Sink):
         self._reconnect = _interval(section, "reconnect_interval", DEFAULT_RECONNECT_INTERVAL)
         self._clock = clock
         self._opener = opener
+        self._reporter: UsageReporter | None = None
+        if "allocation" in section:
+            from spancost.allocation.reporter import UsageReporter  # noqa: PLC0415 - optional
+
+            self._reporter = UsageReporter(section.get_section("allocation"), now=clock)
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._store: TotalsStore | None = None
@@ -146,6 +158,7 @@ class TotalsSink(Sink):
                 batch,
                 transaction_attribute=self._config.transaction_attribute,
                 owner_attribute=self._config.owner_attribute,
+                default_pod=None if self._reporter is None else self._reporter.host_pod,
                 events=events,
             ),
             now,
@@ -167,6 +180,8 @@ class TotalsSink(Sink):
     def close(self) -> None:
         self._stopping.set()
         self._thread.join()
+        if self._reporter is not None:
+            self._reporter.close()
         with self._lock:
             store, self._store = self._store, None
         if store is not None:
@@ -229,6 +244,8 @@ class TotalsSink(Sink):
         )
         unattributed = spend.get(unattributed_domain, 0.0)
         self._unattributed_ratio = unattributed / total if total > 0 else 0.0
+        if self._reporter is not None:
+            self._reporter.report(store, now)
 
 
 def _write(

@@ -160,11 +160,12 @@ class AllocationStore(Protocol):
         self,
         since: datetime,
         until: datetime,
-        price: Callable[[NodeUsage], NodePrice],
+        price: Callable[[NodeUsage], NodePrice | None],
         now: datetime,
     ) -> list[RepricedRow]:
-        """Price the node-hours from `since` to `until` again with `price`, record every
-        change (``repricings``), and mark their hours for allocation."""
+        """Price the node-hours from `since` to `until` again with `price` (None: leave
+        that one as it is), record every change (``repricings``), and mark their hours
+        for allocation."""
 
 
 class TotalsStore(Protocol):

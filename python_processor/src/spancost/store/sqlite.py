@@ -758,7 +758,7 @@ class SQLiteStore:
         self,
         since: datetime,
         until: datetime,
-        price: Callable[[NodeUsage], NodePrice],
+        price: Callable[[NodeUsage], NodePrice | None],
         now: datetime,
     ) -> list[RepricedRow]:
         start_ns, end_ns = hour_window(since, until)
@@ -775,7 +775,11 @@ class SQLiteStore:
                 usage = NodeUsage(*row[:10])
                 old_usd, old_source, old_as_of = row[10:]
                 new = price(usage)
-                if (new.hourly_usd, new.source, new.as_of) == (old_usd, old_source, old_as_of):
+                if new is None or (new.hourly_usd, new.source, new.as_of) == (
+                    old_usd,
+                    old_source,
+                    old_as_of,
+                ):
                     continue
                 cursor.execute(
                     "UPDATE node_usage SET hourly_usd = ?, price_source = ?, price_model = ?,"

@@ -146,6 +146,7 @@ def contributions(
     *,
     transaction_attribute: str = DEFAULT_TRANSACTION_ATTRIBUTE,
     owner_attribute: str | None = None,
+    default_pod: str | None = None,
     events: Events | None = None,
 ) -> list[SpanContribution]:
     """One contribution per span of `batch`, in document order.
@@ -153,7 +154,8 @@ def contributions(
     `transaction_attribute` (``TotalsConfig.transaction_attribute``) is read on
     root spans only, from the span's attributes, else its resource's; the owner
     (``TotalsConfig.owner_attribute``) from the resource only: it says who sent the
-    span, which a span's own attributes must not claim.
+    span, which a span's own attributes must not claim. `default_pod` is the pod of
+    the spans whose resource names none (outside Kubernetes: the host).
     """
     resource_keys = frozenset(
         (
@@ -183,7 +185,7 @@ def contributions(
             if owner_attribute is None
             else _text(resource.get(owner_attribute), "owner", events, spans)
         )
-        pod = _text(resource.get(ATTR_K8S_POD_UID), "pod", events, spans)
+        pod = _text(resource.get(ATTR_K8S_POD_UID), "pod", events, spans) or default_pod
         wanted = span_keys if resource_environment else span_keys.union(_ENVIRONMENT_KEYS)
         # The sink's hot loop (every span it stores): the contribution built
         # positionally (SpanContribution's field order), rare checks guarded.
