@@ -38,6 +38,7 @@ __all__ = [
     "Pod",
     "agent_config",
     "agent_kubeconfig",
+    "create_node",
     "node_facts",
     "run_pod",
     "send_from",
@@ -76,6 +77,8 @@ def run_pod(
     ip: str,
     node: str,
     annotations: dict[str, str] | None = None,
+    requests: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Pod:
     """Pod ``namespace/name`` bound to ``node``, running with ``status.podIP`` ``ip``:
     what a scheduler and a kubelet would have made of it."""
@@ -92,11 +95,17 @@ def run_pod(
         pod = core.create_namespaced_pod(
             namespace,
             client.V1Pod(
-                metadata=client.V1ObjectMeta(name=name, annotations=annotations),
+                metadata=client.V1ObjectMeta(name=name, annotations=annotations, labels=labels),
                 spec=client.V1PodSpec(
                     node_name=node,
                     automount_service_account_token=False,
-                    containers=[client.V1Container(name="app", image="registry.invalid/app:1")],
+                    containers=[
+                        client.V1Container(
+                            name="app",
+                            image="registry.invalid/app:1",
+                            resources=client.V1ResourceRequirements(requests=requests),
+                        )
+                    ],
                 ),
             ),
         )
@@ -111,6 +120,48 @@ def run_pod(
         core.patch_namespaced_pod_status(name, namespace, status, _content_type=MERGE_PATCH)
     assert pod.metadata is not None
     return Pod(namespace, name, ip, str(pod.metadata.uid))
+
+
+def create_node(
+    cluster: KubeCluster,
+    name: str,
+    *,
+    instance_type: str,
+    zone: str = "us-east-1a",
+    arch: str = "amd64",
+    labels: dict[str, str] | None = None,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    instance_id: str = "i-0123456789abcdef0",
+) -> None:
+    """Node `name` labelled as EKS labels its nodes (us-east-1), with the capacity and
+    allocatable a kubelet would report: what a cloud provider and a kubelet make of it."""
+    all_labels = {
+        "node.kubernetes.io/instance-type": instance_type,
+        "topology.kubernetes.io/region": "us-east-1",
+        "topology.kubernetes.io/zone": zone,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
+        "kubernetes.io/hostname": name,
+        **(labels or {}),
+    }
+    with cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_node(
+            client.V1Node(
+                metadata=client.V1ObjectMeta(name=name, labels=all_labels),
+                spec=client.V1NodeSpec(provider_id=f"aws:///{zone}/{instance_id}"),
+            )
+        )
+        core.patch_node_status(
+            name,
+            {
+                "status": {
+                    "capacity": {"cpu": cpu, "memory": memory, "pods": "58"},
+                    "allocatable": {"cpu": cpu, "memory": memory, "pods": "58"},
+                }
+            },
+        )
 
 
 def agent_config(

@@ -29,7 +29,14 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.e2e.harness import Collector, OtlpSink, attrs
-from tests.e2e.kube import Pod, agent_config, agent_kubeconfig, run_pod, send_from
+from tests.e2e.kube import (
+    Pod,
+    agent_config,
+    agent_kubeconfig,
+    create_node,
+    run_pod,
+    send_from,
+)
 from tests.e2e.totals import any_value, socket_dir
 from tests.kube.harness import KubeCluster, started_or_fail
 from tests.waiting import wait_for
@@ -74,43 +81,21 @@ class Cluster:
     pods: dict[str, Pod]
 
 
-def create_node(cluster: KubeCluster, spec: NodeSpec) -> None:
-    labels = {
-        "node.kubernetes.io/instance-type": spec.instance_type,
-        "topology.kubernetes.io/region": "us-east-1",
-        "topology.kubernetes.io/zone": spec.zone,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": spec.arch,
-        "kubernetes.io/hostname": spec.name,
-        **spec.capacity,
-    }
-    with cluster.api_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_node(
-            client.V1Node(
-                metadata=client.V1ObjectMeta(name=spec.name, labels=labels),
-                spec=client.V1NodeSpec(provider_id=f"aws:///{spec.zone}/i-{spec.pod_ip[-2:]}abc"),
-            )
-        )
-        # What a kubelet reports.
-        core.patch_node_status(
-            spec.name,
-            {
-                "status": {
-                    "capacity": {"cpu": "4", "memory": "16Gi", "pods": "58"},
-                    "allocatable": {"cpu": "3920m", "memory": "15Gi", "pods": "58"},
-                }
-            },
-        )
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     kube = started_or_fail()
     try:
         pods = {}
         for spec in NODES:
-            create_node(kube, spec)
+            create_node(
+                kube,
+                spec.name,
+                instance_type=spec.instance_type,
+                zone=spec.zone,
+                arch=spec.arch,
+                labels=spec.capacity,
+                instance_id=f"i-{spec.pod_ip[-2:]}abc",
+            )
             pods[spec.name] = run_pod(
                 kube, "shop", f"web-{spec.name}", ip=spec.pod_ip, node=spec.name
             )

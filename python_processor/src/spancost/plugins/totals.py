@@ -245,7 +245,12 @@ class TotalsSink(Sink):
         unattributed = spend.get(unattributed_domain, 0.0)
         self._unattributed_ratio = unattributed / total if total > 0 else 0.0
         if self._reporter is not None:
-            self._reporter.report(store, now)
+            try:
+                self._reporter.report(store, now)
+            except StoreError:
+                raise
+            except Exception:  # a bug must not stop orphans being named
+                logger.exception("allocation: reporting usage failed")
 
 
 def _write(
