@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from spancost.errors import ConfigError
 from spancost.facts.host import HostFacts
-from spancost.facts.model import NodeFacts, PodFacts
+from spancost.facts.model import NodeFacts, PodFacts, Resources
 from spancost.facts.source import NodeFactsSource
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
@@ -37,6 +37,7 @@ M5_XLARGE = NodeFacts(
     capacity_from="eks.amazonaws.com/capacityType",
 )
 M5_XLARGE_HOURLY = 0.192  # the bundled us-east-1 Linux on-demand price
+GIB = 1 << 30
 
 
 @dataclass
@@ -48,12 +49,13 @@ class FakeNodeWatch:
     version: int = 1
     stale_since: float | None = None
     closed: bool = False
+    pod_facts: dict[str, PodFacts] = field(default_factory=dict)
 
     def node(self) -> NodeFacts | None:
         return self.facts
 
     def pods(self) -> dict[str, PodFacts]:
-        return {}
+        return self.pod_facts
 
     def set(self, facts: NodeFacts | None) -> None:
         self.facts = facts
@@ -211,6 +213,33 @@ def test_instance_metadata_outside_kubernetes() -> None:
     assert len(events) == 1  # priced; nothing about node facts
     plugin.close()
     assert host.closed == [True]
+
+
+def test_a_pod_is_charged_its_share_of_the_node() -> None:
+    """With the pod's requests known, a segment is charged the share of the node its pod
+    reserves (an estimate: the store's allocation splits the node by busy time), and
+    cost.model says so."""
+    node = replace(M5_XLARGE, capacity_total=Resources(cpu=4.0, memory=16 * GIB))
+    web = PodFacts(
+        uid="web-uid", namespace="shop", name="web", node=NODE, workload_kind="Deployment",
+        workload_name="web", requests=Resources(cpu=1.0, memory=2 * GIB),
+    )  # fmt: skip
+    watch = FakeNodeWatch(node, pod_facts={"web-uid": web})
+    plugin = plugin_with(watch)
+    (shared, unknown), _ = price(
+        plugin,
+        resource({"service.name": "web", "k8s.pod.uid": "web-uid"}),
+        resource({"service.name": "job", "k8s.pod.uid": "not-known-yet"}),
+    )
+    # 9 per vCPU, 1 per GiB: the pod weighs 9 + 2 of the node's 36 + 16.
+    assert shared["cost.usd"] == pytest.approx(M5_XLARGE_HOURLY * 11 / 52)
+    assert shared["cost.model"] == "ec2.on_demand.pod_share.duration"
+    assert unknown["cost.model"] == "ec2.on_demand.duration"  # the whole node
+    # The pod asks for more: its next spans are priced anew.
+    watch.pod_facts["web-uid"] = replace(web, requests=Resources(cpu=2.0, memory=4 * GIB))
+    watch.version += 1
+    (again,), _ = price(plugin, resource({"service.name": "web", "k8s.pod.uid": "web-uid"}))
+    assert again["cost.usd"] == pytest.approx(M5_XLARGE_HOURLY * 22 / 52)
 
 
 def test_the_plugin_closes_the_watch() -> None:

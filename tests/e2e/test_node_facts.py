@@ -49,6 +49,11 @@ M5_LARGE = 0.096
 SPOT_DISCOUNT = 0.7
 SECONDS = 2
 EKS_ON_DEMAND = {"eks.amazonaws.com/capacityType": "ON_DEMAND"}
+POD_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+SHARE = (9 * 1 + 2) / (9 * 4 + 16)
+"""What the pod reserves of its node (4 vCPU, 16 GiB; create_node's default), weighted
+9 per vCPU and 1 per GiB: a span is charged that share of the node's price (the
+immediate estimate; the totals store's allocation splits the node's real cost)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 instance_id=f"i-{spec.pod_ip[-2:]}abc",
             )
             pods[spec.name] = run_pod(
-                kube, "shop", f"web-{spec.name}", ip=spec.pod_ip, node=spec.name
-            )
+                kube, "shop", f"web-{spec.name}", ip=spec.pod_ip, node=spec.name,
+                requests=POD_REQUESTS,
+            )  # fmt: skip
         kubeconfig = agent_kubeconfig(kube, tmp_path_factory.mktemp("kube") / "config")
         yield Cluster(kube, kubeconfig, pods)
     finally:
@@ -160,9 +166,9 @@ def hourly(span: dict[str, Any]) -> float:
 @pytest.mark.parametrize(
     ("agent", "instance_type", "price", "model"),
     [
-        (ON_DEMAND, "m5.xlarge", M5_XLARGE, "ec2.on_demand.duration"),
-        (SPOT, "m5.xlarge", M5_XLARGE * (1 - SPOT_DISCOUNT), "ec2.spot.duration"),
-        (ARM, "m6g.large", M6G_LARGE, "ec2.on_demand.duration"),
+        (ON_DEMAND, "m5.xlarge", M5_XLARGE, "ec2.on_demand.pod_share.duration"),
+        (SPOT, "m5.xlarge", M5_XLARGE * (1 - SPOT_DISCOUNT), "ec2.spot.pod_share.duration"),
+        (ARM, "m6g.large", M6G_LARGE, "ec2.on_demand.pod_share.duration"),
     ],
     indirect=["agent"],
     ids=["on-demand", "spot", "arm64"],
@@ -175,7 +181,7 @@ def test_a_span_with_only_its_service_name_is_priced_as_its_node(
     assert span["k8s.namespace.name"] == "shop"
     assert span["cost.instance_type"] == instance_type
     assert span["cost.model"] == model
-    assert hourly(span) == pytest.approx(price, rel=1e-9)
+    assert hourly(span) == pytest.approx(price * SHARE, rel=1e-9)
     assert (
         agent.collector.metric("otelcol_processor_python_plugin_events", event="node_facts") == 0
     ), "node facts were missing or stale"
@@ -183,7 +189,7 @@ def test_a_span_with_only_its_service_name_is_priced_as_its_node(
 
 @pytest.mark.parametrize("agent", [RELABELLED], indirect=True, ids=["relabelled"])
 def test_a_relabelled_node_is_priced_anew(agent: Agent, cluster: Cluster) -> None:
-    assert agent.send()["cost.model"] == "ec2.on_demand.duration"
+    assert agent.send()["cost.model"] == "ec2.on_demand.pod_share.duration"
     with cluster.kube.api_client() as api:
         client.CoreV1Api(api).patch_node(
             RELABELLED.name, {"metadata": {"labels": {"eks.amazonaws.com/capacityType": "SPOT"}}}
@@ -191,14 +197,14 @@ def test_a_relabelled_node_is_priced_anew(agent: Agent, cluster: Cluster) -> Non
     relabelled = time.monotonic()
     # The watch delivers the change within moments; every span sent after it is spot.
     wait_for(
-        lambda: agent.send()["cost.model"] == "ec2.spot.duration",
+        lambda: agent.send()["cost.model"] == "ec2.spot.pod_share.duration",
         10,
         "a span priced as spot after the node was relabelled",
         interval=0.2,
     )
     assert time.monotonic() - relabelled < 10
     span = agent.send()
-    assert hourly(span) == pytest.approx(M5_LARGE * (1 - SPOT_DISCOUNT), rel=1e-9)
+    assert hourly(span) == pytest.approx(M5_LARGE * (1 - SPOT_DISCOUNT) * SHARE, rel=1e-9)
 
 
 @pytest.mark.parametrize("agent", [UNREACHABLE], indirect=True, ids=["unreachable"])
@@ -217,7 +223,7 @@ def test_an_unreachable_api_keeps_the_last_facts_and_says_so(
         )
         span = agent.send()
         assert span["cost.instance_type"] == "m5.large"  # the last known facts
-        assert hourly(span) == pytest.approx(M5_LARGE, rel=1e-9)
+        assert hourly(span) == pytest.approx(M5_LARGE * SHARE, rel=1e-9)
         assert agent.collector.metric(events, event="node_facts", reason="stale") == 1
     finally:
         cluster.kube.start_apiserver()

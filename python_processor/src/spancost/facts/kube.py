@@ -120,7 +120,8 @@ class KubeFacts:
 
     @property
     def version(self) -> int:
-        """Bumped whenever the Node's facts change (pods do not bump it)."""
+        """Bumped whenever the Node's facts change, or a pod appears or changes what it
+        requests (what prices a span on it)."""
         return self._version
 
     def node(self) -> NodeFacts | None:
@@ -201,6 +202,8 @@ class KubeFacts:
             for uid, old in self._pods.items():
                 if uid not in listed:
                     listed[uid] = _ended(old, now)
+            if any(_requests_changed(self._pods.get(uid), new) for uid, new in listed.items()):
+                self._version += 1
             self._pods = MappingProxyType(self._expire(listed, now))
 
     def _on_pod(self, kind: str, item: Mapping[str, Any]) -> None:
@@ -211,6 +214,8 @@ class KubeFacts:
             return
         with self._lock:
             pods = dict(self._pods)
+            if _requests_changed(pods.get(facts.uid), facts):
+                self._version += 1
             pods[facts.uid] = facts
             self._pods = MappingProxyType(self._expire(pods, now))
 
@@ -229,6 +234,10 @@ def _same_node(a: NodeFacts | None, b: NodeFacts | None) -> bool:
     if a is None or b is None:
         return a is b
     return replace(a, resource_version="") == replace(b, resource_version="")
+
+
+def _requests_changed(old: PodFacts | None, new: PodFacts) -> bool:
+    return old is None or old.requests != new.requests
 
 
 def _ended(facts: PodFacts, now: dt.datetime) -> PodFacts:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
+from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.config import ConfigSection
 from spancost.errors import ConfigError
 from spancost.facts.host import (
@@ -68,6 +69,7 @@ DEFAULT_SYNC_TIMEOUT: Final = "10s"
 DEFAULT_HOST_REFRESH: Final = "1h"
 DEFAULT_HOST_TIMEOUT: Final = "1s"
 ORIGIN_KUBERNETES: Final = "kubernetes"
+_GIB: Final = float(1 << 30)
 _W = TypeVar("_W")
 _OVERLAY_CACHE_LIMIT: Final = 16
 
@@ -257,6 +259,27 @@ class NodeFactsSource:
             if found:
                 return self._cached(found)
         return None
+
+    def pod_share(self, pod_uid: str | None, weights: Weights = DEFAULT_WEIGHTS) -> float | None:
+        """The share of this node that pod `pod_uid` reserves: its CPU and memory requests
+        weighted as the allocation weighs them, over the node's capacity; None when the
+        pod or the node's capacity is not known."""
+        kube = self.kube
+        if kube is None or pod_uid is None:
+            return None
+        node, pod = kube.node(), kube.pods().get(pod_uid)
+        if node is None or pod is None or pod.end is not None:
+            return None
+        capacity = node.capacity_total
+        total = weights.cpu * (capacity.cpu or 0.0) + weights.memory * (
+            (capacity.memory or 0) / _GIB
+        )
+        if total <= 0:
+            return None
+        requested = weights.cpu * (pod.requests.cpu or 0.0) + weights.memory * (
+            (pod.requests.memory or 0) / _GIB
+        )
+        return min(1.0, requested / total)
 
     @property
     def expects_node(self) -> bool:

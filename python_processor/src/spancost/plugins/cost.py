@@ -53,7 +53,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, cast
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -63,7 +63,7 @@ from spancost.attributes import AttributeValue
 from spancost.changes import Changes
 from spancost.config import ConfigSection
 from spancost.errors import ConfigError
-from spancost.facts.source import NodeFactsSource
+from spancost.facts.source import ORIGIN_KUBERNETES, NodeFactsSource
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest, Ownership
 from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.catalog import PriceBook, build_price_book
@@ -130,6 +130,7 @@ OWNED_KEYS: Final = (
 REASON_SIDECAR_UNAVAILABLE: Final = "sidecar_unavailable"
 """Written by the collector on a span whose batch the sidecar did not answer for."""
 
+ATTR_K8S_POD_UID: Final = "k8s.pod.uid"
 CURRENCY: Final = "USD"
 MAX_SPAN_USD: Final = 1e9
 """A higher price for one span is bad data (e.g. a huge count), not a price."""
@@ -209,6 +210,7 @@ class _Plan:
     variants: dict[str, _Plan] = field(default_factory=dict)
     facts_origin: str | None = None  # where node facts came from (node_facts)
     facts_expected: bool = False  # node_facts is configured for this resource
+    pod_share: float | None = None  # the share of the node its pod reserves (node_facts)
 
 
 class CostPlugin(AnnotatingPlugin):
@@ -262,7 +264,7 @@ class CostPlugin(AnnotatingPlugin):
         )
 
         rule_keys = frozenset(key for rule in self._rules for key in rule.keys)
-        self._resource_keys = RESOURCE_KEYS | rule_keys | {self._spot_attribute}
+        self._resource_keys = RESOURCE_KEYS | rule_keys | {self._spot_attribute, ATTR_K8S_POD_UID}
         span_keys = set(rule_keys) | {ATTR_FAAS_TRIGGER}
         needles: list[bytes] = []
         if self._llm is not None:
@@ -515,8 +517,12 @@ class CostPlugin(AnnotatingPlugin):
         if plan is None:
             values = _read(resource_spans.resource.attributes, self._resource_keys)
             origin, expected = self._overlay(values)
+            share = None
+            if origin == ORIGIN_KUBERNETES and self._facts is not None:
+                pod = values.get(ATTR_K8S_POD_UID)
+                share = self._facts.pod_share(pod if isinstance(pod, str) else None)
             rule = first_match(self._rules, values.get) if self._rules else None
-            plan = self._make_plan(values, rule)
+            plan = self._make_plan(values, rule, share)
             plan.facts_origin, plan.facts_expected = origin, expected
             plans = self._plans
             if len(plans) >= PLAN_CACHE_LIMIT:
@@ -545,10 +551,15 @@ class CostPlugin(AnnotatingPlugin):
         name = rule.name if rule is not None else ""
         variant = plan.variants.get(name)
         if variant is None:
-            variant = plan.variants[name] = self._make_plan(plan.values, rule)
+            variant = plan.variants[name] = self._make_plan(plan.values, rule, plan.pod_share)
         return variant
 
-    def _make_plan(self, values: dict[str, Value], rule: Rule | None) -> _Plan:
+    def _make_plan(
+        self, values: dict[str, Value], rule: Rule | None, pod_share: float | None = None
+    ) -> _Plan:
+        """How the resource's spans are priced under `rule` (None: the built-in pricers);
+        with `pod_share`, an EC2 segment is charged that share of its node (the pod's
+        reserved part, `_pod_share_pricing`)."""
         is_lambda = False
         every_span = False
         segment: SegmentPricing | None = None
@@ -559,6 +570,8 @@ class CostPlugin(AnnotatingPlugin):
             if isinstance(pricing, Unpriced):
                 base, base_event = _unpriced(pricing.reason)
             else:
+                if pod_share is not None and pricing.model.startswith("ec2."):
+                    pricing = _pod_share_pricing(pricing, pod_share)
                 segment = pricing
                 base, base_event = _included(pricing)
         elif rule.per_hour_usd is not None:
@@ -580,6 +593,7 @@ class CostPlugin(AnnotatingPlugin):
             is_lambda=is_lambda,
             rule=rule,
             needles=needles,
+            pod_share=pod_share,
         )
 
     # -- outcomes -------------------------------------------------------------------
@@ -630,6 +644,17 @@ class CostPlugin(AnnotatingPlugin):
         if decision.instance_type:
             attributes[ATTR_INSTANCE_TYPE] = decision.instance_type
         return attributes, ("priced", decision.source)
+
+
+def _pod_share_pricing(segment: SegmentPricing, share: float) -> SegmentPricing:
+    """An EC2 segment charged its pod's share of the node, not the whole node: the
+    span's immediate estimate (``ec2.on_demand.pod_share.duration``); the totals store's
+    allocation splits the node's real cost by busy time."""
+    return replace(
+        segment,
+        model=segment.model.removesuffix(".duration") + ".pod_share.duration",
+        usd_per_second=segment.usd_per_second * share,
+    )
 
 
 def _included(segment: SegmentPricing) -> Outcome:
