@@ -169,3 +169,27 @@ def test_pod_usage_from_start_to_end() -> None:
 @pytest.mark.parametrize("hours", [[], [H + 7200 * S]])
 def test_hours_outside_the_running_time_give_nothing(hours: list[int]) -> None:
     assert node_usage(NODE, now=HOUR_DT, hours=hours) == []
+
+
+@pytest.mark.parametrize(
+    ("model", "compute"),
+    [
+        ("ec2.on_demand.duration", True),
+        ("ec2.on_demand.pod_share.duration", True),
+        ("ec2.included_in_segment", True),
+        ("lambda.gb_seconds+requests", False),
+        ("llm.tokens", False),
+        (None, False),
+    ],
+)
+def test_the_adapter_marks_node_compute(model: str | None, compute: bool) -> None:
+    """A node's compute is the allocation's to split; other prices are per request."""
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=bytes.fromhex(TRACE), span_id=b"\x01" * 8, start_time_unix_nano=H,
+        end_time_unix_nano=H + S,
+    )  # fmt: skip
+    if model is not None:
+        span.attributes.extend(attributes({"cost.model": model, "cost.usd": 0.5}))
+    (c,) = contributions(request)
+    assert c.compute is compute

@@ -128,6 +128,10 @@ class SpanContribution:
     weight: float = 1.0
     """How many spans it stands for: its sampling's adjusted count (``tracestate``
     ``ot=th:``), 1 when not sampled by probability."""
+    compute: bool = False
+    """Its price is a node's compute (``cost.model`` ``ec2.*``): an estimate the
+    allocation replaces by the node's cost split; other prices (Lambda, Fargate, LLM
+    tokens, rules) are per request and added as they are."""
 
     @property
     def key(self) -> tuple[str, str]:

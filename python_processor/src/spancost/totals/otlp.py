@@ -54,6 +54,9 @@ __all__ = [
 # imported so the totals path does not load the pricing engine (a test keeps them equal).
 ATTR_USD: Final = "cost.usd"
 ATTR_UNPRICED_REASON: Final = "cost.unpriced_reason"
+ATTR_MODEL: Final = "cost.model"
+_NODE_MODEL: Final = "ec2."
+"""The models of compute a node's allocation covers (the span's price is an estimate)."""
 ATTR_SERVICE_NAME: Final = "service.name"
 ATTR_CLOUD_ACCOUNT_ID: Final = "cloud.account.id"
 ATTR_K8S_POD_UID: Final = "k8s.pod.uid"
@@ -168,7 +171,7 @@ def contributions(
     )
     if owner_attribute is not None:
         resource_keys |= {owner_attribute}
-    span_keys = frozenset((ATTR_USD, ATTR_UNPRICED_REASON, transaction_attribute))
+    span_keys = frozenset((ATTR_USD, ATTR_UNPRICED_REASON, ATTR_MODEL, transaction_attribute))
     result: list[SpanContribution] = []
     append = result.append
     for resource_spans in batch.resource_spans:
@@ -193,6 +196,8 @@ def contributions(
             for span in scope_spans.spans:
                 values = _read(span.attributes, wanted)
                 cost_usd, unpriced_reason = _cost(values, events)
+                model = values.get(ATTR_MODEL)
+                compute = model is not None and model.string_value.startswith(_NODE_MODEL)
                 is_root = not span.parent_span_id.strip(b"\x00")  # absent, or all zeros
                 flags = span.flags
                 if is_root:
@@ -232,6 +237,7 @@ def contributions(
                         pod,
                         segment,
                         weight,
+                        compute,
                     )
                 )
     return result
