@@ -5,7 +5,9 @@ The targets of issue #4, and the cost of the latest migration:
   1,000-span batches of 5-span traces (a root and four children, as the sink hands
   them over), by 1 writer and by several (threads sharing one store and its pool, as
   the sink's exporter workers would; and processes, as several collectors would), and
-  with each trace split across two batches;
+  with each trace split across two batches; with ``--usage``, every span carries its
+  pod and each root starts a service segment, as the sink's contributions do on
+  Kubernetes (issue 12: the store keeps each trace's busy time and ``pod_busy``);
 - migration 4 of a version-3 database (200,000 traces, 1,000,000 span keys), timed;
 - the rolling 24 h per-domain spend (`domain_spend`, what the guard reads) with
   10 million trace rows in the current month: the rows are loaded with one
@@ -15,7 +17,7 @@ The targets of issue #4, and the cost of the latest migration:
 
 The server is the one the tests use (python_processor/tests/pg.py), with ``fsync``
 turned back on (the tests run without it): an acknowledged write is durable.
-Results go to bench-results/store.json and a Markdown table on stdout.
+Results go to bench-results/store.json (``--results``) and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -80,14 +82,22 @@ def _new_database(server: str, name: str) -> str:
 
 
 def make_batches(
-    writer: int, count: int, batch_spans: int, now: datetime, *, split: bool = False
+    writer: int,
+    count: int,
+    batch_spans: int,
+    now: datetime,
+    *,
+    split: bool = False,
+    usage: bool = False,
 ) -> list[list[SpanContribution]]:
     """`count` batches of `batch_spans` spans, traces of 5 spans, unique to `writer`.
 
     `split`: each trace's root and first child come in one batch, its three other
     children in the next (as when a trace's spans reach a collector in two batches):
-    every batch but the first then adds to 200 traces written before and starts 200."""
-    batches = _whole_trace_batches(writer, count, batch_spans, now)
+    every batch but the first then adds to 200 traces written before and starts 200.
+    `usage`: every span carries its pod (three per service), and the root, the trace's
+    one local root (its children are the same service's), starts a segment."""
+    batches = _whole_trace_batches(writer, count, batch_spans, now, usage=usage)
     if not split:
         return batches
     halves: list[list[SpanContribution]] = [[] for _ in range(count + 1)]
@@ -98,7 +108,7 @@ def make_batches(
 
 
 def _whole_trace_batches(
-    writer: int, count: int, batch_spans: int, now: datetime
+    writer: int, count: int, batch_spans: int, now: datetime, *, usage: bool
 ) -> list[list[SpanContribution]]:
     now_ns = ns_from_utc(now)
     batches: list[list[SpanContribution]] = []
@@ -109,6 +119,7 @@ def _whole_trace_batches(
             trace += 1
             trace_id = f"{writer:08x}{trace:024x}"
             service = f"service-{trace % 20}"
+            pod = f"7c9e6679-7425-40de-944b-{trace % 60:012x}" if usage else None
             start = now_ns - 30 * 10**9 + trace % 1000
             for index in range(SPANS_PER_TRACE):
                 root = index == 0
@@ -130,6 +141,8 @@ def _whole_trace_batches(
                         owner=(
                             f"ns-{(trace + (index == SPANS_PER_TRACE - 1)) % 10}" if OWNER else None
                         ),
+                        pod=pod,
+                        segment=usage and root,
                     )
                 )
         batches.append(batch)
@@ -143,10 +156,10 @@ def _write_all(store: PostgresStore, batches: list[list[SpanContribution]], now:
     return traces
 
 
-def _process_writer(job: tuple[str, int, int, int, bool], start: Any, result: Any) -> None:
-    dsn, writer, count, batch_spans, split = job
+def _process_writer(job: tuple[str, int, int, int, bool, bool], start: Any, result: Any) -> None:
+    dsn, writer, count, batch_spans, split, usage = job
     now = datetime.now(UTC)
-    batches = make_batches(writer, count, batch_spans, now, split=split)
+    batches = make_batches(writer, count, batch_spans, now, split=split, usage=usage)
     store = PostgresStore(dsn, CONFIG, max_connections=1)
     start.wait()
     began = time.perf_counter()
@@ -164,6 +177,7 @@ def write_throughput(
     batches: int,
     batch_spans: int,
     split: bool = False,
+    usage: bool = False,
 ) -> dict[str, Any]:
     """Trace totals a second: the traces stored (each once, whole) over the time taken;
     ``trace_writes`` counts every addition to a trace row (twice a trace when split)."""
@@ -173,14 +187,14 @@ def write_throughput(
     now = datetime.now(UTC)
     store.ensure_partitions(now)
     # Warm up: the first writes create the pool's connections and plans.
-    _write_all(store, make_batches(10_000, 3, batch_spans, now), now)
+    _write_all(store, make_batches(10_000, 3, batch_spans, now, usage=usage), now)
     if processes:
         context = multiprocessing.get_context("spawn")
         start_event, results = context.Event(), context.Queue()
         workers = [
             context.Process(
                 target=_process_writer,
-                args=((dsn, writer, batches, batch_spans, split), start_event, results),
+                args=((dsn, writer, batches, batch_spans, split, usage), start_event, results),
             )
             for writer in range(writers)
         ]
@@ -196,7 +210,7 @@ def write_throughput(
         traces = sum(count for count, _ in outcomes)
     else:
         work = [
-            make_batches(writer, batches, batch_spans, now, split=split)
+            make_batches(writer, batches, batch_spans, now, split=split, usage=usage)
             for writer in range(writers)
         ]
         counts = [0] * writers
@@ -217,15 +231,24 @@ def write_throughput(
         complete = connection.execute(
             "SELECT count(*) FROM traces WHERE span_count = %s", (SPANS_PER_TRACE,)
         ).fetchone()
+        kept = connection.execute("SELECT to_regclass('pod_busy') IS NOT NULL").fetchone()
+        # A segment a trace (its root's), once, whichever writer stored it.
+        segments = (
+            connection.execute("SELECT sum(segments) FROM pod_busy").fetchone()
+            if usage and kept == (True,)
+            else None
+        )
     store.close()
     written = writers * batches * (batch_spans // SPANS_PER_TRACE)
     expected = written + 3 * (batch_spans // SPANS_PER_TRACE)
     assert stored == complete == (expected,), f"stored {stored}, whole {complete}, {expected}"
+    assert segments is None or segments == (expected,), f"segments {segments}, {expected}"
     return {
         "label": label,
         "writers": writers,
         "kind": "processes" if processes else "threads",
         "split": split,
+        "usage": usage,
         "batch_spans": batch_spans,
         "traces": written,
         "trace_writes": traces,
@@ -395,6 +418,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000, help="trace rows for the rollup")
     parser.add_argument("--rounds", type=int, default=2000, help="domain_spend calls timed")
     parser.add_argument("--skip-rollup", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument(
+        "--usage",
+        action="store_true",
+        help="spans carry their pod and roots start segments (the allocation's busy time)",
+    )
+    parser.add_argument(
+        "--setups",
+        default="",
+        help="comma-separated write set-ups to run (e.g. 2-processes); default: all",
+    )
     parser.add_argument(
         "--migration-traces", type=int, default=200_000, help="traces for migration 4 (0: skip)"
     )
@@ -420,6 +454,12 @@ def main() -> None:
             ("4-processes", 4, True, False),
             ("2-processes-split", 2, True, True),
         ]
+        if arguments.setups:
+            wanted = set(arguments.setups.split(","))
+            unknown = wanted - {label for label, *_ in setups}
+            if unknown:
+                parser.error(f"unknown set-ups: {', '.join(sorted(unknown))}")
+            setups = [setup for setup in setups if setup[0] in wanted]
         runs: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in setups}
         # Rounds interleave the set-ups, so a slow minute of the VM hits each alike.
         for round_ in range(arguments.write_rounds):
@@ -432,6 +472,7 @@ def main() -> None:
                     batches=arguments.batches,
                     batch_spans=arguments.batch_spans,
                     split=split,
+                    usage=arguments.usage,
                 )
                 runs[label].append(outcome)
                 print(json.dumps(outcome), file=sys.stderr, flush=True)
@@ -448,17 +489,22 @@ def main() -> None:
         if not arguments.skip_rollup:
             results["rollup"] = rollup_query(server, arguments.rows, arguments.rounds)
             print(json.dumps(results["rollup"]), file=sys.stderr, flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    arguments.results.parent.mkdir(exist_ok=True)
+    arguments.results.write_text(json.dumps(results, indent=1) + "\n")
+    _print_results(results)
+
+
+def _print_results(results: dict[str, Any]) -> None:
     print(f"PostgreSQL {results['postgresql']}, {results['machine']}, {results['date']}\n")
     print(
         "| writers | traces/s (median) | spans/s | ms per batch (per writer)"
         " | traces/s, every run |"
     )
     print("|---|---:|---:|---:|---|")
-    for outcome in writes:
+    for outcome in results["writes"]:
         every = " · ".join(f"{count:,}" for count in outcome["traces_per_s_runs"])
         split = ", traces split in two batches" if outcome["split"] else ""
+        split += ", spans with pods and segments" if outcome["usage"] else ""
         print(
             f"| {outcome['writers']} {outcome['kind']}{split} | {outcome['traces_per_s']:,} |"
             f" {outcome['spans_per_s']:,} | {outcome['ms_per_batch']} | {every} |"

@@ -1,13 +1,16 @@
-"""The allocation through a store (SQLite here): busy time kept with the traces and moved
-when they are named, usage with its price, the hour allocated, reconciled and repriced."""
+"""The allocation through a store, SQLite and PostgreSQL alike (each test against a fresh
+database of each): busy time kept with the traces and moved when they are named, usage
+with its price, the hour allocated, reconciled and repriced."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +20,8 @@ from spancost.allocation.core import Busy, NodeHour, PodHour, allocate
 from spancost.allocation.pricing import NodePrice
 from spancost.allocation.usage import NodeUsage, PodUsage, busy_of
 from spancost.store import SQLiteStore
+from spancost.store.base import AllocationStore, TotalsStore
+from spancost.store.postgres import PostgresStore
 from spancost.totals import TotalsConfig
 from spancost.totals.aggregate import SpanContribution
 from tests.allocation_data import (
@@ -35,17 +40,42 @@ from tests.allocation_data import (
     segment,
     write_spans,
 )
+from tests.pg import create_database
 
 
-def open_store(path: Path, config: TotalsConfig = CONFIG) -> SQLiteStore:
-    store = SQLiteStore(path, config)
-    store.migrate()
-    return store
+class Store(TotalsStore, AllocationStore, Protocol):
+    """What these tests need of a store."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A kind of store, and where it gets a fresh database."""
+
+    kind: str
+    fresh: Callable[[], str]
+    """A new, empty database: a file's path (SQLite) or a DSN (PostgreSQL)."""
+
+    def open(self, database: str, config: TotalsConfig = CONFIG) -> Store:
+        store: Store = (
+            SQLiteStore(Path(database), config)
+            if self.kind == "sqlite"
+            else PostgresStore(database, config)
+        )
+        store.migrate()
+        return store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", lambda: str(tmp_path_factory.mktemp("alloc") / "totals.db"))
+    server: str = request.getfixturevalue("pg_server")
+    return Backend("postgres", lambda: create_database(server, "alloc"))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = open_store(tmp_path / "totals.db")
+def store(backend: Backend) -> Iterator[Store]:
+    opened = backend.open(backend.fresh())
     yield opened
     opened.close()
 
@@ -54,7 +84,7 @@ def window() -> tuple[datetime, datetime]:
     return HOUR, HOUR + timedelta(minutes=59)
 
 
-def test_the_hand_case_through_the_store(store: SQLiteStore) -> None:
+def test_the_hand_case_through_the_store(store: Store) -> None:
     write_spans(store, hand_case_spans())
     store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
     assert store.allocate() == 1
@@ -76,7 +106,7 @@ def test_the_hand_case_through_the_store(store: SQLiteStore) -> None:
     assert (line.price_source, line.price_as_of) == ("bundled", "2025-01-01")
 
 
-def test_replays_add_nothing(store: SQLiteStore) -> None:
+def test_replays_add_nothing(store: Store) -> None:
     spans = hand_case_spans()
     write_spans(store, spans)
     write_spans(store, spans[::-1])
@@ -88,7 +118,7 @@ def test_replays_add_nothing(store: SQLiteStore) -> None:
         assert got[key] == pytest.approx(usd, rel=1e-12), key
 
 
-def test_a_late_root_moves_the_busy_time(store: SQLiteStore) -> None:
+def test_a_late_root_moves_the_busy_time(store: Store) -> None:
     """The worker's segments arrive before the web root that names the trace: they wait
     as pending, then move to checkout with the rest of the trace."""
     worker = segment(1, 2, pod="worker", start_s=10, seconds=25)
@@ -107,7 +137,7 @@ def test_a_late_root_moves_the_busy_time(store: SQLiteStore) -> None:
     )
 
 
-def test_an_orphan_named_after_its_grace_moves_its_busy_time(store: SQLiteStore) -> None:
+def test_an_orphan_named_after_its_grace_moves_its_busy_time(store: Store) -> None:
     write_spans(store, [segment(1, 2, pod="worker", start_s=10, seconds=25)])
     store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
     assert store.attribute_orphans(NOW + timedelta(hours=1), timedelta(minutes=10), "(unattr)")
@@ -117,9 +147,9 @@ def test_an_orphan_named_after_its_grace_moves_its_busy_time(store: SQLiteStore)
 
 
 def test_owner_mode_charges_busy_time_and_untraced_pods_to_their_namespaces(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
-    store = open_store(tmp_path / "owned.db", OWNED)
+    store = backend.open(backend.fresh(), OWNED)
     try:
         write_spans(store, hand_case_spans())
         store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
@@ -140,7 +170,7 @@ def test_owner_mode_charges_busy_time_and_untraced_pods_to_their_namespaces(
         store.close()
 
 
-def test_reprice_records_the_change_and_the_hour_adds_up_again(store: SQLiteStore) -> None:
+def test_reprice_records_the_change_and_the_hour_adds_up_again(store: Store) -> None:
     write_spans(store, hand_case_spans())
     store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
     store.allocate()
@@ -167,7 +197,7 @@ def test_reprice_records_the_change_and_the_hour_adds_up_again(store: SQLiteStor
     assert line.price_source == "aws_pricelist"
 
 
-def test_an_unpriced_node_is_shown_and_not_allocated(store: SQLiteStore) -> None:
+def test_an_unpriced_node_is_shown_and_not_allocated(store: Store) -> None:
     write_spans(store, hand_case_spans())
     store.write_usage([(NODE, NodePrice(None, unpriced_reason="unknown_instance_type"))], PODS,
                       NOW)  # fmt: skip
@@ -231,21 +261,21 @@ traffic_st = st.lists(
 )
 @given(traffic_st, st.randoms(use_true_random=False), st.booleans())
 def test_every_node_hour_adds_up_whatever_the_replays_and_writers(
-    tmp_path_factory: pytest.TempPathFactory,
+    backend: Backend,
     traffic: list[tuple[int, int, str, float, float, bool, str, float]],
     rng: random.Random,
     owned: bool,
 ) -> None:
-    path = tmp_path_factory.mktemp("alloc") / "totals.db"
+    database = backend.fresh()  # one per example
     config = OWNED if owned else CONFIG
-    first, second = open_store(path, config), open_store(path, config)
+    first, second = backend.open(database, config), backend.open(database, config)
     try:
         spans = [
             segment(trace, span_id, pod=pod, start_s=start, seconds=seconds, root=root,
                     transaction=name if root else None, weight=weight)
             for trace, span_id, pod, start, seconds, root, name, weight in traffic
         ]  # fmt: skip
-        # Two writers (two stores on one file), each a random part, each replayed.
+        # Two writers (two stores on one database), each a random part, each replayed.
         rng.shuffle(spans)
         cut = rng.randint(0, len(spans))
         for store, part in ((first, spans[:cut]), (second, spans[cut:]), (first, spans)):

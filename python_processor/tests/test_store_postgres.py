@@ -109,9 +109,16 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
         " AND relkind IN ('r', 'p') ORDER BY 1",
     )
     assert tables == [
+        ("allocated_hourly", "r"),
+        ("allocated_nodes", "r"),
+        ("allocation_dirty", "r"),
         ("domain_hourly", "r"),
+        ("node_usage", "r"),
+        ("pod_busy", "r"),
+        ("pod_usage", "r"),
         ("quarantine_counts", "r"),
         ("quarantined_spans", "r"),
+        ("repricings", "r"),
         ("schema_migrations", "r"),
         ("trace_charges", "p"),
         ("trace_keys", "r"),

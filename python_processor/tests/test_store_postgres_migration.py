@@ -1,8 +1,10 @@
 """Upgrading a PostgreSQL totals database that holds version-1 data (spans, traces, the
-rollup, quarantined spans) to the current schema: totals kept, replays still deduped."""
+rollup, quarantined spans) to the current schema: totals kept, replays still deduped; and
+one at version 7 to 8 (the allocation): old traces take busy time and move it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -254,3 +256,59 @@ def test_migrations_are_appended_and_reruns_change_nothing(
     store.migrate()
     assert totals(dsn) == after
     assert rows(dsn, "SELECT sum(length(span_ids)) FROM traces") == [(24,)]
+
+
+@pytest.fixture
+def version_7(
+    version_1: tuple[str, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, PostgresStore]:
+    """The version-1 data, migrated to version 7 (the schema before the allocation's)."""
+    dsn, store = version_1
+    with monkeypatch.context() as patch:
+        patch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS[:7])
+        store.migrate()
+    assert rows(dsn, "SELECT max(version) FROM schema_migrations") == [(7,)]
+    return dsn, store
+
+
+def segment_of(trace_id: str, span_id: str, pod: str, *, root: bool = False) -> SpanContribution:
+    """A service segment of one second on `pod`, in the hour before KEYED."""
+    return dataclasses.replace(span(trace_id, span_id, 0.0, root=root), pod=pod, segment=True)
+
+
+def test_migrating_version_7_data_keeps_totals_and_adds_the_allocation(
+    version_7: tuple[str, PostgresStore],
+) -> None:
+    dsn, store = version_7
+    before = totals(dsn)
+    store.migrate()
+    assert rows(dsn, "SELECT max(version) FROM schema_migrations") == [(8,)]
+    assert totals(dsn) == before
+    assert rows(dsn, "SELECT count(*) FROM traces WHERE busy IS NOT NULL") == [(0,)]
+    for table in ("pod_busy", "node_usage", "pod_usage", "allocation_dirty", "allocated_hourly",
+                  "allocated_nodes", "repricings"):  # fmt: skip
+        assert rows(dsn, f"SELECT count(*) FROM {table}") == [(0,)], table  # noqa: S608
+
+    # Old traces take busy time: trace 1 (named) under its labels, trace 2 (waiting for
+    # its root) as pending until its root names it, when its busy time moves.
+    hour_ns = START // (3600 * SECOND) * 3600 * SECOND
+    store.write([segment_of(TRACE_1, f"{5:016x}", "web")], [], LATER)
+    store.write([segment_of(TRACE_2, f"{5:016x}", "worker")], [], LATER)
+    busy = "SELECT hour_ns, pod, domain, transaction_name, environment, seconds, segments" \
+        " FROM pod_busy ORDER BY 1, 2"  # fmt: skip
+    assert rows(dsn, busy) == [
+        (hour_ns, "web", "payments", "checkout", "production", 1.0, 1.0),
+        (hour_ns, "worker", "", "", "production", 1.0, 1.0),
+    ]
+    store.write([span(TRACE_2, f"{6:016x}", 0.0, root=True)], [], LATER)
+    assert rows(dsn, busy) == [
+        (hour_ns, "web", "payments", "checkout", "production", 1.0, 1.0),
+        (hour_ns, "worker", "payments", "checkout", "production", 1.0, 1.0),
+    ]
+    assert rows(dsn, "SELECT busy FROM traces WHERE trace_id = %s", TRACE_2) == [
+        (f'[["worker",{hour_ns},1.0,1.0,null,null]]\n',)
+    ]
+    assert rows(dsn, "SELECT hour_ns FROM allocation_dirty") == [(hour_ns,)]
+    assert rows(dsn, "SELECT sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly") == [
+        (5.5, 2, 6)
+    ]

@@ -18,6 +18,11 @@ PostgreSQL"); what differs is how PostgreSQL gives them:
   quarantine counts, shared between traces, are updated last, also in sorted key order.
 - Retention drops whole partitions (`drop_partitions_before`); it never DELETEs
   traces (only the per-trace keys and the quarantined spans).
+- The allocation (issue 12) as in SQLite: a write appends its spans' busy time to their
+  trace rows (``traces.busy``) and files it in ``pod_busy`` under the trace's labels
+  (the whole trace's moved when they changed), after the rollup and in key order.
+  Whatever changes an hour's busy time or usage locks the hour's ``allocation_dirty``
+  row, last, until it commits; `allocate` locks that row before reading the hour.
 
 Times are ``timestamptz`` (sessions run in UTC), span times bigint nanoseconds.
 """
@@ -29,14 +34,27 @@ import re
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from spancost.store.base import HourRow, SpendRow, StoreDataError, StoreError, WriteResult
+from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
+from spancost.allocation.usage import NodeUsage, PodUsage
+from spancost.store.allocated import allocated_hour
+from spancost.store.base import (
+    AllocatedRow,
+    HourRow,
+    ReconcileRow,
+    RepricedRow,
+    SpendRow,
+    StoreDataError,
+    StoreError,
+    WriteResult,
+)
+from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
 from spancost.store.common import (
     PENDING_DOMAIN,
     Charge,
@@ -71,6 +89,9 @@ from spancost.totals.naming import (
     resolve_transaction,
     trace_domain,
 )
+
+if TYPE_CHECKING:
+    from spancost.allocation.pricing import NodePrice
 
 __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
@@ -138,28 +159,28 @@ ON CONFLICT (trace_id, span_id) DO NOTHING
 RETURNING reason
 """
 
-# The columns of a trace delta (`trace_facts`' order, then the labels): the two hex
-# columns (trace id, the concatenated span ids) as comma-separated strings, the others
-# as binary arrays.
+# The columns of a trace delta (`trace_facts`' order, then the labels, then its busy
+# time's line): the two hex columns (trace id, the concatenated span ids) as
+# comma-separated strings, the others as binary arrays.
 _DELTA_COLUMNS: Final = """
     string_to_array(%s, ','), string_to_array(%s, ','), %b::timestamptz[], %b::float8[],
     %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[],
     %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
     %b::text[], %b::text[], %b::text[], %b::text[], %b::boolean[], %b::text[], %b::text[],
-    %b::text[]
+    %b::text[], %b::text[]
 ) AS excluded (
     trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
     start_ns, end_ns, earliest_span_id, earliest_start_ns, earliest_service,
     earliest_environment, root_span_id, root_start_ns, root_transaction, root_service,
     root_environment, earliest_account, root_account, root_owner, contested,
-    transaction_name, domain, environment
+    transaction_name, domain, environment, busy
 )"""
 
 # Traces no store holds yet (their keys are locked, and no row was read): plain rows,
 # sent by binary COPY into the partitioned table (the cheapest way in, for the client
 # and the server), with their labels. A row that exists after all is a unique
 # violation, never a silent overwrite. `trace_facts`' order, first_seen and last_update
-# after the sums, the labels last.
+# after the sums, then the labels and the busy time.
 _COPY_TRACES: Final = """
 COPY traces (
     trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
@@ -167,7 +188,7 @@ COPY traces (
     earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
     root_span_id, root_start_ns, root_transaction, root_service, root_environment,
     earliest_account, root_account, root_owner, contested, transaction_name, domain,
-    environment
+    environment, busy
 ) FROM STDIN (FORMAT BINARY)
 """
 _COPY_TYPES: Final = (
@@ -176,13 +197,13 @@ _COPY_TYPES: Final = (
     + ["timestamptz", "timestamptz", "text", "int8", "text", "text", "text", "int8"]
     + ["text"] * 6
     + ["bool"]
-    + ["text"] * 3
+    + ["text"] * 4
 )
 
 # Traces a store holds: sums add; start least, end greatest; earliest and root the
-# first by (start, span id); the new span ids appended. Every right-hand side reads the
-# row as it was before. Labels are set afterwards, where they changed. RETURNING gives
-# the row as it is now.
+# first by (start, span id); the new span ids and busy time appended. Every right-hand
+# side reads the row as it was before. Labels are set afterwards, where they changed:
+# RETURNING gives the row as it is now, with the labels as they were.
 _ADD_TO_TRACES: Final = (
     """
 UPDATE traces SET
@@ -193,6 +214,8 @@ UPDATE traces SET
     start_ns = least(traces.start_ns, excluded.start_ns),
     end_ns = greatest(traces.end_ns, excluded.end_ns),
     span_ids = traces.span_ids || decode(excluded.span_ids, 'hex'),
+    busy = CASE WHEN excluded.busy IS NULL THEN traces.busy
+        ELSE coalesce(traces.busy, '') || excluded.busy END,
     last_update = %s,
     """
     + merge_assignments(existing="traces.")
@@ -209,12 +232,15 @@ RETURNING traces.trace_id, traces.cost_usd, traces.span_count, traces.first_seen
 """
 )
 
+# The busy time of the traces relabelled, which moves with them (this write's line
+# included: the last).
 _RELABEL_TRACES: Final = """
 UPDATE traces SET transaction_name = label.transaction_name, domain = label.domain,
     environment = label.environment
 FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])
     AS label (trace_id, keyed_at, transaction_name, domain, environment)
 WHERE traces.trace_id = label.trace_id AND traces.keyed_at = label.keyed_at
+RETURNING traces.trace_id, traces.busy
 """
 
 # Every changed rollup row in one statement, in key order (the lock order of all writers).
@@ -228,6 +254,106 @@ ON CONFLICT (hour, domain, environment) DO UPDATE SET
     cost_usd = domain_hourly.cost_usd + excluded.cost_usd,
     traces = domain_hourly.traces + excluded.traces,
     spans = domain_hourly.spans + excluded.spans
+"""
+
+# Every changed pod_busy row in one statement, in key order (the lock order of all
+# writers, as the rollup's).
+_ADD_TO_POD_BUSY: Final = """
+INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments)
+SELECT * FROM unnest(
+    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[]
+) AS change (hour_ns, pod, domain, transaction_name, environment, seconds, segments)
+ORDER BY hour_ns, pod, domain, transaction_name, environment
+ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
+    seconds = pod_busy.seconds + excluded.seconds,
+    segments = pod_busy.segments + excluded.segments
+"""
+
+# A row busy time moved away from is deleted rather than kept with a rounding residue
+# (the rows were locked by the statement before).
+_DELETE_EMPTY_POD_BUSY: Final = """
+DELETE FROM pod_busy USING unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])
+    AS moved (hour_ns, pod, domain, transaction_name, environment)
+WHERE pod_busy.hour_ns = moved.hour_ns AND pod_busy.pod = moved.pod
+    AND pod_busy.domain = moved.domain AND pod_busy.transaction_name = moved.transaction_name
+    AND pod_busy.environment = moved.environment
+    AND abs(pod_busy.seconds) < %s AND abs(pod_busy.segments) < %s
+"""
+_BUSY_RESIDUE: Final = 1e-9
+"""What is left of a moved row's seconds or segments after rounding: the row is gone."""
+
+# Marks the hours for allocation and locks each one's row until this transaction
+# commits, in hour order, the last lock any transaction takes: an existing row is
+# locked by ON CONFLICT DO UPDATE, whose WHERE false writes no new version of it. So
+# the allocator, which locks the row before it reads the hour, waits for every change
+# to the hour in flight, and a change made while it works cannot commit before it:
+# that change's mark waits, then (the allocator having deleted the row) inserts it
+# again, and the hour is allocated anew.
+_MARK_DIRTY: Final = """
+INSERT INTO allocation_dirty (hour_ns)
+SELECT hour_ns FROM unnest(%s::bigint[]) AS hour (hour_ns) ORDER BY hour_ns
+ON CONFLICT (hour_ns) DO UPDATE SET hour_ns = excluded.hour_ns WHERE false
+"""
+
+# A node-hour reported again: the longest running time, the latest facts and price.
+_ADD_NODE_USAGE: Final = """
+INSERT INTO node_usage (hour_ns, node, seconds, region, instance_type, operating_system,
+    capacity_type, zone, vcpu, memory_gib, hourly_usd, price_source, price_model,
+    price_as_of, unpriced_reason, reported_ns)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (hour_ns, node) DO UPDATE SET
+    seconds = greatest(node_usage.seconds, excluded.seconds),
+    region = excluded.region, instance_type = excluded.instance_type,
+    operating_system = excluded.operating_system, capacity_type = excluded.capacity_type,
+    zone = excluded.zone, vcpu = excluded.vcpu, memory_gib = excluded.memory_gib,
+    hourly_usd = excluded.hourly_usd, price_source = excluded.price_source,
+    price_model = excluded.price_model, price_as_of = excluded.price_as_of,
+    unpriced_reason = excluded.unpriced_reason, reported_ns = excluded.reported_ns
+"""
+_ADD_POD_USAGE: Final = """
+INSERT INTO pod_usage (hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (hour_ns, pod) DO UPDATE SET
+    node = excluded.node, seconds = greatest(pod_usage.seconds, excluded.seconds),
+    cpu = excluded.cpu, memory_gib = excluded.memory_gib, namespace = excluded.namespace,
+    workload = excluded.workload
+"""
+
+# The node-hours of a window, with their prices, locked in the order write_usage locks
+# them (Python's: code points, which "C" sorts by).
+_NODE_USAGE_FOR_REPRICE: Final = """
+SELECT hour_ns, node, seconds, region, instance_type, operating_system, capacity_type, zone,
+    vcpu, memory_gib, hourly_usd, price_source, price_as_of
+FROM node_usage WHERE hour_ns >= %s AND hour_ns < %s
+ORDER BY hour_ns, node COLLATE "C"
+FOR UPDATE
+"""
+
+_INSERT_ALLOCATED: Final = """
+INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
+    workload, usd, busy_seconds, segments) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+_INSERT_ALLOCATED_NODE: Final = """
+INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+_ALLOCATED_TOTALS: Final = """
+SELECT kind, domain, transaction_name, environment, namespace, workload, sum(usd),
+    sum(busy_seconds), sum(segments)
+FROM allocated_hourly
+WHERE hour_ns >= %(start)s AND hour_ns < %(end)s AND environment <> ALL(%(exclude)s::text[])
+GROUP BY kind, domain, transaction_name, environment, namespace, workload
+ORDER BY 7 DESC, 1, 2, 3, 4, 5, 6
+"""
+
+_RECONCILE: Final = """
+SELECT u.hour_ns, u.node, u.hourly_usd * u.seconds / 3600.0,
+    coalesce(a.transactions_usd, 0), coalesce(a.untraced_usd, 0), coalesce(a.idle_usd, 0),
+    u.price_source, u.price_as_of, u.unpriced_reason
+FROM node_usage u LEFT JOIN allocated_nodes a ON a.hour_ns = u.hour_ns AND a.node = u.node
+WHERE u.hour_ns >= %(start)s AND u.hour_ns < %(end)s
+ORDER BY u.hour_ns, u.node
 """
 
 # Unpriced spans by (hour, environment, reason), in key order.
@@ -346,7 +472,8 @@ ORDER BY hour
 
 
 class PostgresStore:
-    """`TotalsStore` over a PostgreSQL database (see the module docstring).
+    """`TotalsStore` and `AllocationStore` over a PostgreSQL database (see the module
+    docstring).
 
     Thread-safe: every operation borrows a connection from the pool for one
     transaction. Several stores, in several processes or hosts, may share a database.
@@ -620,6 +747,177 @@ class PostgresStore:
             for hour, cost, traces, spans in rows
         ]
 
+    # -- the allocation (issue 12) ------------------------------------------------------
+
+    def write_usage(
+        self,
+        nodes: Sequence[tuple[NodeUsage, NodePrice]],
+        pods: Sequence[PodUsage],
+        now: datetime,
+    ) -> None:
+        now_ns = ns_from_utc(now)
+        hours = sorted({node.hour_ns for node, _ in nodes} | {pod.hour_ns for pod in pods})
+
+        def write(cursor: Cursor) -> None:
+            # A statement a row, in key order, as SQLite applies them (a report that
+            # names a row twice keeps the longer time and the later facts); a node's
+            # report is small.
+            cursor.executemany(
+                _ADD_NODE_USAGE, [(*node, *price, now_ns) for node, price in sorted(nodes)]
+            )
+            cursor.executemany(_ADD_POD_USAGE, sorted(pods))
+            _mark_dirty(cursor, hours)
+
+        self._transaction("write_usage", write)
+
+    def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
+        """Allocate every hour marked since it was last allocated, each in a transaction of
+        its own; the number allocated by this call.
+
+        Each hour's transaction first locks the hour's ``allocation_dirty`` row (waiting
+        for the writes to the hour in flight, which hold it until they commit) and only
+        then reads the hour's usage and busy time. While it holds the row, no change to
+        the hour can commit: its mark waits for the row. So the allocation reads every
+        change marked before it, and deleting the row loses none: a change that waited
+        inserts the row again once it is gone, and a later call allocates the hour anew.
+        A second allocator waits on the same row and then finds it gone: it skips the
+        hour (or finds it marked again, and allocates it again).
+        """
+        hours = [
+            hour_ns
+            for (hour_ns,) in self._read(
+                "allocate", "SELECT hour_ns FROM allocation_dirty ORDER BY hour_ns", {}
+            )
+        ]
+        allocated = 0
+        for hour_ns in hours:
+
+            def work(cursor: Cursor, hour: int = hour_ns) -> bool:
+                return self._allocate_hour(cursor, hour, weights)
+
+            if self._transaction("allocate", work):
+                allocated += 1
+        return allocated
+
+    def _allocate_hour(self, cursor: Cursor, hour_ns: int, weights: Weights) -> bool:
+        """Allocate one hour from its usage, replacing what was there (one transaction);
+        False when another allocator did it meanwhile."""
+        cursor.execute(
+            "SELECT hour_ns FROM allocation_dirty WHERE hour_ns = %s FOR UPDATE", (hour_ns,)
+        )
+        if cursor.fetchone() is None:
+            return False
+        cursor.execute(
+            "SELECT node, seconds, hourly_usd, vcpu, memory_gib FROM node_usage"
+            " WHERE hour_ns = %s AND hourly_usd IS NOT NULL ORDER BY node",
+            (hour_ns,),
+        )
+        nodes = [
+            NodeHour(node, hour_ns, seconds, hourly, vcpu, memory)
+            for node, seconds, hourly, vcpu, memory in cursor.fetchall()
+        ]
+        cursor.execute(
+            "SELECT pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
+            " WHERE hour_ns = %s ORDER BY pod",
+            (hour_ns,),
+        )
+        pods = [PodHour(pod, node, hour_ns, *rest) for pod, node, *rest in cursor.fetchall()]
+        cursor.execute(
+            "SELECT pod, domain, transaction_name, environment, seconds, segments FROM pod_busy"
+            " WHERE hour_ns = %s ORDER BY pod, domain, transaction_name, environment",
+            (hour_ns,),
+        )
+        busy_rows = cursor.fetchall()
+        busy = [
+            Busy(pod, hour_ns, transaction, domain, seconds, environment)
+            for pod, domain, transaction, environment, seconds, _ in busy_rows
+        ]
+        result = allocated_hour(
+            hour_ns,
+            nodes=nodes,
+            pods=pods,
+            busy=busy,
+            busy_counts=[row[1:] for row in busy_rows],
+            weights=weights,
+            config=self._config,
+        )
+        cursor.execute("DELETE FROM allocated_hourly WHERE hour_ns = %s", (hour_ns,))
+        cursor.executemany(_INSERT_ALLOCATED, result.lines)
+        cursor.execute("DELETE FROM allocated_nodes WHERE hour_ns = %s", (hour_ns,))
+        cursor.executemany(_INSERT_ALLOCATED_NODE, result.nodes)
+        cursor.execute("DELETE FROM allocation_dirty WHERE hour_ns = %s", (hour_ns,))
+        return True
+
+    def allocated_totals(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> list[AllocatedRow]:
+        start_ns, end_ns = hour_window(since, until)
+        parameters = {"start": start_ns, "end": end_ns, "exclude": sorted(exclude_environments)}
+        rows = self._read("allocated_totals", _ALLOCATED_TOTALS, parameters)
+        return [
+            AllocatedRow(
+                kind, domain, transaction, environment, namespace, workload,
+                float(usd), float(busy_seconds), float(segments),
+            )
+            for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
+            segments in rows
+        ]  # fmt: skip
+
+    def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
+        start_ns, end_ns = hour_window(since, until)
+        rows = self._read("reconcile", _RECONCILE, {"start": start_ns, "end": end_ns})
+        return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
+
+    def reprice(
+        self,
+        since: datetime,
+        until: datetime,
+        price: Callable[[NodeUsage], NodePrice | None],
+        now: datetime,
+    ) -> list[RepricedRow]:
+        start_ns, end_ns = hour_window(since, until)
+        now_ns = ns_from_utc(now)
+
+        def apply(cursor: Cursor) -> list[RepricedRow]:
+            # Locked, so that a report of the same node-hour waits rather than has its
+            # facts priced by the facts read here.
+            cursor.execute(_NODE_USAGE_FOR_REPRICE, (start_ns, end_ns))
+            changed: list[RepricedRow] = []
+            hours: set[int] = set()
+            for row in cursor.fetchall():
+                usage = NodeUsage(*row[:10])
+                old_usd, old_source, old_as_of = row[10:]
+                new = price(usage)
+                if new is None or (new.hourly_usd, new.source, new.as_of) == (
+                    old_usd,
+                    old_source,
+                    old_as_of,
+                ):
+                    continue
+                cursor.execute(
+                    "UPDATE node_usage SET hourly_usd = %s, price_source = %s, price_model = %s,"
+                    " price_as_of = %s, unpriced_reason = %s WHERE hour_ns = %s AND node = %s",
+                    (*new, usage.hour_ns, usage.node),
+                )
+                cursor.execute(
+                    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source,"
+                    " old_as_of, new_hourly_usd, new_source, new_as_of)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (now_ns, usage.hour_ns, usage.node, old_usd, old_source, old_as_of,
+                     new.hourly_usd, new.source, new.as_of),
+                )  # fmt: skip
+                hours.add(usage.hour_ns)
+                changed.append(
+                    RepricedRow(
+                        utc_from_ns(usage.hour_ns), usage.node, old_usd, old_source,
+                        new.hourly_usd, new.source,
+                    )
+                )  # fmt: skip
+            _mark_dirty(cursor, sorted(hours))
+            return changed
+
+        return self._transaction("reprice", apply)
+
     def _read(
         self, operation: str, query: str, parameters: dict[str, Any]
     ) -> list[tuple[Any, ...]]:
@@ -688,6 +986,7 @@ class PostgresStore:
         )
         reasons = _insert_quarantined(cursor, quarantine, now)
         rollup = RollupChanges()
+        busy = BusyChanges()
         if deltas:
             self._add(
                 cursor,
@@ -697,6 +996,11 @@ class PostgresStore:
                 stored=stored,
                 now=now,
                 rollup=rollup,
+                busy=busy,
+                added_busy=stored_busy(
+                    (span for accepted_spans in stored_now.values() for span in accepted_spans),
+                    self._config,
+                ),
             )
             if self._config.owner_attribute is not None:
                 _charge(cursor, self._config, stored_now, keyed_at, stored, now, rollup)
@@ -710,6 +1014,7 @@ class PostgresStore:
         _apply_rollup(cursor, rollup)
         if unpriced:
             cursor.execute(_ADD_UNPRICED_REASONS, _unpriced_columns(unpriced))
+        _apply_busy(cursor, busy)
         accepted_count = sum(delta.span_count for delta in deltas)
         return WriteResult(
             accepted=accepted_count,
@@ -729,45 +1034,33 @@ class PostgresStore:
         stored: dict[str, _Stored],
         now: datetime,
         rollup: RollupChanges,
+        busy: BusyChanges,
+        added_busy: dict[str, list[StoredBusy]],
     ) -> None:
         """Insert the new traces' rows and add each other delta to its (locked) row as
         `merge` does, set the labels that changed, and record the rollup changes: a
-        delta, or a trace's whole move when its domain or environment changed. A handful
-        of statements for the whole batch."""
+        delta, or a trace's whole move when its domain or environment changed. Likewise
+        the busy time `added_busy` (by trace): filed under the trace's labels, or all of
+        the trace's moved when they changed. A handful of statements for the whole batch."""
         new: list[TraceDelta] = []
         existing: list[TraceDelta] = []
         for delta in deltas:
             held = stored.get(delta.trace_id)
             (existing if held is not None and held.row is not None else new).append(delta)
-        now_ns = ns_from_utc(now)
-        owner_mode = self._config.owner_attribute is not None
         if new:
-            with cursor.copy(_COPY_TRACES) as copy:
-                copy.set_types(_COPY_TYPES)
-                for delta in new:
-                    sums, spans = trace_facts(delta, self._config)
-                    transaction, domain, environment = self._new_labels(spans)
-                    copy.write_row(
-                        (
-                            delta.trace_id,
-                            bytes.fromhex(span_ids[delta.trace_id]),
-                            keyed_at[delta.trace_id],
-                            *sums,
-                            now,
-                            now,
-                            *spans,
-                            transaction,
-                            domain,
-                            environment,
-                        )
-                    )
-                    if not owner_mode:  # with domains.owner, spans are charged (_charge)
-                        after = placement(
-                            now_ns, domain, environment, delta.cost_usd, delta.span_count
-                        )
-                        rollup.record(None, after, delta.cost_usd, delta.span_count)
+            self._insert(
+                cursor,
+                new,
+                span_ids=span_ids,
+                keyed_at=keyed_at,
+                now=now,
+                rollup=rollup,
+                busy=busy,
+                added_busy=added_busy,
+            )
         if not existing:
             return
+        owner_mode = self._config.owner_attribute is not None
         columns: list[Any] = [
             ",".join([delta.trace_id for delta in existing]),
             ",".join([span_ids[delta.trace_id] for delta in existing]),
@@ -775,11 +1068,21 @@ class PostgresStore:
         rows = []
         for delta in existing:
             sums, spans = trace_facts(delta, self._config)
-            rows.append((keyed_at[delta.trace_id], *sums, *spans, *self._new_labels(spans)))
+            added = added_busy.get(delta.trace_id)
+            rows.append(
+                (
+                    keyed_at[delta.trace_id],
+                    *sums,
+                    *spans,
+                    *self._new_labels(spans),
+                    encode(added) if added else None,
+                )
+            )
         columns += map(list, zip(*rows, strict=True))
         cursor.execute(_ADD_TO_TRACES, (now, *columns))
         relabel: list[list[Any]] = [[] for _ in range(5)]
-        added = {delta.trace_id: delta for delta in existing}
+        moved: dict[str, tuple[Labels, Labels]] = {}
+        deltas_by_trace = {delta.trace_id: delta for delta in existing}
         for (
             trace_id,
             cost,
@@ -809,22 +1112,74 @@ class PostgresStore:
                 root_owner=root_owner,
                 contested=contested,
             )
-            if (transaction, domain, environment) != (current, current_domain, current_environment):
+            before_labels = Labels(current, current_domain, current_environment)
+            after_labels = Labels(transaction, domain, environment)
+            if after_labels != before_labels:
                 for column, value in zip(
                     relabel,
                     (trace_id, keyed_at[trace_id], transaction, domain, environment),
                     strict=True,
                 ):
                     column.append(value)
+                moved[trace_id] = (before_labels, after_labels)
+            elif trace_id in added_busy:
+                busy.record(before_labels, after_labels, [], added_busy[trace_id])
             before = stored[trace_id].row
             if before is None:  # only rows read under the lock are updated
                 raise StoreError(f"totals store: trace {trace_id} was updated but not read")
             if not owner_mode:
                 after = _placement(first_seen, domain, environment, cost, count)
-                delta = added[trace_id]
+                delta = deltas_by_trace[trace_id]
                 rollup.record(_placement(*before), after, delta.cost_usd, delta.span_count)
         if relabel[0]:
             cursor.execute(_RELABEL_TRACES, relabel)
+            for trace_id, text in cursor.fetchall():
+                added = added_busy.get(trace_id, [])
+                before_labels, after_labels = moved[trace_id]
+                busy.record(before_labels, after_labels, _stored_before(text, added), added)
+
+    def _insert(
+        self,
+        cursor: Cursor,
+        new: Sequence[TraceDelta],
+        *,
+        span_ids: dict[str, str],
+        keyed_at: dict[str, datetime],
+        now: datetime,
+        rollup: RollupChanges,
+        busy: BusyChanges,
+        added_busy: dict[str, list[StoredBusy]],
+    ) -> None:
+        """The rows of traces nothing was stored of, by binary COPY (see `_COPY_TRACES`),
+        and their rollup and busy time."""
+        now_ns = ns_from_utc(now)
+        owner_mode = self._config.owner_attribute is not None
+        with cursor.copy(_COPY_TRACES) as copy:
+            copy.set_types(_COPY_TYPES)
+            for delta in new:
+                sums, spans = trace_facts(delta, self._config)
+                transaction, domain, environment = self._new_labels(spans)
+                added = added_busy.get(delta.trace_id)
+                copy.write_row(
+                    (
+                        delta.trace_id,
+                        bytes.fromhex(span_ids[delta.trace_id]),
+                        keyed_at[delta.trace_id],
+                        *sums,
+                        now,
+                        now,
+                        *spans,
+                        transaction,
+                        domain,
+                        environment,
+                        encode(added) if added else None,
+                    )
+                )
+                if added:
+                    busy.record(None, Labels(transaction, domain, environment), [], added)
+                if not owner_mode:  # with domains.owner, spans are charged (_charge)
+                    after = placement(now_ns, domain, environment, delta.cost_usd, delta.span_count)
+                    rollup.record(None, after, delta.cost_usd, delta.span_count)
 
     def _new_labels(self, spans: TraceSpans) -> tuple[str | None, str | None, str | None]:
         """The (transaction, domain, environment) of a row that is this delta alone: a new
@@ -860,13 +1215,23 @@ class PostgresStore:
         )
         cursor.execute(
             "SELECT trace_id, keyed_at, first_seen, earliest_service, environment, cost_usd,"
-            " span_count FROM traces WHERE trace_id = ANY(%s) AND transaction_name IS NULL"
-            " ORDER BY trace_id",
+            " span_count, busy FROM traces"
+            " WHERE trace_id = ANY(%s) AND transaction_name IS NULL ORDER BY trace_id",
             (candidates,),
         )
         rollup = RollupChanges()
+        busy = BusyChanges()
         named = 0
-        for trace_id, keyed_at, first_seen, service, environment, cost, spans in cursor.fetchall():
+        for (
+            trace_id,
+            keyed_at,
+            first_seen,
+            service,
+            environment,
+            cost,
+            spans,
+            stored_text,
+        ) in cursor.fetchall():
             transaction = resolve_transaction(
                 TraceState(first_seen=first_seen), now, grace, unattributed_name
             )
@@ -889,8 +1254,16 @@ class PostgresStore:
                 before = _placement(first_seen, None, environment, cost, spans)
                 after = _placement(first_seen, domain, environment, cost, spans)
                 rollup.record(before, after, 0.0, 0)
+            if stored_text:
+                busy.record(
+                    Labels(None, None, environment),
+                    Labels(transaction, domain, environment),
+                    decode(stored_text),
+                    [],
+                )
             named += 1
         _apply_rollup(cursor, rollup)
+        _apply_busy(cursor, busy)
         if named:
             logger.info("named %s traces without root %r", named, unattributed_name)
         return named
@@ -1099,6 +1472,42 @@ def _apply_rollup(cursor: Cursor, rollup: RollupChanges) -> None:
         cursor.execute(_ADD_TO_ROLLUP, changes)
     if emptied[0]:
         cursor.execute(_DELETE_EMPTY_ROLLUP, emptied)
+
+
+def _stored_before(text: str | None, added: list[StoredBusy]) -> list[StoredBusy]:
+    """A trace's busy time before this write, from its ``busy`` after it: this write
+    appended `added` as the last line, under the trace's lock."""
+    if not added:
+        return decode(text)
+    line = encode(added)
+    if text is None or not text.endswith(line):
+        raise StoreError("totals store: a trace's busy time lacks the line just added")
+    return decode(text[: -len(line)])
+
+
+def _apply_busy(cursor: Cursor, busy: BusyChanges) -> None:
+    """Add `busy`'s changes to ``pod_busy`` (in key order, one statement), drop the rows
+    busy time moved away from entirely, and mark the hours touched."""
+    changes: list[list[Any]] = [[] for _ in range(7)]
+    emptied: list[list[Any]] = [[] for _ in range(5)]
+    for key, seconds, segments in busy:
+        for column, value in zip(changes, (*key, seconds, segments), strict=True):
+            column.append(value)
+        if seconds < 0 or segments < 0:  # moved away: the row may be empty now
+            for column, value in zip(emptied, key, strict=True):
+                column.append(value)
+    if not changes[0]:
+        return
+    cursor.execute(_ADD_TO_POD_BUSY, changes)
+    if emptied[0]:
+        cursor.execute(_DELETE_EMPTY_POD_BUSY, (*emptied, _BUSY_RESIDUE, _BUSY_RESIDUE))
+    _mark_dirty(cursor, sorted(busy.hours))
+
+
+def _mark_dirty(cursor: Cursor, hours: list[int]) -> None:
+    """Mark `hours` for allocation, locking them until commit (see `_MARK_DIRTY`)."""
+    if hours:
+        cursor.execute(_MARK_DIRTY, (hours,))
 
 
 def _spend_row(name: str, cost: float, traces: Any, spans: Any) -> SpendRow:

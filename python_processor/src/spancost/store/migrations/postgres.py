@@ -14,6 +14,15 @@ A new version appends to `MIGRATIONS`; an applied one is never edited.
   each) instead of a ``contributions`` row per span, which is dropped: a span is
   deduplicated under its trace's key lock against the trace row and
   ``quarantined_spans``. Rewrites every trace row in the migration's transaction.
+- 5: who sent a trace's root (``root_owner``) and whether two owners did (``contested``).
+- 6: unpriced spans by hour, environment and reason (``unpriced_reasons``).
+- 7: with ``domains.owner``, each span charged to its owner's domain (``trace_charges``,
+  partitioned like ``traces``).
+- 8: the allocation (issue 12), as SQLite's migration 6: each trace's busy time
+  (``traces.busy``), its sum per pod, hour and label (``pod_busy``), node-hours with
+  their price (``node_usage``), pod-hours (``pod_usage``), the hours to allocate again
+  (``allocation_dirty``) and the allocation (``allocated_hourly``, ``allocated_nodes``),
+  price changes (``repricings``). Adds a column without rewriting ``traces``.
 """
 
 from __future__ import annotations
@@ -294,6 +303,113 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 END LOOP;
             END
             $$
+            """,
+        ),
+    ),
+    (
+        8,
+        (
+            # The allocation (issue 12), the same tables as SQLite's migration 6 (hours
+            # and times as bigint nanoseconds, as there). Each trace's busy time per pod
+            # and hour (spancost.store.busy), to move it when the trace is named: no
+            # default, so every partition gets the column without a rewrite.
+            "ALTER TABLE traces ADD COLUMN busy text",
+            # None of these is partitioned: their rows are per hour and node, pod or
+            # label (pods times the transactions they served), not per trace or span:
+            # thousands an hour on a large cluster where traces are millions. The
+            # allocator reads and replaces one hour at a time through the primary
+            # keys' first column (hour_ns), which is also what a retention DELETE of
+            # old hours would use; like domain_hourly, they outlive dropped partitions
+            # (retention does not touch them yet, in either store).
+            """
+            CREATE TABLE pod_busy (
+                hour_ns bigint NOT NULL,
+                pod text NOT NULL,
+                domain text NOT NULL,
+                transaction_name text NOT NULL,
+                environment text NOT NULL,
+                seconds double precision NOT NULL,
+                segments double precision NOT NULL,
+                PRIMARY KEY (hour_ns, pod, domain, transaction_name, environment)
+            )
+            """,
+            """
+            CREATE TABLE node_usage (
+                hour_ns bigint NOT NULL,
+                node text NOT NULL,
+                seconds double precision NOT NULL,
+                region text,
+                instance_type text,
+                operating_system text,
+                capacity_type text NOT NULL,
+                zone text,
+                vcpu double precision NOT NULL,
+                memory_gib double precision NOT NULL,
+                hourly_usd double precision,
+                price_source text,
+                price_model text,
+                price_as_of text,
+                unpriced_reason text,
+                reported_ns bigint NOT NULL,
+                PRIMARY KEY (hour_ns, node)
+            )
+            """,
+            """
+            CREATE TABLE pod_usage (
+                hour_ns bigint NOT NULL,
+                pod text NOT NULL,
+                node text NOT NULL,
+                seconds double precision NOT NULL,
+                cpu double precision NOT NULL,
+                memory_gib double precision NOT NULL,
+                namespace text NOT NULL,
+                workload text NOT NULL,
+                PRIMARY KEY (hour_ns, pod)
+            )
+            """,
+            # An hour whose usage or busy time changed since it was allocated. Whatever
+            # changes an hour locks its row until it commits (the allocator's lock).
+            "CREATE TABLE allocation_dirty (hour_ns bigint PRIMARY KEY)",
+            """
+            CREATE TABLE allocated_hourly (
+                hour_ns bigint NOT NULL,
+                kind text NOT NULL,
+                domain text NOT NULL,
+                transaction_name text NOT NULL,
+                environment text NOT NULL,
+                namespace text NOT NULL,
+                workload text NOT NULL,
+                usd double precision NOT NULL,
+                busy_seconds double precision NOT NULL,
+                segments double precision NOT NULL,
+                PRIMARY KEY (hour_ns, kind, domain, transaction_name, environment, namespace,
+                             workload)
+            )
+            """,
+            """
+            CREATE TABLE allocated_nodes (
+                hour_ns bigint NOT NULL,
+                node text NOT NULL,
+                bill_usd double precision NOT NULL,
+                transactions_usd double precision NOT NULL,
+                untraced_usd double precision NOT NULL,
+                idle_usd double precision NOT NULL,
+                PRIMARY KEY (hour_ns, node)
+            )
+            """,
+            """
+            CREATE TABLE repricings (
+                at_ns bigint NOT NULL,
+                hour_ns bigint NOT NULL,
+                node text NOT NULL,
+                old_hourly_usd double precision,
+                old_source text,
+                old_as_of text,
+                new_hourly_usd double precision,
+                new_source text,
+                new_as_of text,
+                PRIMARY KEY (at_ns, hour_ns, node)
+            )
             """,
         ),
     ),
