@@ -143,6 +143,9 @@ def _whole_trace_batches(
                         ),
                         pod=pod,
                         segment=usage and root,
+                        # Priced as the node's compute (cost.model ec2.*), as spans on
+                        # an EKS node are: the allocation's, not a per-request price.
+                        compute=usage,
                     )
                 )
         batches.append(batch)
@@ -359,6 +362,67 @@ def _timed(action: Callable[[], object], rounds: int) -> list[float]:
     return times
 
 
+# The allocation of the 25 hours up to now, in the database of the 10 M trace rows:
+# 100 nodes (m5.2xlarge, 8 vCPU, 32 GiB), 1,000 pods (10 a node), each busy with 5 of 40
+# transactions every hour.
+_LOAD_USAGE = (
+    """
+INSERT INTO node_usage (hour_ns, node, seconds, region, instance_type, operating_system,
+    capacity_type, zone, vcpu, memory_gib, hourly_usd, price_source, price_model,
+    price_as_of, reported_ns)
+SELECT h.hour_ns, 'node-' || n, 3600, 'us-east-1', 'm5.2xlarge', 'linux', 'on_demand',
+    'us-east-1a', 8, 32, 0.384, 'bundled', 'ec2.on_demand.duration', '2025-01-01', h.hour_ns
+FROM generate_series(0, 24) AS g(i), generate_series(0, 99) AS n,
+    LATERAL (SELECT %(first)s::bigint + g.i * 3600000000000 AS hour_ns) AS h
+""",
+    """
+INSERT INTO pod_usage (hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload)
+SELECT h.hour_ns, 'pod-' || p, 'node-' || (p / 10), 3600, 0.5, 2, 'ns-' || (p %% 10),
+    'Deployment/app-' || (p %% 50)
+FROM generate_series(0, 24) AS g(i), generate_series(0, 999) AS p,
+    LATERAL (SELECT %(first)s::bigint + g.i * 3600000000000 AS hour_ns) AS h
+""",
+    """
+INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments)
+SELECT h.hour_ns, 'pod-' || p, 'domain-' || ((p + t) %% 8), 'tx-' || ((p + t) %% 40),
+    'production', 100 + t, 10 + t
+FROM generate_series(0, 24) AS g(i), generate_series(0, 999) AS p, generate_series(0, 4) AS t,
+    LATERAL (SELECT %(first)s::bigint + g.i * 3600000000000 AS hour_ns) AS h
+WHERE p %% 10 <> 9  -- every tenth pod untraced
+""",
+    """
+INSERT INTO allocation_dirty (hour_ns)
+SELECT %(first)s::bigint + g.i * 3600000000000 FROM generate_series(0, 24) AS g(i)
+""",
+)
+
+
+def _allocation_queries(
+    dsn: str, store: PostgresStore, now: datetime, rounds: int
+) -> dict[str, Any]:
+    """Allocate 25 hours of 100 nodes and 1,000 pods, then time the report's reads."""
+    first = ns_from_utc(now.replace(minute=0, second=0)) - 24 * 3600 * 10**9
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        for statement in _LOAD_USAGE:
+            connection.execute(statement, {"first": first})
+        connection.execute("VACUUM ANALYZE")
+    began = time.perf_counter()
+    hours = store.allocate()
+    allocate_s = time.perf_counter() - began
+    since = now - timedelta(hours=24)
+    lines = store.reconcile(since, now)
+    assert len(lines) == 100 * 25, len(lines)
+    assert all(abs(line.difference) < 1e-9 for line in lines)
+    totals = _timed(lambda: store.allocated_totals(since, now, {"staging"}), rounds)
+    reconcile = _timed(lambda: store.reconcile(since, now), rounds)
+    return {
+        "allocated_hours": hours,
+        "allocate_seconds": round(allocate_s, 2),
+        "allocated_totals_24h_ms_median": round(statistics.median(totals), 2),
+        "reconcile_24h_ms_median": round(statistics.median(reconcile), 2),
+    }
+
+
 def rollup_query(server: str, rows: int, rounds: int) -> dict[str, Any]:
     dsn = _new_database(server, "bench_rollup")
     store = PostgresStore(dsn, CONFIG, max_connections=1)
@@ -395,8 +459,10 @@ def rollup_query(server: str, rows: int, rounds: int) -> dict[str, Any]:
         assert abs(spend[domain] - cost) <= 1e-9 * max(1.0, cost), domain
     times = _timed(lambda: store.domain_spend(since, now, exclude), rounds)
     report_times = _timed(lambda: store.transaction_totals(since, now, limit=10), 10)
+    allocation = _allocation_queries(dsn, store, now, rounds=200)
     store.close()
     return {
+        **allocation,
         "trace_rows": rows,
         "rollup_rows": rollup_rows[0] if rollup_rows else None,
         "load_seconds": round(load_s, 1),

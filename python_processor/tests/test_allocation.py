@@ -278,3 +278,14 @@ def test_dropping_idle_or_untraced_breaks_the_invariant() -> None:
     for dropped in ("idle", "untraced"):
         kept = math.fsum(a.usd for a in allocations if a.kind != dropped)
         assert kept != pytest.approx(M5_LARGE, rel=1e-9), dropped
+
+
+def test_window_spend_prorates_the_first_hour() -> None:
+    from spancost.store.allocated import window_spend  # noqa: PLC0415
+
+    rows = [(H - HOUR, "a", 4.0), (H, "a", 1.0), (H, "b", 2.0), (H + HOUR, "a", 8.0)]
+    # From a quarter into the first hour to the middle of the third: 3/4, whole, whole.
+    since, until = H - HOUR + HOUR // 4, H + HOUR + HOUR // 2
+    assert window_spend(rows, since, until) == {"a": 3.0 + 1.0 + 8.0, "b": 2.0}
+    assert window_spend(rows, H + HOUR, H + 2 * HOUR) == {"a": 8.0}
+    assert window_spend(rows, H + 2 * HOUR, H + 3 * HOUR) == {}

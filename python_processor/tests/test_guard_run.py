@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from spancost.allocation.pricing import NodePrice
+from spancost.allocation.usage import NodeUsage, PodUsage
 from spancost.cli import cli
 from spancost.guard.alerts import AlertSender
 from spancost.guard.budgets import Budget, BudgetsFile, GuardConfig
@@ -139,6 +141,42 @@ def test_breach_scales_and_records_events(tmp_path: Path) -> None:
     assert sorted(cluster.events) == [("shop/two", "scale_down"), ("shop/web", "scale_down")]
     assert [(a.severity, a.priority) for a in report.alerts] == [(Severity.CRITICAL, "P1")]
     assert report.to_json()["domains"][0]["level"] == "breach"
+
+
+def test_where_nodes_report_usage_the_guard_acts_on_allocated_spend(tmp_path: Path) -> None:
+    """The span's estimate says 120 USD (over the budget); the node it ran on cost 0.096
+    an hour, and the web pod's share of it is what checkout spent: nothing is scaled."""
+    store = store_with(tmp_path / "t.db", 0.0)
+    hour_ns = ns_from_utc(NOW) // (3600 * 10**9) * (3600 * 10**9)
+    segment = SpanContribution(
+        trace_id=f"{2:032x}", span_id=f"{1:016x}", start_ns=ns_from_utc(NOW) - 10**9,
+        end_ns=ns_from_utc(NOW), cost_usd=120.0, is_root=True, name="checkout", service="web",
+        environment="production", pod="web", segment=True, compute=True,
+    )  # fmt: skip
+    accepted, quarantined = split([segment], NOW, timedelta(hours=2))
+    store.write(accepted, quarantined, NOW)
+    node = NodeUsage(hour_ns, "n1", 1800.0, "us-east-1", "m5.large", "linux", "on_demand",
+                     "us-east-1a", 2.0, 8.0)  # fmt: skip
+    pod = PodUsage(hour_ns, "web", "n1", 1800.0, 1.0, 2.0, "shop", "Deployment/web")
+    store.write_usage([(node, NodePrice(0.096, "bundled", "ec2", "2025-01-01"))], [pod], NOW)
+    store.close()
+    cluster = FakeCluster(web())
+    report = run_once(
+        GuardConfig((BUDGET,)), lambda: SQLiteStore(tmp_path / "t.db"), lambda: cluster,
+        AlertSender([]), NOW,
+    )  # fmt: skip
+    assert report.ok and report.spend_basis == "allocated"
+    assert report.to_json()["spend_basis"] == "allocated"
+    # The pod weighs 11 of the node's 26, for the half hour both ran.
+    assert report.domains[0].assessment.spend == pytest.approx(0.096 * 11 / 26 / 2)
+    assert cluster.replicas("web") == 10
+    # Without usage the same store's estimate breaches (the basis the guard had before).
+    estimated = run_once(
+        GuardConfig((BUDGET,)), lambda: store_with(tmp_path / "u.db", 120.0), lambda: cluster,
+        AlertSender([]), NOW,
+    )  # fmt: skip
+    assert estimated.spend_basis == "estimated"
+    assert cluster.replicas("web") == 7
 
 
 def store_partly_priced(path: Path, unpriced: int) -> SQLiteStore:

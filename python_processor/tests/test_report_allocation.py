@@ -3,6 +3,7 @@ worked example written into a real SQLite store."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.allocation_data import (
     NOW,
     PODS,
     hand_case_spans,
+    segment,
     write_spans,
 )
 
@@ -62,6 +64,31 @@ def test_the_report_shows_the_bill_allocated(url: str) -> None:
     assert "the nodes' bill, allocated: 0.0960 = transactions 0.0508" in table
     assert "checkout     0.0372  38.8%        24      0.00155" in table
     assert "idle (capacity no pod requested): 0.0295 (30.8%)" in table
+
+
+def test_per_request_prices_are_added_to_the_transactions(tmp_path: Path) -> None:
+    path = tmp_path / "lambda.db"
+    store = SQLiteStore(path, CONFIG)
+    store.migrate()
+    invocation = dataclasses.replace(
+        segment(500, 1, pod="web", start_s=60, seconds=1, root=True, transaction="checkout"),
+        pod=None,
+        cost_usd=0.25,
+    )
+    write_spans(store, [*hand_case_spans(), invocation])
+    store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
+    store.close()
+    document = json.loads(run("report", "--database-url", f"sqlite://{path}", *WINDOW, "--json"))
+    allocation = document["allocation"]
+    assert allocation["per_request_total"] == pytest.approx(0.25)
+    assert allocation["bill"] == pytest.approx(M5_LARGE)  # the node's alone
+    checkout = next(item for item in allocation["transactions"] if item["name"] == "checkout")
+    assert checkout["compute"] == pytest.approx(EXPECTED[("transaction", "checkout")])
+    assert checkout["per_request"] == pytest.approx(0.25)
+    assert checkout["cost"] == pytest.approx(checkout["compute"] + 0.25)
+    assert checkout["requests"] == pytest.approx(25)  # the Lambda invocation too
+    table = run("report", "--database-url", f"sqlite://{path}", *WINDOW)
+    assert "priced per request (Lambda, Fargate, LLM, rules), added to their" in table
 
 
 def test_reconcile_per_node_and_hour(url: str) -> None:

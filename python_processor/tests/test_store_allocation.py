@@ -4,6 +4,7 @@ with its price, the hour allocated, reconciled and repriced."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -195,6 +196,65 @@ def test_reprice_records_the_change_and_the_hour_adds_up_again(store: Store) -> 
     assert line.bill_usd == pytest.approx(0.08)
     assert line.difference == pytest.approx(0.0, abs=1e-15)
     assert line.price_source == "aws_pricelist"
+
+
+def test_per_request_prices_are_added_to_their_transaction(store: Store) -> None:
+    """A Lambda invocation (no pod) and an LLM call on the web pod, priced per request,
+    are added to checkout as they are (outside the node's bill), moved with the trace
+    when its root names it, and the Lambda counts as a request."""
+    lambda_call = dataclasses.replace(
+        segment(1, 3, pod="web", start_s=120, seconds=1), pod=None, cost_usd=0.002
+    )
+    llm_call = dataclasses.replace(
+        segment(1, 4, pod="web", start_s=130, seconds=2), segment=False, cost_usd=0.01
+    )
+    node_estimate = dataclasses.replace(  # a node's compute: the allocation's, not added
+        segment(1, 2, pod="worker", start_s=10, seconds=25), cost_usd=0.5, compute=True
+    )
+    write_spans(store, [lambda_call, llm_call, node_estimate])
+    store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
+    store.allocate()
+    (pending,) = [r for r in store.allocated_totals(*window()) if r.kind == "transaction"]
+    assert pending.transaction == ""
+    assert pending.request_usd == pytest.approx(0.012)
+    root = segment(1, 1, pod="web", start_s=0, seconds=100, root=True, transaction="checkout")
+    write_spans(store, [root])
+    store.allocate()
+    (checkout,) = [r for r in store.allocated_totals(*window()) if r.kind == "transaction"]
+    assert checkout.transaction == "checkout"
+    assert checkout.request_usd == pytest.approx(0.012)
+    assert checkout.segments == pytest.approx(3.0)  # web's root, worker's, the Lambda's
+    assert checkout.usd == pytest.approx(11 * M5_LARGE / 26 + 5.5 * M5_LARGE / 26 / 2)
+    assert checkout.total_usd == pytest.approx(checkout.usd + 0.012)
+    (line,) = store.reconcile(*window())
+    assert line.difference == pytest.approx(0.0, abs=1e-15)  # the bill is the node's alone
+
+
+def test_the_guards_allocated_spend_by_domain(backend: Backend) -> None:
+    """Transactions (share and per-request prices) and, with domains.owner, untraced
+    workloads, by domain; the window's first hour prorated; None without node usage."""
+    store = backend.open(backend.fresh(), OWNED)
+    try:
+        since, until = HOUR, HOUR + timedelta(minutes=59)
+        assert store.allocated_domain_spend(since, until) is None  # no node usage yet
+        write_spans(store, hand_case_spans())
+        store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
+        store.allocate()
+        spend = store.allocated_domain_spend(since, until)
+        assert spend == pytest.approx(
+            {
+                "retail": EXPECTED[("transaction", "checkout")]
+                + EXPECTED[("transaction", "search")],
+                "storage": EXPECTED[("untraced", "StatefulSet/postgres")],
+            }
+        )
+        # From the hour's middle: half of it. Production left out: untraced stays.
+        half = store.allocated_domain_spend(HOUR + timedelta(minutes=30), until, ["production"])
+        assert half == pytest.approx(
+            {"storage": EXPECTED[("untraced", "StatefulSet/postgres")] / 2}
+        )
+    finally:
+        store.close()
 
 
 def test_an_unpriced_node_is_shown_and_not_allocated(store: Store) -> None:

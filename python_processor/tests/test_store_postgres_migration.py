@@ -282,7 +282,7 @@ def test_migrating_version_7_data_keeps_totals_and_adds_the_allocation(
     dsn, store = version_7
     before = totals(dsn)
     store.migrate()
-    assert rows(dsn, "SELECT max(version) FROM schema_migrations") == [(8,)]
+    assert rows(dsn, "SELECT max(version) FROM schema_migrations") == [(9,)]
     assert totals(dsn) == before
     assert rows(dsn, "SELECT count(*) FROM traces WHERE busy IS NOT NULL") == [(0,)]
     for table in ("pod_busy", "node_usage", "pod_usage", "allocation_dirty", "allocated_hourly",
@@ -306,7 +306,7 @@ def test_migrating_version_7_data_keeps_totals_and_adds_the_allocation(
         (hour_ns, "worker", "payments", "checkout", "production", 1.0, 1.0),
     ]
     assert rows(dsn, "SELECT busy FROM traces WHERE trace_id = %s", TRACE_2) == [
-        (f'[["worker",{hour_ns},1.0,1.0,null,null]]\n',)
+        (f"worker\t{hour_ns}\t1.0\t1.0\t0.0\n",)
     ]
     assert rows(dsn, "SELECT hour_ns FROM allocation_dirty") == [(hour_ns,)]
     assert rows(dsn, "SELECT sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly") == [

@@ -140,10 +140,14 @@ class AllocatedLine:
     name: str
     cost: float
     share: float | None
-    """`cost` over the nodes' bill; None when the bill is zero."""
+    """`cost` over the whole (the nodes' bill and the per-request prices); None when zero."""
     requests: float = 0.0
     """Segments served (sampling-adjusted); a transaction's cost per request is over
     them."""
+    compute: float = 0.0
+    """Its share of the nodes' bill."""
+    per_request: float = 0.0
+    """What its spans priced per request cost (Lambda, Fargate, LLM tokens, rules)."""
 
     @property
     def cost_per_request(self) -> float | None:
@@ -163,8 +167,10 @@ class AllocationView:
     unpriced_node_hours: int
     """Node-hours without a price (not in the bill; the reconcile names them)."""
     transactions_total: float = 0.0
-    """Every transaction's share, not only the top ones listed."""
+    """Every transaction's share of the nodes, not only the top ones listed."""
     untraced_total: float = 0.0
+    per_request_total: float = 0.0
+    """What spans priced per request cost, outside the nodes' bill."""
 
 
 def parse_span(text: str) -> timedelta:
@@ -259,32 +265,50 @@ def build_allocation(
 ) -> AllocationView | None:
     """The allocation part of the report; None when no node reported usage in the window.
 
-    Transactions are summed over their domains and environments; a domain's line holds
-    its transactions and (with ``domains.owner`` on namespaces) its untraced workloads.
+    A transaction's cost is its share of the nodes plus what its spans priced per request
+    (Lambda, Fargate, LLM tokens, rules), summed over its domains and environments; a
+    domain's line holds its transactions and (with ``domains.owner`` on namespaces) its
+    untraced workloads. Shares are of the whole: the nodes' bill and the per-request
+    prices.
     """
     if not reconcile:
         return None
     bill = math.fsum(line.bill_usd for line in reconcile if line.bill_usd is not None)
+    per_request = math.fsum(row.request_usd for row in rows)
+    whole = bill + per_request
 
-    def line(name: str, costs: Sequence[float], requests: float = 0.0) -> AllocatedLine:
-        cost = math.fsum(costs)
-        return AllocatedLine(name, cost * rate, cost / bill if bill > 0 else None, requests)
+    def line(
+        name: str, compute: Sequence[float], requested: Sequence[float] = (), count: float = 0.0
+    ) -> AllocatedLine:
+        on_nodes, priced = math.fsum(compute), math.fsum(requested)
+        cost = on_nodes + priced
+        return AllocatedLine(
+            name,
+            cost * rate,
+            cost / whole if whole > 0 else None,
+            count,
+            compute=on_nodes * rate,
+            per_request=priced * rate,
+        )
 
-    transactions: dict[str, tuple[list[float], list[float]]] = {}
-    domains: dict[str, list[float]] = {}
+    transactions: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    domains: dict[str, tuple[list[float], list[float]]] = {}
     untraced: dict[str, list[float]] = {}
     idle: list[float] = []
     for row in rows:
         if row.kind == "transaction":
-            costs, requests = transactions.setdefault(row.transaction, ([], []))
-            costs.append(row.usd)
-            requests.append(row.segments)
+            compute, requested, counts = transactions.setdefault(row.transaction, ([], [], []))
+            compute.append(row.usd)
+            requested.append(row.request_usd)
+            counts.append(row.segments)
         elif row.kind == "untraced":
             untraced.setdefault(f"{row.namespace}/{row.workload}", []).append(row.usd)
         else:
             idle.append(row.usd)
         if row.kind != "idle" and row.domain:
-            domains.setdefault(row.domain, []).append(row.usd)
+            compute, requested = domains.setdefault(row.domain, ([], []))
+            compute.append(row.usd)
+            requested.append(row.request_usd)
 
     def ranked(lines: list[AllocatedLine]) -> tuple[AllocatedLine, ...]:
         return tuple(sorted(lines, key=lambda item: (-item.cost, item.name))[:top])
@@ -292,14 +316,16 @@ def build_allocation(
     return AllocationView(
         bill=bill * rate,
         transactions=ranked(
-            [line(name, costs, math.fsum(req)) for name, (costs, req) in transactions.items()]
+            [line(name, c, r, math.fsum(n)) for name, (c, r, n) in transactions.items()]
         ),
-        domains=ranked([line(name, costs) for name, costs in domains.items()]),
+        domains=ranked([line(name, c, r) for name, (c, r) in domains.items()]),
         untraced=ranked([line(name, costs) for name, costs in untraced.items()]),
         idle=line("idle", idle),
         unpriced_node_hours=sum(1 for item in reconcile if item.bill_usd is None),
-        transactions_total=math.fsum(c for costs, _ in transactions.values() for c in costs) * rate,
+        transactions_total=math.fsum(c for costs, _, _ in transactions.values() for c in costs)
+        * rate,
         untraced_total=math.fsum(c for costs in untraced.values() for c in costs) * rate,
+        per_request_total=per_request * rate,
     )
 
 
@@ -354,13 +380,19 @@ def _allocation_json(view: AllocationView) -> dict[str, Any]:
     def line(item: AllocatedLine, *, requests: bool = False) -> dict[str, Any]:
         document: dict[str, Any] = {"name": item.name, "cost": item.cost, "share": item.share}
         if requests:
-            document.update(requests=item.requests, cost_per_request=item.cost_per_request)
+            document.update(
+                compute=item.compute,
+                per_request=item.per_request,
+                requests=item.requests,
+                cost_per_request=item.cost_per_request,
+            )
         return document
 
     return {
         "bill": view.bill,
         "transactions_total": view.transactions_total,
         "untraced_total": view.untraced_total,
+        "per_request_total": view.per_request_total,
         "transactions": [line(item, requests=True) for item in view.transactions],
         "domains": [line(item) for item in view.domains],
         "untraced": [line(item) for item in view.untraced],
@@ -459,6 +491,11 @@ def _allocation_table(view: AllocationView) -> list[str]:
         f" {_money(view.transactions_total)} + untraced {_money(view.untraced_total)}"
         f" + idle {_money(view.idle.cost)}"
     ]
+    if view.per_request_total:
+        lines.append(
+            f"priced per request (Lambda, Fargate, LLM, rules), added to their transactions:"
+            f" {_money(view.per_request_total)}"
+        )
     if view.unpriced_node_hours:
         lines.append(
             f"{view.unpriced_node_hours} node-hours without a price are not in the bill"

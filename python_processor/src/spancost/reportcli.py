@@ -35,6 +35,7 @@ from spancost.report import (
     reconcile_json,
     to_json,
 )
+from spancost.store.base import AllocationStore
 from spancost.totals.naming import UNATTRIBUTED
 
 __all__ = ["report"]
@@ -194,10 +195,10 @@ def report(
         ) from exc
     environments = sorted(set(excluded))
     with open_database(database_url) as store, progress("querying the totals store"):
-        allocates = hasattr(store, "allocate")
-        if allocates:
-            store.allocate()  # type: ignore[attr-defined]  # the hours changed since
-        nodes = store.reconcile(since, until) if allocates else []  # type: ignore[attr-defined]
+        allocation = store if isinstance(store, AllocationStore) else None
+        if allocation is not None:
+            allocation.allocate()  # the hours changed since the sink last allocated
+        nodes = allocation.reconcile(since, until) if allocation is not None else []
         if reconcile:
             if as_json:
                 click.echo(json.dumps(reconcile_json(nodes, fx.convert(1.0)), indent=1))
@@ -205,8 +206,8 @@ def report(
                 click.echo(format_reconcile(nodes, fx.code, fx.convert(1.0)), nl=False)
             return
         allocated = (
-            store.allocated_totals(since, until, environments)  # type: ignore[attr-defined]
-            if allocates
+            allocation.allocated_totals(since, until, environments)
+            if allocation is not None
             else []
         )
         transactions = store.transaction_totals(since, until, environments, limit=top)

@@ -25,6 +25,7 @@ from spancost.cliopts import database_url_option, log_level_option
 from spancost.dbcli import UsageFailure, UtcDateTime, open_database
 from spancost.errors import ConfigError
 from spancost.log import configure_logging
+from spancost.store.base import AllocationStore
 
 __all__ = ["reprice"]
 
@@ -97,10 +98,10 @@ def reprice(
 
     try:
         with open_database(database_url) as store:
-            if not hasattr(store, "reprice"):
+            if not isinstance(store, AllocationStore):
                 raise click.ClickException("this store keeps no node usage to reprice")
             changed = store.reprice(since, until, price, datetime.now(UTC))
-            store.allocate()  # type: ignore[attr-defined]
+            store.allocate()
     finally:
         book.close()
     if as_json:

@@ -41,7 +41,7 @@ from spancost.guard.policy import (
     plan_unbudgeted,
     unbudgeted_alerts,
 )
-from spancost.store.base import StoreError, TotalsStore
+from spancost.store.base import AllocationStore, StoreError, TotalsStore
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -103,6 +103,9 @@ class RunReport:
     """Deployments held for a domain no budget covers in their namespace any more."""
     errors: list[str] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    spend_basis: str = ""
+    """``allocated`` (nodes report usage: their cost split, plus per-request prices) or
+    ``estimated`` (the spans' own prices), what the budgets were held against."""
 
     @property
     def ok(self) -> bool:
@@ -113,6 +116,7 @@ class RunReport:
         return {
             "time": format_time(self.now),
             "ok": self.ok,
+            "spend_basis": self.spend_basis,
             "errors": list(self.errors),
             "domains": [_domain_json(domain) for domain in self.domains],
             "unbudgeted": [_result_json(result) for result in self.unbudgeted],
@@ -143,7 +147,7 @@ def run_once(
     now = datetime.now(UTC) if now is None else now
     report = RunReport(now)
     try:
-        spend_usd, coverage, reasons = _read_spend(open_store, config, now)
+        spend_usd, coverage, reasons, report.spend_basis = _read_spend(open_store, config, now)
     except StoreError as exc:
         _fail(
             report, sender, "cannot read spend from the totals store; nothing scaled", exc, "store"
@@ -230,19 +234,30 @@ def _fail(report: RunReport, sender: AlertSender, what: str, exc: Exception, ded
 
 def _read_spend(
     open_store: Callable[[], TotalsStore], config: GuardConfig, now: datetime
-) -> tuple[dict[str, float], dict[str, tuple[int, int]], list[tuple[str, int]]]:
-    """Spend by domain over exactly the last 24 h (USD), and the coverage behind it:
-    (spans, unpriced spans) by domain and the unpriced reasons, over its whole hours."""
+) -> tuple[dict[str, float], dict[str, tuple[int, int]], list[tuple[str, int]], str]:
+    """Spend by domain over the last 24 h (USD), the coverage behind it ((spans, unpriced
+    spans) by domain and the unpriced reasons, over its whole hours), and its basis.
+
+    Where nodes report their usage, the spend is allocated: the domain's share of the
+    nodes' cost and its per-request prices, over the allocated hours of the window (the
+    first prorated by its part in it); the hours changed since the sink last allocated them are
+    allocated first. Otherwise it is the spans' own estimates over exactly the window.
+    """
     store = open_store()
     try:
         since, excluded = now - WINDOW, config.exclude_environments
-        spend = store.domain_spend(since, now, excluded)
+        allocated: dict[str, float] | None = None
+        if isinstance(store, AllocationStore):
+            store.allocate()
+            allocated = store.allocated_domain_spend(since, now, excluded)
+        spend = allocated if allocated is not None else store.domain_spend(since, now, excluded)
         coverage = store.domain_coverage(since, now, excluded)
         reasons = store.unpriced_reasons(since, now, excluded)
     finally:
         store.close()
-    logger.debug("spend over 24 h by domain (USD): %s; coverage: %s", spend, coverage)
-    return spend, coverage, reasons
+    basis = "estimated" if allocated is None else "allocated"
+    logger.debug("spend over 24 h by domain (USD, %s): %s; coverage: %s", basis, spend, coverage)
+    return spend, coverage, reasons, basis
 
 
 def _read_cluster(

@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
 
 from spancost.allocation.core import Busy, NodeHour, PodHour, Weights, allocate
+from spancost.store.busy import NO_POD
 from spancost.totals.naming import TotalsConfig, owner_domain
 
-__all__ = ["NAMESPACE_OWNER", "AllocatedHour", "allocated_hour"]
+__all__ = ["NAMESPACE_OWNER", "AllocatedHour", "allocated_hour", "window_spend"]
 
 NAMESPACE_OWNER: Final = "k8s.namespace.name"
+_HOUR_NS: Final = 3600 * 10**9
 """With ``domains.owner`` on this attribute, an untraced workload's namespace says whose
 domain it is."""
 
-Line = tuple[int, str, str, str, str, str, str, float, float, float]
+Line = tuple[int, str, str, str, str, str, str, float, float, float, float]
 """(hour_ns, kind, domain, transaction, environment, namespace, workload, usd,
-busy_seconds, segments): an ``allocated_hourly`` row."""
+busy_seconds, segments, request_usd): an ``allocated_hourly`` row."""
 NodeLine = tuple[int, str, float, float, float, float]
 """(hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)."""
 
@@ -36,25 +38,32 @@ def allocated_hour(
     nodes: Sequence[NodeHour],
     pods: Sequence[PodHour],
     busy: Sequence[Busy],
-    busy_counts: Sequence[tuple[str, str, str, float, float]],
+    busy_counts: Sequence[tuple[str, str, str, float, float, float]],
     weights: Weights,
     config: TotalsConfig,
 ) -> AllocatedHour:
     """Allocate one hour and sum it into rows. `busy_counts` are the hour's ``pod_busy``
-    rows as (domain, transaction, environment, seconds, segments), in the order of
-    `busy`: their seconds and segments are summed per transaction line over the pods
-    that were allocated (a request's cost is its line's cost over its segments)."""
+    rows as (domain, transaction, environment, seconds, segments, request_usd), in the
+    order of `busy`. A transaction's line holds its share of the nodes (``usd``), what
+    its spans priced per request cost (``request_usd``: Lambda, Fargate, LLM tokens,
+    rules), and its busy seconds and segments on the pods that were allocated and under
+    no pod (a request's cost is the line's cost over its segments)."""
     allocations, _ = allocate(nodes, pods, busy, weights)
     allocated_pods = {a.pod for a in allocations if a.kind == "transaction"}
+    allocated_pods.add(NO_POD)
     usd: dict[tuple[str, str, str, str, str, str], list[float]] = defaultdict(list)
-    seconds: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    segments: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for row, (domain, transaction, environment, busy_s, counted) in zip(
+    counts: dict[tuple[str, str, str], tuple[list[float], list[float], list[float]]] = {}
+    for row, (domain, transaction, environment, busy_s, counted, request_usd) in zip(
         busy, busy_counts, strict=True
     ):
+        label = (domain, transaction, environment)
+        seconds, segments, requests = counts.setdefault(label, ([], [], []))
+        requests.append(request_usd)
         if row.pod in allocated_pods:
-            seconds[(domain, transaction, environment)].append(busy_s)
-            segments[(domain, transaction, environment)].append(counted)
+            seconds.append(busy_s)
+            segments.append(counted)
+        if request_usd or row.pod == NO_POD:
+            usd.setdefault(("transaction", *label, "", ""), [])
     namespace_domains = config.owner_attribute == NAMESPACE_OWNER
     per_node: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for a in allocations:
@@ -70,7 +79,8 @@ def allocated_hour(
     lines: list[Line] = []
     for key in sorted(usd):
         kind, domain, transaction, environment, namespace, workload = key
-        label = (domain, transaction, environment)
+        seconds, segments, requests = counts.get((domain, transaction, environment), ([], [], []))
+        transactional = kind == "transaction"
         lines.append(
             (
                 hour_ns,
@@ -81,8 +91,9 @@ def allocated_hour(
                 namespace,
                 workload,
                 math.fsum(usd[key]),
-                math.fsum(seconds[label]) if kind == "transaction" else 0.0,
-                math.fsum(segments[label]) if kind == "transaction" else 0.0,
+                math.fsum(seconds) if transactional else 0.0,
+                math.fsum(segments) if transactional else 0.0,
+                math.fsum(requests) if transactional else 0.0,
             )
         )
     node_lines: list[NodeLine] = [
@@ -97,3 +108,21 @@ def allocated_hour(
         for node in sorted({n.node: n for n in nodes}.values(), key=lambda n: n.node)
     ]
     return AllocatedHour(lines, node_lines)
+
+
+def window_spend(
+    rows: Iterable[tuple[int, str, float]], since_ns: int, until_ns: int
+) -> dict[str, float]:
+    """Spend by domain over [`since_ns`, `until_ns`] from allocated hours (hour_ns,
+    domain, usd). The hour `since_ns` falls in counts for its part after it (the
+    allocation knows no finer time than the hour); the others whole: an hour's
+    allocation only holds the usage reported so far, so the current hour is never
+    prorated again (for a window that ends in the past, its last hour is then counted
+    whole)."""
+    spend: dict[str, list[float]] = defaultdict(list)
+    for hour_ns, domain, usd in rows:
+        if hour_ns >= until_ns or hour_ns + _HOUR_NS <= since_ns:
+            continue
+        share = min(1.0, (hour_ns + _HOUR_NS - since_ns) / _HOUR_NS)
+        spend[domain].append(usd * share)
+    return {domain: math.fsum(parts) for domain, parts in spend.items()}

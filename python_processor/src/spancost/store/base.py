@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.errors import SpancostError
@@ -94,8 +94,16 @@ class AllocatedRow:
     namespace: str
     workload: str
     usd: float
+    """The share of the nodes' cost (compute)."""
     busy_seconds: float
     segments: float
+    request_usd: float = 0.0
+    """What the line's spans priced per request cost (Lambda, Fargate, LLM tokens, rules):
+    added as it is, outside the nodes' bill."""
+
+    @property
+    def total_usd(self) -> float:
+        return self.usd + self.request_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,7 @@ class RepricedRow:
     new_source: str | None
 
 
+@runtime_checkable
 class AllocationStore(Protocol):
     """The allocation's usage and results (issue 12; see spancost.allocation)."""
 
@@ -155,6 +164,16 @@ class AllocationStore(Protocol):
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
         """Per node and hour over the same hours: the bill and its allocation."""
+
+    def allocated_domain_spend(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, float] | None:
+        """What the budget guard acts on when nodes report usage: by domain, its
+        transactions' share of the nodes and per-request prices, and (with
+        ``domains.owner`` on namespaces) its untraced workloads, over the allocated hours
+        that overlap `since`..`until`, the first prorated by its part after `since`
+        (`store.allocated.window_spend`). None when no node reported usage in the window
+        (the spans' own estimates are all there is then)."""
 
     def reprice(
         self,

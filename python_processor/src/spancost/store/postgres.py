@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour
+from spancost.store.allocated import allocated_hour, window_spend
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -259,14 +259,18 @@ ON CONFLICT (hour, domain, environment) DO UPDATE SET
 # Every changed pod_busy row in one statement, in key order (the lock order of all
 # writers, as the rollup's).
 _ADD_TO_POD_BUSY: Final = """
-INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments)
+INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments,
+    request_usd)
 SELECT * FROM unnest(
-    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[]
-) AS change (hour_ns, pod, domain, transaction_name, environment, seconds, segments)
+    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[],
+    %b::float8[]
+) AS change (hour_ns, pod, domain, transaction_name, environment, seconds, segments,
+    request_usd)
 ORDER BY hour_ns, pod, domain, transaction_name, environment
 ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
     seconds = pod_busy.seconds + excluded.seconds,
-    segments = pod_busy.segments + excluded.segments
+    segments = pod_busy.segments + excluded.segments,
+    request_usd = pod_busy.request_usd + excluded.request_usd
 """
 
 # A row busy time moved away from is deleted rather than kept with a rounding residue
@@ -278,6 +282,7 @@ WHERE pod_busy.hour_ns = moved.hour_ns AND pod_busy.pod = moved.pod
     AND pod_busy.domain = moved.domain AND pod_busy.transaction_name = moved.transaction_name
     AND pod_busy.environment = moved.environment
     AND abs(pod_busy.seconds) < %s AND abs(pod_busy.segments) < %s
+    AND abs(pod_busy.request_usd) < %s
 """
 _BUSY_RESIDUE: Final = 1e-9
 """What is left of a moved row's seconds or segments after rounding: the row is gone."""
@@ -329,9 +334,17 @@ ORDER BY hour_ns, node COLLATE "C"
 FOR UPDATE
 """
 
+_ANY_USAGE: Final = "SELECT 1 FROM node_usage WHERE hour_ns >= %s AND hour_ns < %s LIMIT 1"
+_ALLOCATED_SPEND: Final = """
+SELECT hour_ns, domain, sum(usd + request_usd) FROM allocated_hourly
+WHERE hour_ns >= %s AND hour_ns < %s AND kind IN ('transaction', 'untraced') AND domain <> ''
+    AND environment <> ALL(%s::text[])
+GROUP BY hour_ns, domain
+"""
 _INSERT_ALLOCATED: Final = """
 INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
-    workload, usd, busy_seconds, segments) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    workload, usd, busy_seconds, segments, request_usd)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 _INSERT_ALLOCATED_NODE: Final = """
 INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
@@ -340,7 +353,7 @@ VALUES (%s, %s, %s, %s, %s, %s)
 
 _ALLOCATED_TOTALS: Final = """
 SELECT kind, domain, transaction_name, environment, namespace, workload, sum(usd),
-    sum(busy_seconds), sum(segments)
+    sum(busy_seconds), sum(segments), sum(request_usd)
 FROM allocated_hourly
 WHERE hour_ns >= %(start)s AND hour_ns < %(end)s AND environment <> ALL(%(exclude)s::text[])
 GROUP BY kind, domain, transaction_name, environment, namespace, workload
@@ -823,14 +836,15 @@ class PostgresStore:
         )
         pods = [PodHour(pod, node, hour_ns, *rest) for pod, node, *rest in cursor.fetchall()]
         cursor.execute(
-            "SELECT pod, domain, transaction_name, environment, seconds, segments FROM pod_busy"
-            " WHERE hour_ns = %s ORDER BY pod, domain, transaction_name, environment",
+            "SELECT pod, domain, transaction_name, environment, seconds, segments, request_usd"
+            " FROM pod_busy WHERE hour_ns = %s"
+            " ORDER BY pod, domain, transaction_name, environment",
             (hour_ns,),
         )
         busy_rows = cursor.fetchall()
         busy = [
             Busy(pod, hour_ns, transaction, domain, seconds, environment)
-            for pod, domain, transaction, environment, seconds, _ in busy_rows
+            for pod, domain, transaction, environment, seconds, _, _ in busy_rows
         ]
         result = allocated_hour(
             hour_ns,
@@ -857,11 +871,26 @@ class PostgresStore:
         return [
             AllocatedRow(
                 kind, domain, transaction, environment, namespace, workload,
-                float(usd), float(busy_seconds), float(segments),
+                float(usd), float(busy_seconds), float(segments), float(request_usd),
             )
             for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
-            segments in rows
+            segments, request_usd in rows
         ]  # fmt: skip
+
+    def allocated_domain_spend(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, float] | None:
+        since_ns, until_ns = ns_from_utc(since), ns_from_utc(until)
+        start_ns, end_ns = hour_window(since, until)
+
+        def read(cursor: Cursor) -> dict[str, float] | None:
+            cursor.execute(_ANY_USAGE, (start_ns, end_ns))
+            if cursor.fetchone() is None:
+                return None
+            cursor.execute(_ALLOCATED_SPEND, (start_ns, end_ns, sorted(exclude_environments)))
+            return window_spend(cursor.fetchall(), since_ns, until_ns)
+
+        return self._transaction("allocated_domain_spend", read)
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
         start_ns, end_ns = hour_window(since, until)
@@ -1488,19 +1517,21 @@ def _stored_before(text: str | None, added: list[StoredBusy]) -> list[StoredBusy
 def _apply_busy(cursor: Cursor, busy: BusyChanges) -> None:
     """Add `busy`'s changes to ``pod_busy`` (in key order, one statement), drop the rows
     busy time moved away from entirely, and mark the hours touched."""
-    changes: list[list[Any]] = [[] for _ in range(7)]
+    changes: list[list[Any]] = [[] for _ in range(8)]
     emptied: list[list[Any]] = [[] for _ in range(5)]
-    for key, seconds, segments in busy:
-        for column, value in zip(changes, (*key, seconds, segments), strict=True):
+    for key, seconds, segments, request_usd in busy:
+        for column, value in zip(changes, (*key, seconds, segments, request_usd), strict=True):
             column.append(value)
-        if seconds < 0 or segments < 0:  # moved away: the row may be empty now
+        if seconds < 0 or segments < 0 or request_usd < 0:  # moved away: maybe empty now
             for column, value in zip(emptied, key, strict=True):
                 column.append(value)
     if not changes[0]:
         return
     cursor.execute(_ADD_TO_POD_BUSY, changes)
     if emptied[0]:
-        cursor.execute(_DELETE_EMPTY_POD_BUSY, (*emptied, _BUSY_RESIDUE, _BUSY_RESIDUE))
+        cursor.execute(
+            _DELETE_EMPTY_POD_BUSY, (*emptied, _BUSY_RESIDUE, _BUSY_RESIDUE, _BUSY_RESIDUE)
+        )
     _mark_dirty(cursor, sorted(busy.hours))
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour
+from spancost.store.allocated import allocated_hour, window_spend
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -298,6 +298,15 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             """,
         ),
     ),
+    (
+        7,
+        (
+            # What spans priced per request (Lambda, Fargate, LLM tokens, rules) cost, by
+            # transaction and hour: added to the allocation as it is.
+            "ALTER TABLE pod_busy ADD COLUMN request_usd REAL NOT NULL DEFAULT 0",
+            "ALTER TABLE allocated_hourly ADD COLUMN request_usd REAL NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
 
@@ -336,11 +345,13 @@ RETURNING cost_usd, span_count, first_seen_ns, earliest_service, earliest_enviro
 _ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(merge=merge_assignments(existing=""))
 
 _ADD_TO_POD_BUSY: Final = """
-INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments,
+    request_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
     seconds = seconds + excluded.seconds,
-    segments = segments + excluded.segments
+    segments = segments + excluded.segments,
+    request_usd = request_usd + excluded.request_usd
 """
 _NODE_USAGE_COLUMNS: Final = (
     "hour_ns, node, seconds, region, instance_type, operating_system, capacity_type, zone,"
@@ -370,9 +381,16 @@ ON CONFLICT (hour_ns, pod) DO UPDATE SET
     workload = excluded.workload
 """
 _MARK_DIRTY: Final = "INSERT INTO allocation_dirty (hour_ns) VALUES (?) ON CONFLICT DO NOTHING"
+_ANY_USAGE: Final = "SELECT 1 FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? LIMIT 1"
+_ALLOCATED_SPEND: Final = """
+SELECT hour_ns, domain, sum(usd + request_usd) FROM allocated_hourly
+WHERE hour_ns >= ? AND hour_ns < ? AND kind IN ('transaction', 'untraced') AND domain <> ''
+    AND environment NOT IN (SELECT value FROM json_each(?))
+GROUP BY hour_ns, domain
+"""
 _INSERT_ALLOCATED: Final = """
 INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
-    workload, usd, busy_seconds, segments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    workload, usd, busy_seconds, segments, request_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_ALLOCATED_NODE: Final = """
 INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
@@ -694,13 +712,13 @@ class SQLiteStore:
             )
         ]
         busy_rows = cursor.execute(
-            "SELECT pod, domain, transaction_name, environment, seconds, segments FROM pod_busy"
-            " WHERE hour_ns = ?",
+            "SELECT pod, domain, transaction_name, environment, seconds, segments, request_usd"
+            " FROM pod_busy WHERE hour_ns = ?",
             (hour_ns,),
         ).fetchall()
         busy = [
             Busy(pod, hour_ns, transaction, domain, seconds, environment)
-            for pod, domain, transaction, environment, seconds, _ in busy_rows
+            for pod, domain, transaction, environment, seconds, _, _ in busy_rows
         ]
         result = allocated_hour(
             hour_ns,
@@ -724,7 +742,7 @@ class SQLiteStore:
         rows = self._read(
             "allocated_totals",
             "SELECT kind, domain, transaction_name, environment, namespace, workload, sum(usd),"
-            " sum(busy_seconds), sum(segments) FROM allocated_hourly"
+            " sum(busy_seconds), sum(segments), sum(request_usd) FROM allocated_hourly"
             " WHERE hour_ns >= ? AND hour_ns < ?"
             " AND environment NOT IN (SELECT value FROM json_each(?))"
             " GROUP BY kind, domain, transaction_name, environment, namespace, workload"
@@ -734,11 +752,27 @@ class SQLiteStore:
         return [
             AllocatedRow(
                 kind, domain, transaction, environment, namespace, workload,
-                float(usd), float(busy_seconds), float(segments),
+                float(usd), float(busy_seconds), float(segments), float(request_usd),
             )
             for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
-            segments in rows
+            segments, request_usd in rows
         ]  # fmt: skip
+
+    def allocated_domain_spend(
+        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+    ) -> dict[str, float] | None:
+        since_ns, until_ns = ns_from_utc(since), ns_from_utc(until)
+        start_ns, end_ns = hour_window(since, until)
+
+        def read(cursor: sqlite3.Cursor) -> dict[str, float] | None:
+            if not cursor.execute(_ANY_USAGE, (start_ns, end_ns)).fetchone():
+                return None
+            rows = cursor.execute(
+                _ALLOCATED_SPEND, (start_ns, end_ns, json.dumps(sorted(exclude_environments)))
+            ).fetchall()
+            return window_spend(rows, since_ns, until_ns)
+
+        return self._transaction("allocated_domain_spend", read, read_only=True)
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
         start_ns, end_ns = hour_window(since, until)
@@ -1052,15 +1086,15 @@ def _state(
 
 
 def _apply_busy(cursor: sqlite3.Cursor, busy: BusyChanges) -> None:
-    for key, seconds, segments in busy:
-        cursor.execute(_ADD_TO_POD_BUSY, (*key, seconds, segments))
-        if seconds < 0 or segments < 0:
+    for key, seconds, segments, request_usd in busy:
+        cursor.execute(_ADD_TO_POD_BUSY, (*key, seconds, segments, request_usd))
+        if seconds < 0 or segments < 0 or request_usd < 0:
             # Moved away: drop what is left of the row rather than keep a rounding residue.
             cursor.execute(
                 "DELETE FROM pod_busy WHERE hour_ns = ? AND pod = ? AND domain = ?"
                 " AND transaction_name = ? AND environment = ? AND abs(seconds) < ?"
-                " AND abs(segments) < ?",
-                (*key, _BUSY_RESIDUE, _BUSY_RESIDUE),
+                " AND abs(segments) < ? AND abs(request_usd) < ?",
+                (*key, _BUSY_RESIDUE, _BUSY_RESIDUE, _BUSY_RESIDUE),
             )
     for hour_ns in sorted(busy.hours):
         cursor.execute(_MARK_DIRTY, (hour_ns,))

@@ -413,5 +413,15 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             """,
         ),
     ),
+    (
+        9,
+        (
+            # What spans priced per request (Lambda, Fargate, LLM tokens, rules) cost, by
+            # transaction and hour: added to the allocation as it is.
+            "ALTER TABLE pod_busy ADD COLUMN request_usd double precision NOT NULL DEFAULT 0",
+            "ALTER TABLE allocated_hourly ADD COLUMN request_usd double precision NOT NULL"
+            " DEFAULT 0",
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
