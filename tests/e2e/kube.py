@@ -204,6 +204,9 @@ def agent_config(
     domains["by_transaction"] = by_transaction
     if "owner" in domains:
         domains["owner"]["domains"] = owner_domains
+    allocation = naming.get("allocation")
+    if allocation is not None:
+        allocation["node_facts"]["kubernetes"]["auth_type"] = "kubeConfig"
     config["extensions"]["python"]["sinks"]["totals"]["config"].update(naming)
     return config
 
