@@ -415,11 +415,13 @@ def _allocation_queries(
     assert all(abs(line.difference) < 1e-9 for line in lines)
     totals = _timed(lambda: store.allocated_totals(since, now, {"staging"}), rounds)
     reconcile = _timed(lambda: store.reconcile(since, now), rounds)
+    spend = _timed(lambda: store.allocated_domain_spend(since, now, {"staging"}), rounds)
     return {
         "allocated_hours": hours,
         "allocate_seconds": round(allocate_s, 2),
         "allocated_totals_24h_ms_median": round(statistics.median(totals), 2),
         "reconcile_24h_ms_median": round(statistics.median(reconcile), 2),
+        "allocated_domain_spend_24h_ms_median": round(statistics.median(spend), 2),
     }
 
 

@@ -9,7 +9,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -255,6 +255,25 @@ def test_the_guards_allocated_spend_by_domain(backend: Backend) -> None:
         )
     finally:
         store.close()
+
+
+def test_retention_drops_the_usage_and_keeps_what_was_allocated(
+    store: Store, backend: Backend
+) -> None:
+    write_spans(store, hand_case_spans())
+    store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
+    store.allocate()
+    before = by_line(store.allocated_totals(*window()))
+    cutoff = datetime(2025, 3, 1, tzinfo=UTC)  # January's months gone, whole
+    if isinstance(store, SQLiteStore):
+        store.delete_before(cutoff)
+    else:
+        assert isinstance(store, PostgresStore)
+        store.drop_partitions_before(cutoff)
+    assert store.reconcile(*window()) == []  # the usage is gone
+    assert store.allocate() == 0
+    assert by_line(store.allocated_totals(*window())) == pytest.approx(before)
+    assert backend.kind in ("sqlite", "postgres")
 
 
 def test_an_unpriced_node_is_shown_and_not_allocated(store: Store) -> None:

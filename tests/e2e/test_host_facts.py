@@ -26,9 +26,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tests.e2e.harness import Collector, OtlpSink, attrs, base_config, free_port
+from tests.e2e.harness import ROOT, Collector, OtlpSink, attrs, base_config, free_port
 from tests.e2e.raw import RawClient
-from tests.e2e.totals import any_value
+from tests.e2e.totals import any_value, socket_dir, totals_config
 from tests.waiting import wait_for
 
 Start = Callable[..., Collector]
@@ -219,3 +219,61 @@ def test_no_instance_metadata_leaves_spans_to_their_own_attributes(
     span = send_service_span(agent, sink)
     assert span["cost.unpriced_reason"] == "no_resource_info"
     assert "node facts: ec2_metadata" in agent.log()
+
+
+def test_an_ec2_host_allocates_its_bill_to_what_it_served(
+    imds: str, sink: OtlpSink, collector: Start, tmp_path: Path
+) -> None:
+    """Outside Kubernetes the instance is the node and the host its one pod: the totals
+    sink reports the instance's running time (priced by its metadata: a spot c6g.large)
+    and the spans that name no pod are the host's busy time."""
+    database = tmp_path / "totals.db"
+    config = totals_config(sink.port, socket_dir() / "s.sock", f"sqlite:///{database}")
+    config["processors"]["python/cost"]["config"] = {
+        "node_facts": {"ec2_metadata": {"endpoint": imds}}
+    }
+    totals = config["extensions"]["python"]["sinks"]["totals"]["config"]
+    totals["maintenance_interval"] = "300ms"
+    totals["allocation"] = {"node_facts": {"ec2_metadata": {"endpoint": imds}}}
+    agent = collector(config)
+    span = send_service_span(agent, sink)
+    assert span["cost.model"] == "ec2.spot.duration"
+    url = ["--database-url", f"sqlite://{database}", "--since", "2h"]
+
+    def allocated() -> bool:
+        document = spancost_json("report", *url)
+        return bool(document["allocation"] and document["allocation"]["transactions"])
+
+    wait_for(allocated, 30, "the host's usage reported and the span allocated")
+    time.sleep(0.5)
+    agent.stop()
+    lines = spancost_json("report", *url, "--reconcile")
+    assert {line["node"] for line in lines} == {"i-0123456789abcdef0"}
+    for line in lines:
+        assert line["bill"] > 0
+        assert line["difference"] == pytest.approx(0.0, abs=1e-12)
+    allocation = spancost_json("report", *url)["allocation"]
+    (job,) = allocation["transactions"]
+    assert job["name"] == "job" and job["requests"] == 1
+    # The host pod reserves the whole instance: no idle. The hour of the span goes to
+    # its transaction; an earlier hour of the instance (it has run since 2019, says the
+    # mock's pendingTime) served nothing traced: the host, untraced.
+    assert allocation["idle"]["cost"] == pytest.approx(0.0, abs=1e-15)
+    untraced = allocation["untraced"]
+    assert [item["name"] for item in untraced] in ([], ["Host/i-0123456789abcdef0"])
+    total = job["compute"] + sum(item["cost"] for item in untraced)
+    assert total == pytest.approx(allocation["bill"], rel=1e-9)
+    this_hour = [line for line in lines if line["hour"] == max(line["hour"] for line in lines)]
+    assert job["compute"] == pytest.approx(this_hour[0]["bill"], rel=1e-9)
+
+
+def spancost_json(*args: str) -> Any:
+    result = subprocess.run(  # noqa: S603 - our own CLI
+        [str(ROOT / ".venv" / "bin" / "spancost"), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

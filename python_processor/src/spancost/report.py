@@ -302,7 +302,8 @@ def build_allocation(
             requested.append(row.request_usd)
             counts.append(row.segments)
         elif row.kind == "untraced":
-            untraced.setdefault(f"{row.namespace}/{row.workload}", []).append(row.usd)
+            name = f"{row.namespace}/{row.workload}" if row.namespace else row.workload
+            untraced.setdefault(name, []).append(row.usd)
         else:
             idle.append(row.usd)
         if row.kind != "idle" and row.domain:

@@ -284,6 +284,8 @@ WHERE pod_busy.hour_ns = moved.hour_ns AND pod_busy.pod = moved.pod
     AND abs(pod_busy.seconds) < %s AND abs(pod_busy.segments) < %s
     AND abs(pod_busy.request_usd) < %s
 """
+_ALLOCATION_USAGE_TABLES: Final = ("pod_busy", "pod_usage", "node_usage", "allocation_dirty")
+"""What retention deletes of the allocation (its results, ``allocated_*``, stay)."""
 _BUSY_RESIDUE: Final = 1e-9
 """What is left of a moved row's seconds or segments after rounding: the row is gone."""
 
@@ -624,6 +626,14 @@ class PostgresStore:
             # rows retention deletes.
             cursor.execute("DELETE FROM trace_keys WHERE keyed_at < %s", (boundary,))
             cursor.execute("DELETE FROM quarantined_spans WHERE keyed_at < %s", (boundary,))
+            # The allocation's usage of those months (what repricing would need); what
+            # was allocated stays, like the hourly rollup.
+            hour_ns = ns_from_utc(boundary)
+            for table in _ALLOCATION_USAGE_TABLES:
+                cursor.execute(
+                    sql.SQL("DELETE FROM {} WHERE hour_ns < %s").format(sql.Identifier(table)),
+                    (hour_ns,),
+                )
             return dropped
 
         dropped = self._transaction("drop_partitions_before", drop)

@@ -840,8 +840,9 @@ class SQLiteStore:
 
     def delete_before(self, cutoff: datetime) -> Deleted:
         """Retention: delete every trace first stored before `cutoff` — its row and all
-        its contributions — in one transaction; the hourly rollup and the quarantine
-        counts stay (as with PostgreSQL, whose equivalent drops monthly partitions).
+        its contributions — and the allocation's usage of the hours before it, in one
+        transaction; the hourly rollup, the quarantine counts and what was allocated stay
+        (as with PostgreSQL, whose equivalent drops monthly partitions).
 
         Keep far more than ``max_clock_skew``: a span of a deleted trace arriving later
         would start the trace afresh. SQLite reuses the freed pages; the file does not
@@ -850,6 +851,9 @@ class SQLiteStore:
         cutoff_ns = ns_from_utc(cutoff)
 
         def delete(cursor: sqlite3.Cursor) -> Deleted:
+            # The allocation's usage (what repricing would need); its results stay.
+            for table in ("pod_busy", "pod_usage", "node_usage", "allocation_dirty"):
+                cursor.execute(f"DELETE FROM {table} WHERE hour_ns < ?", (cutoff_ns,))  # noqa: S608 - constant names
             cursor.execute(_DELETE_CHARGES, (cutoff_ns, cutoff_ns))
             cursor.execute(_DELETE_TRACES, (cutoff_ns, cutoff_ns))
             traces = cursor.rowcount
