@@ -4,8 +4,11 @@
 #                  (as a private process, never the system service).
 #   openssl        the throw-away CA, certificates and keys of the test API server
 #                  (tests/kube/harness.py).
+#   prometheus     a real Prometheus (and promtool) that the cost-metric, dashboard
+#                  and alert-rule tests start as a private process.
+#   chromium       headless, for the HTML report's page test.
 source "$(dirname "$0")/lib.sh"
-packages=(postgresql-15 openssl)
+packages=(postgresql-15 openssl prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
