@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 from spancost.guard.policy import ORIGINAL_ANNOTATION
 
 from tests.kube.guard_env import (
@@ -36,6 +39,12 @@ from tests.kube.harness import KubeCluster
 from tests.waiting import wait_for
 
 WAIT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Loop:
     mount: Mount
     process: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int
 
     @property
     def apps(self) -> client.AppsV1Api:
@@ -106,6 +116,18 @@ class Loop:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The guard's /metrics, by (sample name, sorted labels)."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
 
 def guard_pod(name: str) -> dict[str, Any]:
@@ -152,20 +174,45 @@ def loop(
         "POD_UID": pod.metadata.uid,
     }
     log = tmp_path / "guard.log"
+    metrics_port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "spancost", "guard", "--interval", "500ms",
              "--budgets", str(mount.path), "--kubeconfig", str(kubeconfig),
-             "--database-url", f"sqlite:///{tmp_path / 'totals.db'}"],
+             "--database-url", f"sqlite:///{tmp_path / 'totals.db'}",
+             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
         )  # fmt: skip
-    state = Loop(namespace, third, pod, admin, mount, process, log)
+    state = Loop(namespace, third, pod, admin, mount, process, log, metrics_port)
     try:
         yield state
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(30)
+
+
+def test_the_loop_serves_what_it_read_and_decided_as_metrics(loop: Loop) -> None:
+    loop.wait_replicas("web", 7)  # checkout breached: 120 USD of 100
+    checkout = (("domain", "checkout"),)
+    wait_for(
+        lambda: loop.metrics().get(("spancost_guard_actions_total",
+                                    (("domain", "checkout"), ("kind", "scale_down")))) == 1,
+        WAIT_S,
+        f"the scale-down counted; guard log:\n{loop.tail()}",
+        interval=0.2,
+    )  # fmt: skip
+    metrics = loop.metrics()
+    assert metrics[("spancost_budget_level", checkout)] == 2
+    usd = (("currency", "USD"), *checkout)
+    assert metrics[("spancost_budget_spend", usd)] == 120.0
+    assert metrics[("spancost_budget_limit", usd)] == 100.0
+    assert metrics[("spancost_budget_ratio", checkout)] == pytest.approx(1.2)
+    assert metrics[("spancost_guard_spend_basis", (("basis", "estimated"),))] == 1
+    assert metrics[("spancost_guard_store_up", ())] == 1
+    assert metrics[("spancost_guard_last_run_ok", ())] == 1
+    assert metrics[("spancost_guard_runs_total", (("outcome", "ok"),))] >= 1
+    assert metrics[("spancost_guard_last_run_timestamp_seconds", ())] > 1.7e9
 
 
 def test_a_bad_budgets_file_keeps_the_last_good_one_and_a_good_one_takes_effect(

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import dynamic
+from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError
 
-from tests.kube.harness import KubeCluster
+from tests.kube.harness import KubeCluster, create_unless_exists
+from tests.waiting import wait_for
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FIELD_MANAGER = "spancost-manifest-test"
@@ -89,8 +90,36 @@ def test_the_known_manifests_are_found() -> None:
     assert "daemonset.yaml" not in files and "local.yaml" not in files
 
 
+CRDS = Path(__file__).resolve().parent / "crds"
+"""Custom resource definitions the manifests need (the Prometheus Operator's PrometheusRule)."""
+
+
+def install_crds(kube_cluster: KubeCluster) -> None:
+    """Create the CRDs under `CRDS` for real and wait until the API server serves them."""
+    with kube_cluster.api_client() as api:
+        extensions = client.ApiextensionsV1Api(api)
+        names = []
+        for path in sorted(CRDS.glob("*.yaml")):
+            body = yaml.safe_load(path.read_text())
+            create_unless_exists(
+                lambda body=body: extensions.create_custom_resource_definition(body)
+            )
+            names.append(body["metadata"]["name"])
+
+        def established() -> bool:
+            for name in names:
+                status = extensions.read_custom_resource_definition(name).status
+                conditions = {c.type: c.status for c in (status.conditions or [])}
+                if conditions.get("Established") != "True":
+                    return False
+            return True
+
+        wait_for(established, 30, "the CRDs to be established", interval=0.2)
+
+
 @pytest.fixture(scope="module")
 def dry_run(kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> DryRun:
+    install_crds(kube_cluster)
     cache = tmp_path_factory.mktemp("discovery") / "discovery.json"
     api = dynamic.DynamicClient(kube_cluster.api_client(), cache_file=str(cache))  # type: ignore[no-untyped-call]
     checker = DryRun(api)

@@ -80,6 +80,14 @@ class _UsageError(click.ClickException):
     show_default=True,
     help="json: print each run's report (spend, decisions, alerts) on stdout.",
 )
+@click.option(
+    "--metrics-listen",
+    envvar="SPANCOST_GUARD_METRICS_LISTEN",
+    default="",
+    metavar="HOST:PORT",
+    help="Serve /metrics (what each run read and decided) here, e.g. 0.0.0.0:9465; the"
+    " loop only (env SPANCOST_GUARD_METRICS_LISTEN).",
+)
 @log_level_option()
 def guard(
     *,
@@ -91,6 +99,7 @@ def guard(
     kubeconfig: str | None,
     context: str | None,
     output: str,
+    metrics_listen: str,
     log_level: str,
 ) -> None:
     """Compare each domain's rolling 24 h spend with its budget; warn, and scale the
@@ -109,6 +118,9 @@ def guard(
         store_description = describe_url(database_url)
     except SpancostError as exc:  # ConfigError, or a database URL that is not understood
         raise _UsageError(str(exc)) from exc
+    listen = _listen_address(metrics_listen) if metrics_listen else None
+    if listen is not None and once:
+        raise _UsageError("--metrics-listen serves the loop's runs; it makes no sense with --once")
     config = budgets.config
     logger.info(
         "spancost guard: %d budget(s) from %s, store %s, %s%s",
@@ -122,6 +134,19 @@ def guard(
     def connect() -> KubeCluster:
         return KubeCluster(load_api_client(kubeconfig, context))
 
+    metrics = None
+    if listen is not None:
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        from spancost.guard.metrics import GuardMetrics  # noqa: PLC0415
+
+        metrics = GuardMetrics()
+        try:
+            start_http_server(listen[1], listen[0], registry=metrics.registry())
+        except OSError as exc:
+            raise _UsageError(f"--metrics-listen {metrics_listen}: {exc}") from exc
+        logger.info("spancost guard: metrics on http://%s:%d/metrics", *listen)
+
     def run(current: GuardConfig, sender: AlertSender, retired: Collection[str]) -> RunReport:
         report = run_once(
             current,
@@ -133,6 +158,8 @@ def guard(
         )
         if output == "json":
             click.echo(json.dumps(report.to_json(), sort_keys=True))
+        if metrics is not None:
+            metrics.record(report)
         return report
 
     if once:
@@ -150,6 +177,14 @@ def guard(
         return
 
     _loop(budgets, run, connect, seconds)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:PORT`` listens on every address)."""
+    host, separator, port = text.rpartition(":")
+    if not separator or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _UsageError(f"--metrics-listen {text!r}: must be HOST:PORT, e.g. 0.0.0.0:9465")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - as asked
 
 
 def _loop(

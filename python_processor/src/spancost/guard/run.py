@@ -14,8 +14,9 @@ Alerts are sent last; a webhook failure changes nothing that was done.
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -41,7 +42,7 @@ from spancost.guard.policy import (
     plan_unbudgeted,
     unbudgeted_alerts,
 )
-from spancost.store.base import AllocationStore, StoreError, TotalsStore
+from spancost.store.base import AllocatedRow, AllocationStore, StoreError, TotalsStore
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -106,6 +107,9 @@ class RunReport:
     spend_basis: str = ""
     """``allocated`` (nodes report usage: their cost split, plus per-request prices) or
     ``estimated`` (the spans' own prices), what the budgets were held against."""
+    allocation: dict[str, float] = field(default_factory=dict)
+    """The last 24 h as allocated (USD): ``transaction``, ``untraced``, ``idle`` shares
+    of the nodes, and ``per_request`` prices; empty when no node reported usage."""
 
     @property
     def ok(self) -> bool:
@@ -147,7 +151,8 @@ def run_once(
     now = datetime.now(UTC) if now is None else now
     report = RunReport(now)
     try:
-        spend_usd, coverage, reasons, report.spend_basis = _read_spend(open_store, config, now)
+        spend = _read_spend(open_store, config, now)
+        spend_usd, coverage, reasons, report.spend_basis, report.allocation = spend
     except StoreError as exc:
         _fail(
             report, sender, "cannot read spend from the totals store; nothing scaled", exc, "store"
@@ -234,7 +239,9 @@ def _fail(report: RunReport, sender: AlertSender, what: str, exc: Exception, ded
 
 def _read_spend(
     open_store: Callable[[], TotalsStore], config: GuardConfig, now: datetime
-) -> tuple[dict[str, float], dict[str, tuple[int, int]], list[tuple[str, int]], str]:
+) -> tuple[
+    dict[str, float], dict[str, tuple[int, int]], list[tuple[str, int]], str, dict[str, float]
+]:
     """Spend by domain over the last 24 h (USD), the coverage behind it ((spans, unpriced
     spans) by domain and the unpriced reasons, over its whole hours), and its basis.
 
@@ -247,9 +254,12 @@ def _read_spend(
     try:
         since, excluded = now - WINDOW, config.exclude_environments
         allocated: dict[str, float] | None = None
+        kinds: dict[str, float] = {}
         if isinstance(store, AllocationStore):
             store.allocate()
             allocated = store.allocated_domain_spend(since, now, excluded)
+            if allocated is not None:
+                kinds = _allocation_kinds(store.allocated_totals(since, now, excluded))
         spend = allocated if allocated is not None else store.domain_spend(since, now, excluded)
         coverage = store.domain_coverage(since, now, excluded)
         reasons = store.unpriced_reasons(since, now, excluded)
@@ -257,7 +267,21 @@ def _read_spend(
         store.close()
     basis = "estimated" if allocated is None else "allocated"
     logger.debug("spend over 24 h by domain (USD, %s): %s; coverage: %s", basis, spend, coverage)
-    return spend, coverage, reasons, basis
+    return spend, coverage, reasons, basis, kinds
+
+
+def _allocation_kinds(rows: Iterable[AllocatedRow]) -> dict[str, float]:
+    """The nodes' cost by kind of line, and the per-request prices, summed (USD)."""
+    parts: dict[str, list[float]] = {
+        "transaction": [],
+        "untraced": [],
+        "idle": [],
+        "per_request": [],
+    }
+    for row in rows:
+        parts[row.kind].append(row.usd)
+        parts["per_request"].append(row.request_usd)
+    return {kind: math.fsum(values) for kind, values in parts.items()}
 
 
 def _read_cluster(
