@@ -40,6 +40,7 @@ def start_local_collector(
         "http": {"endpoint": f"127.0.0.1:{free_port()}"},
     }
     config["extensions"]["health_check"]["endpoint"] = f"127.0.0.1:{free_port()}"
+    config["exporters"]["prometheus/cost"]["endpoint"] = f"127.0.0.1:{free_port()}"
     config["exporters"]["otlp_grpc/test"] = {
         "endpoint": f"127.0.0.1:{sink.port}",
         "tls": {"insecure": True},

@@ -254,6 +254,7 @@ def test_make_runs_config_sums_into_sqlite_without_a_server(
     port = free_port()
     config["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"127.0.0.1:{port}"}}
     config["extensions"]["health_check"]["endpoint"] = f"127.0.0.1:{free_port()}"
+    config["exporters"]["prometheus/cost"]["endpoint"] = f"127.0.0.1:{free_port()}"
     config["exporters"]["otlp_grpc/test"] = {
         "endpoint": f"127.0.0.1:{sink.port}",
         "tls": {"insecure": True},
