@@ -115,6 +115,13 @@ def test_the_latest_report_of_an_hour_counts_once() -> None:
     assert [a.usd for a in once] == pytest.approx([1200 / 3600, 600 / 3600])
 
 
+def test_a_denormal_capacity_is_no_capacity() -> None:
+    """Found by Hypothesis: 2.2e-313 GiB made a pod's share infinite, its cost NaN."""
+    node = NodeHour("n", H, 3600, 1.0, vcpu=0, memory_gb=2.2e-313)
+    allocations, _ = allocate([node], [PodHour("p", "n", H, 3600, cpu=0, memory_gb=1)], [])
+    assert [(a.kind, a.usd) for a in allocations] == [("idle", 1.0)]
+
+
 def test_weights() -> None:
     node = NodeHour("n", H, 3600, 1.0, vcpu=1, memory_gb=1)
     pods = [PodHour("cpu", "n", H, 3600, 1, 0), PodHour("mem", "n", H, 3600, 0, 1)]

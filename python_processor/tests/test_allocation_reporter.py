@@ -134,7 +134,7 @@ def test_an_ec2_host_is_one_pod(store: SQLiteStore) -> None:
     ("config", "key"),
     [
         ({}, "allocation.node_facts"),
-        ({"weights": {"cpu": -1}}, "allocation.weights.cpu"),
+        ({"weights": {"cpu": 1}}, "allocation.weights"),  # not configurable
         ({"spot": {"discount": 1}}, "allocation.spot.discount"),
         ({"other": 1}, "allocation.other"),
     ],

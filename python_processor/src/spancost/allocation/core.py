@@ -50,6 +50,10 @@ __all__ = [
 HOUR_S: Final = 3600.0
 _HOUR_NS: Final = 3600 * 10**9
 
+_MIN_CAPACITY: Final = 1e-6
+"""A node weighing less (a millionth of a GiB) has no capacity to split by: all idle
+(and no share can overflow to infinity on a denormal capacity)."""
+
 Kind = Literal["transaction", "untraced", "idle"]
 _Label = tuple[str, str, str]  # (domain, transaction, environment)
 
@@ -197,7 +201,7 @@ def _node_hour(
     capacity = weights.cpu * node.vcpu + weights.memory * node.memory_gb
     raw: list[float] = []
     for pod in sorted(pods, key=lambda p: p.pod):
-        if capacity > 0:
+        if capacity >= _MIN_CAPACITY:
             share = (weights.cpu * pod.cpu + weights.memory * pod.memory_gb) / capacity
             raw.append(node.hourly_usd * share * pod.seconds / HOUR_S)
         else:  # capacity unknown: nothing to split by, all idle

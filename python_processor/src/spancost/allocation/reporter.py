@@ -7,7 +7,6 @@ Configured in the sink (``spancost.totals``), beside what it already does::
         kubernetes: {node_name: ${env:K8S_NODE_NAME}, auth_type: serviceAccount}
       prices: {aws_spot: {enabled: true}}   # as spancost.cost's; default: bundled
       spot: {discount: 0.7}
-      weights: {cpu: 9, memory: 1}
 
 Every maintenance interval (the sink's background thread, never the export path) the
 reporter writes the node's and its pods' running time in the current and the previous
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from spancost.allocation.core import Weights
+from spancost.allocation.core import DEFAULT_WEIGHTS
 from spancost.allocation.pricing import NodePrice, price_node
 from spancost.allocation.usage import NodeUsage, PodUsage, node_usage, pod_usage
 from spancost.config import ConfigSection
@@ -60,16 +59,10 @@ class UsageReporter:
     ) -> None:
         """`node_facts`: a source to use instead of the section's (which must then be
         absent); closed with the reporter."""
-        section.allow_only("node_facts", "prices", "spot", "weights")
-        weights = section.get_section("weights", default={})
-        weights.allow_only("cpu", "memory")
-        try:
-            self.weights = Weights(
-                cpu=read_number(weights, "cpu", 9.0, maximum=1e6),
-                memory=read_number(weights, "memory", 1.0, maximum=1e6),
-            )
-        except ValueError as exc:
-            raise ConfigError(weights.path or section.key("weights"), str(exc)) from None
+        # The weights are not configurable: `spancost report`, the guard and the export
+        # allocate the hours they find changed too, and must split them alike.
+        section.allow_only("node_facts", "prices", "spot")
+        self.weights = DEFAULT_WEIGHTS
         spot = section.get_section("spot", default={})
         spot.allow_only("discount")
         discount = read_number(spot, "discount", 0.7, maximum=1.0, exclusive_maximum=True)
