@@ -101,10 +101,32 @@ def test_every_hour_of_the_window_is_in_the_trend_zeros_included() -> None:
     hourly = report()["hourly"]
     assert isinstance(hourly, list)
     assert len(hourly) == 25
-    assert hourly[0] == {"hour": "2025-01-30T12:00:00Z", "cost": 4.0, "traces": 3, "spans": 9}
-    assert hourly[1] == {"hour": "2025-01-30T13:00:00Z", "cost": 0.0, "traces": 0, "spans": 0}
+    assert hourly[0] == {
+        "hour": "2025-01-30T12:00:00Z", "cost": 4.0, "traces": 3, "spans": 9, "domains": {}
+    }  # fmt: skip
+    assert hourly[1] == {
+        "hour": "2025-01-30T13:00:00Z", "cost": 0.0, "traces": 0, "spans": 0, "domains": {}
+    }  # fmt: skip
     assert hourly[-1]["hour"] == "2025-01-31T12:00:00Z"
     assert sum(item["cost"] for item in hourly) == 10.0
+
+
+def test_each_hour_names_the_top_domains_part_of_it() -> None:
+    first, last = HOURS[0].hour, HOURS[1].hour
+    by_domain = [
+        HourRow(first, 3.0, 2, 7, "payments"),
+        HourRow(first, 1.0, 1, 2, "discovery"),
+        HourRow(last, 3.0, 1, 5, "payments"),
+        HourRow(last, 2.0, 1, 2, "discovery"),
+        HourRow(last, 1.0, 1, 1, "(unattributed)"),
+    ]
+    hourly = report(domain_hours=by_domain, top=2, currency="EUR", rate=0.5)["hourly"]
+    assert isinstance(hourly, list)
+    assert hourly[0]["domains"] == {"payments": 1.5, "discovery": 0.5}
+    assert hourly[1]["domains"] == {}
+    # Only the listed (top) domains, in their order; the rest of the hour is the others'.
+    assert list(hourly[-1]["domains"].items()) == [("payments", 1.5), ("discovery", 1.0)]
+    assert hourly[-1]["cost"] == 3.0
 
 
 def test_top_limits_both_lists() -> None:
@@ -176,6 +198,7 @@ def test_the_json_keys_are_the_documented_ones() -> None:
     assert list(document["domains"][0]) == figure_keys + coverage_keys
     assert list(document["total"]) == figure_keys[1:] + coverage_keys
     assert list(document["unpriced"]) == ["spans", "share", "reasons"]
+    assert list(document["hourly"][0]) == ["hour", "cost", "traces", "spans", "domains"]
 
 
 COVERAGE = {"payments": (12, 3), "discovery": (4, 0), "(unattributed)": (1, 1)}

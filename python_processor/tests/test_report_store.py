@@ -208,6 +208,25 @@ def test_store_queries_equal_independent_sums(
     for hour in hours:
         assert math.isclose(hour.cost_usd, expected_hours[hour.hour], rel_tol=1e-9)
 
+    by_hour_and_domain: dict[tuple[datetime, str | None], list[float]] = defaultdict(
+        lambda: [0.0, 0, 0]
+    )
+    for trace in traces:
+        if trace.transaction and trace.in_window() and trace.environment not in excluded:
+            sums = by_hour_and_domain[
+                trace.first_seen.replace(minute=0, second=0, microsecond=0), trace.domain
+            ]
+            sums[0] += trace.cost
+            sums[1] += 1
+            sums[2] += trace.spans
+    split_hours = store.hourly_totals(SINCE, UNTIL, excluded, by_domain=True)
+    assert {(part.hour, part.domain) for part in split_hours} == set(by_hour_and_domain)
+    assert [part.hour for part in split_hours] == sorted(part.hour for part in split_hours)
+    for part in split_hours:
+        cost, count, spans = by_hour_and_domain[part.hour, part.domain]
+        assert math.isclose(part.cost_usd, cost, rel_tol=1e-9)
+        assert (part.traces, part.spans) == (count, spans)
+
 
 def test_the_rollup_equals_the_trace_rows_over_24_hours(
     filled: tuple[TotalsStore, list[Trace]],

@@ -270,7 +270,11 @@ def test_retention_drops_the_usage_and_keeps_what_was_allocated(
     else:
         assert isinstance(store, PostgresStore)
         store.drop_partitions_before(cutoff)
-    assert store.reconcile(*window()) == []  # the usage is gone
+    # The usage is gone; the bill, as it was allocated, is not.
+    (line,) = store.reconcile(*window())
+    assert line.bill_usd == pytest.approx(M5_LARGE)
+    assert line.difference == pytest.approx(0.0, abs=1e-15)
+    assert (line.price_source, line.price_as_of) == (None, None)
     assert store.allocate() == 0
     assert by_line(store.allocated_totals(*window())) == pytest.approx(before)
     assert backend.kind in ("sqlite", "postgres")

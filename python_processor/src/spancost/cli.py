@@ -45,6 +45,7 @@ from spancost.demo import (
     transaction_names,
 )
 from spancost.errors import ListenAddressError, SpancostError, UnsupportedRuntimeError
+from spancost.exportcli import export
 from spancost.guard.cli import guard
 from spancost.log import configure_logging
 from spancost.pricing.aws_products import (
@@ -641,6 +642,7 @@ cli.add_command(db)
 cli.add_command(report)
 cli.add_command(reprice)
 cli.add_command(guard)
+cli.add_command(export)
 
 
 def main() -> None:

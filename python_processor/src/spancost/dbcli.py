@@ -37,6 +37,7 @@ __all__ = [
     "db",
     "open_database",
     "retention_cutoff",
+    "window",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,26 @@ class UtcDateTime(click.ParamType[datetime]):
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z", param, ctx)
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def window(
+    since_text: str | None, from_time: datetime | None, to_time: datetime | None
+) -> tuple[datetime, datetime]:
+    """The window of a command taking ``--since`` or ``--from``, and ``--to`` (default now):
+    (since, until), not empty, or a `UsageFailure` naming the flag."""
+    from spancost.errors import ConfigError  # noqa: PLC0415
+    from spancost.report import parse_span  # noqa: PLC0415
+
+    if (since_text is None) == (from_time is None):
+        raise UsageFailure("give one of --since and --from")
+    until = to_time if to_time is not None else datetime.now(UTC)
+    try:
+        since = from_time if from_time is not None else until - parse_span(since_text or "")
+    except ConfigError as exc:
+        raise UsageFailure(f"{exc.key}: {exc.message}") from exc
+    if since >= until:
+        raise UsageFailure(f"the window is empty: {since.isoformat()} is not before {until}")
+    return since, until
 
 
 @contextmanager

@@ -8,7 +8,8 @@ return over one window of whole UTC hours (`spancost.store.common.hour_window`):
   the hourly rollup (the sum over its domains);
 - the top transactions (from the trace rows) and the top domains (from the rollup),
   each with its cost, traces, spans, cost per trace and share of the total;
-- the cost per hour (the rollup), every hour of the window, zeros included;
+- the cost per hour (the rollup), every hour of the window, zeros included, with the
+  top domains' part of it (``hourly_totals(..., by_domain=True)``);
 - the unattributed share: the cost of the transaction named ``unattributed_name``
   (traces whose root never arrived, or had a blank name) over the total;
 - coverage: per domain and in total, the spans spancost could not price (their cost
@@ -46,7 +47,9 @@ __all__ = [
     "Unpriced",
     "build_allocation",
     "build_report",
+    "format_money",
     "format_reconcile",
+    "format_share",
     "format_table",
     "parse_span",
     "reconcile_json",
@@ -106,6 +109,9 @@ class HourFigure:
     cost: float
     traces: int
     spans: int
+    domains: tuple[tuple[str, float], ...] = ()
+    """(domain, cost) of the report's top domains with traces in this hour, in the order
+    of `Report.domains`; the rest of `cost` is other domains'."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,7 @@ def build_report(
     domains: Sequence[SpendRow],
     hours: Sequence[HourRow],
     top: int,
+    domain_hours: Sequence[HourRow] = (),
     coverage: Mapping[str, tuple[int, int]] | None = None,
     reasons: Sequence[tuple[str, int]] = (),
     unattributed_name: str = UNATTRIBUTED,
@@ -207,7 +214,8 @@ def build_report(
 
     `domains` are all the window's domains (the pending row ``''`` included),
     `transactions` the top ones, `unattributed` the row(s) of `unattributed_name`;
-    `coverage` is (spans, unpriced spans) by domain, `reasons` the unpriced reasons.
+    `coverage` is (spans, unpriced spans) by domain, `reasons` the unpriced reasons;
+    `domain_hours` the hours by domain (`hourly_totals(..., by_domain=True)`).
     """
     counted = {} if coverage is None else coverage
     start_ns, end_ns = hour_window(since, until)
@@ -228,14 +236,21 @@ def build_report(
         )
 
     by_hour = {row.hour: row for row in hours}
+    listed = [row.name for row in known[:top]]
+    by_hour_and_domain = {(row.hour, row.domain): row.cost_usd for row in domain_hours}
     hourly: list[HourFigure] = []
     for hour_ns in range(start_ns, end_ns, HOUR_NS):
         hour = utc_from_ns(hour_ns)
         row = by_hour.get(hour)
+        parts = tuple(
+            (name, by_hour_and_domain[hour, name] * rate)
+            for name in listed
+            if (hour, name) in by_hour_and_domain
+        )
         hourly.append(
             HourFigure(hour, 0.0, 0, 0)
             if row is None
-            else HourFigure(hour, row.cost_usd * rate, row.traces, row.spans)
+            else HourFigure(hour, row.cost_usd * rate, row.traces, row.spans, parts)
         )
     return Report(
         start=utc_from_ns(start_ns),
@@ -363,7 +378,13 @@ def to_json(report: Report) -> dict[str, Any]:
         "transactions": [_figure_json(item) for item in report.transactions],
         "domains": [_figure_json(item) for item in report.domains],
         "hourly": [
-            {"hour": _iso(item.hour), "cost": item.cost, "traces": item.traces, "spans": item.spans}
+            {
+                "hour": _iso(item.hour),
+                "cost": item.cost,
+                "traces": item.traces,
+                "spans": item.spans,
+                "domains": dict(item.domains),
+            }
             for item in report.hourly
         ],
         "unpriced": {
@@ -458,25 +479,25 @@ def format_table(report: Report) -> str:
         lines.append(f"environments left out: {', '.join(report.excluded_environments)}")
     total = report.total
     lines.append(
-        f"total {_money(total.cost)} over {total.traces:,} traces"
-        f" ({_money(total.cost_per_trace)} per trace)"
+        f"total {format_money(total.cost)} over {total.traces:,} traces"
+        f" ({format_money(total.cost_per_trace)} per trace)"
     )
     unattributed = report.unattributed
     lines.append(
-        f"unattributed ({unattributed.name}): {_share(unattributed.share)} of the total,"
-        f" {_money(unattributed.cost)} over {unattributed.traces:,} traces"
+        f"unattributed ({unattributed.name}): {format_share(unattributed.share)} of the total,"
+        f" {format_money(unattributed.cost)} over {unattributed.traces:,} traces"
     )
     unpriced = report.unpriced
     if unpriced.spans:
         top = ", ".join(f"{reason} {spans:,}" for reason, spans in unpriced.reasons[:3])
         lines.append(
-            f"unpriced: {_share(unpriced.share)} of spans ({unpriced.spans:,}), their cost"
+            f"unpriced: {format_share(unpriced.share)} of spans ({unpriced.spans:,}), their cost"
             f" missing above; top reasons: {top}"
         )
     if report.pending.traces:
         lines.append(
             f"waiting for their root (not counted above): {report.pending.traces:,} traces,"
-            f" {_money(report.pending.cost)}"
+            f" {format_money(report.pending.cost)}"
         )
     lines += ["", *_figures_table("transaction", report.transactions)]
     lines += ["", *_figures_table("domain", report.domains)]
@@ -488,14 +509,14 @@ def format_table(report: Report) -> str:
 
 def _allocation_table(view: AllocationView) -> list[str]:
     lines = [
-        f"the nodes' bill, allocated: {_money(view.bill)} = transactions"
-        f" {_money(view.transactions_total)} + untraced {_money(view.untraced_total)}"
-        f" + idle {_money(view.idle.cost)}"
+        f"the nodes' bill, allocated: {format_money(view.bill)} = transactions"
+        f" {format_money(view.transactions_total)} + untraced {format_money(view.untraced_total)}"
+        f" + idle {format_money(view.idle.cost)}"
     ]
     if view.per_request_total:
         lines.append(
             f"priced per request (Lambda, Fargate, LLM, rules), added to their transactions:"
-            f" {_money(view.per_request_total)}"
+            f" {format_money(view.per_request_total)}"
         )
     if view.unpriced_node_hours:
         lines.append(
@@ -506,10 +527,10 @@ def _allocation_table(view: AllocationView) -> list[str]:
         rows: list[tuple[str, ...]] = [
             (
                 item.name,
-                _money(item.cost),
-                _share(item.share),
+                format_money(item.cost),
+                format_share(item.share),
                 f"{item.requests:,.0f}",
-                _money(item.cost_per_request),
+                format_money(item.cost_per_request),
             )
             for item in view.transactions
         ]
@@ -520,11 +541,14 @@ def _allocation_table(view: AllocationView) -> list[str]:
         ("untraced workloads", "namespace/workload", view.untraced),
     ):
         if items:
-            rows = [(item.name, _money(item.cost), _share(item.share)) for item in items]
+            rows = [
+                (item.name, format_money(item.cost), format_share(item.share)) for item in items
+            ]
             lines += ["", title, *_columns((name, "cost", "share"), rows)]
     lines += [
         "",
-        f"idle (capacity no pod requested): {_money(view.idle.cost)} ({_share(view.idle.share)})",
+        f"idle (capacity no pod requested): {format_money(view.idle.cost)}"
+        f" ({format_share(view.idle.share)})",
     ]
     return lines
 
@@ -535,7 +559,7 @@ def format_reconcile(lines: Sequence[ReconcileRow], currency: str, rate: float =
         return "no node reported usage in the window\n"
 
     def money(amount: float | None) -> str:
-        return "-" if amount is None else _money(amount * rate)
+        return "-" if amount is None else format_money(amount * rate)
 
     rows = [
         (
@@ -546,7 +570,12 @@ def format_reconcile(lines: Sequence[ReconcileRow], currency: str, rate: float =
             money(line.untraced_usd),
             money(line.idle_usd),
             f"{line.difference * rate:.2e}" if line.bill_usd is not None else "-",
-            line.unpriced_reason or f"{line.price_source} {line.price_as_of}",
+            line.unpriced_reason
+            or (
+                f"{line.price_source} {line.price_as_of}"
+                if line.price_source is not None
+                else "(usage past retention)"
+            ),
         )
         for line in lines
     ]
@@ -563,11 +592,11 @@ def _figures_table(kind: str, figures: Sequence[Figure]) -> list[str]:
     rows: list[tuple[str, ...]] = [
         (
             item.name,
-            _money(item.cost),
-            _share(item.share),
+            format_money(item.cost),
+            format_share(item.share),
             f"{item.traces:,}",
-            _money(item.cost_per_trace),
-            *([_share(item.unpriced_share)] if counted else []),
+            format_money(item.cost_per_trace),
+            *([format_share(item.unpriced_share)] if counted else []),
         )
         for item in figures
     ]
@@ -580,7 +609,7 @@ def _hourly_table(hourly: Sequence[HourFigure]) -> list[str]:
     rows = [
         (
             _when(item.hour),
-            _money(item.cost),
+            format_money(item.cost),
             f"{item.traces:,}",
             "#" * round(_BAR_WIDTH * item.cost / peak) if peak > 0 else "",
         )
@@ -605,7 +634,7 @@ def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), *(line(row) for row in rows)]
 
 
-def _money(amount: float | None) -> str:
+def format_money(amount: float | None) -> str:
     """Readable at every scale: cents for large sums, significant digits for tiny ones."""
     if amount is None:
         return "-"
@@ -618,7 +647,8 @@ def _money(amount: float | None) -> str:
     return f"{amount:.3g}"
 
 
-def _share(share: float | None) -> str:
+def format_share(share: float | None) -> str:
+    """A share as a percentage with one decimal; "-" for none."""
     return "-" if share is None else f"{share * 100:.1f}%"
 
 

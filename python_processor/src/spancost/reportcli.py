@@ -1,11 +1,13 @@
 """``spancost report``: what transactions and domains cost over a window.
 
 Reads the totals store (`spancost.dbcli.open_database`) and hands the rows to the pure
-`spancost.report`, which builds the figures, the table and the JSON document. While the
+`spancost.report`, which builds the figures, the table and the JSON document;
+``--html FILE`` writes that document as a page (`spancost.htmlreport`). While the
 queries run, a spinner turns on stderr when stderr is a terminal (never in pipes or
 ``--json`` output).
 
-Exit codes: 0 done; 1 the database failed; 2 usage (a bad window, flag or URL).
+Exit codes: 0 done; 1 the database failed, or the page could not be written; 2 usage (a
+bad window, flag or URL).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final
 
 import click
@@ -24,9 +27,11 @@ import click
 from spancost.cliopts import database_url_option, log_level_option
 from spancost.dbcli import UsageFailure, UtcDateTime, open_database
 from spancost.errors import ConfigError
+from spancost.htmlreport import render_html
 from spancost.log import configure_logging
 from spancost.pricing.fx import USD, FxTable
 from spancost.report import (
+    Report,
     build_allocation,
     build_report,
     format_reconcile,
@@ -69,6 +74,24 @@ def progress(message: str) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def _write_page(path: Path, page: str) -> None:
+    """Write `page` to `path` whole or not at all (a file beside it, then renamed), so a
+    page being served or opened is never half written."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _html_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and not value.parent.is_dir():
+        raise UsageFailure(f"--html {value}: there is no directory {value.parent}")
+    return value
 
 
 def _rates(values: tuple[str, ...]) -> dict[str, float]:
@@ -151,6 +174,16 @@ def _rates(values: tuple[str, ...]) -> dict[str, float]:
     " is zero).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see the README).")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    callback=_html_path,
+    metavar="FILE",
+    help="Write the report as one self-contained HTML page (charts included, opens"
+    " offline) instead of printing the table; with --json, print the document it shows.",
+)
 @log_level_option("warning")
 def report(
     *,
@@ -165,6 +198,7 @@ def report(
     rate_values: tuple[str, ...],
     reconcile: bool,
     as_json: bool,
+    html_path: Path | None,
     log_level: str,
 ) -> None:
     """Top transactions and domains by cost, cost per request, cost per hour, the
@@ -173,6 +207,8 @@ def report(
     configure_logging(log_level)
     if since_text is not None and from_time is not None:
         raise UsageFailure("--since and --from exclude each other")
+    if html_path is not None and reconcile:
+        raise UsageFailure("--html and --reconcile exclude each other")
     until = to_time if to_time is not None else datetime.now(UTC)
     if from_time is not None:
         since = from_time
@@ -216,6 +252,7 @@ def report(
         )
         domains = store.domain_totals(since, until, environments)
         hours = store.hourly_totals(since, until, environments)
+        domain_hours = store.hourly_totals(since, until, environments, by_domain=True)
         coverage = store.domain_coverage(since, until, environments)
         reasons = store.unpriced_reasons(since, until, environments)
     result = build_report(
@@ -225,6 +262,7 @@ def report(
         unattributed=unattributed,
         domains=domains,
         hours=hours,
+        domain_hours=domain_hours,
         coverage=coverage,
         reasons=reasons,
         top=top,
@@ -234,7 +272,20 @@ def report(
         excluded_environments=environments,
         allocation=build_allocation(allocated, nodes, top=top, rate=fx.convert(1.0)),
     )
+    _show(result, as_json=as_json, html_path=html_path)
+
+
+def _show(result: Report, *, as_json: bool, html_path: Path | None) -> None:
+    """The page to `html_path` (if given), then the JSON document or, without either
+    flag, the table."""
+    document = to_json(result)
+    if html_path is not None:
+        try:
+            _write_page(html_path, render_html(document))
+        except OSError as exc:
+            raise click.ClickException(f"cannot write --html {html_path}: {exc}") from exc
+        click.echo(f"wrote {html_path}", err=True)
     if as_json:
-        click.echo(json.dumps(to_json(result), indent=1))
-    else:
+        click.echo(json.dumps(document, indent=1))
+    elif html_path is None:
         click.echo(format_table(result), nl=False)

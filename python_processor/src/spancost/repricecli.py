@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from spancost.cliopts import database_url_option, log_level_option
-from spancost.dbcli import UsageFailure, UtcDateTime, open_database
+from spancost.dbcli import UsageFailure, UtcDateTime, open_database, window
 from spancost.errors import ConfigError
 from spancost.log import configure_logging
 from spancost.store.base import AllocationStore
@@ -70,18 +70,9 @@ def reprice(
     from spancost.config import ConfigSection  # noqa: PLC0415
     from spancost.pricing.catalog import build_price_book  # noqa: PLC0415
     from spancost.pricing.compute import ComputeSettings  # noqa: PLC0415
-    from spancost.report import parse_span  # noqa: PLC0415
 
     configure_logging(log_level)
-    if (since_text is None) == (from_time is None):
-        raise UsageFailure("give one of --since and --from")
-    until = to_time if to_time is not None else datetime.now(UTC)
-    try:
-        since = from_time if from_time is not None else until - parse_span(since_text or "")
-    except ConfigError as exc:
-        raise UsageFailure(f"{exc.key}: {exc.message}") from exc
-    if since >= until:
-        raise UsageFailure(f"the window is empty: {since.isoformat()} is not before {until}")
+    since, until = window(since_text, from_time, to_time)
     prices = {"bundled": {"path": str(snapshot)}} if snapshot is not None else {}
     try:
         book = build_price_book(ConfigSection(prices, "prices"))

@@ -1,19 +1,22 @@
 """One hour's allocation as the rows a store keeps (pure): what both stores write into
 ``allocated_hourly`` (the lines the report and the guard read) and ``allocated_nodes``
-(the reconcile: each node's bill next to its allocation)."""
+(the reconcile: each node's bill next to its allocation); and the same lines per node
+(`by_node`, the FOCUS export's), from the rows both stores read."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from spancost.allocation.core import Busy, NodeHour, PodHour, Weights, allocate
+from spancost.allocation.core import Allocation, Busy, NodeHour, PodHour, Weights, allocate
+from spancost.store.base import NodeAllocation, NodeHourRow, NodeShareRow, RequestPricedRow
 from spancost.store.busy import NO_POD
+from spancost.totals.aggregate import utc_from_ns
 from spancost.totals.naming import TotalsConfig, owner_domain
 
-__all__ = ["NAMESPACE_OWNER", "AllocatedHour", "allocated_hour", "window_spend"]
+__all__ = ["NAMESPACE_OWNER", "AllocatedHour", "allocated_hour", "by_node", "window_spend"]
 
 NAMESPACE_OWNER: Final = "k8s.namespace.name"
 _HOUR_NS: Final = 3600 * 10**9
@@ -64,18 +67,10 @@ def allocated_hour(
             segments.append(counted)
         if request_usd or row.pod == NO_POD:
             usd.setdefault(("transaction", *label, "", ""), [])
-    namespace_domains = config.owner_attribute == NAMESPACE_OWNER
     per_node: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for a in allocations:
         per_node[a.node][a.kind].append(a.usd)
-        if a.kind == "transaction":
-            key = ("transaction", a.domain, a.transaction, a.environment, "", "")
-        elif a.kind == "untraced":
-            domain = owner_domain(config, a.namespace) if namespace_domains else ""
-            key = ("untraced", domain, "", "", a.namespace, a.workload)
-        else:
-            key = ("idle", "", "", "", "", "")
-        usd[key].append(a.usd)
+        usd[_line_key(a, config)].append(a.usd)
     lines: list[Line] = []
     for key in sorted(usd):
         kind, domain, transaction, environment, namespace, workload = key
@@ -108,6 +103,67 @@ def allocated_hour(
         for node in sorted({n.node: n for n in nodes}.values(), key=lambda n: n.node)
     ]
     return AllocatedHour(lines, node_lines)
+
+
+def _line_key(a: Allocation, config: TotalsConfig) -> tuple[str, str, str, str, str, str]:
+    """(kind, domain, transaction, environment, namespace, workload) of an allocation's line."""
+    if a.kind == "transaction":
+        return ("transaction", a.domain, a.transaction, a.environment, "", "")
+    if a.kind == "untraced":
+        namespace_domains = config.owner_attribute == NAMESPACE_OWNER
+        domain = owner_domain(config, a.namespace) if namespace_domains else ""
+        return ("untraced", domain, "", "", a.namespace, a.workload)
+    return ("idle", "", "", "", "", "")
+
+
+def by_node(
+    nodes: Sequence[Sequence[Any]],
+    pods: Sequence[Sequence[Any]],
+    busy: Sequence[Sequence[Any]],
+    per_request: Sequence[Sequence[Any]],
+    *,
+    weights: Weights,
+    config: TotalsConfig,
+) -> NodeAllocation:
+    """A window's allocation per node and hour, from the rows a store read: `nodes` as
+    (hour_ns, node, seconds, region, instance_type, operating_system, capacity_type,
+    zone, vcpu, memory_gib, hourly_usd, price_source, price_model, price_as_of) from
+    ``node_usage``; `pods` as (hour_ns, pod, node, seconds, cpu, memory_gib, namespace,
+    workload) from ``pod_usage``; `busy` as (hour_ns, pod, domain, transaction,
+    environment, seconds) from ``pod_busy``; `per_request` as (hour_ns, domain,
+    transaction, environment, request_usd) from ``allocated_hourly``. The split is
+    `allocated_hour`'s, its lines kept apart by node."""
+    node_rows = [NodeHourRow(utc_from_ns(row[0]), *row[1:]) for row in nodes]
+    allocations, _ = allocate(
+        [
+            NodeHour(n.node, row[0], n.seconds, n.hourly_usd, n.vcpu, n.memory_gib)
+            for row, n in zip(nodes, node_rows, strict=True)
+            if n.hourly_usd is not None
+        ],
+        [PodHour(pod, node, hour_ns, *rest) for hour_ns, pod, node, *rest in pods],
+        [
+            Busy(pod, hour_ns, transaction, domain, seconds, environment)
+            for hour_ns, pod, domain, transaction, environment, seconds in busy
+        ],
+        weights,
+    )
+    shares: dict[tuple[int, str, str, str, str, str, str, str], list[float]] = defaultdict(list)
+    for a in allocations:
+        shares[(a.hour_ns, a.node, *_line_key(a, config))].append(a.usd)
+    return NodeAllocation(
+        nodes=node_rows,
+        shares=[
+            NodeShareRow(utc_from_ns(key[0]), *key[1:], usd=math.fsum(parts))
+            for key, parts in sorted(shares.items())
+        ],
+        per_request=sorted(
+            (
+                RequestPricedRow(utc_from_ns(hour_ns), domain, transaction, environment, usd)
+                for hour_ns, domain, transaction, environment, usd in per_request
+            ),
+            key=lambda row: (row.hour, row.domain, row.transaction, row.environment),
+        ),
+    )
 
 
 def window_spend(

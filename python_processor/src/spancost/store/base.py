@@ -25,8 +25,12 @@ __all__ = [
     "AllocatedRow",
     "AllocationStore",
     "HourRow",
+    "NodeAllocation",
+    "NodeHourRow",
+    "NodeShareRow",
     "ReconcileRow",
     "RepricedRow",
+    "RequestPricedRow",
     "SpendRow",
     "StoreDataError",
     "StoreError",
@@ -79,6 +83,8 @@ class HourRow:
     cost_usd: float
     traces: int
     spans: int
+    domain: str | None = None
+    """The domain of these traces when asked for by domain; None: every domain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,73 @@ class RepricedRow:
     new_source: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class NodeHourRow:
+    """A node in one UTC hour as the store keeps it: how long it ran, what it is, and
+    the price applied (`hourly_usd` None: it has none; `reconcile` says why)."""
+
+    hour: datetime
+    node: str
+    seconds: float
+    region: str | None
+    instance_type: str | None
+    operating_system: str | None
+    capacity_type: str
+    zone: str | None
+    vcpu: float
+    memory_gib: float
+    hourly_usd: float | None
+    price_source: str | None
+    price_model: str | None
+    price_as_of: str | None
+
+    @property
+    def bill_usd(self) -> float | None:
+        """Its cost in the hour: the hourly price for the seconds it ran."""
+        return None if self.hourly_usd is None else self.hourly_usd * self.seconds / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeShareRow:
+    """One node's cost in one hour as the allocation splits it: a transaction's share
+    (over the node's pods that served it), an untraced workload's, or idle (`kind`);
+    an `AllocatedRow` before it is summed over nodes and hours."""
+
+    hour: datetime
+    node: str
+    kind: str
+    domain: str
+    transaction: str
+    environment: str
+    namespace: str
+    workload: str
+    usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPricedRow:
+    """What a transaction's spans priced per request cost in one hour (Lambda, Fargate,
+    LLM tokens, rules): no node's, added to the allocation as it is."""
+
+    hour: datetime
+    domain: str
+    transaction: str
+    environment: str
+    usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAllocation:
+    """The allocation of a window per node and hour (`AllocationStore.allocation_by_node`)."""
+
+    nodes: list[NodeHourRow]
+    """Every node-hour reported in the window, priced or not, by hour and node."""
+    shares: list[NodeShareRow]
+    """The priced node-hours' costs split, by hour, node, kind and labels."""
+    per_request: list[RequestPricedRow]
+    """The per-request prices, by hour and labels."""
+
+
 @runtime_checkable
 class AllocationStore(Protocol):
     """The allocation's usage and results (issue 12; see spancost.allocation)."""
@@ -185,6 +258,16 @@ class AllocationStore(Protocol):
         """Price the node-hours from `since` to `until` again with `price` (None: leave
         that one as it is), record every change (``repricings``), and mark their hours
         for allocation."""
+
+    def allocation_by_node(
+        self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
+    ) -> NodeAllocation:
+        """The allocation of the hours from `since` (rounded down) to `until` (rounded
+        up) per node and hour, with each node-hour's facts and price (a FOCUS export's
+        rows). The split is computed again from the usage kept (the same rows and
+        `allocate` as the stored allocation, which keeps it summed over nodes), with
+        `weights`: hours whose usage retention dropped are absent. The per-request
+        prices are the stored allocation's."""
 
 
 class TotalsStore(Protocol):
@@ -259,10 +342,16 @@ class TotalsStore(Protocol):
         waiting for their root are the row named `PENDING_DOMAIN` (``''``)."""
 
     def hourly_totals(
-        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+        self,
+        since: datetime,
+        until: datetime,
+        exclude_environments: Collection[str] = (),
+        *,
+        by_domain: bool = False,
     ) -> list[HourRow]:
         """Cost, traces and spans per UTC hour from the hourly rollup over the same hours as
-        `domain_totals`, waiting traces left out; hours without a trace are absent."""
+        `domain_totals`, waiting traces left out; hours without a trace are absent.
+        `by_domain`: a row per hour and domain (ordered by hour, then domain)."""
 
     def close(self) -> None:
         """Release the database connection."""

@@ -43,10 +43,11 @@ from psycopg_pool import ConnectionPool
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour, window_spend
+from spancost.store.allocated import allocated_hour, by_node, window_spend
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
+    NodeAllocation,
     ReconcileRow,
     RepricedRow,
     SpendRow,
@@ -362,13 +363,34 @@ GROUP BY kind, domain, transaction_name, environment, namespace, workload
 ORDER BY 7 DESC, 1, 2, 3, 4, 5, 6
 """
 
+# The allocation per node (`allocation_by_node`): the usage `_allocate_hour` reads, for a
+# window, and the per-request prices as allocated.
+_BY_NODE: Final = (
+    "SELECT hour_ns, node, seconds, region, instance_type, operating_system, capacity_type,"
+    " zone, vcpu, memory_gib, hourly_usd, price_source, price_model, price_as_of"
+    " FROM node_usage WHERE hour_ns >= %(start)s AND hour_ns < %(end)s ORDER BY hour_ns, node",
+    "SELECT hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
+    " WHERE hour_ns >= %(start)s AND hour_ns < %(end)s",
+    "SELECT hour_ns, pod, domain, transaction_name, environment, seconds FROM pod_busy"
+    " WHERE hour_ns >= %(start)s AND hour_ns < %(end)s",
+    "SELECT hour_ns, domain, transaction_name, environment, request_usd FROM allocated_hourly"
+    " WHERE hour_ns >= %(start)s AND hour_ns < %(end)s AND kind = 'transaction'"
+    " AND request_usd <> 0",
+)
+
 _RECONCILE: Final = """
 SELECT u.hour_ns, u.node, u.hourly_usd * u.seconds / 3600.0,
     coalesce(a.transactions_usd, 0), coalesce(a.untraced_usd, 0), coalesce(a.idle_usd, 0),
     u.price_source, u.price_as_of, u.unpriced_reason
 FROM node_usage u LEFT JOIN allocated_nodes a ON a.hour_ns = u.hour_ns AND a.node = u.node
 WHERE u.hour_ns >= %(start)s AND u.hour_ns < %(end)s
-ORDER BY u.hour_ns, u.node
+UNION ALL  -- hours whose usage retention deleted: the bill as it was allocated
+SELECT a.hour_ns, a.node, a.bill_usd, a.transactions_usd, a.untraced_usd, a.idle_usd,
+    NULL, NULL, NULL
+FROM allocated_nodes a
+WHERE a.hour_ns >= %(start)s AND a.hour_ns < %(end)s
+    AND NOT EXISTS (SELECT 1 FROM node_usage u WHERE u.hour_ns = a.hour_ns AND u.node = a.node)
+ORDER BY 1, 2
 """
 
 # Unpriced spans by (hour, environment, reason), in key order.
@@ -483,6 +505,14 @@ WHERE hour >= %(start)s AND hour < %(until)s AND domain <> %(pending)s
     AND environment <> ALL(%(exclude)s::text[])
 GROUP BY hour
 ORDER BY hour
+"""
+
+_HOURLY_DOMAIN_TOTALS: Final = """
+SELECT hour, domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
+WHERE hour >= %(start)s AND hour < %(until)s AND domain <> %(pending)s
+    AND environment <> ALL(%(exclude)s::text[])
+GROUP BY hour, domain
+ORDER BY hour, domain
 """
 
 
@@ -756,7 +786,12 @@ class PostgresStore:
         return [_spend_row(*row) for row in rows]
 
     def hourly_totals(
-        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+        self,
+        since: datetime,
+        until: datetime,
+        exclude_environments: Collection[str] = (),
+        *,
+        by_domain: bool = False,
     ) -> list[HourRow]:
         parameters = {
             "start": _hour(since),
@@ -764,6 +799,12 @@ class PostgresStore:
             "pending": PENDING_DOMAIN,
             "exclude": sorted(exclude_environments),
         }
+        if by_domain:
+            rows = self._read("hourly_totals", _HOURLY_DOMAIN_TOTALS, parameters)
+            return [
+                HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans), domain)
+                for hour, domain, cost, traces, spans in rows
+            ]
         rows = self._read("hourly_totals", _HOURLY_TOTALS, parameters)
         return [
             HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans))
@@ -906,6 +947,23 @@ class PostgresStore:
         start_ns, end_ns = hour_window(since, until)
         rows = self._read("reconcile", _RECONCILE, {"start": start_ns, "end": end_ns})
         return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
+
+    def allocation_by_node(
+        self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
+    ) -> NodeAllocation:
+        start_ns, end_ns = hour_window(since, until)
+
+        def read(cursor: Cursor) -> list[list[Any]]:
+            # One snapshot for the four reads, so nodes, pods and busy time agree.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            found: list[list[Any]] = []
+            for query in _BY_NODE:
+                cursor.execute(query, {"start": start_ns, "end": end_ns})
+                found.append(cursor.fetchall())
+            return found
+
+        nodes, pods, busy, per_request = self._transaction("allocation_by_node", read)
+        return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
     def reprice(
         self,

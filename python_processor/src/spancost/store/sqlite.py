@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour, window_spend
+from spancost.store.allocated import allocated_hour, by_node, window_spend
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
+    NodeAllocation,
     ReconcileRow,
     RepricedRow,
     SpendRow,
@@ -392,6 +393,19 @@ _INSERT_ALLOCATED: Final = """
 INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
     workload, usd, busy_seconds, segments, request_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+# The allocation per node (`allocation_by_node`): the usage `_allocate_hour` reads, for a
+# window, and the per-request prices as allocated.
+_BY_NODE: Final = (
+    "SELECT hour_ns, node, seconds, region, instance_type, operating_system, capacity_type,"
+    " zone, vcpu, memory_gib, hourly_usd, price_source, price_model, price_as_of"
+    " FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns, node",
+    "SELECT hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
+    " WHERE hour_ns >= ? AND hour_ns < ?",
+    "SELECT hour_ns, pod, domain, transaction_name, environment, seconds FROM pod_busy"
+    " WHERE hour_ns >= ? AND hour_ns < ?",
+    "SELECT hour_ns, domain, transaction_name, environment, request_usd FROM allocated_hourly"
+    " WHERE hour_ns >= ? AND hour_ns < ? AND kind = 'transaction' AND request_usd <> 0",
+)
 _INSERT_ALLOCATED_NODE: Final = """
 INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
 VALUES (?, ?, ?, ?, ?, ?)
@@ -637,13 +651,19 @@ class SQLiteStore:
         return [SpendRow(name, float(cost), traces, spans) for name, cost, traces, spans in rows]
 
     def hourly_totals(
-        self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
+        self,
+        since: datetime,
+        until: datetime,
+        exclude_environments: Collection[str] = (),
+        *,
+        by_domain: bool = False,
     ) -> list[HourRow]:
+        grouping = "hour_ns, domain" if by_domain else "hour_ns"
         query = (
-            "SELECT hour_ns, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"
+            f"SELECT {grouping}, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"  # noqa: S608 - one of two constants
             " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ?"
             " AND environment NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY hour_ns ORDER BY hour_ns"
+            f" GROUP BY {grouping} ORDER BY {grouping}"
         )
         parameters = (
             hour_window(since, until)[0],
@@ -652,6 +672,11 @@ class SQLiteStore:
             json.dumps(sorted(exclude_environments)),
         )
         rows = self._read("hourly_totals", query, parameters)
+        if by_domain:
+            return [
+                HourRow(utc_from_ns(hour_ns), float(cost), traces, spans, domain)
+                for hour_ns, domain, cost, traces, spans in rows
+            ]
         return [
             HourRow(utc_from_ns(hour_ns), float(cost), traces, spans)
             for hour_ns, cost, traces, spans in rows
@@ -783,10 +808,28 @@ class SQLiteStore:
             " coalesce(a.idle_usd, 0), u.price_source, u.price_as_of, u.unpriced_reason"
             " FROM node_usage u LEFT JOIN allocated_nodes a"
             " ON a.hour_ns = u.hour_ns AND a.node = u.node"
-            " WHERE u.hour_ns >= ? AND u.hour_ns < ? ORDER BY u.hour_ns, u.node",
-            (start_ns, end_ns),
+            " WHERE u.hour_ns >= ? AND u.hour_ns < ?"
+            # Hours whose usage retention deleted: the bill as it was allocated.
+            " UNION ALL SELECT a.hour_ns, a.node, a.bill_usd, a.transactions_usd,"
+            " a.untraced_usd, a.idle_usd, NULL, NULL, NULL FROM allocated_nodes a"
+            " WHERE a.hour_ns >= ? AND a.hour_ns < ? AND NOT EXISTS (SELECT 1 FROM node_usage u"
+            " WHERE u.hour_ns = a.hour_ns AND u.node = a.node) ORDER BY 1, 2",
+            (start_ns, end_ns, start_ns, end_ns),
         )
         return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
+
+    def allocation_by_node(
+        self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
+    ) -> NodeAllocation:
+        window = hour_window(since, until)
+
+        def read(cursor: sqlite3.Cursor) -> list[list[Any]]:
+            return [cursor.execute(query, window).fetchall() for query in _BY_NODE]
+
+        nodes, pods, busy, per_request = self._transaction(
+            "allocation_by_node", read, read_only=True
+        )
+        return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
     def reprice(
         self,
