@@ -1,20 +1,42 @@
-"""Writes configs/k8s/configmap.yaml from configs/daemonset.yaml (or, with --check,
-fails if it is out of date). The same ConfigMap `kubectl create configmap
---dry-run=client` makes, without needing kubectl."""
+"""Writes the ConfigMaps that carry the collector configs into the cluster (or, with
+--check, fails if one is out of date): configs/k8s/configmap.yaml (the agent's:
+configs/daemonset.yaml for one tier and configs/agent.yaml for two) and
+configs/k8s/gateway-configmap.yaml (configs/gateway.yaml). The same ConfigMaps
+`kubectl create configmap --dry-run=client` makes, without needing kubectl."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "configs" / "daemonset.yaml"
-TARGET = ROOT / "configs" / "k8s" / "configmap.yaml"
-HEADER = (
-    "# GENERATED from configs/daemonset.yaml; do not edit. "
-    "Regenerate with `scripts/configmap.py` (see configs/README.md).\n"
+CONFIGS = ROOT / "configs"
+
+
+@dataclass(frozen=True)
+class Target:
+    path: Path
+    name: str  # the ConfigMap's
+    app: str  # its app.kubernetes.io/name
+    sources: tuple[str, ...]  # files of configs/, each a key of its own
+
+
+TARGETS = (
+    Target(
+        CONFIGS / "k8s" / "configmap.yaml",
+        "spancost-agent-config",
+        "spancost-agent",
+        ("daemonset.yaml", "agent.yaml"),
+    ),
+    Target(
+        CONFIGS / "k8s" / "gateway-configmap.yaml",
+        "spancost-gateway-config",
+        "spancost-gateway",
+        ("gateway.yaml",),
+    ),
 )
 
 
@@ -26,36 +48,41 @@ def _literal(dumper: yaml.SafeDumper, data: _Literal) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
 
 
-def render() -> str:
+def render(target: Target) -> str:
     yaml.SafeDumper.add_representer(_Literal, _literal)
+    sources = " and ".join(f"configs/{name}" for name in target.sources)
+    header = (
+        f"# GENERATED from {sources}; do not edit. "
+        "Regenerate with `scripts/configmap.py` (see configs/README.md).\n"
+    )
     configmap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": "spancost-agent-config",
+            "name": target.name,
             "namespace": "spancost",
             "labels": {
-                "app.kubernetes.io/name": "spancost-agent",
+                "app.kubernetes.io/name": target.app,
                 "app.kubernetes.io/part-of": "spancost",
             },
         },
-        "data": {"daemonset.yaml": _Literal(SOURCE.read_text())},
+        "data": {name: _Literal((CONFIGS / name).read_text()) for name in target.sources},
     }
-    return HEADER + yaml.safe_dump(configmap, sort_keys=False, width=1000)
+    return header + yaml.safe_dump(configmap, sort_keys=False, width=1000)
 
 
 def main() -> int:
-    text = render()
-    if sys.argv[1:] == ["--check"]:
-        if TARGET.read_text() != text:
-            print(
-                f"{TARGET.relative_to(ROOT)} is out of date: run scripts/configmap.py",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    TARGET.write_text(text)
-    return 0
+    check = sys.argv[1:] == ["--check"]
+    stale = []
+    for target in TARGETS:
+        text = render(target)
+        if not check:
+            target.path.write_text(text)
+        elif not target.path.exists() or target.path.read_text() != text:
+            stale.append(target.path.relative_to(ROOT))
+    for path in stale:
+        print(f"{path} is out of date: run scripts/configmap.py", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ else
   printf '  FAIL README.md (A full configuration)\n' >&2; cat "$CACHE_DIR/validate.err" >&2; exit 1
 fi
 
-# configs/k8s/configmap.yaml carries configs/daemonset.yaml; they must agree.
+# configs/k8s/*configmap.yaml carry the collector configs; they must agree.
 if "$VENV/bin/python" scripts/configmap.py --check; then
-  printf '  ok   configs/k8s/configmap.yaml matches configs/daemonset.yaml\n' >&2
+  printf '  ok   configs/k8s ConfigMaps match the collector configs they carry\n' >&2
 else
   exit 1
 fi

@@ -149,11 +149,16 @@ def test_the_node_bill_split_to_transactions_untraced_and_idle(
     transactions = {item["name"]: item for item in allocation["transactions"]}
     assert set(transactions) == {"checkout", "search"}
     assert transactions["checkout"]["requests"] == pytest.approx(6)  # 3 on web, 3 on worker
-    assert [item["name"] for item in allocation["untraced"]] == ["data/Pod/postgres"]
+    untraced = {item["name"]: item for item in allocation["untraced"]}
+    if len({line["hour"] for line in lines}) == 1:
+        assert set(untraced) == {"data/Pod/postgres"}
+    else:  # the run crossed an hour: web and worker ran idle in the first one
+        assert set(untraced) <= {"data/Pod/postgres", "shop/Pod/web", "shop/Pod/worker"}
+        assert "data/Pod/postgres" in untraced
     assert {item["name"] for item in allocation["domains"]} == {"retail", "storage"}
     # The shares by requests: the node weighs 9 x 2 + 8 = 26; the three pods 11, 5.5 and
     # 4.25 of it while they run (they started before the node's agent reported), so idle
     # is at least 26 - 20.75 of 26 of the bill.
     assert allocation["idle"]["cost"] >= bill * 5.25 / 26 * 0.99
     storage = next(item for item in allocation["domains"] if item["name"] == "storage")
-    assert storage["cost"] == pytest.approx(allocation["untraced"][0]["cost"])
+    assert storage["cost"] == pytest.approx(untraced["data/Pod/postgres"]["cost"])

@@ -257,6 +257,7 @@ class Sender:
         self.interval = interval
         self.sent = 0
         self.failed = 0
+        self.keys: set[tuple[bytes, bytes]] = set()  # (trace id, span id) of what was taken
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -265,6 +266,7 @@ class Sender:
             spans = [span for _ in range(5) for span in make_trace(self.rng, 4)]
             try:
                 self.client.export(request(spans), timeout=5)
+                self.keys.update((span.trace_id, span.span_id) for span in spans)
                 self.sent += len(spans)
             except Exception:
                 self.failed += 1

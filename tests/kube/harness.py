@@ -35,6 +35,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.pki import PkiError, openssl, server_certificate
 from tests.waiting import wait_for
 
 __all__ = [
@@ -83,17 +84,6 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _openssl(*args: str) -> None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise KubeClusterError("openssl not found: install it (Debian: apt-get install openssl)")
-    result = subprocess.run(  # noqa: S603 - fixed arguments
-        [openssl, *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    if result.returncode != 0:
-        raise KubeClusterError(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
 
 class _Process:
@@ -192,22 +182,16 @@ class KubeCluster:
 
     def _write_pki(self) -> None:
         pki = self.ca_file.parent
-        pki.mkdir(parents=True, exist_ok=True)
-        ca, ca_key = str(self.ca_file), str(pki / "ca.key")
-        key, csr, crt = (str(pki / f"apiserver.{ext}") for ext in ("key", "csr", "crt"))
-        extensions = pki / "apiserver.ext"
-        extensions.write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1\n"
-            "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
-        )
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                 "-subj", "/CN=spancost-test-ca", "-keyout", ca_key, "-out", ca)  # fmt: skip
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
-                 "-keyout", key, "-out", csr)  # fmt: skip
-        _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-                 "-days", "2", "-extfile", str(extensions), "-out", crt)  # fmt: skip
-        _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+        try:
+            server_certificate(
+                pki,
+                "apiserver",
+                ["IP:127.0.0.1", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+                 "DNS:kubernetes.default.svc", "IP:10.96.0.1"],
+            )  # fmt: skip
+            openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+        except PkiError as exc:
+            raise KubeClusterError(str(exc)) from exc
         (pki / "tokens.csv").write_text(
             f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
         )

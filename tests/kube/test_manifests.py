@@ -84,7 +84,16 @@ MANIFESTS = find_manifests()
 def test_the_known_manifests_are_found() -> None:
     assert len(MANIFESTS) >= MINIMUM_MANIFESTS, [m.id for m in MANIFESTS]
     files = {m.path.relative_to(CONFIGS).as_posix() for m in MANIFESTS}
-    for name in ("namespace", "serviceaccount", "rbac", "configmap", "daemonset", "service"):
+    for name in (
+        "namespace",
+        "serviceaccount",
+        "rbac",
+        "configmap",
+        "daemonset",
+        "service",
+        "gateway",
+        "gateway-configmap",
+    ):
         assert f"k8s/{name}.yaml" in files, sorted(files)
     # Collector configs are YAML too, but not manifests.
     assert "daemonset.yaml" not in files and "local.yaml" not in files
