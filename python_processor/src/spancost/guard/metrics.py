@@ -6,9 +6,12 @@ acts on (configs/prometheus/ has the rules; python_processor/README.md, "Budget 
 lists every metric): per domain the rolling 24 h spend and the budget (in the budget's
 currency, a label: budgets may be kept in EUR), their ratio, the level (0 ok, 1 warn, 2
 breach) and the unpriced share; the last 24 h of the nodes' cost by kind of allocation
-line (USD); what the spend was based on; whether the store could be read; when the last
-run ran and whether it did its job; runs and Deployments changed, as counters. A guard
-that has not run yet exposes only the counters.
+line (USD); the ten costliest transactions' spend (USD) and requests on the same basis,
+so that a dashboard divides one by the other for the cost per request (a bounded label:
+a transaction leaving the top ten leaves the metrics); what the spend was based on;
+whether the store could be read; when the last run ran and whether it did its job; runs
+and Deployments changed, as counters. A guard that has not run yet exposes only the
+counters.
 """
 
 from __future__ import annotations
@@ -118,6 +121,22 @@ class GuardMetrics(Collector):
         for kind, usd in sorted(report.allocation.items()):
             allocation.add_metric([kind], usd)
         yield allocation
+        spend = GaugeMetricFamily(
+            "spancost_transaction_spend_usd",
+            "Rolling 24 h spend of the costliest transactions, on the spend basis (USD).",
+            labels=["transaction"],
+        )
+        requests = GaugeMetricFamily(
+            "spancost_transaction_requests",
+            "Their requests over the same hours: traces (estimated) or segments served,"
+            " sampling-adjusted (allocated).",
+            labels=["transaction"],
+        )
+        for transaction in report.transactions:
+            spend.add_metric([transaction.name], transaction.usd)
+            requests.add_metric([transaction.name], transaction.requests)
+        yield spend
+        yield requests
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

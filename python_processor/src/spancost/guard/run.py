@@ -46,11 +46,13 @@ from spancost.store.base import AllocatedRow, AllocationStore, StoreError, Total
 
 __all__ = [
     "MAX_ATTEMPTS",
+    "TOP_TRANSACTIONS",
     "WINDOW",
     "ActionResult",
     "Cluster",
     "DomainReport",
     "RunReport",
+    "TransactionSpend",
     "run_forever",
     "run_once",
 ]
@@ -59,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 WINDOW: Final = timedelta(hours=24)
 MAX_ATTEMPTS: Final = 5
+TOP_TRANSACTIONS: Final = 10
+"""How many transactions a run reports (`RunReport.transactions`): their names become a
+label on the guard's /metrics, so they are bounded."""
 
 
 class Cluster(Protocol):
@@ -94,6 +99,17 @@ class DomainReport:
         return [result.action for result in self.results]
 
 
+@dataclass(frozen=True, slots=True)
+class TransactionSpend:
+    """What one transaction cost over the run's window (USD), on the run's spend basis."""
+
+    name: str
+    usd: float
+    requests: float
+    """Its traces (estimated), or the segments it was served in, sampling-adjusted
+    (allocated): what `spancost report` divides by for the cost per request."""
+
+
 @dataclass(slots=True)
 class RunReport:
     """What one run saw and did; `ok` is False when the store, the API or a write failed."""
@@ -110,6 +126,11 @@ class RunReport:
     allocation: dict[str, float] = field(default_factory=dict)
     """The last 24 h as allocated (USD): ``transaction``, ``untraced``, ``idle`` shares
     of the nodes, and ``per_request`` prices; empty when no node reported usage."""
+    transactions: list[TransactionSpend] = field(default_factory=list)
+    """The `TOP_TRANSACTIONS` costliest transactions, as `spancost report` lists them over
+    the window's hours: allocated (its share of the nodes plus its per-request prices, the
+    report's ``allocation.transactions``) or estimated (the spans' own prices, the report's
+    ``transactions``), as the spend basis is."""
 
     @property
     def ok(self) -> bool:
@@ -151,26 +172,27 @@ def run_once(
     now = datetime.now(UTC) if now is None else now
     report = RunReport(now)
     try:
-        spend = _read_spend(open_store, config, now)
-        spend_usd, coverage, reasons, report.spend_basis, report.allocation = spend
+        read = _read_spend(open_store, config, now)
     except StoreError as exc:
         _fail(
             report, sender, "cannot read spend from the totals store; nothing scaled", exc, "store"
         )
         return report
+    report.spend_basis, report.allocation = read.basis, read.allocation
+    report.transactions = read.transactions
     assessed = [
         (
             budget,
             assess(
                 budget,
-                config.fx.convert(spend_usd.get(budget.domain, 0.0), budget.currency),
-                coverage.get(budget.domain, (0, 0)),
+                config.fx.convert(read.spend.get(budget.domain, 0.0), budget.currency),
+                read.coverage.get(budget.domain, (0, 0)),
             ),
         )
         for budget in config.budgets
     ]
     for budget, assessment in assessed:
-        low = coverage_alert(assessment, reasons, dry_run=_dry(config, budget, dry_run))
+        low = coverage_alert(assessment, read.reasons, dry_run=_dry(config, budget, dry_run))
         if low is not None:
             logger.warning("guard domain=%s: %s", budget.domain, low.summary)
             report.alerts.append(low)
@@ -237,13 +259,22 @@ def _fail(report: RunReport, sender: AlertSender, what: str, exc: Exception, ded
     sender.send(report.alerts, report.now)
 
 
-def _read_spend(
-    open_store: Callable[[], TotalsStore], config: GuardConfig, now: datetime
-) -> tuple[
-    dict[str, float], dict[str, tuple[int, int]], list[tuple[str, int]], str, dict[str, float]
-]:
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What a run reads from the store (`_read_spend`)."""
+
+    spend: dict[str, float]
+    coverage: dict[str, tuple[int, int]]
+    reasons: list[tuple[str, int]]
+    basis: str
+    allocation: dict[str, float]
+    transactions: list[TransactionSpend]
+
+
+def _read_spend(open_store: Callable[[], TotalsStore], config: GuardConfig, now: datetime) -> _Read:
     """Spend by domain over the last 24 h (USD), the coverage behind it ((spans, unpriced
-    spans) by domain and the unpriced reasons, over its whole hours), and its basis.
+    spans) by domain and the unpriced reasons, over its whole hours), its basis, the
+    allocation by kind and the top transactions on the same basis.
 
     Where nodes report their usage, the spend is allocated: the domain's share of the
     nodes' cost and its per-request prices, over the allocated hours of the window (the
@@ -255,19 +286,28 @@ def _read_spend(
         since, excluded = now - WINDOW, config.exclude_environments
         allocated: dict[str, float] | None = None
         kinds: dict[str, float] = {}
+        transactions: list[TransactionSpend] = []
         if isinstance(store, AllocationStore):
             store.allocate()
             allocated = store.allocated_domain_spend(since, now, excluded)
             if allocated is not None:
-                kinds = _allocation_kinds(store.allocated_totals(since, now, excluded))
-        spend = allocated if allocated is not None else store.domain_spend(since, now, excluded)
+                rows = store.allocated_totals(since, now, excluded)
+                kinds, transactions = _allocation_kinds(rows), _allocated_transactions(rows)
+        if allocated is None:
+            spend = store.domain_spend(since, now, excluded)
+            transactions = [
+                TransactionSpend(row.name, row.cost_usd, row.traces)
+                for row in store.transaction_totals(since, now, excluded, limit=TOP_TRANSACTIONS)
+            ]
+        else:
+            spend = allocated
         coverage = store.domain_coverage(since, now, excluded)
         reasons = store.unpriced_reasons(since, now, excluded)
     finally:
         store.close()
     basis = "estimated" if allocated is None else "allocated"
     logger.debug("spend over 24 h by domain (USD, %s): %s; coverage: %s", basis, spend, coverage)
-    return spend, coverage, reasons, basis, kinds
+    return _Read(spend, coverage, reasons, basis, kinds, transactions)
 
 
 def _allocation_kinds(rows: Iterable[AllocatedRow]) -> dict[str, float]:
@@ -282,6 +322,23 @@ def _allocation_kinds(rows: Iterable[AllocatedRow]) -> dict[str, float]:
         parts[row.kind].append(row.usd)
         parts["per_request"].append(row.request_usd)
     return {kind: math.fsum(values) for kind, values in parts.items()}
+
+
+def _allocated_transactions(rows: Iterable[AllocatedRow]) -> list[TransactionSpend]:
+    """The transactions' lines summed over domains and environments, costliest first (ties
+    by name), the first `TOP_TRANSACTIONS`: `spancost.report.build_allocation`'s sums."""
+    parts: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    for row in rows:
+        if row.kind == "transaction":
+            compute, requested, segments = parts.setdefault(row.transaction, ([], [], []))
+            compute.append(row.usd)
+            requested.append(row.request_usd)
+            segments.append(row.segments)
+    lines = [
+        TransactionSpend(name, math.fsum(compute) + math.fsum(requested), math.fsum(segments))
+        for name, (compute, requested, segments) in parts.items()
+    ]
+    return sorted(lines, key=lambda line: (-line.usd, line.name))[:TOP_TRANSACTIONS]
 
 
 def _read_cluster(
