@@ -5,6 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OTELCOL_VERSION="${OTELCOL_VERSION:-v0.161.0}"          # ocb, mdatagen and every collector module
 EC2_METADATA_MOCK_VERSION="${EC2_METADATA_MOCK_VERSION:-v1.13.0}"  # AWS's IMDS mock, for the tests
+HELM_VERSION="${HELM_VERSION:-v4.3.2}"  # helm, for the chart's tests (tests/kube/test_helm_chart.py)
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$ROOT/.venv}"
 GOBIN="${GOBIN:-$(go env GOPATH)/bin}"

@@ -8,6 +8,8 @@ cd "$ROOT"
 "$ROOT/scripts/kube.sh" >/dev/null   # kube-apiserver + etcd for tests/kube (cached)
 # AWS's EC2 instance metadata mock, for tests/e2e/test_host_facts.py (node_facts.ec2_metadata).
 go_tool ec2-metadata-mock "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@$EC2_METADATA_MOCK_VERSION"
+# Helm, built from its module, for the spancost chart (tests/kube/test_helm_chart.py).
+go_tool helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 "$ROOT/scripts/lint.sh"
 
 log "go test (collector components)"
