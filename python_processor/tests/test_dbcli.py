@@ -91,6 +91,7 @@ def test_sqlite_migrate_from_empty_and_again(tmp_path: Path) -> None:
         "quarantine_counts",
         "repricings",
         "schema_migrations",
+        "store_settings",
         "trace_charges",
         "traces",
         "unpriced_reasons",

@@ -120,6 +120,7 @@ def test_migrate_creates_the_schema_once_and_can_be_rerun(dsn: str) -> None:
         ("quarantined_spans", "r"),
         ("repricings", "r"),
         ("schema_migrations", "r"),
+        ("store_settings", "r"),
         ("trace_charges", "p"),
         ("trace_keys", "r"),
         ("traces", "p"),

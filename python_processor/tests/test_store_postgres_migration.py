@@ -282,7 +282,7 @@ def test_migrating_version_7_data_keeps_totals_and_adds_the_allocation(
     dsn, store = version_7
     before = totals(dsn)
     store.migrate()
-    assert rows(dsn, "SELECT max(version) FROM schema_migrations") == [(9,)]
+    assert rows(dsn, "SELECT max(version) FROM schema_migrations") == [(10,)]
     assert totals(dsn) == before
     assert rows(dsn, "SELECT count(*) FROM traces WHERE busy IS NOT NULL") == [(0,)]
     for table in ("pod_busy", "node_usage", "pod_usage", "allocation_dirty", "allocated_hourly",

@@ -210,6 +210,9 @@ class FailingStore:
     def write(self, *args: Any) -> Any:
         raise StoreError("totals store write: server closed the connection unexpectedly")
 
+    def save_setting(self, *args: Any) -> None:
+        return None
+
     def close(self) -> None:
         pass
 

@@ -312,16 +312,14 @@ def level(facts: Facts, domain: str) -> float:
 
 
 def domain_unpriced(facts: Facts, domain: str) -> float:
-    """Unpriced spans over spans of the traces whose root came from the domain's namespace:
-    the guard's coverage. (It opens the store without the sink's ``domains.owner``, so it
-    counts whole traces by their root's domain, not each span by its own namespace; and
-    ``spancost report`` divides the same unpriced spans by the domain's own spans.)"""
-    roots = {
-        span.trace_id: attrs(rs.resource.attributes).get("k8s.namespace.name")
+    """Unpriced spans over spans the domain's namespace sent: the guard's coverage, each
+    span charged to its own namespace as the sink charges it (the guard reads the store
+    by the naming config the sink kept in it), as ``spancost report`` counts it."""
+    spans = [
+        span
         for rs, _, span in facts.stored
-        if not span.parent_span_id
-    }
-    spans = [span for _, _, span in facts.stored if roots.get(span.trace_id) == domain]
+        if attrs(rs.resource.attributes).get("k8s.namespace.name") == domain
+    ]
     unpriced = [span for span in spans if "cost.usd" not in attrs(span.attributes)]
     return len(unpriced) / len(spans) if spans else 0.0  # none: the guard shows 0
 

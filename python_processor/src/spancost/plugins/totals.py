@@ -50,9 +50,9 @@ from spancost.pricing.aws_products import parse_duration
 from spancost.sink import Events, ExportTraceServiceRequest, Sink, SinkUnavailableError
 from spancost.store.base import StoreDataError, StoreError, TotalsStore, WriteResult
 from spancost.store.common import DEFAULT_RETENTION_MONTHS, retention_cutoff
-from spancost.store.open import check_url, describe_url, open_store
+from spancost.store.open import check_url, describe_url, open_store, save_naming
 from spancost.totals.aggregate import Quarantined, SpanContribution, split
-from spancost.totals.naming import parse_config, trace_domain
+from spancost.totals.naming import CONFIG_KEYS, parse_config, trace_domain
 from spancost.totals.otlp import ATTR_UNPRICED_REASON, ATTR_USD, contributions
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class TotalsSink(Sink):
     ) -> None:
         section = ConfigSection(config)
         self._config = parse_config(section, extra_keys=SINK_KEYS)
+        self._naming = {key: config[key] for key in CONFIG_KEYS if key in config}
         # An unset ${env:DATABASE_URL} reaches here as null or "": the embedded default.
         url = section.get_raw("database_url", None)
         if url is not None and not isinstance(url, str):
@@ -201,6 +202,15 @@ class TotalsSink(Sink):
             store.close()
             self._last_error = str(exc)
             return self._last_error
+        try:
+            if save_naming(store, self._naming, self._clock()):
+                logger.warning(
+                    "the totals store kept another naming config (another sink's, or this"
+                    " one's before a change); the report, the guard and the export now name"
+                    " and charge by this one: keep every sink's transaction and domains alike"
+                )
+        except StoreError as exc:  # an older schema (migrate: false): readers use defaults
+            logger.warning("cannot keep the naming config in the totals store: %s", exc)
         with self._lock:
             self._store = store
         logger.info("totals sink writing to %s", describe_url(self._url))

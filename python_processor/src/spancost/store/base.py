@@ -20,6 +20,7 @@ from spancost.totals.aggregate import Quarantined, SpanContribution
 if TYPE_CHECKING:  # the pricing engine is not loaded for a store's sake
     from spancost.allocation.pricing import NodePrice
     from spancost.allocation.usage import NodeUsage, PodUsage
+    from spancost.totals.naming import TotalsConfig
 
 __all__ = [
     "AllocatedRow",
@@ -352,6 +353,21 @@ class TotalsStore(Protocol):
         """Cost, traces and spans per UTC hour from the hourly rollup over the same hours as
         `domain_totals`, waiting traces left out; hours without a trace are absent.
         `by_domain`: a row per hour and domain (ordered by hour, then domain)."""
+
+    @property
+    def config(self) -> TotalsConfig:
+        """The naming config it names traces and charges domains by."""
+
+    def use_config(self, config: TotalsConfig) -> None:
+        """Name traces and charge domains by `config` from now on (`open_store` gives a
+        reader the config the sink saved)."""
+
+    def save_setting(self, name: str, value: str, now: datetime) -> str | None:
+        """Keep `value` under `name` (``store_settings``); return what it replaced."""
+
+    def setting(self, name: str) -> str | None:
+        """The value kept under `name`, or None (none kept, or a store not migrated to
+        keep any)."""
 
     def close(self) -> None:
         """Release the database connection."""

@@ -10,21 +10,35 @@ The data directory is ``$SPANCOST_DATA_DIR``, else ``$XDG_DATA_HOME/spancost``, 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from spancost.errors import ConfigError
 from spancost.store.base import StoreError, TotalsStore
 from spancost.store.postgres import PostgresStore, masked_dsn
 from spancost.store.sqlite import SQLiteStore
-from spancost.totals.naming import TotalsConfig
+from spancost.totals.naming import CONFIG_KEYS, TotalsConfig, parse_config
 
-__all__ = ["DEFAULT_SQLITE_NAME", "check_url", "data_dir", "describe_url", "open_store"]
+__all__ = [
+    "DEFAULT_SQLITE_NAME",
+    "NAMING_SETTING",
+    "check_url",
+    "data_dir",
+    "describe_url",
+    "open_store",
+    "save_naming",
+    "saved_naming",
+]
 
 DEFAULT_SQLITE_NAME: Final = "totals.db"
 _POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 _SQLITE_SCHEME: Final = "sqlite:"
+NAMING_SETTING: Final = "totals.naming"
+"""Where a sink keeps its naming config: who pays, which domains (`save_naming`)."""
 
 
 def data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -78,15 +92,54 @@ def open_store(
 ) -> TotalsStore:
     """The store `url` names (see the module docstring), connected but not migrated.
 
+    Without `config` (a reader: ``spancost report``, the guard, the export), the store
+    names traces and charges domains by the config the sink saved in it (`save_naming`),
+    so that every reader reads what the sink wrote as the sink would; with none saved,
+    by the defaults.
+
     Raises `StoreError` naming the problem (an unknown scheme, an unreachable server,
     a wrong password; never the password itself).
     """
     path = _sqlite_path(url, directory)
+    store: TotalsStore
     if path is None:
-        return PostgresStore(url or "", config, max_connections=max_connections)
-    if url is None or not url:
+        store = PostgresStore(url or "", config, max_connections=max_connections)
+    else:
+        if url is None or not url:
+            try:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the data directory {path.parent}: {exc}") from exc
+        store = SQLiteStore(path, config)
+    if config is None:
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the data directory {path.parent}: {exc}") from exc
-    return SQLiteStore(path, config)
+            saved = saved_naming(store)
+        except StoreError:
+            store.close()
+            raise
+        if saved is not None:
+            store.use_config(saved)
+    return store
+
+
+def save_naming(store: TotalsStore, naming: Mapping[str, Any], now: datetime) -> bool:
+    """Keep the sink's naming config (its `CONFIG_KEYS`, as written) in `store`, for the
+    readers that open it without one; True when it replaced a different one."""
+    value = json.dumps(
+        {key: naming[key] for key in CONFIG_KEYS if key in naming}, sort_keys=True, default=str
+    )
+    previous = store.save_setting(NAMING_SETTING, value, now)
+    return previous is not None and previous != value
+
+
+def saved_naming(store: TotalsStore) -> TotalsConfig | None:
+    """The naming config a sink kept in `store` (`save_naming`), or None."""
+    value = store.setting(NAMING_SETTING)
+    if value is None:
+        return None
+    try:
+        return parse_config(json.loads(value))
+    except (ValueError, ConfigError) as exc:
+        raise StoreError(
+            f"the totals store keeps a naming config that does not parse: {exc}"
+        ) from exc

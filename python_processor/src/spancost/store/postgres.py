@@ -562,6 +562,43 @@ class PostgresStore:
     def close(self) -> None:
         self._pool.close()
 
+    @property
+    def config(self) -> TotalsConfig:
+        return self._config
+
+    def use_config(self, config: TotalsConfig) -> None:
+        self._config = config
+
+    def save_setting(self, name: str, value: str, now: datetime) -> str | None:
+        def save(cursor: Cursor) -> str | None:
+            cursor.execute(
+                "SELECT value FROM store_settings WHERE name = %(name)s FOR UPDATE",
+                {"name": name},
+            )
+            row = cursor.fetchone()
+            cursor.execute(
+                "INSERT INTO store_settings (name, value, updated_ns)"
+                " VALUES (%(name)s, %(value)s, %(now)s)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                " updated_ns = excluded.updated_ns",
+                {"name": name, "value": value, "now": ns_from_utc(now)},
+            )
+            return None if row is None else str(row[0])
+
+        return self._transaction("save_setting", save)
+
+    def setting(self, name: str) -> str | None:
+        def read(cursor: Cursor) -> str | None:
+            cursor.execute("SELECT to_regclass('store_settings') IS NOT NULL")
+            exists = cursor.fetchone()
+            if not exists or not exists[0]:  # not migrated that far: nothing saved
+                return None
+            cursor.execute("SELECT value FROM store_settings WHERE name = %(name)s", {"name": name})
+            row = cursor.fetchone()
+            return None if row is None else str(row[0])
+
+        return self._transaction("setting", read)
+
     def migrate(self) -> None:
         def apply(cursor: Cursor) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))

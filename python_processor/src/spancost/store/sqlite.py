@@ -308,6 +308,20 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             "ALTER TABLE allocated_hourly ADD COLUMN request_usd REAL NOT NULL DEFAULT 0",
         ),
     ),
+    (
+        8,
+        (
+            # The sink's naming config (who pays, which domains), for every reader that
+            # opens the store without one: `spancost.store.open.open_store`.
+            """
+            CREATE TABLE store_settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_ns INTEGER NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
 
@@ -497,6 +511,42 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+    @property
+    def config(self) -> TotalsConfig:
+        return self._config
+
+    def use_config(self, config: TotalsConfig) -> None:
+        self._config = config
+
+    def save_setting(self, name: str, value: str, now: datetime) -> str | None:
+        def save(cursor: sqlite3.Cursor) -> str | None:
+            row = cursor.execute(
+                "SELECT value FROM store_settings WHERE name = ?", (name,)
+            ).fetchone()
+            cursor.execute(
+                "INSERT INTO store_settings (name, value, updated_ns) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                " updated_ns = excluded.updated_ns",
+                (name, value, ns_from_utc(now)),
+            )
+            return None if row is None else str(row[0])
+
+        return self._transaction("save_setting", save)
+
+    def setting(self, name: str) -> str | None:
+        def read(cursor: sqlite3.Cursor) -> str | None:
+            exists = cursor.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_settings'"
+            ).fetchone()
+            if exists is None:  # not migrated that far: nothing saved
+                return None
+            row = cursor.execute(
+                "SELECT value FROM store_settings WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return self._transaction("setting", read, read_only=True)
 
     def migrate(self) -> None:
         def apply(cursor: sqlite3.Cursor) -> None:

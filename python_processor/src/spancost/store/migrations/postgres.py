@@ -423,5 +423,19 @@ MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             " DEFAULT 0",
         ),
     ),
+    (
+        10,
+        (
+            # The sink's naming config (who pays, which domains), for every reader that
+            # opens the store without one: `spancost.store.open.open_store`.
+            """
+            CREATE TABLE store_settings (
+                name text PRIMARY KEY,
+                value text NOT NULL,
+                updated_ns bigint NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 """(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
