@@ -21,7 +21,7 @@ class Target:
     path: Path
     name: str  # the ConfigMap's
     app: str  # its app.kubernetes.io/name
-    sources: tuple[str, ...]  # files of configs/, each a key of its own
+    sources: tuple[str, ...]  # files under configs/, each a key named by its file name
 
 
 TARGETS = (
@@ -35,7 +35,7 @@ TARGETS = (
         CONFIGS / "k8s" / "gateway-configmap.yaml",
         "spancost-gateway-config",
         "spancost-gateway",
-        ("gateway.yaml",),
+        ("gateway.yaml", "tiers/gateway-tls.yaml"),
     ),
 )
 
@@ -66,7 +66,9 @@ def render(target: Target) -> str:
                 "app.kubernetes.io/part-of": "spancost",
             },
         },
-        "data": {name: _Literal((CONFIGS / name).read_text()) for name in target.sources},
+        "data": {
+            Path(name).name: _Literal((CONFIGS / name).read_text()) for name in target.sources
+        },
     }
     return header + yaml.safe_dump(configmap, sort_keys=False, width=1000)
 

@@ -14,6 +14,15 @@ for f in configs/*.yaml; do
     printf '  FAIL %s\n' "$f" >&2; cat "$CACHE_DIR/validate.err" >&2; status=1
   fi
 done
+# Overlays, each after the config it completes (the collector merges them).
+for pair in "configs/gateway.yaml configs/tiers/gateway-tls.yaml"; do
+  read -r base overlay <<<"$pair"
+  if _build/otelcol-spancost validate --config "$base" --config "$overlay" >/dev/null 2>"$CACHE_DIR/validate.err"; then
+    printf '  ok   %s + %s\n' "$base" "$overlay" >&2
+  else
+    printf '  FAIL %s + %s\n' "$base" "$overlay" >&2; cat "$CACHE_DIR/validate.err" >&2; status=1
+  fi
+done
 [[ $status -eq 0 ]] || exit $status
 
 # The README's full configuration example must stay valid too.

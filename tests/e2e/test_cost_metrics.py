@@ -288,9 +288,7 @@ def start_gateway(collector: Start, sink: OtlpSink, tmp_path: Path) -> tuple[Col
     extensions["bearertokenauth/agents"]["filename"] = str(token)
     config["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"127.0.0.1:{free_port()}"}}
     agents = f"127.0.0.1:{free_port()}"
-    agents_grpc = config["receivers"]["otlp/agents"]["protocols"]["grpc"]
-    agents_grpc["endpoint"] = agents
-    del agents_grpc["tls"]  # the token is what counts here; test_tiers.py serves TLS
+    config["receivers"]["otlp/agents"]["protocols"]["grpc"]["endpoint"] = agents
     config["exporters"]["prometheus/cost"]["endpoint"] = f"127.0.0.1:{free_port()}"
     # As tests/e2e/kube.py: a first call on two busy shared cores is priced, not passed.
     for processor in ("python/spancost", "python/upstream"):

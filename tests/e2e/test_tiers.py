@@ -85,6 +85,18 @@ def _shipped(name: str) -> dict[str, Any]:
     return config
 
 
+def _merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` merged into `base` as the collector merges a second --config: maps
+    key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _private(config: dict[str, Any], workdir: Path) -> None:
     """Free ports and private paths for what every shipped config listens on or keeps."""
     extensions = config["extensions"]
@@ -105,7 +117,7 @@ def gateway_config(name: str, workdir: Path, secrets: Secrets) -> dict[str, Any]
     """configs/gateway.yaml on private ports and paths; the spans it passes to the
     backend say which gateway it was (a test-only resource attribute, added after the
     totals fork, so the totals never see it)."""
-    config = _shipped("gateway.yaml")
+    config = _merged(_shipped("gateway.yaml"), _shipped("tiers/gateway-tls.yaml"))
     _private(config, workdir)
     socket = f"unix://{socket_dir() / f'{name}.sock'}"
     config["extensions"]["python"]["endpoint"] = socket
@@ -113,6 +125,7 @@ def gateway_config(name: str, workdir: Path, secrets: Secrets) -> dict[str, Any]
     config["extensions"]["bearertokenauth/agents"]["filename"] = str(secrets.token_file)
     agents = config["receivers"]["otlp/agents"]["protocols"]["grpc"]
     agents["endpoint"] = f"127.0.0.1:{free_port()}"
+    assert agents["tls"].keys() == {"cert_file", "key_file"}  # the overlay's, here private
     agents["tls"] = {
         "cert_file": str(secrets.pki.cert_file),
         "key_file": str(secrets.pki.key_file),

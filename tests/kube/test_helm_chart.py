@@ -193,7 +193,14 @@ def test_two_tiers_by_default_with_the_shipped_configs() -> None:
     config = objects["ConfigMap", "spancost-agent-config"]["data"]
     assert config == {"agent.yaml": (CONFIGS / "agent.yaml").read_text()}
     gateway_config = objects["ConfigMap", "spancost-gateway-config"]["data"]
-    assert gateway_config == {"gateway.yaml": (CONFIGS / "gateway.yaml").read_text()}
+    assert gateway_config == {
+        "gateway.yaml": (CONFIGS / "gateway.yaml").read_text(),
+        "gateway-tls.yaml": (CONFIGS / "tiers" / "gateway-tls.yaml").read_text(),
+    }
+    gateway_args = _container(
+        objects["Deployment", "spancost-gateway"]["spec"]["template"]["spec"], "otelcol-spancost"
+    )["args"]
+    assert gateway_args == ["--config=/conf/gateway.yaml", "--config=/conf/gateway-tls.yaml"]
     assert collector["image"] == "ghcr.io/spancost/otelcol-spancost:0.1.0"  # appVersion
     # The agents' resolver watches the headless Service by this name.
     env = _env(collector)
