@@ -225,15 +225,23 @@ class Collector:
         return self
 
     def _ready(self) -> bool:
+        """Every OTLP protocol the config opens accepts connections (the receiver starts
+        them one after the other, seconds apart on a busy machine)."""
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"collector exited with {self.proc.returncode}:\n{self.log()}")
-        host, port = self.grpc_endpoint.rsplit(":", 1)
-        try:
-            with socket.create_connection((host, int(port)), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        protocols = self.config["receivers"]["otlp"]["protocols"]
+        for protocol, default in (("grpc", "localhost:4317"), ("http", "localhost:4318")):
+            if protocol not in protocols:
+                continue
+            endpoint = (protocols[protocol] or {}).get("endpoint") or default
+            host, port = str(endpoint).rsplit(":", 1)
+            try:
+                with socket.create_connection((host, int(port)), timeout=0.2):
+                    pass
+            except OSError:
+                return False
+        return True
 
     def wait_exit(self, timeout: float = 30) -> int:
         assert self.proc is not None
