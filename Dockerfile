@@ -10,16 +10,30 @@
 #
 # Multi-arch (the collector cross-compiles; the Python stages run per platform):
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ... .
-# BuildKit is required (the default builder since Docker 23).
+# BuildKit is required (the default builder since Docker 23), or buildah.
+#
+# The bases are ARGs so that a build without a registry can bring its own; the
+# defaults are the public images, and a plain build uses them. `make image`
+# (scripts/image.sh) builds this file with buildah, no daemon, where no registry
+# is reachable: PYTHON_IMAGE is a Debian bookworm base with Debian's python3.11
+# made with mmdebstrap, and COLLECTOR an image holding the binary scripts/build.sh
+# compiled with the collector stage's own steps (so that stage is skipped).
+# Every other step runs as written. README.md, "The image", says how the two
+# builds stay alike and what make image checks.
 
 ARG GO_VERSION=1.26
 ARG PYTHON_VERSION=3.11
+ARG GOLANG_IMAGE=golang:${GO_VERSION}
+ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim
+# Where /out/otelcol-spancost comes from: the `collector` stage below, or an image
+# that already holds it there.
+ARG COLLECTOR=collector
 
 # ---------------------------------------------------------------------------
 # 1. The collector: the same ocb + go build steps as scripts/build.sh. That
 #    script is not reused as is: it also builds .venv (needs Python here) and
 #    keeps a cache outside the build.
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS collector
+FROM --platform=$BUILDPLATFORM ${GOLANG_IMAGE} AS collector
 # Keep in step with OTELCOL_VERSION in scripts/lib.sh and builder-config.yaml.
 ARG OTELCOL_VERSION=v0.161.0
 ARG TARGETOS
@@ -42,10 +56,12 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     CGO_ENABLED=0 GOOS="$TARGETOS" GOARCH="$TARGETARCH" \
       go -C _build build -trimpath -ldflags "-s -w" -o /out/otelcol-spancost .
 
+FROM ${COLLECTOR} AS collector-binary
+
 # ---------------------------------------------------------------------------
 # 2. Wheels of the spancost package and of its pinned runtime dependencies
 #    (grpcio, protobuf with its upb backend, ...), built for the target platform.
-FROM python:${PYTHON_VERSION}-slim AS wheels
+FROM ${PYTHON_IMAGE} AS wheels
 WORKDIR /src
 COPY python_processor/ python_processor/
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -54,7 +70,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # ---------------------------------------------------------------------------
 # 3. Runtime. Python's slim image, because the sidecar needs CPython; the
 #    collector itself is a static binary.
-FROM python:${PYTHON_VERSION}-slim
+FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="otelcol-spancost" \
       org.opencontainers.image.description="OpenTelemetry Collector that prices every span (spancost)" \
@@ -84,7 +100,7 @@ RUN groupadd --gid 10001 spancost \
  && chmod 0700 /var/lib/spancost /var/run/spancost \
  && ln -s /usr/local/bin/otelcol-spancost /otelcol-spancost
 
-COPY --from=collector /out/otelcol-spancost /usr/local/bin/otelcol-spancost
+COPY --from=collector-binary /out/otelcol-spancost /usr/local/bin/otelcol-spancost
 # Default config: the gateway, which spawns the sidecar itself, so the image
 # works on its own (one container, only OTLP_ENDPOINT to set). configs/local.yaml
 # listens on 127.0.0.1 only, unreachable from outside a container. The agent

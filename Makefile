@@ -1,5 +1,5 @@
 # otelcol-spancost: a thin list of verbs; the logic lives in scripts/.
-.PHONY: all build run test bench generate lint clean
+.PHONY: all build run test image bench generate lint clean
 
 all: build
 
@@ -9,8 +9,11 @@ build: ## build _build/otelcol-spancost (ocb) and .venv with the spancost packag
 run: ## the collector with the sidecar on configs/local.yaml (CONFIG=... to change)
 	@scripts/run.sh
 
-test: ## lint, Go and Python unit tests, end-to-end tests against the real binary
+test: ## lint, Go and Python unit tests, the image, end-to-end tests against the real binary
 	@scripts/test.sh
+
+image: ## build the Dockerfile with buildah (no daemon) from Debian-made bases, then check it
+	@scripts/image.sh --check
 
 bench: ## throughput, CPU, latency and RSS with and without the python processor
 	@scripts/bench.sh

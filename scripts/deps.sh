@@ -7,8 +7,12 @@
 #   prometheus     a real Prometheus (and promtool) that the cost-metric, dashboard
 #                  and alert-rule tests start as a private process.
 #   chromium       headless, for the HTML report's page test.
+#   buildah        builds and runs the image without a Docker daemon (make image;
+#                  vfs storage and chroot isolation, so no runc, no overlay).
+#   mmdebstrap     makes the image's Python base from Debian's packages, since no
+#                  container registry is reachable (scripts/image.sh).
 source "$(dirname "$0")/lib.sh"
-packages=(postgresql-15 openssl prometheus chromium)
+packages=(postgresql-15 openssl prometheus chromium buildah mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make test`: lint, Go unit tests, config validation, Python unit and
-# end-to-end tests against the real built collector and sidecar.
+# `make test`: lint, Go unit tests, config validation, Python unit tests, the
+# image (built and checked), end-to-end tests against the real built collector
+# and sidecar.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/deps.sh"
@@ -27,5 +28,7 @@ pytest_or_fail() {
 }
 log "python unit tests"
 pytest_or_fail -q -p no:cacheprovider python_processor/tests
+log "the image: build it with buildah (cached), then check it (tests/image)"
+"$ROOT/scripts/image.sh" --check >/dev/null
 log "end-to-end tests (real otelcol-spancost + sidecar)"
-pytest_or_fail -q -p no:cacheprovider tests
+pytest_or_fail -q -p no:cacheprovider --ignore=tests/image tests
