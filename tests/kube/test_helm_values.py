@@ -83,6 +83,9 @@ def test_values_total_like_the_shipped_config(
     for key in ("endpoint", "headers"):
         assert ours[key] == theirs[key], key
     assert ours["sending_queue"]["storage"] == "file_storage"
+    for name in ("otlp_grpc", "otlp_grpc/totals"):  # batched after the queue, as shipped
+        queue = config["exporters"][name]["sending_queue"]
+        assert queue["batch"] == shipped["exporters"][name]["sending_queue"]["batch"], name
     exporters = config["service"]["pipelines"]["traces"]["exporters"]
     assert exporters == ["otlp_grpc", "otlp_grpc/totals"]
     database = [env for env in values["extraEnvs"] if env["name"] == "DATABASE_URL"]
