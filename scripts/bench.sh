@@ -3,8 +3,9 @@
 # (bench/pipeline.py, driven by our own load generator), what pricing adds per
 # span (python_processor/benchmarks/bench_cost_plugin.py, bench/pricing_bridge.py),
 # what the totals sink spends reading a batch (bench_totals_adapter.py), the
-# PostgreSQL totals store (bench/bench_store.py, on a private server it starts), and
-# the whole totals path through the collector (bench/totals_path.py).
+# PostgreSQL totals store (bench/bench_store.py, on a private server it starts), the
+# whole totals path through the collector (bench/totals_path.py), and the sidecar's
+# memory at idle (bench/sidecar_rss.py).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/build.sh"
@@ -23,3 +24,5 @@ log "PostgreSQL totals store: write throughput, 24 h rollup with 10M trace rows 
 "$VENV/bin/python" -m bench.bench_store
 log "the trace-totals path end to end: span end to visible, stored spans per second (about 2 minutes)"
 "$VENV/bin/python" -m bench.totals_path
+log "the sidecar's memory at idle with the shipped plugins loaded (configs/local.yaml, 3 runs)"
+"$VENV/bin/python" -m bench.sidecar_rss

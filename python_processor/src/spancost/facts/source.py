@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.config import ConfigSection
@@ -37,7 +37,6 @@ from spancost.facts.host import (
     fetch_ec2,
     fetch_ecs,
 )
-from spancost.facts.kube import DEFAULT_WATCH_TIMEOUT_S, KubeFacts
 from spancost.facts.model import CapacityLabel, NodeFacts, PodFacts
 from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.facts import (
@@ -53,6 +52,9 @@ from spancost.pricing.facts import (
     ATTR_OS_TYPE,
     Value,
 )
+
+if TYPE_CHECKING:  # the Kubernetes client is imported only where node facts need it
+    from spancost.facts.kube import KubeFacts
 
 __all__ = [
     "HostSource",
@@ -309,6 +311,8 @@ class NodeFactsSource:
 
 
 def _kube(section: ConfigSection) -> KubeFacts:
+    # The client (30 MiB of a sidecar's memory) only for a config that watches a node.
+    from spancost.facts.kube import DEFAULT_WATCH_TIMEOUT_S, KubeFacts  # noqa: PLC0415
     from spancost.kubeapi import KubeError, load_api_client  # noqa: PLC0415 - optional
 
     section.allow_only(

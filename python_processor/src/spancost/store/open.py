@@ -19,7 +19,6 @@ from typing import Any, Final
 
 from spancost.errors import ConfigError
 from spancost.store.base import StoreError, TotalsStore
-from spancost.store.postgres import PostgresStore, masked_dsn
 from spancost.store.sqlite import SQLiteStore
 from spancost.totals.naming import CONFIG_KEYS, TotalsConfig, parse_config
 
@@ -80,6 +79,8 @@ def describe_url(url: str | None, directory: Path | None = None) -> str:
     path = _sqlite_path(url, directory)
     if path is not None:
         return f"sqlite:{path}"
+    from spancost.store.postgres import masked_dsn  # noqa: PLC0415 - psycopg, when named
+
     return masked_dsn(url or "")
 
 
@@ -103,6 +104,9 @@ def open_store(
     path = _sqlite_path(url, directory)
     store: TotalsStore
     if path is None:
+        # psycopg (about 12 MiB of a sidecar) only for a store that is PostgreSQL.
+        from spancost.store.postgres import PostgresStore  # noqa: PLC0415
+
         store = PostgresStore(url or "", config, max_connections=max_connections)
     else:
         if url is None or not url:
