@@ -302,3 +302,31 @@ def test_report_table_and_currency(
     usd = json.loads(CliRunner().invoke(cli, [*arguments[:7], "--json"]).stdout)
     assert math.isclose(document["total"]["cost"], usd["total"]["cost"] / 2, rel_tol=1e-12)
     assert document["currency"] == "EUR"
+
+
+def test_an_excluded_environment_matches_however_it_is_written(
+    filled: tuple[TotalsStore, list[Trace]], database_url: str
+) -> None:
+    """The store keeps environments normalized (spancost.vocabulary); the command line
+    is read the same way, so ``Staging`` leaves out the stored ``staging``."""
+    _, traces = filled
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            "--database-url",
+            database_url,
+            "--to",
+            "2025-01-31T12:30:00Z",
+            "--exclude-environment",
+            " Staging ",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    kept = sums_by(traces, "transaction", frozenset({"staging"}))
+    everything = sums_by(traces, "transaction", frozenset())
+    kept_total = math.fsum(cost for cost, _, _ in kept.values())
+    assert kept_total < math.fsum(cost for cost, _, _ in everything.values())
+    assert math.isclose(document["total"]["cost"], kept_total, rel_tol=1e-9)

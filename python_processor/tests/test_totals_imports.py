@@ -48,3 +48,25 @@ def test_the_core_does_not_even_need_protobuf() -> None:
     loaded = loaded_after_importing("spancost.totals")
     assert "google" not in loaded
     assert "opentelemetry" not in loaded
+
+
+_SPANCOST_PROBE = """
+import json, sys
+__import__(sys.argv[1])
+print(json.dumps(sorted(name for name in sys.modules if name.startswith("spancost."))))
+"""
+
+
+def test_the_totals_adapter_imports_no_plugin() -> None:
+    """Its environment words come from the bottom of the house (spancost.vocabulary), not
+    from a plugin above it."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SPANCOST_PROBE, "spancost.totals.otlp"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    loaded = json.loads(result.stdout)
+    assert "spancost.vocabulary" in loaded
+    assert not [name for name in loaded if name.startswith("spancost.plugins")], loaded

@@ -56,7 +56,6 @@ from spancost import __version__
 from spancost.attributes import AttributeValue, assign
 from spancost.changes import span_count
 from spancost.errors import SpancostError
-from spancost.plugins.environment import ENVIRONMENT_KEY
 from spancost.pricing.compute import FLAG_CONTEXT_HAS_IS_REMOTE, FLAG_CONTEXT_IS_REMOTE
 from spancost.pricing.facts import (
     ATTR_CLOUD_AVAILABILITY_ZONE,
@@ -74,6 +73,7 @@ from spancost.pricing.facts import (
 from spancost.pricing.model import UnpricedReason
 from spancost.totals.naming import DEFAULT_TRANSACTION_ATTRIBUTE
 from spancost.totals.otlp import ATTR_CLOUD_ACCOUNT_ID
+from spancost.vocabulary import ENVIRONMENT_KEY
 
 __all__ = [
     "CI",

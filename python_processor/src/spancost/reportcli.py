@@ -42,6 +42,7 @@ from spancost.report import (
 )
 from spancost.store.base import AllocationStore
 from spancost.totals.naming import UNATTRIBUTED
+from spancost.vocabulary import normalize_environment
 
 __all__ = ["report"]
 
@@ -229,7 +230,8 @@ def report(
             if exc.key.endswith("code")
             else f"--rate: {exc.message}"
         ) from exc
-    environments = sorted(set(excluded))
+    # As the store keeps them (the totals adapter normalizes what senders write).
+    environments = sorted({normalize_environment(name) for name in excluded})
     with open_database(database_url) as store, progress("querying the totals store"):
         allocation = store if isinstance(store, AllocationStore) else None
         if allocation is not None:

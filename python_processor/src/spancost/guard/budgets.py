@@ -41,6 +41,7 @@ from spancost.config import MISSING, ConfigSection, describe_type, join_index
 from spancost.errors import ConfigError
 from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.fx import FxTable
+from spancost.vocabulary import normalize_environment
 
 __all__ = [
     "DEFAULT_COOLDOWN",
@@ -434,7 +435,8 @@ def _split_selector(selector: str) -> list[str]:
 def _environments(top: ConfigSection) -> frozenset[str]:
     if "exclude_environments" not in top:
         return frozenset(NON_PRODUCTION_ENVIRONMENTS)
-    return frozenset(name.strip().casefold() for name in top.get_str_list("exclude_environments"))
+    names = top.get_str_list("exclude_environments")
+    return frozenset(normalize_environment(name) for name in names)
 
 
 def _webhooks(alerts: ConfigSection, environ: Mapping[str, str]) -> tuple[WebhookConfig, ...]:

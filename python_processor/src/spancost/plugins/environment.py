@@ -54,22 +54,16 @@ from spancost.changes import Changes, span_count
 from spancost.config import ConfigSection, describe_type
 from spancost.errors import ConfigError
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest
+from spancost.vocabulary import ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY, normalize_environment
 
 __all__ = ["EnvironmentPlugin"]
 
 logger = logging.getLogger(__name__)
 
-ENVIRONMENT_KEY: Final = "deployment.environment.name"
-LEGACY_ENVIRONMENT_KEY: Final = "deployment.environment"
 
 MISSING_KEEP: Final = "keep"
 MISSING_DROP: Final = "drop"
 REASON_MISSING: Final = "environment_missing"
-
-
-def normalize(name: str) -> str:
-    """The form environment names are compared in."""
-    return name.strip().casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +102,7 @@ def _lookup(attributes: Iterable[KeyValue]) -> str | _Skip | None:
             continue
         which = value.WhichOneof("value")
         if which == "string_value":
-            name = normalize(value.string_value)
+            name = normalize_environment(value.string_value)
             if name:
                 return name
         elif which is not None:
@@ -149,7 +143,7 @@ class EnvironmentPlugin(AnnotatingPlugin):
         names = section.get_str_list("drop", default=[])
         dropped: list[str] = []
         for index, name in enumerate(names):
-            env = normalize(name)
+            env = normalize_environment(name)
             if not env:
                 raise ConfigError(f"{section.key('drop')}[{index}]", "must not be empty")
             if env not in dropped:
@@ -164,7 +158,7 @@ class EnvironmentPlugin(AnnotatingPlugin):
         first_spelling: dict[str, str] = {}
         rules: dict[str, tuple[tuple[str, AttributeValue], ...]] = {}
         for name, attributes in tag.sections():
-            env = normalize(name)
+            env = normalize_environment(name)
             if not env:
                 raise ConfigError(attributes.path, "environment name must not be empty")
             if env in dropped:
@@ -191,7 +185,7 @@ class EnvironmentPlugin(AnnotatingPlugin):
     @staticmethod
     def _read_missing(section: ConfigSection) -> str:
         raw = section.get_str("missing", default=MISSING_KEEP)
-        missing = normalize(raw)
+        missing = normalize_environment(raw)
         if not missing:
             raise ConfigError(
                 section.key("missing"),

@@ -33,9 +33,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from spancost.allocation.sampling import adjusted_count
 from spancost.attributes import value_type
 from spancost.plugin import Events
-from spancost.plugins.environment import ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY, normalize
 from spancost.totals.aggregate import SpanContribution
 from spancost.totals.naming import DEFAULT_TRANSACTION_ATTRIBUTE
+from spancost.vocabulary import ENVIRONMENT_KEYS, normalize_environment
 
 __all__ = [
     "ATTR_CLOUD_ACCOUNT_ID",
@@ -72,7 +72,7 @@ MAX_TIME_NS: Final = 2**63 - 1
 """The last instant a signed 64-bit nanosecond column holds (2262-04-11)."""
 EVENT_SANITIZED: Final = "sanitized"
 
-_ENVIRONMENT_KEYS: Final = (ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY)
+_ENVIRONMENT_KEYS: Final = ENVIRONMENT_KEYS
 # A local root, as spancost.pricing.compute.is_local_root decides (repeated here, with a
 # test keeping them equal, so that the totals path does not load the pricing engine).
 _HAS_IS_REMOTE: Final = 0x100
@@ -123,7 +123,7 @@ def _environment(values: dict[str, AnyValue], events: Events | None, spans: int 
     for key in _ENVIRONMENT_KEYS:
         name = _text(values.get(key), "environment", events, spans)
         if name is not None:
-            return normalize(name)
+            return normalize_environment(name)
     return None
 
 
