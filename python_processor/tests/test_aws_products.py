@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from spancost.config import parse_duration
 from spancost.errors import ConfigError
 from spancost.pricing.aws_products import (
     PriceListFormatError,
@@ -17,7 +18,6 @@ from spancost.pricing.aws_products import (
     is_plausible_region,
     lambda_prices,
     lambda_query,
-    parse_duration,
 )
 from spancost.pricing.model import Ec2Key, Price
 from tests.fake_pricelist import ec2_product, fargate_products, lambda_products

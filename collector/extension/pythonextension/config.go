@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sort"
 	"time"
+
+	"github.com/spancost/spancost/collector/internal/pluginname"
 )
 
 // Config configures the python extension.
@@ -85,10 +87,7 @@ func (s SinkConfig) configJSON() (string, error) {
 	return string(b), nil
 }
 
-var (
-	sinkName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	pluginName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-)
+var sinkName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // sinkNames are the configured sink names, sorted (for a stable order).
 func (cfg *Config) sinkNames() []string {
@@ -168,8 +167,8 @@ func (cfg *Config) Validate() error {
 		}
 		if sink.Plugin == "" {
 			errs = append(errs, fmt.Errorf("sinks::%s::plugin: must be set, e.g. spancost.totals", name))
-		} else if !pluginName.MatchString(sink.Plugin) {
-			errs = append(errs, fmt.Errorf("sinks::%s::plugin: %q is not a plugin entry-point name", name, sink.Plugin))
+		} else if err := pluginname.Check(sink.Plugin); err != nil {
+			errs = append(errs, fmt.Errorf("sinks::%s::plugin: %w", name, err))
 		}
 		if _, err := sink.configJSON(); err != nil {
 			errs = append(errs, fmt.Errorf("sinks::%s::config: %w", name, err))

@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+
+	"github.com/spancost/spancost/collector/internal/pluginname"
 )
 
 // OnError says what happens to a batch when the sidecar fails, times out or
@@ -50,8 +51,6 @@ type Config struct {
 	_ struct{}
 }
 
-var pluginName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.\-]*(:[A-Za-z_][A-Za-z0-9_.]*)?$`)
-
 const (
 	minRequestBytes = 16 * 1024
 	// maxTimeout keeps a frozen sidecar from stalling a pipeline for long.
@@ -63,8 +62,8 @@ func (cfg *Config) Validate() error {
 	var errs []error
 	if cfg.Plugin == "" {
 		errs = append(errs, errors.New("plugin: must be set, e.g. spancost.environment"))
-	} else if !pluginName.MatchString(cfg.Plugin) {
-		errs = append(errs, fmt.Errorf("plugin: %q is not a plugin entry-point name", cfg.Plugin))
+	} else if err := pluginname.Check(cfg.Plugin); err != nil {
+		errs = append(errs, fmt.Errorf("plugin: %w", err))
 	}
 	if cfg.Timeout <= 0 || cfg.Timeout > maxTimeout {
 		errs = append(errs, fmt.Errorf("timeout: must be positive and at most %s, got %s", maxTimeout, cfg.Timeout))

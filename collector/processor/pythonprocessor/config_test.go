@@ -55,7 +55,7 @@ func TestLoadConfig(t *testing.T) {
 			id: component.NewIDWithName(metadata.Type, "own_plugin"),
 			expected: &Config{
 				Extension:       component.MustNewID("python"),
-				Plugin:          "my_company.plugins:Redactor",
+				Plugin:          "my_company.redactor",
 				Timeout:         time.Minute,
 				OnError:         OnErrorPass,
 				MaxRequestBytes: 4 << 20,
@@ -91,6 +91,10 @@ func TestLoadInvalidConfig(t *testing.T) {
 		{
 			name:    "bad_plugin_name",
 			wantErr: `plugin: "spancost environment!" is not a plugin entry-point name`,
+		},
+		{
+			name:    "module_attribute",
+			wantErr: `plugin: "my_company.plugins:Redactor" is not a plugin entry-point name`,
 		},
 		{
 			name:    "zero_timeout",

@@ -12,12 +12,14 @@ so that every error it raises is a `ConfigError` naming the exact key::
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 from spancost.errors import ConfigError
 
-__all__ = ["MISSING", "ConfigSection", "describe_type", "join_index", "join_key"]
+__all__ = ["MISSING", "ConfigSection", "describe_type", "join_index", "join_key", "parse_duration"]
 
 _T = TypeVar("_T")
 
@@ -145,3 +147,29 @@ class ConfigSection:
     def sections(self) -> Iterable[tuple[str, ConfigSection]]:
         """Every value of this section as a nested section (for maps of maps)."""
         return [(name, ConfigSection(value, self.key(name))) for name, value in self._data.items()]
+
+
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object, key: str) -> float:
+    """Seconds in a duration such as ``30s``, ``15m``, ``1h``, ``1h30m`` or ``250ms``.
+
+    The collector's own notation (Go's), so a config reads the same on both
+    sides. Zero and negative durations are refused.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a duration such as '15m', got {describe_type(value)}")
+    text = value.strip()
+    position, seconds = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if not text or position != len(text):
+        raise ConfigError(key, f"must be a duration such as '30s', '15m' or '1h', got {value!r}")
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ConfigError(key, f"must be longer than zero, got {value!r}")
+    return seconds

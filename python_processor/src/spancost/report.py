@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from spancost.config import parse_duration
 from spancost.errors import ConfigError
-from spancost.pricing.aws_products import parse_duration
 from spancost.store.base import AllocatedRow, HourRow, ReconcileRow, SpendRow
 from spancost.store.common import HOUR_NS, PENDING_DOMAIN, hour_window
 from spancost.totals.aggregate import utc_from_ns

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
-from spancost.config import ConfigSection
+from spancost.config import ConfigSection, parse_duration
 from spancost.errors import ConfigError
 from spancost.facts.host import (
     DEFAULT_IMDS_ENDPOINT,
@@ -38,7 +38,6 @@ from spancost.facts.host import (
     fetch_ecs,
 )
 from spancost.facts.model import CapacityLabel, NodeFacts, PodFacts
-from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.facts import (
     ATTR_AWS_ECS_LAUNCHTYPE,
     ATTR_AWS_ECS_TASK_CPU,

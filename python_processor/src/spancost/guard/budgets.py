@@ -37,9 +37,8 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from spancost.config import MISSING, ConfigSection, describe_type, join_index
+from spancost.config import MISSING, ConfigSection, describe_type, join_index, parse_duration
 from spancost.errors import ConfigError
-from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.fx import FxTable
 from spancost.vocabulary import normalize_environment
 

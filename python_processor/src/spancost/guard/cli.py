@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 import click
 
 from spancost.cliopts import database_url_option, log_level_option
+from spancost.config import parse_duration
 from spancost.errors import SpancostError
 from spancost.log import configure_logging
-from spancost.pricing.aws_products import parse_duration
 
 if TYPE_CHECKING:
     from spancost.guard.alerts import AlertSender

@@ -61,11 +61,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from spancost.attributes import AttributeValue
 from spancost.changes import Changes
-from spancost.config import ConfigSection
+from spancost.config import ConfigSection, parse_duration
 from spancost.errors import ConfigError
 from spancost.facts.source import ORIGIN_KUBERNETES, NodeFactsSource
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest, Ownership
-from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.catalog import PriceBook, build_price_book
 from spancost.pricing.compute import (
     FLAG_CONTEXT_HAS_IS_REMOTE,

@@ -44,9 +44,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from spancost.config import ConfigSection, describe_type
+from spancost.config import ConfigSection, describe_type, parse_duration
 from spancost.errors import ConfigError
-from spancost.pricing.aws_products import parse_duration
 from spancost.sink import Events, ExportTraceServiceRequest, Sink, SinkUnavailableError
 from spancost.store.base import StoreDataError, StoreError, TotalsStore, WriteResult
 from spancost.store.common import DEFAULT_RETENTION_MONTHS, retention_cutoff

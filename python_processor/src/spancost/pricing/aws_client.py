@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 import botocore.config
 from boto3.session import Session
 
-from spancost.config import ConfigSection, describe_type
+from spancost.config import ConfigSection, describe_type, parse_duration
 from spancost.errors import ConfigError
-from spancost.pricing.aws_products import parse_duration
 
 __all__ = [
     "RETRY_MODES",

@@ -40,8 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from spancost.config import describe_type
-from spancost.errors import ConfigError, SpancostError
+from spancost.errors import SpancostError
 from spancost.pricing.model import ARCHES, Arch, Ec2Key, FargatePrice, LambdaPrice, Price
 
 __all__ = [
@@ -64,7 +63,6 @@ __all__ = [
     "is_plausible_region",
     "lambda_prices",
     "lambda_query",
-    "parse_duration",
 ]
 
 SOURCE_NAME: Final = "aws_pricelist"
@@ -115,9 +113,6 @@ _FARGATE_USAGE: Final[dict[tuple[Arch, str], re.Pattern[str]]] = {
     ("arm64", "gb_hour"): re.compile(_PREFIX + r"Fargate-ARM-GB-Hours"),
 }
 
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 class PriceListError(SpancostError):
     """The AWS Price List API could not be asked, or failed to answer."""
@@ -133,28 +128,6 @@ class Query:
 
     service_code: str
     filters: tuple[tuple[str, str], ...]
-
-
-def parse_duration(value: object, key: str) -> float:
-    """Seconds in a duration such as ``30s``, ``15m``, ``1h``, ``1h30m`` or ``250ms``.
-
-    The collector's own notation (Go's), so a config reads the same on both
-    sides. Zero and negative durations are refused.
-    """
-    if not isinstance(value, str):
-        raise ConfigError(key, f"must be a duration such as '15m', got {describe_type(value)}")
-    text = value.strip()
-    position, seconds = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != position:
-            break
-        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if not text or position != len(text):
-        raise ConfigError(key, f"must be a duration such as '30s', '15m' or '1h', got {value!r}")
-    if not seconds > 0 or not math.isfinite(seconds):
-        raise ConfigError(key, f"must be longer than zero, got {value!r}")
-    return seconds
 
 
 def is_plausible_region(region: str) -> bool:

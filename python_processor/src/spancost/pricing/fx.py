@@ -51,9 +51,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from spancost.config import ConfigSection, describe_type
+from spancost.config import ConfigSection, describe_type, parse_duration
 from spancost.errors import ConfigError, SpancostError
-from spancost.pricing.aws_products import parse_duration
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

@@ -42,9 +42,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from spancost.config import MISSING, ConfigSection, describe_type, join_index
+from spancost.config import MISSING, ConfigSection, describe_type, join_index, parse_duration
 from spancost.errors import ConfigError
-from spancost.pricing.aws_products import parse_duration
 from spancost.pricing.rules import Matcher
 from spancost.totals.aggregate import SpanContribution, ns_from_duration, ns_from_utc
 
