@@ -21,28 +21,7 @@ import (
 
 	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadata"
 	"github.com/spancost/spancost/collector/internal/wirepb"
-)
-
-// Sidecar is what the python extension offers to the components that name it.
-type Sidecar interface {
-	// Register validates a plugin configuration in the sidecar and keeps it,
-	// so that a restarted sidecar is configured again before it gets batches.
-	// It returns what the plugin owns (nil: nothing), or ErrPluginNotFound or
-	// ErrPluginConfig for a wrong plugin or configuration.
-	Register(ctx context.Context, instance, plugin, configJSON string) (*wirepb.Ownership, error)
-	// Unregister forgets an instance registered before.
-	Unregister(instance string)
-	// ProcessTraces hands one serialized ExportTraceServiceRequest to the
-	// instance's plugin. A sidecar that no longer knows the instance (it was
-	// restarted behind the collector's back) is configured again and asked once more.
-	ProcessTraces(ctx context.Context, instance string, traces []byte) (*wirepb.ProcessTracesResponse, error)
-}
-
-var (
-	// ErrPluginNotFound: the sidecar has no plugin of that name installed.
-	ErrPluginNotFound = errors.New("plugin not found")
-	// ErrPluginConfig: the plugin rejected its configuration.
-	ErrPluginConfig = errors.New("invalid plugin configuration")
+	"github.com/spancost/spancost/collector/sidecarapi"
 )
 
 const (
@@ -89,7 +68,7 @@ type pythonExtension struct {
 	sinks *sinkStats // nil without sinks
 }
 
-var _ Sidecar = (*pythonExtension)(nil)
+var _ sidecarapi.Sidecar = (*pythonExtension)(nil)
 
 func newExtension(cfg *Config, set extension.Settings) (*pythonExtension, error) {
 	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
@@ -258,9 +237,9 @@ func (e *pythonExtension) configure(ctx context.Context, key regKey, r registrat
 		}
 		return configured{registration: r, ownership: resp.GetOwnership(), needs: resp.GetNeedsOwner()}, nil
 	case codes.NotFound:
-		return configured{}, fmt.Errorf("%w: %s", ErrPluginNotFound, status.Convert(err).Message())
+		return configured{}, fmt.Errorf("%w: %s", sidecarapi.ErrPluginNotFound, status.Convert(err).Message())
 	case codes.InvalidArgument:
-		return configured{}, fmt.Errorf("%w: %s", ErrPluginConfig, status.Convert(err).Message())
+		return configured{}, fmt.Errorf("%w: %s", sidecarapi.ErrPluginConfig, status.Convert(err).Message())
 	default:
 		return configured{}, fmt.Errorf("configuring plugin %q in the sidecar: %w", r.plugin, err)
 	}

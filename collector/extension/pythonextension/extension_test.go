@@ -23,6 +23,7 @@ import (
 
 	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadata"
 	"github.com/spancost/spancost/collector/internal/wirepb"
+	"github.com/spancost/spancost/collector/sidecarapi"
 )
 
 const testInstance = "python/test"
@@ -119,14 +120,14 @@ func TestRegister(t *testing.T) {
 			name:       "plugin not found",
 			plugin:     "test.missing",
 			configJSON: "{}",
-			wantIs:     ErrPluginNotFound,
+			wantIs:     sidecarapi.ErrPluginNotFound,
 			wantErr:    "plugin not found: no plugin named test.missing in spancost.processors",
 		},
 		{
 			name:       "configuration rejected",
 			plugin:     echoPlugin,
 			configJSON: `{"rate":-1}`,
-			wantIs:     ErrPluginConfig,
+			wantIs:     sidecarapi.ErrPluginConfig,
 			wantErr:    "invalid plugin configuration: " + rejectedMessage,
 		},
 		{
@@ -204,7 +205,7 @@ func TestProcessTracesReconfigureRefused(t *testing.T) {
 	e.mu.Unlock()
 	_, err := e.ProcessTraces(ctx, testInstance, []byte("batch"))
 	require.EqualError(t, err, `configuring instance "python/test" again after the sidecar lost it: invalid plugin configuration: `+rejectedMessage)
-	assert.ErrorIs(t, err, ErrPluginConfig)
+	assert.ErrorIs(t, err, sidecarapi.ErrPluginConfig)
 	assert.Len(t, fake.configureCalls(), 1)
 }
 

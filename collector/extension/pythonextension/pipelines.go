@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/extension/extensioncapabilities"
 
 	"github.com/spancost/spancost/collector/internal/wirepb"
+	"github.com/spancost/spancost/collector/sidecarapi"
 )
 
 // The collector hands the extension its whole configuration before any
@@ -54,9 +55,9 @@ func (e *pythonExtension) NotifyConfigSnapshot(ctx context.Context, snapshot ext
 		if err != nil {
 			// As the processor would say it when it starts.
 			switch {
-			case errors.Is(err, ErrPluginNotFound):
+			case errors.Is(err, sidecarapi.ErrPluginNotFound):
 				return fmt.Errorf("processors::%s::plugin: %q: %w", id, p.Plugin, err)
-			case errors.Is(err, ErrPluginConfig):
+			case errors.Is(err, sidecarapi.ErrPluginConfig):
 				return fmt.Errorf("processors::%s::config: plugin %q rejected its configuration: %w", id, p.Plugin, err)
 			default:
 				return fmt.Errorf("processors::%s: plugin %q: %w", id, p.Plugin, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadata"
 	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadatatest"
 	"github.com/spancost/spancost/collector/internal/wirepb"
+	"github.com/spancost/spancost/collector/sidecarapi"
 )
 
 func sinkConfig(endpoint, configJSONHint string) *Config {
@@ -120,7 +121,7 @@ func TestASinkTheSidecarRefusesStopsStartNamingIt(t *testing.T) {
 	e := newTestExtension(t, sinkConfig(startFakeSidecar(t, fake, "tcp", "127.0.0.1:0"), "bad-url"))
 	ctx := context.Background()
 	err := e.Start(ctx, componenttest.NewNopHost())
-	require.ErrorIs(t, err, ErrPluginConfig)
+	require.ErrorIs(t, err, sidecarapi.ErrPluginConfig)
 	assert.Contains(t, err.Error(), "sinks::totals: invalid plugin configuration")
 	require.NoError(t, e.Shutdown(ctx))
 }

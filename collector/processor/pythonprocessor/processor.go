@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/spancost/spancost/collector/extension/pythonextension"
 	"github.com/spancost/spancost/collector/internal/wirepb"
 	"github.com/spancost/spancost/collector/processor/pythonprocessor/internal/metadata"
+	"github.com/spancost/spancost/collector/sidecarapi"
 )
 
 // errSidecar wraps every failure of a round trip to the sidecar.
@@ -33,7 +33,7 @@ type pythonProcessor struct {
 	// attrs identifies this processor on every metric it records, as
 	// processorhelper does for its own metrics.
 	attrs   metric.MeasurementOption
-	sidecar pythonextension.Sidecar
+	sidecar sidecarapi.Sidecar
 	// owned is what the plugin owns (nil: nothing), applied when the sidecar
 	// does not answer for a batch and on_error is pass.
 	owned *owned
@@ -69,16 +69,16 @@ func (p *pythonProcessor) start(ctx context.Context, host component.Host) error 
 	if !ok {
 		return fmt.Errorf("extension: %q is not running; configure it under extensions and list it in service::extensions", p.cfg.Extension)
 	}
-	sidecar, ok := ext.(pythonextension.Sidecar)
+	sidecar, ok := ext.(sidecarapi.Sidecar)
 	if !ok {
 		return fmt.Errorf("extension: %q is not a python extension", p.cfg.Extension)
 	}
 	ownership, err := sidecar.Register(ctx, p.instance, p.cfg.Plugin, p.configJSON)
 	if err != nil {
 		switch {
-		case errors.Is(err, pythonextension.ErrPluginNotFound):
+		case errors.Is(err, sidecarapi.ErrPluginNotFound):
 			return fmt.Errorf("plugin: %q: %w", p.cfg.Plugin, err)
-		case errors.Is(err, pythonextension.ErrPluginConfig):
+		case errors.Is(err, sidecarapi.ErrPluginConfig):
 			return fmt.Errorf("config: plugin %q rejected its configuration: %w", p.cfg.Plugin, err)
 		default:
 			return fmt.Errorf("plugin %q: %w", p.cfg.Plugin, err)
@@ -200,7 +200,7 @@ func failureReason(err error) string {
 	// The extension's own errors carry no gRPC status: without these checks
 	// they would all count as plugin_error.
 	switch {
-	case errors.Is(err, pythonextension.ErrPluginConfig), errors.Is(err, pythonextension.ErrPluginNotFound):
+	case errors.Is(err, sidecarapi.ErrPluginConfig), errors.Is(err, sidecarapi.ErrPluginNotFound):
 		return "invalid_config"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"

@@ -22,10 +22,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/spancost/spancost/collector/extension/pythonextension"
 	"github.com/spancost/spancost/collector/internal/wirepb"
 	"github.com/spancost/spancost/collector/processor/pythonprocessor/internal/metadata"
 	"github.com/spancost/spancost/collector/processor/pythonprocessor/internal/metadatatest"
+	"github.com/spancost/spancost/collector/sidecarapi"
 )
 
 var testID = component.MustNewIDWithName("python", "cost")
@@ -46,7 +46,7 @@ type fakeSidecar struct {
 	requests   [][]byte
 }
 
-var _ pythonextension.Sidecar = (*fakeSidecar)(nil)
+var _ sidecarapi.Sidecar = (*fakeSidecar)(nil)
 
 func (f *fakeSidecar) Register(_ context.Context, instance, plugin, configJSON string) (*wirepb.Ownership, error) {
 	if f.registerErr != nil {
@@ -235,15 +235,15 @@ func TestStart(t *testing.T) {
 		},
 		{
 			name:    "plugin not found",
-			host:    host{component.MustNewID("python"): &fakeSidecar{registerErr: fmt.Errorf("%w: no plugin named spancost.cost", pythonextension.ErrPluginNotFound)}},
+			host:    host{component.MustNewID("python"): &fakeSidecar{registerErr: fmt.Errorf("%w: no plugin named spancost.cost", sidecarapi.ErrPluginNotFound)}},
 			wantErr: `plugin: "spancost.cost": plugin not found: no plugin named spancost.cost`,
-			wantIs:  pythonextension.ErrPluginNotFound,
+			wantIs:  sidecarapi.ErrPluginNotFound,
 		},
 		{
 			name:    "configuration rejected",
-			host:    host{component.MustNewID("python"): &fakeSidecar{registerErr: fmt.Errorf("%w: currency: EUR is not priced", pythonextension.ErrPluginConfig)}},
+			host:    host{component.MustNewID("python"): &fakeSidecar{registerErr: fmt.Errorf("%w: currency: EUR is not priced", sidecarapi.ErrPluginConfig)}},
 			wantErr: `config: plugin "spancost.cost" rejected its configuration: invalid plugin configuration: currency: EUR is not priced`,
-			wantIs:  pythonextension.ErrPluginConfig,
+			wantIs:  sidecarapi.ErrPluginConfig,
 		},
 		{
 			name:    "sidecar unavailable",
@@ -344,12 +344,12 @@ func TestSidecarFailure(t *testing.T) {
 		{
 			name: "configuration refused after restart",
 			process: failWith(fmt.Errorf(`configuring instance "python/cost" again after the sidecar lost it: %w`,
-				fmt.Errorf("%w: currency: EUR is not priced", pythonextension.ErrPluginConfig))),
+				fmt.Errorf("%w: currency: EUR is not priced", sidecarapi.ErrPluginConfig))),
 			wantReason: "invalid_config",
 		},
 		{
 			name:       "plugin uninstalled",
-			process:    failWith(fmt.Errorf("%w: no plugin named spancost.cost", pythonextension.ErrPluginNotFound)),
+			process:    failWith(fmt.Errorf("%w: no plugin named spancost.cost", sidecarapi.ErrPluginNotFound)),
 			wantReason: "invalid_config",
 		},
 		{
