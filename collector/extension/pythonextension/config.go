@@ -8,6 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"go.opentelemetry.io/collector/config/configretry"
+
 	"github.com/spancost/spancost/collector/internal/pluginname"
 )
 
@@ -41,8 +43,11 @@ type Config struct {
 	HealthCheck HealthCheckConfig `mapstructure:"health_check"`
 
 	// Restart configures the backoff between restarts of a spawned sidecar
-	// that died or stopped answering health checks.
-	Restart RestartConfig `mapstructure:"restart"`
+	// that died or stopped answering health checks, in the shape the
+	// collector's exporters use for retry_on_failure: enabled false never
+	// restarts it; max_elapsed_time (0: never) gives up after failing to
+	// restart it for that long.
+	Restart configretry.BackOffConfig `mapstructure:"restart"`
 
 	// ShutdownGracePeriod is how long a spawned sidecar may take to finish
 	// in-flight batches after SIGTERM before it is killed.
@@ -110,14 +115,6 @@ type HealthCheckConfig struct {
 	FailureThreshold int `mapstructure:"failure_threshold"`
 }
 
-// RestartConfig configures the exponential backoff between restarts.
-type RestartConfig struct {
-	// InitialInterval is the wait before the first restart.
-	InitialInterval time.Duration `mapstructure:"initial_interval"`
-	// MaxInterval caps the wait between restarts.
-	MaxInterval time.Duration `mapstructure:"max_interval"`
-}
-
 const minMaxMessageBytes = 64 * 1024
 
 // Validate checks the configuration; each error names the offending key.
@@ -153,6 +150,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Restart.MaxInterval > 0 && cfg.Restart.MaxInterval < cfg.Restart.InitialInterval {
 		errs = append(errs, fmt.Errorf("restart.max_interval: %s is shorter than restart.initial_interval %s", cfg.Restart.MaxInterval, cfg.Restart.InitialInterval))
+	}
+	if cfg.Restart.Multiplier < 1 {
+		errs = append(errs, fmt.Errorf("restart.multiplier: must be at least 1, got %g", cfg.Restart.Multiplier))
 	}
 	if cfg.MaxMessageBytes < minMaxMessageBytes {
 		errs = append(errs, fmt.Errorf("max_message_bytes: must be at least %d, got %d", minMaxMessageBytes, cfg.MaxMessageBytes))

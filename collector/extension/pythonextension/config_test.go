@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configretry"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
@@ -47,9 +48,13 @@ func TestLoadConfig(t *testing.T) {
 					Timeout:          500 * time.Millisecond,
 					FailureThreshold: 3,
 				},
-				Restart: RestartConfig{
-					InitialInterval: 250 * time.Millisecond,
-					MaxInterval:     30 * time.Second,
+				Restart: configretry.BackOffConfig{
+					Enabled:             true,
+					InitialInterval:     250 * time.Millisecond,
+					RandomizationFactor: 0.5,
+					Multiplier:          2,
+					MaxInterval:         30 * time.Second,
+					MaxElapsedTime:      10 * time.Minute,
 				},
 				ShutdownGracePeriod: 20 * time.Second,
 				MaxMessageBytes:     16 << 20,
@@ -136,7 +141,8 @@ func TestLoadInvalidConfig(t *testing.T) {
 				"health_check.timeout: must be positive, got 0s\n" +
 				"restart.initial_interval: must be positive, got 0s\n" +
 				"restart.max_interval: must be positive, got -5s\n" +
-				"shutdown_grace_period: must be positive, got 0s",
+				"shutdown_grace_period: must be positive, got 0s\n" +
+				"restart: max_interval value must be greater than or equal to 0",
 		},
 		{
 			name:    "no_failures",
@@ -145,6 +151,11 @@ func TestLoadInvalidConfig(t *testing.T) {
 		{
 			name:    "backwards_backoff",
 			wantErr: "restart.max_interval: 1s is shorter than restart.initial_interval 5s",
+		},
+		{
+			name: "shrinking_backoff",
+			wantErr: "restart.multiplier: must be at least 1, got 0.5\n" +
+				"restart: randomization_factor value must be less than or equal to 1",
 		},
 		{
 			name:    "small_messages",

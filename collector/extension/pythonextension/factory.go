@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configretry"
 	"go.opentelemetry.io/collector/extension"
 
 	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadata"
@@ -23,9 +24,13 @@ func createDefaultConfig() component.Config {
 			Timeout:          time.Second,
 			FailureThreshold: 5,
 		},
-		Restart: RestartConfig{
-			InitialInterval: 100 * time.Millisecond,
-			MaxInterval:     10 * time.Second,
+		Restart: configretry.BackOffConfig{
+			Enabled:             true,
+			InitialInterval:     100 * time.Millisecond,
+			RandomizationFactor: 0.5,
+			Multiplier:          1.5,
+			MaxInterval:         10 * time.Second,
+			MaxElapsedTime:      0, // a sidecar is worth restarting for as long as the collector runs
 		},
 		ShutdownGracePeriod: 10 * time.Second,
 		MaxMessageBytes:     64 << 20,

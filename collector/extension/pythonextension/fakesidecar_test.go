@@ -357,7 +357,7 @@ func spawnConfig(t *testing.T, mode string) (*Config, string) {
 	}
 	cfg.StartupTimeout = 10 * time.Second
 	cfg.HealthCheck = HealthCheckConfig{Interval: 50 * time.Millisecond, Timeout: time.Second, FailureThreshold: 3}
-	cfg.Restart = RestartConfig{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond}
+	cfg.Restart.InitialInterval, cfg.Restart.MaxInterval = 10*time.Millisecond, 100*time.Millisecond
 	cfg.ShutdownGracePeriod = 5 * time.Second
 	return cfg, logPath
 }

@@ -187,8 +187,14 @@ func (s *supervisor) watch(p *process) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = s.cfg.Restart.InitialInterval
 	b.MaxInterval = s.cfg.Restart.MaxInterval
+	b.Multiplier = s.cfg.Restart.Multiplier
+	b.RandomizationFactor = s.cfg.Restart.RandomizationFactor
 	for {
 		if !s.superviseRun(p) {
+			return
+		}
+		if !s.cfg.Restart.Enabled {
+			s.logger.Error("the sidecar is gone and restart is not enabled: spans pass without it")
 			return
 		}
 		// A sidecar that served for a while before it died starts the
@@ -196,6 +202,7 @@ func (s *supervisor) watch(p *process) {
 		if time.Since(p.started) > 2*s.cfg.Restart.MaxInterval {
 			b.Reset()
 		}
+		failingSince := time.Now()
 		for {
 			select {
 			case <-s.stopCh:
@@ -206,6 +213,11 @@ func (s *supervisor) watch(p *process) {
 			if err == nil {
 				p = next
 				break
+			}
+			if limit := s.cfg.Restart.MaxElapsedTime; limit > 0 && time.Since(failingSince) >= limit {
+				s.logger.Error("restarting the sidecar failed for restart.max_elapsed_time; giving up: spans pass without it",
+					zap.Duration("max_elapsed_time", limit), zap.Error(err))
+				return
 			}
 			s.logger.Error("restarting the sidecar failed; trying again", zap.Error(err))
 		}

@@ -15,11 +15,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/extension/extensiontest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadata"
 	"github.com/spancost/spancost/collector/extension/pythonextension/internal/metadatatest"
 )
 
@@ -227,4 +231,42 @@ func TestTail(t *testing.T) {
 	tl.copyLines(&wg, strings.NewReader("one\ntwo\nthree\n"), zap.NewNop())
 	wg.Wait()
 	assert.Equal(t, "two\nthree", tl.String())
+}
+
+func TestNoRestartWhenRestartIsNotEnabled(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	set := extensiontest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core)
+	cfg, logPath := spawnConfig(t, "serve")
+	cfg.Restart.Enabled = false
+	e := newTestExtensionWithSettings(t, cfg, set)
+	ctx := context.Background()
+	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
+
+	require.NoError(t, syscall.Kill(currentProcess(e).cmd.Process.Pid, syscall.SIGKILL))
+	require.Eventually(t, func() bool {
+		return logs.FilterMessageSnippet("restart is not enabled").Len() == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Len(t, fakeLogLines(logPath, "start"), 1, "started once, never again")
+}
+
+func TestRestartGivesUpAfterMaxElapsedTime(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	set := extensiontest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core)
+	cfg, logPath := spawnConfig(t, "serve-once")
+	cfg.Restart.MaxElapsedTime = 200 * time.Millisecond
+	e := newTestExtensionWithSettings(t, cfg, set)
+	ctx := context.Background()
+	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
+
+	require.NoError(t, syscall.Kill(currentProcess(e).cmd.Process.Pid, syscall.SIGKILL))
+	require.Eventually(t, func() bool {
+		return logs.FilterMessageSnippet("giving up").Len() == 1
+	}, 20*time.Second, 10*time.Millisecond)
+	attempts := len(fakeLogLines(logPath, "start"))
+	assert.Greater(t, attempts, 2, "it tried again before giving up")
+	assert.Equal(t, 1, logs.FilterMessageSnippet("giving up").Len())
 }
