@@ -1,4 +1,5 @@
-"""The totals core stays pure: no gRPC, database, AWS or Kubernetes client is imported."""
+"""The pure core stays pure: the totals core, the pricing core and the guard's policy import
+no gRPC, database, AWS, Kubernetes or network client."""
 
 from __future__ import annotations
 
@@ -70,3 +71,29 @@ def test_the_totals_adapter_imports_no_plugin() -> None:
     loaded = json.loads(result.stdout)
     assert "spancost.vocabulary" in loaded
     assert not [name for name in loaded if name.startswith("spancost.plugins")], loaded
+
+
+NETWORK = ("ssl", "http", "urllib3", "requests", "httpx")
+"""What a module that talks to the network brings in (beside the I/O clients above)."""
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "spancost.pricing.model",
+        "spancost.pricing.compute",
+        "spancost.pricing.rules",
+        "spancost.pricing.fx",
+        "spancost.pricing.aws_products",
+        "spancost.pricing.facts",
+        "spancost.allocation.pricing",
+        "spancost.guard.policy",
+        "spancost.guard.budgets",
+    ],
+)
+def test_the_pricing_core_and_the_guards_policy_reach_no_network(module: str) -> None:
+    """The sources (the AWS clients, the FX fetch, the LLM price library's updater) are
+    apart: the pure core of pricing and the guard's policy and its inputs load none of
+    them, nor a database or Kubernetes client."""
+    loaded = loaded_after_importing(module)
+    assert loaded.isdisjoint(FORBIDDEN + NETWORK), sorted(loaded & {*FORBIDDEN, *NETWORK})

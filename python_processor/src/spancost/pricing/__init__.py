@@ -1,6 +1,9 @@
 """Prices and the pure computation of what a span cost.
 
-Nothing in this package but `aws` (boto3) does I/O; `snapshot` reads package
-data once. The core (`model`, `compute`, `rules`, `llm`, `fx`) takes data and
-returns decisions, so it is tested without a network.
+The sources do I/O: `aws`, `aws_client`, `aws_refresh`, `aws_spot`, `aws_spot_history`
+(boto3), `fx_fetch` (an FX rates document over https); `snapshot` reads package data
+once. The core (`model`, `compute`, `rules`, `llm`, `fx`, `aws_products`, `facts`)
+takes data and returns decisions, so it is tested without a network, and imports no
+network client (tests/test_totals_imports.py keeps it so; `llm`'s price library
+brings its own, unused).
 """

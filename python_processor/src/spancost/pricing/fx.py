@@ -31,7 +31,9 @@ really moved that much needs its configured rate updated, or a larger
 The source document is JSON with a ``rates`` object of USD → X multipliers,
 the form of the common FX APIs (``{"base": "USD", "date": "2025-01-31",
 "rates": {"EUR": 0.92}}``); a ``base``/``base_code`` other than USD is
-refused. `convert` and `parse_rates_document` are pure.
+refused. `convert` and `parse_rates_document` are pure; the one function that
+reaches the network, `spancost.pricing.fx_fetch.fetch_rates`, lives apart and is
+imported only by a table with a source.
 """
 
 from __future__ import annotations
@@ -41,12 +43,8 @@ import logging
 import math
 import os
 import re
-import ssl
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -71,7 +69,6 @@ DEFAULT_CONFIG_PATH: Final = "currency"
 DEFAULT_MAX_CHANGE: Final = 0.25
 USD: Final = "USD"
 _CODE_RE: Final = re.compile(r"[A-Z]{3}")
-_MAX_DOCUMENT_BYTES: Final = 1 << 20
 _RETRY_DIVISOR: Final = 16.0
 _MIN_RETRY_DELAY: Final = 0.05
 
@@ -173,7 +170,10 @@ class FxTable:
         config: Mapping[str, Any] | ConfigSection | None = None,
         *,
         path: str = DEFAULT_CONFIG_PATH,
+        fetch: Callable[[FxSource], FxRates] | None = None,
     ) -> None:
+        """`fetch` reads the source (default `spancost.pricing.fx_fetch.fetch_rates`, over
+        https, imported only for a table that has a source)."""
         section = (
             config
             if isinstance(config, ConfigSection)
@@ -201,6 +201,7 @@ class FxTable:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._fetch = fetch if fetch is not None else _fetch_over_https
 
     @property
     def rates(self) -> FxRates:
@@ -225,7 +226,7 @@ class FxTable:
         with self._lock:
             self.fetches += 1
         try:
-            fetched = fetch_rates(self.source)
+            fetched = self._fetch(self.source)
         except FxError as exc:
             with self._lock:
                 self.failures += 1
@@ -293,24 +294,10 @@ class FxTable:
             self._stop.wait(delay)
 
 
-def fetch_rates(source: FxSource) -> FxRates:
-    """GET the source document and read it; `FxError` on any failure."""
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked in _source
-        source.url, headers={"Accept": "application/json", "User-Agent": "spancost"}
-    )
-    started = time.monotonic()
-    context = ssl.create_default_context(cafile=source.ca_file)
-    try:
-        with urllib.request.urlopen(  # noqa: S310 - https only, checked in _source
-            request, timeout=source.timeout, context=context
-        ) as response:
-            body = response.read(_MAX_DOCUMENT_BYTES + 1)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise FxError(f"{source.url}: {exc}") from exc
-    if len(body) > _MAX_DOCUMENT_BYTES:
-        raise FxError(f"{source.url}: document larger than {_MAX_DOCUMENT_BYTES} bytes")
-    logger.debug("currency: fetched %s in %.3fs", source.url, time.monotonic() - started)
-    return parse_rates_document(body, source.url)
+def _fetch_over_https(source: FxSource) -> FxRates:
+    from spancost.pricing.fx_fetch import fetch_rates  # noqa: PLC0415 - the network, apart
+
+    return fetch_rates(source)
 
 
 def _configured_rates(section: ConfigSection) -> dict[str, float]:
