@@ -21,7 +21,7 @@ START_NS = int(START.timestamp()) * 10**9
 
 @pytest.fixture(scope="module")
 def pricer() -> LlmPricer:
-    return LlmPricer()
+    return LlmPricer(clock=lambda: START)
 
 
 def reference(model: str, provider: str | None, usage: TokenUsage, at: datetime = START) -> float:
@@ -220,7 +220,7 @@ def test_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    pricer = LlmPricer()
+    pricer = LlmPricer(clock=lambda: START)
     for model in ("gpt-4o", "claude-3-5-sonnet", "gemini-1.5-pro", "deepseek-chat", "nope"):
         pricer.price({"gen_ai.request.model": model}, TokenUsage(1000, 100), START_NS)
     assert calls == []

@@ -54,6 +54,8 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, cast
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -242,7 +244,9 @@ class CostPlugin(AnnotatingPlugin):
         self._rules = parse_rules(section)
         llm = section.get_section("llm", default={})
         llm.allow_only("enabled")
-        self._llm = LlmPricer() if llm.get_bool("enabled", default=True) else None
+        # A span without a start time is priced at the time it is priced.
+        now = partial(datetime.now, UTC)
+        self._llm = LlmPricer(clock=now) if llm.get_bool("enabled", default=True) else None
         # Last: a source may start a background thread.
         self._book: PriceBook = build_price_book(section.get_section("prices", default={}))
         self._facts = node_facts

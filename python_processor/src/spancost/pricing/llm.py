@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -168,7 +168,15 @@ class _Linear:
 class LlmPricer:
     """Prices token usage with genai-prices' bundled snapshot; safe to share across threads."""
 
-    def __init__(self, snapshot: data_snapshot.DataSnapshot | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: data_snapshot.DataSnapshot | None = None,
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        """`clock`: the time a span without a start time is priced at (the plugin's;
+        passed in, so that this stays arithmetic on its inputs)."""
+        self._clock = clock
         self._snapshot = snapshot or data_snapshot.get_snapshot()
         self._models: dict[tuple[str | None, str], ModelInfo | None] = {}
         self._linear: dict[int, tuple[ModelPrice, _Linear | None]] = {}
@@ -231,7 +239,7 @@ class LlmPricer:
         if isinstance(model.prices, ModelPrice):
             model_price = model.prices
         else:  # prices that changed over time, or by time of day
-            model_price = model.get_prices(_timestamp(start_ns))
+            model_price = model.get_prices(_timestamp(start_ns, self._clock))
         linear = self._linear_for(model_price)
         if linear is None:
             calc = model_price.calc_price(_usage(usage))
@@ -296,13 +304,14 @@ def _usage(usage: TokenUsage) -> Usage:
     )
 
 
-def _timestamp(start_ns: int) -> datetime:
+def _timestamp(start_ns: int, clock: Callable[[], datetime]) -> datetime:
+    """When the span started, or `clock` for a span that does not say."""
     if start_ns > 0:
         try:
             return datetime.fromtimestamp(start_ns / 1e9, tz=UTC)
         except (OverflowError, OSError, ValueError):
             pass
-    return datetime.now(tz=UTC)
+    return clock()
 
 
 def _text(value: Value | None) -> str | None:
