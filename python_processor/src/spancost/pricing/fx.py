@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 
 from spancost.config import ConfigSection, describe_type, parse_duration
 from spancost.errors import ConfigError, SpancostError
+from spancost.pricing.backoff import retry_delay
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -69,8 +70,6 @@ DEFAULT_CONFIG_PATH: Final = "currency"
 DEFAULT_MAX_CHANGE: Final = 0.25
 USD: Final = "USD"
 _CODE_RE: Final = re.compile(r"[A-Z]{3}")
-_RETRY_DIVISOR: Final = 16.0
-_MIN_RETRY_DELAY: Final = 0.05
 
 
 class FxError(SpancostError):
@@ -284,13 +283,7 @@ class FxTable:
                 failures, delay = 0, self.source.refresh
             else:
                 failures += 1
-                delay = max(
-                    _MIN_RETRY_DELAY,
-                    min(
-                        self.source.refresh,
-                        self.source.refresh / _RETRY_DIVISOR * 2 ** (failures - 1),
-                    ),
-                )
+                delay = retry_delay(self.source.refresh, failures)
             self._stop.wait(delay)
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
+from spancost.pricing.backoff import retry_delay
+
 __all__ = ["REFRESH_AHEAD", "LiveCache", "Wording"]
 
 K = TypeVar("K", bound=Hashable)
@@ -34,8 +36,6 @@ V = TypeVar("V")
 # slow or retried fetch still lands before it expires.
 REFRESH_AHEAD: Final = 0.8
 # After a failed fetch, wait ttl/16, /8, ... up to `ttl` before the next.
-_RETRY_DIVISOR: Final = 16.0
-_MIN_RETRY_DELAY: Final = 0.05
 
 
 @dataclass(slots=True)
@@ -320,8 +320,7 @@ class LiveCache(Generic[K, V]):
             entry = self._entries.setdefault(key, _Entry())
             entry.failures += 1
             entry.attempted_at = now
-            delay = self._ttl / _RETRY_DIVISOR * 2 ** (entry.failures - 1)
-            entry.next_fetch = now + max(_MIN_RETRY_DELAY, min(self._ttl, delay))
+            entry.next_fetch = now + retry_delay(self._ttl, entry.failures)
             if entry.failures == 1:
                 age = now - entry.fetched_at
                 if entry.value is not None and age < self._max_age:
