@@ -213,7 +213,7 @@ def test_two_tiers_by_default_with_the_shipped_configs() -> None:
     assert gateway["spec"]["replicas"] == 2
     selector = objects["PodDisruptionBudget", "spancost-gateway"]["spec"]["selector"]
     assert selector["matchLabels"] == gateway["spec"]["selector"]["matchLabels"]
-    assert ("CronJob", "spancost-guard") in objects
+    assert not [key for key in objects if "guard" in key[1]], "no guard without budgets"
     assert ("CronJob", "spancost-db-maintain") in objects
 
 
@@ -258,7 +258,10 @@ def test_one_tier_renders_no_gateway() -> None:
     assert env["OTLP_INSECURE"] == "true"
     database = objects["Secret", "spancost-db"]
     assert database["stringData"]["url"].startswith("postgresql://")
-    assert not [key for key in objects if "guard" in key[1]]
+    guard = objects["CronJob", "spancost-guard"]["spec"]["jobTemplate"]["spec"]["template"]
+    assert "--once" in _container(guard["spec"], "guard")["command"]
+    budgets = objects["ConfigMap", "spancost-guard-budgets"]["data"]["budgets.yaml"]
+    assert [b.domain for b in parse_budgets(yaml.safe_load(budgets)).budgets] == ["checkout"]
 
 
 def test_everything_on() -> None:
@@ -289,7 +292,11 @@ def test_everything_on() -> None:
     [
         (["mode=threeTier"], 'mode: "threeTier" is neither twoTier nor oneTier'),
         (["database.existingSecret="], "database: give existingSecret"),
-        (["guard.kind=daily"], 'guard.kind: "daily" is neither cronjob nor loop'),
+        (
+            ["guard.enabled=true", "guard.kind=daily"],
+            'guard.kind: "daily" is neither cronjob nor loop',
+        ),
+        (["guard.enabled=true"], "guard.budgets.budgets: name at least one domain's budget"),
     ],
 )
 def test_values_that_cannot_work_fail_naming_the_key(settings: list[str], message: str) -> None:
