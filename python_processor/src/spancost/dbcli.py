@@ -16,10 +16,10 @@ Exit codes: 0 done; 1 the database failed (unreachable, a wrong password, an SQL
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -38,9 +38,12 @@ __all__ = [
     "open_database",
     "retention_cutoff",
     "window",
+    "window_options",
 ]
 
 logger = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 DEFAULT_MONTHS_AHEAD: Final = 2
 EXIT_USAGE: Final = 2
@@ -67,6 +70,25 @@ class UtcDateTime(click.ParamType[datetime]):
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z", param, ctx)
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def window_options(function: _F) -> _F:
+    """``--since``, ``--from`` and ``--to``, the window `window` reads."""
+    for option in reversed(
+        (
+            click.option(
+                "--since", "since_text", metavar="DURATION", help="Look back this far: 7d, 24h."
+            ),
+            click.option(
+                "--from", "from_time", type=UtcDateTime(), help="Start (ISO 8601); or --since."
+            ),
+            click.option(
+                "--to", "to_time", type=UtcDateTime(), help="End (ISO 8601); default now."
+            ),
+        )
+    ):
+        function = option(function)
+    return function
 
 
 def window(

@@ -18,7 +18,7 @@ import click
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.cliopts import database_url_option, log_level_option
-from spancost.dbcli import UsageFailure, UtcDateTime, open_database, window
+from spancost.dbcli import UsageFailure, open_database, window, window_options
 from spancost.focus import BillingAccount, focus_records, split_differs, summary, write_csv
 from spancost.log import configure_logging
 from spancost.store.base import AllocationStore
@@ -49,9 +49,7 @@ def _weights(value: str) -> Weights:
 
 @export.command()
 @database_url_option
-@click.option("--since", "since_text", metavar="DURATION", help="Look back this far: 7d, 24h.")
-@click.option("--from", "from_time", type=UtcDateTime(), help="Start (ISO 8601); or --since.")
-@click.option("--to", "to_time", type=UtcDateTime(), help="End (ISO 8601); default now.")
+@window_options
 @click.option(
     "--billing-account-id",
     envvar="SPANCOST_BILLING_ACCOUNT_ID",

@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from spancost.cliopts import database_url_option, log_level_option
-from spancost.dbcli import UsageFailure, UtcDateTime, open_database, window
+from spancost.dbcli import UsageFailure, open_database, window, window_options
 from spancost.errors import ConfigError
 from spancost.log import configure_logging
 from spancost.store.base import AllocationStore
@@ -32,9 +32,7 @@ __all__ = ["reprice"]
 
 @click.command()
 @database_url_option
-@click.option("--since", "since_text", metavar="DURATION", help="Look back this far: 7d, 24h.")
-@click.option("--from", "from_time", type=UtcDateTime(), help="Start (ISO 8601); or --since.")
-@click.option("--to", "to_time", type=UtcDateTime(), help="End (ISO 8601); default now.")
+@window_options
 @click.option(
     "--snapshot",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
