@@ -233,40 +233,33 @@ func TestTail(t *testing.T) {
 	assert.Equal(t, "two\nthree", tl.String())
 }
 
-func TestNoRestartWhenRestartIsNotEnabled(t *testing.T) {
+// killOnce starts the extension on cfg with an observed error log, SIGKILLs its
+// sidecar, and waits for the log line containing want.
+func killOnce(t *testing.T, cfg *Config, want string) {
+	t.Helper()
 	core, logs := observer.New(zapcore.ErrorLevel)
 	set := extensiontest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
-	cfg, logPath := spawnConfig(t, "serve")
-	cfg.Restart.Enabled = false
 	e := newTestExtensionWithSettings(t, cfg, set)
 	ctx := context.Background()
 	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
 	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
-
 	require.NoError(t, syscall.Kill(currentProcess(e).cmd.Process.Pid, syscall.SIGKILL))
 	require.Eventually(t, func() bool {
-		return logs.FilterMessageSnippet("restart is not enabled").Len() == 1
-	}, 10*time.Second, 10*time.Millisecond)
+		return logs.FilterMessageSnippet(want).Len() == 1
+	}, 20*time.Second, 10*time.Millisecond)
+}
+
+func TestNoRestartWhenRestartIsNotEnabled(t *testing.T) {
+	cfg, logPath := spawnConfig(t, "serve")
+	cfg.Restart.Enabled = false
+	killOnce(t, cfg, "restart is not enabled")
 	assert.Len(t, fakeLogLines(logPath, "start"), 1, "started once, never again")
 }
 
 func TestRestartGivesUpAfterMaxElapsedTime(t *testing.T) {
-	core, logs := observer.New(zapcore.ErrorLevel)
-	set := extensiontest.NewNopSettings(metadata.Type)
-	set.Logger = zap.New(core)
 	cfg, logPath := spawnConfig(t, "serve-once")
 	cfg.Restart.MaxElapsedTime = 200 * time.Millisecond
-	e := newTestExtensionWithSettings(t, cfg, set)
-	ctx := context.Background()
-	require.NoError(t, e.Start(ctx, componenttest.NewNopHost()))
-	t.Cleanup(func() { require.NoError(t, e.Shutdown(ctx)) })
-
-	require.NoError(t, syscall.Kill(currentProcess(e).cmd.Process.Pid, syscall.SIGKILL))
-	require.Eventually(t, func() bool {
-		return logs.FilterMessageSnippet("giving up").Len() == 1
-	}, 20*time.Second, 10*time.Millisecond)
-	attempts := len(fakeLogLines(logPath, "start"))
-	assert.Greater(t, attempts, 2, "it tried again before giving up")
-	assert.Equal(t, 1, logs.FilterMessageSnippet("giving up").Len())
+	killOnce(t, cfg, "giving up")
+	assert.Greater(t, len(fakeLogLines(logPath, "start")), 2, "it tried again before giving up")
 }
