@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -240,25 +241,23 @@ def test_the_rollup_equals_the_trace_rows_over_24_hours(
     )
 
 
+def report_json(database_url: str, *arguments: str) -> dict[str, Any]:
+    """`spancost report --json` up to the scenario's end, with `arguments`."""
+    result = CliRunner().invoke(
+        cli,
+        ["report", "--database-url", database_url, "--to", "2025-01-31T12:30:00Z",
+         *arguments, "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
 def test_report_json_equals_independent_sums(
     filled: tuple[TotalsStore, list[Trace]], database_url: str
 ) -> None:
     _, traces = filled
-    result = CliRunner().invoke(
-        cli,
-        [
-            "report",
-            "--database-url",
-            database_url,
-            "--to",
-            "2025-01-31T12:30:00Z",
-            "--top",
-            "2",
-            "--json",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
+    document = report_json(database_url, "--top", "2")
     by_transaction = sums_by(traces, "transaction", frozenset())
     total = math.fsum(cost for cost, _, _ in by_transaction.values())
     total_traces = sum(int(count) for _, count, _ in by_transaction.values())
@@ -310,21 +309,7 @@ def test_an_excluded_environment_matches_however_it_is_written(
     """The store keeps environments normalized (spancost.vocabulary); the command line
     is read the same way, so ``Staging`` leaves out the stored ``staging``."""
     _, traces = filled
-    result = CliRunner().invoke(
-        cli,
-        [
-            "report",
-            "--database-url",
-            database_url,
-            "--to",
-            "2025-01-31T12:30:00Z",
-            "--exclude-environment",
-            " Staging ",
-            "--json",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
+    document = report_json(database_url, "--exclude-environment", " Staging ")
     kept = sums_by(traces, "transaction", frozenset({"staging"}))
     everything = sums_by(traces, "transaction", frozenset())
     kept_total = math.fsum(cost for cost, _, _ in kept.values())
