@@ -7,16 +7,32 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from spancost.allocation.core import Allocation, Busy, NodeHour, PodHour, Weights, allocate
-from spancost.store.base import NodeAllocation, NodeHourRow, NodeShareRow, RequestPricedRow
+from spancost.allocation.pricing import NodePrice
+from spancost.allocation.usage import NodeUsage
+from spancost.store.base import (
+    NodeAllocation,
+    NodeHourRow,
+    NodeShareRow,
+    RepricedRow,
+    RequestPricedRow,
+)
 from spancost.store.busy import NO_POD
 from spancost.totals.aggregate import utc_from_ns
 from spancost.totals.naming import TotalsConfig, owner_domain
 
-__all__ = ["NAMESPACE_OWNER", "AllocatedHour", "allocated_hour", "by_node", "window_spend"]
+__all__ = [
+    "NAMESPACE_OWNER",
+    "AllocatedHour",
+    "Repricing",
+    "allocated_hour",
+    "by_node",
+    "repricings",
+    "window_spend",
+]
 
 NAMESPACE_OWNER: Final = "k8s.namespace.name"
 _HOUR_NS: Final = 3600 * 10**9
@@ -182,3 +198,50 @@ def window_spend(
         share = min(1.0, (hour_ns + _HOUR_NS - since_ns) / _HOUR_NS)
         spend[domain].append(usd * share)
     return {domain: math.fsum(parts) for domain, parts in spend.items()}
+
+
+class Repricing(NamedTuple):
+    """A node-hour whose price changes: its usage, the price it had, the one it gets."""
+
+    usage: NodeUsage
+    old_usd: float | None
+    old_source: str | None
+    old_as_of: str | None
+    new: NodePrice
+
+    def update(self) -> tuple[object, ...]:
+        """``node_usage`` SET hourly_usd, price_source, price_model, price_as_of,
+        unpriced_reason, then WHERE hour_ns, node."""
+        return (*self.new, self.usage.hour_ns, self.usage.node)
+
+    def record(self, now_ns: int) -> tuple[object, ...]:
+        """A ``repricings`` row: at_ns, hour_ns, node, the old price, the new one."""
+        return (now_ns, self.usage.hour_ns, self.usage.node, self.old_usd, self.old_source,
+                self.old_as_of, self.new.hourly_usd, self.new.source, self.new.as_of)  # fmt: skip
+
+    def reported(self) -> RepricedRow:
+        return RepricedRow(
+            utc_from_ns(self.usage.hour_ns), self.usage.node, self.old_usd, self.old_source,
+            self.new.hourly_usd, self.new.source,
+        )  # fmt: skip
+
+
+def repricings(
+    rows: Iterable[Sequence[object]], price: Callable[[NodeUsage], NodePrice | None]
+) -> list[Repricing]:
+    """The node-hours among `rows` (the usage's ten columns, then hourly_usd,
+    price_source, price_as_of, as both stores read them) whose price `price` changes;
+    one without a new price, or with the same one, keeps its own."""
+    changed: list[Repricing] = []
+    for row in rows:
+        usage = NodeUsage(*row[:10])  # type: ignore[arg-type]
+        old_usd, old_source, old_as_of = row[10:13]
+        new = price(usage)
+        if new is None or (new.hourly_usd, new.source, new.as_of) == (
+            old_usd,
+            old_source,
+            old_as_of,
+        ):
+            continue
+        changed.append(Repricing(usage, old_usd, old_source, old_as_of, new))  # type: ignore[arg-type]
+    return changed

@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour, by_node, window_spend
+from spancost.store.allocated import allocated_hour, by_node, repricings, window_spend
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -297,6 +297,14 @@ _BUSY_RESIDUE: Final = 1e-9
 # to the hour in flight, and a change made while it works cannot commit before it:
 # that change's mark waits, then (the allocator having deleted the row) inserts it
 # again, and the hour is allocated anew.
+_REPRICE_NODE: Final = (
+    "UPDATE node_usage SET hourly_usd = %s, price_source = %s, price_model = %s,"
+    " price_as_of = %s, unpriced_reason = %s WHERE hour_ns = %s AND node = %s"
+)
+_RECORD_REPRICING: Final = (
+    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source, old_as_of,"
+    " new_hourly_usd, new_source, new_as_of) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 _MARK_DIRTY: Final = """
 INSERT INTO allocation_dirty (hour_ns)
 SELECT hour_ns FROM unnest(%s::bigint[]) AS hour (hour_ns) ORDER BY hour_ns
@@ -1016,39 +1024,11 @@ class PostgresStore:
             # Locked, so that a report of the same node-hour waits rather than has its
             # facts priced by the facts read here.
             cursor.execute(_NODE_USAGE_FOR_REPRICE, (start_ns, end_ns))
-            changed: list[RepricedRow] = []
-            hours: set[int] = set()
-            for row in cursor.fetchall():
-                usage = NodeUsage(*row[:10])
-                old_usd, old_source, old_as_of = row[10:]
-                new = price(usage)
-                if new is None or (new.hourly_usd, new.source, new.as_of) == (
-                    old_usd,
-                    old_source,
-                    old_as_of,
-                ):
-                    continue
-                cursor.execute(
-                    "UPDATE node_usage SET hourly_usd = %s, price_source = %s, price_model = %s,"
-                    " price_as_of = %s, unpriced_reason = %s WHERE hour_ns = %s AND node = %s",
-                    (*new, usage.hour_ns, usage.node),
-                )
-                cursor.execute(
-                    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source,"
-                    " old_as_of, new_hourly_usd, new_source, new_as_of)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (now_ns, usage.hour_ns, usage.node, old_usd, old_source, old_as_of,
-                     new.hourly_usd, new.source, new.as_of),
-                )  # fmt: skip
-                hours.add(usage.hour_ns)
-                changed.append(
-                    RepricedRow(
-                        utc_from_ns(usage.hour_ns), usage.node, old_usd, old_source,
-                        new.hourly_usd, new.source,
-                    )
-                )  # fmt: skip
-            _mark_dirty(cursor, sorted(hours))
-            return changed
+            changes = repricings(cursor.fetchall(), price)
+            cursor.executemany(_REPRICE_NODE, [change.update() for change in changes])
+            cursor.executemany(_RECORD_REPRICING, [change.record(now_ns) for change in changes])
+            _mark_dirty(cursor, sorted({change.usage.hour_ns for change in changes}))
+            return [change.reported() for change in changes]
 
         return self._transaction("reprice", apply)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour, by_node, window_spend
+from spancost.store.allocated import allocated_hour, by_node, repricings, window_spend
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -419,6 +419,14 @@ _BY_NODE: Final = (
     " WHERE hour_ns >= ? AND hour_ns < ?",
     "SELECT hour_ns, domain, transaction_name, environment, request_usd FROM allocated_hourly"
     " WHERE hour_ns >= ? AND hour_ns < ? AND kind = 'transaction' AND request_usd <> 0",
+)
+_REPRICE_NODE: Final = (
+    "UPDATE node_usage SET hourly_usd = ?, price_source = ?, price_model = ?,"
+    " price_as_of = ?, unpriced_reason = ? WHERE hour_ns = ? AND node = ?"
+)
+_RECORD_REPRICING: Final = (
+    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source, old_as_of,"
+    " new_hourly_usd, new_source, new_as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_ALLOCATED_NODE: Final = """
 INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
@@ -892,42 +900,17 @@ class SQLiteStore:
         now_ns = ns_from_utc(now)
 
         def apply(cursor: sqlite3.Cursor) -> list[RepricedRow]:
-            changed: list[RepricedRow] = []
             rows = cursor.execute(
                 f"SELECT {_NODE_USAGE_COLUMNS}, hourly_usd, price_source, price_as_of"  # noqa: S608 - constant columns
                 " FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns, node",
                 (start_ns, end_ns),
             ).fetchall()
-            for row in rows:
-                usage = NodeUsage(*row[:10])
-                old_usd, old_source, old_as_of = row[10:]
-                new = price(usage)
-                if new is None or (new.hourly_usd, new.source, new.as_of) == (
-                    old_usd,
-                    old_source,
-                    old_as_of,
-                ):
-                    continue
-                cursor.execute(
-                    "UPDATE node_usage SET hourly_usd = ?, price_source = ?, price_model = ?,"
-                    " price_as_of = ?, unpriced_reason = ? WHERE hour_ns = ? AND node = ?",
-                    (*new, usage.hour_ns, usage.node),
-                )
-                cursor.execute(
-                    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source,"
-                    " old_as_of, new_hourly_usd, new_source, new_as_of)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (now_ns, usage.hour_ns, usage.node, old_usd, old_source, old_as_of,
-                     new.hourly_usd, new.source, new.as_of),
-                )  # fmt: skip
-                cursor.execute(_MARK_DIRTY, (usage.hour_ns,))
-                changed.append(
-                    RepricedRow(
-                        utc_from_ns(usage.hour_ns), usage.node, old_usd, old_source,
-                        new.hourly_usd, new.source,
-                    )
-                )  # fmt: skip
-            return changed
+            changes = repricings(rows, price)
+            cursor.executemany(_REPRICE_NODE, [change.update() for change in changes])
+            cursor.executemany(_RECORD_REPRICING, [change.record(now_ns) for change in changes])
+            for hour_ns in sorted({change.usage.hour_ns for change in changes}):
+                cursor.execute(_MARK_DIRTY, (hour_ns,))
+            return [change.reported() for change in changes]
 
         return self._transaction("reprice", apply)
 
