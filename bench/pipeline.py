@@ -67,7 +67,7 @@ def pipeline_config(name: str) -> dict[str, Any]:
 def processes(c: Collector) -> list[psutil.Process]:
     assert c.proc is not None
     main = psutil.Process(c.proc.pid)
-    return [main, *main.children()]
+    return [main, *main.children(recursive=True)]
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -86,7 +86,9 @@ def loadgen(
     batch: int = 512,
     workers: int = 4,
     trace_size: int = 1,
+    pre_encoded: int = 0,
 ) -> dict[str, Any]:
+    """One spancost-loadgen run against `c`; its JSON result."""
     out = subprocess.run(  # noqa: S603 - our own tool
         [
             str(LOADGEN),
@@ -102,6 +104,8 @@ def loadgen(
             str(workers),
             "-trace-size",
             str(trace_size),
+            "-pre-encoded",
+            str(pre_encoded),
         ],
         capture_output=True,
         text=True,

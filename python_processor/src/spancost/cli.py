@@ -67,11 +67,13 @@ from spancost.sidecar.server import (
     DEFAULT_SERVER_MODE,
     DEFAULT_WORKERS,
     SERVER_MODES,
+    SINK_THREADS,
     ServerMode,
     ServerOptions,
     create_server,
     serve_until_signalled,
 )
+from spancost.sidecar.sinkhost import SinkHost
 
 if TYPE_CHECKING:
     from spancost.pricing.aws import AwsPriceList
@@ -204,7 +206,8 @@ def sidecar(
             backend,
             answer_form,
         )
-        instances = PluginInstances(answer_form=answer_form)
+        sinks = SinkHost(log_level, SINK_THREADS)
+        instances = PluginInstances(answer_form=answer_form, sinks=sinks)
         serve_until_signalled(create_server(options, instances), grace_period)
     except SpancostError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -25,6 +25,10 @@ class ConfigError(SpancostError):
         self.message = message
         super().__init__(f"config.{key}: {message}" if key else f"config: {message}")
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        # Pickled as it was made (the sidecar's sinks answer from another process).
+        return type(self), (self.key, self.message)
+
 
 class PluginError(SpancostError):
     """Base class of errors about finding, loading or running a plugin."""
@@ -36,10 +40,14 @@ class PluginNotFoundError(PluginError):
     def __init__(self, name: str, installed: list[str], group: str = "spancost.processors") -> None:
         self.name = name
         self.installed = installed
+        self.group = group
         names = ", ".join(installed) if installed else "none"
         super().__init__(
             f"no plugin named {name!r} in the entry-point group {group!r} (installed: {names})"
         )
+
+    def __reduce__(self) -> tuple[type[PluginNotFoundError], tuple[str, list[str], str]]:
+        return type(self), (self.name, self.installed, self.group)
 
 
 class PluginLoadError(PluginError):
@@ -68,6 +76,9 @@ class UnknownInstanceError(SidecarError):
             "(the sidecar may have restarted)"
         )
 
+    def __reduce__(self) -> tuple[type[UnknownInstanceError], tuple[str]]:
+        return type(self), (self.instance,)
+
 
 class UnknownSinkError(SidecarError):
     """An export names a sink this sidecar has not been configured with (or names none
@@ -82,6 +93,9 @@ class UnknownSinkError(SidecarError):
             f"{what} (configured: {names}); set the exporter's header spancost-sink "
             "to a sink configured under the python extension's sinks"
         )
+
+    def __reduce__(self) -> tuple[type[UnknownSinkError], tuple[str, list[str]]]:
+        return type(self), (self.sink, self.configured)
 
 
 class SinkUnavailableError(SpancostError):

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -74,6 +74,21 @@ class SinkStats:
     unavailable: int
 
 
+class SinkBackend(Protocol):
+    """Where `PluginInstances` runs its sinks when not in its own process
+    (`spancost.sidecar.sinkhost.SinkHost`: a child process)."""
+
+    def configure_sink(
+        self, sink: str, plugin_name: str, config_json: str
+    ) -> tuple[str, list[str], tuple[str, ...]]: ...
+
+    def export(self, sink: str, data: bytes) -> list[Event]: ...
+
+    def stats(self) -> list[SinkStats]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessResult:
     """A processed batch and what the plugin counted.
@@ -99,9 +114,12 @@ class PluginInstances:
         load: Callable[[str], PluginSpec] = load_plugin,
         answer_form: AnswerForm = "auto",
         load_sink: Callable[[str], SinkSpec] = load_sink,
+        sinks: SinkBackend | None = None,
     ) -> None:
-        """`answer_form` "full" makes annotating plugins answer with the whole batch too."""
+        """`answer_form` "full" makes annotating plugins answer with the whole batch too;
+        `sinks` runs the sinks elsewhere (None: here, in this process)."""
         self._load = load
+        self._sink_backend = sinks
         self._load_sink = load_sink
         self._fast_form = answer_form == "auto"
         self._lock = threading.Lock()
@@ -144,6 +162,8 @@ class PluginInstances:
             raise InvalidRequestError("sink name (instance) must not be empty")
         if not plugin_name:
             raise InvalidRequestError("plugin must not be empty")
+        if self._sink_backend is not None:
+            return self._sink_backend.configure_sink(sink, plugin_name, config_json)
         config = _parse_config(config_json)
         spec = self._load_sink(plugin_name)
         created = _create(plugin_name, lambda: spec.factory(config))
@@ -153,17 +173,22 @@ class PluginInstances:
         self._install(self._sinks, _Slot(sink, plugin_name, created), spec.version, "sink")
         return spec.version, warnings, tuple(getattr(created, "needs_owner", ()))
 
-    def export(self, sink: str, batch: ExportTraceServiceRequest) -> list[Event]:
-        """Hand `batch` to the sink named `sink` (empty: the only sink); return its events.
+    def export(self, sink: str, data: bytes) -> list[Event]:
+        """Hand the serialized `ExportTraceServiceRequest` `data` to the sink named
+        `sink` (empty: the only sink); return its events.
 
         Returns once the sink stored the batch. Raises `UnknownSinkError`,
-        `SinkUnavailableError` (not stored: retry) or `PluginFailedError`.
+        `InvalidRequestError` (bytes that do not parse), `SinkUnavailableError`
+        (not stored: retry) or `PluginFailedError`.
         """
+        if self._sink_backend is not None:
+            return self._sink_backend.export(sink, data)
         slot = self._acquire_sink(sink)
         events = Events()
         try:
             target = slot.plugin
             assert isinstance(target, Sink)
+            batch = _parse_traces(data)
             try:
                 target.export(batch, events)
             except SinkUnavailableError:
@@ -184,6 +209,8 @@ class PluginInstances:
 
     def stats(self) -> list[SinkStats]:
         """Every sink's running totals and current gauges, by sink name."""
+        if self._sink_backend is not None:
+            return self._sink_backend.stats()
         with self._lock:
             slots = sorted(self._sinks.values(), key=lambda slot: slot.instance)
             taken = [
@@ -232,12 +259,7 @@ class PluginInstances:
         plugin = slot.plugin
         assert isinstance(plugin, Plugin)
         try:
-            try:
-                batch = ExportTraceServiceRequest.FromString(traces)
-            except DecodeError as exc:
-                raise InvalidRequestError(
-                    f"traces are not a serialized ExportTraceServiceRequest: {exc}"
-                ) from exc
+            batch = _parse_traces(traces)
             events = Events()
             try:
                 if self._fast_form and isinstance(plugin, AnnotatingPlugin):
@@ -262,6 +284,8 @@ class PluginInstances:
             self._sinks.clear()
         for slot in slots:
             self._retire(slot)
+        if self._sink_backend is not None:
+            self._sink_backend.close()
 
     def _acquire(self, instance: str) -> _Slot:
         with self._lock:
@@ -307,6 +331,15 @@ class PluginInstances:
                 slot.plugin_name,
                 in_flight,
             )
+
+
+def _parse_traces(data: bytes) -> ExportTraceServiceRequest:
+    try:
+        return ExportTraceServiceRequest.FromString(data)
+    except DecodeError as exc:
+        raise InvalidRequestError(
+            f"traces are not a serialized ExportTraceServiceRequest: {exc}"
+        ) from exc
 
 
 def _parse_config(config_json: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_SERVER_MODE",
     "DEFAULT_WORKERS",
     "SERVER_MODES",
+    "SINK_THREADS",
     "ServerOptions",
     "SidecarServer",
     "create_server",

@@ -68,7 +68,6 @@ TRACE_SERVICE_NAME = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService
 SINK_HEADER = "spancost-sink"
 """The gRPC header (metadata key) naming the sink an export is for."""
 
-ExportRequest = trace_service_pb2.ExportTraceServiceRequest
 ExportResponse = trace_service_pb2.ExportTraceServiceResponse
 
 _EXPECTED: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -207,7 +206,7 @@ class SidecarServicer(sidecar_pb2_grpc.SidecarServicer):
         return _stats_response(self._instances.stats())
 
     def Export(  # noqa: N802 - the gRPC method name (TraceService)
-        self, request: ExportRequest, context: grpc.ServicerContext
+        self, request: bytes, context: grpc.ServicerContext
     ) -> ExportResponse:
         sink = _sink_name(context)
         try:
@@ -270,7 +269,7 @@ class AsyncSidecarServicer(sidecar_pb2_grpc.SidecarServicer):
         return _stats_response(stats)
 
     async def Export(  # noqa: N802 - the gRPC method name (TraceService)
-        self, request: ExportRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ExportResponse:
         sink = _sink_name(context)
         loop = asyncio.get_running_loop()
@@ -331,9 +330,10 @@ def add_sidecar_servicer(
         ),
     }
     trace_handlers = {
+        # The request stays bytes: the sink parses it (in the sinks' process).
         "Export": grpc.unary_unary_rpc_method_handler(
             export,
-            request_deserializer=ExportRequest.FromString,
+            request_deserializer=None,
             response_serializer=ExportResponse.SerializeToString,
         ),
     }
