@@ -124,7 +124,8 @@ func (a *activeChange) appliesTo(index uint32) bool {
 }
 
 func applyAttributes(td ptrace.Traces, changes []*wirepb.AttributeChange, doubles []*wirepb.DoubleColumn) {
-	var active []*activeChange
+	var active, applying []*activeChange
+	var keys []string // the keys the changes for one span put
 	next := 0
 	columns := make([]int, len(doubles)) // the next entry of each column
 	index := uint32(0)
@@ -139,21 +140,43 @@ func applyAttributes(td ptrace.Traces, changes []*wirepb.AttributeChange, double
 					next++
 				}
 				active = slices.DeleteFunc(active, func(a *activeChange) bool { return a.change.GetEnd() <= index })
-				var attrs pcommon.Map
-				touched := false
+				// What applies to this span, and the keys it puts: the map then grows
+				// once, not once per doubling (most of what putting the cost
+				// attributes on a span allocated).
+				applying, keys = applying[:0], keys[:0]
 				for _, a := range active {
 					if a.appliesTo(index) {
-						if !touched {
-							attrs, touched = spans.At(k).Attributes(), true
+						applying = append(applying, a)
+						for _, set := range a.change.GetSet() {
+							keys = appendNew(keys, set.GetKey())
 						}
-						applyAttributeChange(attrs, a.change)
 					}
 				}
 				for c, col := range doubles {
 					if n := columns[c]; n < len(col.GetSpans()) && col.GetSpans()[n] == index {
-						if !touched {
-							attrs, touched = spans.At(k).Attributes(), true
-						}
+						keys = appendNew(keys, col.GetKey())
+					}
+				}
+				if len(keys) == 0 && len(applying) == 0 {
+					index++
+					continue
+				}
+				attrs := spans.At(k).Attributes()
+				reserve := 0 // keys not there yet: room is made for them after the first removes
+				for _, key := range keys {
+					if _, ok := attrs.Get(key); !ok {
+						reserve++
+					}
+				}
+				for _, a := range applying {
+					applyAttributeChange(attrs, a.change, reserve)
+					reserve = 0
+				}
+				if reserve > 0 {
+					attrs.EnsureCapacity(attrs.Len() + reserve)
+				}
+				for c, col := range doubles {
+					if n := columns[c]; n < len(col.GetSpans()) && col.GetSpans()[n] == index {
 						putDouble(attrs, col.GetKey(), col.GetValues()[n])
 						columns[c]++
 					}
@@ -165,12 +188,15 @@ func applyAttributes(td ptrace.Traces, changes []*wirepb.AttributeChange, double
 }
 
 // applyAttributeChange applies c to one span's attributes: its removes, then
-// its sets (see setAttribute). A removed key loses every copy, and the other
+// its sets (see setAttribute), with room made first for reserve more keys. A removed key loses every copy, and the other
 // attributes keep their order (pcommon's Map.Remove would stop at the first
 // copy and move the last attribute into its place).
-func applyAttributeChange(attrs pcommon.Map, c *wirepb.AttributeChange) {
+func applyAttributeChange(attrs pcommon.Map, c *wirepb.AttributeChange, reserve int) {
 	if remove := c.GetRemove(); len(remove) > 0 {
 		attrs.RemoveIf(func(key string, _ pcommon.Value) bool { return slices.Contains(remove, key) })
+	}
+	if reserve > 0 {
+		attrs.EnsureCapacity(attrs.Len() + reserve)
 	}
 	for _, a := range c.GetSet() {
 		setAttribute(attrs, a)
@@ -234,6 +260,14 @@ func removeLaterCopies(attrs pcommon.Map, key string) {
 		seen = true
 		return later
 	})
+}
+
+// appendNew appends key to keys unless it is there already.
+func appendNew(keys []string, key string) []string {
+	if slices.Contains(keys, key) {
+		return keys
+	}
+	return append(keys, key)
 }
 
 type dropRange struct{ start, end uint32 }

@@ -148,12 +148,12 @@ func BenchmarkRemoveLaterCopies(b *testing.B) {
 func benchmarkSpanChanges(b *testing.B, changes ...*wirepb.AttributeChange) {
 	attrs := costBatch().ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes()
 	for _, c := range changes {
-		applyAttributeChange(attrs, c)
+		applyAttributeChange(attrs, c, 0)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
 		for _, c := range changes {
-			applyAttributeChange(attrs, c)
+			applyAttributeChange(attrs, c, 0)
 		}
 	}
 }

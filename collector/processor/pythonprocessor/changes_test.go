@@ -123,7 +123,7 @@ func TestRepeatedKeyScansAllocateNothing(t *testing.T) {
 	change := &wirepb.AttributeChange{Remove: []string{"cost.model", "cost.source"}}
 	allocs := testing.AllocsPerRun(100, func() {
 		removeLaterCopies(attrs, "cost.usd")
-		applyAttributeChange(attrs, change)
+		applyAttributeChange(attrs, change, 0)
 	})
 	assert.Zero(t, allocs)
 	assert.Equal(t, map[string]any{"http.route": "/items", "cost.usd": 1.0, "http.response.status_code": int64(200)}, attrs.AsRaw())
