@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from spancost.cliopts import database_url_option, log_level_option
+from spancost.cli.options import database_url_option, log_level_option
 from spancost.errors import SpancostError
 from spancost.log import configure_logging
 from spancost.store.base import StoreError, TotalsStore

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from spancost.cliopts import database_url_option, log_level_option
-from spancost.dbcli import UsageFailure, open_database, window, window_options
+from spancost.cli.db import UsageFailure, open_database, window, window_options
+from spancost.cli.options import database_url_option, log_level_option
 from spancost.errors import ConfigError
 from spancost.log import configure_logging
 from spancost.store.base import AllocationStore

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from spancost.cliopts import database_url_option, log_level_option
+from spancost.cli.options import database_url_option, log_level_option
 from spancost.config import parse_duration
 from spancost.errors import SpancostError
 from spancost.log import configure_logging

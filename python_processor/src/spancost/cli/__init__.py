@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import click
 
 from spancost import __version__
-from spancost.cliopts import log_level_option
-from spancost.dbcli import db
+from spancost.cli import db, export, guard, report, reprice
+from spancost.cli.options import log_level_option
 from spancost.demo import (
     DEFAULT_REQUESTS,
     DEFAULT_SEED,
@@ -45,8 +45,6 @@ from spancost.demo import (
     transaction_names,
 )
 from spancost.errors import ListenAddressError, SpancostError, UnsupportedRuntimeError
-from spancost.exportcli import export
-from spancost.guard.cli import guard
 from spancost.log import configure_logging
 from spancost.pricing.aws_products import (
     ENDPOINT_REGIONS,
@@ -56,8 +54,6 @@ from spancost.pricing.aws_products import (
 )
 from spancost.pricing.model import Ec2Key, Price
 from spancost.registry import load_plugin
-from spancost.reportcli import report
-from spancost.repricecli import reprice
 from spancost.sidecar.address import ListenAddress, parse_listen_address
 from spancost.sidecar.instances import ANSWER_FORMS, AnswerForm, PluginInstances
 from spancost.sidecar.runtime import check_protobuf_backend
@@ -638,11 +634,11 @@ def _price_json(key: Ec2Key, price: Price) -> dict[str, Any]:
     }
 
 
-cli.add_command(db)
-cli.add_command(report)
-cli.add_command(reprice)
-cli.add_command(guard)
-cli.add_command(export)
+cli.add_command(db.db)
+cli.add_command(report.report)
+cli.add_command(reprice.reprice)
+cli.add_command(guard.guard)
+cli.add_command(export.export)
 
 
 def main() -> None:
