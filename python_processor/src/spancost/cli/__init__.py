@@ -28,7 +28,7 @@ import click
 
 from spancost import __version__
 from spancost.cli import db, export, guard, report, reprice
-from spancost.cli.options import log_level_option
+from spancost.cli.options import UsageFailure, log_level_option
 from spancost.demo import (
     DEFAULT_REQUESTS,
     DEFAULT_SEED,
@@ -76,14 +76,6 @@ if TYPE_CHECKING:
 __all__ = ["cli", "main"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_USAGE = 2
-
-
-class UsageFailure(click.ClickException):
-    """An error the user fixes by changing how spancost is run (exit code 2)."""
-
-    exit_code = EXIT_USAGE
 
 
 class ListenAddressType(click.ParamType[ListenAddress]):

@@ -15,130 +15,19 @@ Exit codes: 0 done; 1 the database failed (unreachable, a wrong password, an SQL
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Final
 
 import click
 
-from spancost.cli.options import database_url_option, log_level_option
-from spancost.errors import SpancostError
+from spancost.cli.database import describe, open_database
+from spancost.cli.options import UtcDateTime, database_url_option, log_level_option
 from spancost.log import configure_logging
-from spancost.store.base import StoreError, TotalsStore
 from spancost.store.common import DEFAULT_RETENTION_MONTHS, retention_cutoff
-from spancost.totals.naming import TotalsConfig
 
-__all__ = [
-    "DEFAULT_MONTHS_AHEAD",
-    "DEFAULT_RETENTION_MONTHS",
-    "UsageFailure",
-    "db",
-    "open_database",
-    "retention_cutoff",
-    "window",
-    "window_options",
-]
-
-logger = logging.getLogger(__name__)
-
-_F = TypeVar("_F", bound=Callable[..., Any])
+__all__ = ["DEFAULT_MONTHS_AHEAD", "db"]
 
 DEFAULT_MONTHS_AHEAD: Final = 2
-EXIT_USAGE: Final = 2
-
-
-class UsageFailure(click.ClickException):
-    """An error the user fixes by changing how spancost is run (exit code 2)."""
-
-    exit_code = EXIT_USAGE
-
-
-class UtcDateTime(click.ParamType[datetime]):
-    """An ISO 8601 instant; without an offset it is taken as UTC."""
-
-    name = "ISO-TIME"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z", param, ctx)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def window_options(function: _F) -> _F:
-    """``--since``, ``--from`` and ``--to``, the window `window` reads."""
-    for option in reversed(
-        (
-            click.option(
-                "--since", "since_text", metavar="DURATION", help="Look back this far: 7d, 24h."
-            ),
-            click.option(
-                "--from", "from_time", type=UtcDateTime(), help="Start (ISO 8601); or --since."
-            ),
-            click.option(
-                "--to", "to_time", type=UtcDateTime(), help="End (ISO 8601); default now."
-            ),
-        )
-    ):
-        function = option(function)
-    return function
-
-
-def window(
-    since_text: str | None, from_time: datetime | None, to_time: datetime | None
-) -> tuple[datetime, datetime]:
-    """The window of a command taking ``--since`` or ``--from``, and ``--to`` (default now):
-    (since, until), not empty, or a `UsageFailure` naming the flag."""
-    from spancost.errors import ConfigError  # noqa: PLC0415
-    from spancost.report import parse_span  # noqa: PLC0415
-
-    if (since_text is None) == (from_time is None):
-        raise UsageFailure("give one of --since and --from")
-    until = to_time if to_time is not None else datetime.now(UTC)
-    try:
-        since = from_time if from_time is not None else until - parse_span(since_text or "")
-    except ConfigError as exc:
-        raise UsageFailure(f"{exc.key}: {exc.message}") from exc
-    if since >= until:
-        raise UsageFailure(f"the window is empty: {since.isoformat()} is not before {until}")
-    return since, until
-
-
-@contextmanager
-def open_database(url: str, config: TotalsConfig | None = None) -> Iterator[TotalsStore]:
-    """The store `url` names, closed afterwards; errors become exit codes 2 (the URL
-    cannot be understood) or 1 (the database cannot be reached or failed)."""
-    from spancost.store.open import describe_url, open_store  # noqa: PLC0415
-
-    try:
-        where = describe_url(url)
-    except StoreError as exc:
-        raise UsageFailure(f"--database-url / DATABASE_URL: {exc}") from exc
-    try:
-        store = open_store(url, config, max_connections=1)
-    except SpancostError as exc:
-        raise click.ClickException(str(exc)) from exc
-    logger.debug("totals store %s", where)
-    try:
-        yield store
-    except SpancostError as exc:
-        raise click.ClickException(f"{where}: {exc}") from exc
-    finally:
-        store.close()
-
-
-def describe(url: str) -> str:
-    """`url` as it may be printed (password masked)."""
-    from spancost.store.open import describe_url  # noqa: PLC0415
-
-    return describe_url(url)
 
 
 @click.group()

@@ -1,18 +1,36 @@
-"""Command-line options shared by the ``spancost`` commands, so each reads the same
-flag, the same environment variable and the same help."""
+"""What the ``spancost`` commands share, so that each reads the same flag, the same
+environment variable and the same help, and fails the same way: the usage error (exit
+code 2), ``--log-level``, ``--database-url`` and the window (``--since``, ``--from``,
+``--to``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
 
 import click
 
 from spancost.log import LOG_LEVELS
 
-__all__ = ["database_url_option", "log_level_option"]
+__all__ = [
+    "UsageFailure",
+    "UtcDateTime",
+    "database_url_option",
+    "log_level_option",
+    "window",
+    "window_options",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+EXIT_USAGE: Final = 2
+
+
+class UsageFailure(click.ClickException):
+    """An error the user fixes by changing how spancost is run (exit code 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 def database_url_option(function: _F) -> _F:
@@ -38,3 +56,59 @@ def log_level_option(default: str = "info") -> Callable[[_F], _F]:
         show_default=True,
         help="Log level of the lines on stderr (env SPANCOST_LOG_LEVEL).",
     )
+
+
+class UtcDateTime(click.ParamType[datetime]):
+    """An ISO 8601 instant; without an offset it is taken as UTC."""
+
+    name = "ISO-TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z", param, ctx)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def window_options(function: _F) -> _F:
+    """``--since``, ``--from`` and ``--to``, the window `window` reads."""
+    for option in reversed(
+        (
+            click.option(
+                "--since", "since_text", metavar="DURATION", help="Look back this far: 7d, 24h."
+            ),
+            click.option(
+                "--from", "from_time", type=UtcDateTime(), help="Start (ISO 8601); or --since."
+            ),
+            click.option(
+                "--to", "to_time", type=UtcDateTime(), help="End (ISO 8601); default now."
+            ),
+        )
+    ):
+        function = option(function)
+    return function
+
+
+def window(
+    since_text: str | None, from_time: datetime | None, to_time: datetime | None
+) -> tuple[datetime, datetime]:
+    """The window of a command taking ``--since`` or ``--from``, and ``--to`` (default now):
+    (since, until), not empty, or a `UsageFailure` naming the flag."""
+    from spancost.errors import ConfigError  # noqa: PLC0415
+    from spancost.report import parse_span  # noqa: PLC0415
+
+    if (since_text is None) == (from_time is None):
+        raise UsageFailure("give one of --since and --from")
+    until = to_time if to_time is not None else datetime.now(UTC)
+    try:
+        since = from_time if from_time is not None else until - parse_span(since_text or "")
+    except ConfigError as exc:
+        raise UsageFailure(f"{exc.key}: {exc.message}") from exc
+    if since >= until:
+        raise UsageFailure(f"the window is empty: {since.isoformat()} is not before {until}")
+    return since, until
