@@ -1,7 +1,7 @@
 """What the ``spancost`` commands share, so that each reads the same flag, the same
 environment variable and the same help, and fails the same way: the usage error (exit
-code 2), ``--log-level``, ``--database-url`` and the window (``--since``, ``--from``,
-``--to``)."""
+code 2), ``--log-level``, ``--database-url``, the sidecar's address (``--listen``) and
+the window (``--since``, ``--from``, ``--to``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from typing import Any, Final, TypeVar
 
 import click
 
+from spancost.errors import ListenAddressError
 from spancost.log import LOG_LEVELS
+from spancost.sidecar.address import ListenAddress, parse_listen_address
 
 __all__ = [
+    "ListenAddressType",
     "UsageFailure",
     "UtcDateTime",
     "database_url_option",
+    "listen_option",
     "log_level_option",
     "window",
     "window_options",
@@ -55,6 +59,34 @@ def log_level_option(default: str = "info") -> Callable[[_F], _F]:
         default=default,
         show_default=True,
         help="Log level of the lines on stderr (env SPANCOST_LOG_LEVEL).",
+    )
+
+
+class ListenAddressType(click.ParamType[ListenAddress]):
+    """``--listen``: a unix socket or a loopback TCP address."""
+
+    name = "ADDRESS"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> ListenAddress:
+        if isinstance(value, ListenAddress):
+            return value
+        try:
+            return parse_listen_address(str(value))
+        except ListenAddressError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def listen_option(help_text: str) -> Callable[[_F], _F]:
+    """``--listen`` (env ``SPANCOST_SIDECAR_LISTEN``, required): the sidecar's address, as
+    `ListenAddressType` reads it, with the command's `help_text`."""
+    return click.option(
+        "--listen",
+        envvar="SPANCOST_SIDECAR_LISTEN",
+        required=True,
+        type=ListenAddressType(),
+        help=help_text,
     )
 
 
