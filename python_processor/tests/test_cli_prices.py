@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from spancost import cli as cli_module
 from spancost.cli import cli
+from spancost.cli import prices as cli_module
 from spancost.pricing.model import Ec2Key
 from spancost.pricing.snapshot import load_bundled, load_snapshot
 from tests.fake_pricelist import (

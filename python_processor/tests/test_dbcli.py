@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from spancost.cli import cli
-from spancost.dbcli import retention_cutoff
 from spancost.store import open_store
+from spancost.store.common import retention_cutoff
 from spancost.store.migrations.postgres import MIGRATIONS as PG_MIGRATIONS
 from spancost.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from spancost.totals import TotalsConfig, split

@@ -5,6 +5,7 @@
 - `kube`: the Kubernetes adapter (deployments, the scale subresource, Events);
 - `alerts`: webhooks (PagerDuty Events API v2 or plain JSON) with retries, and logs;
 - `run`: one guard run (read spend, decide, act, alert);
-- `loop`: the loop mode (the budgets file re-read when it changes, the last good kept);
-- `cli`: ``spancost guard``.
+- `loop`: the loop mode (the budgets file re-read when it changes, the last good kept).
+
+The command, ``spancost guard``, is `spancost.cli.guard`.
 """

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from spancost.cliopts import database_url_option, log_level_option
+from spancost.cli.options import UsageFailure, database_url_option, log_level_option
 from spancost.config import parse_duration
 from spancost.errors import SpancostError
 from spancost.log import configure_logging
@@ -39,13 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["guard"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-class _UsageError(click.ClickException):
-    exit_code = EXIT_USAGE
 
 
 @click.command()
@@ -117,10 +110,10 @@ def guard(
         seconds = parse_duration(interval, "--interval")
         store_description = describe_url(database_url)
     except SpancostError as exc:  # ConfigError, or a database URL that is not understood
-        raise _UsageError(str(exc)) from exc
+        raise UsageFailure(str(exc)) from exc
     listen = _listen_address(metrics_listen) if metrics_listen else None
     if listen is not None and once:
-        raise _UsageError("--metrics-listen serves the loop's runs; it makes no sense with --once")
+        raise UsageFailure("--metrics-listen serves the loop's runs; it makes no sense with --once")
     config = budgets.config
     logger.info(
         "spancost guard: %d budget(s) from %s, store %s, %s%s",
@@ -144,7 +137,7 @@ def guard(
         try:
             start_http_server(listen[1], listen[0], registry=metrics.registry())
         except OSError as exc:
-            raise _UsageError(f"--metrics-listen {metrics_listen}: {exc}") from exc
+            raise UsageFailure(f"--metrics-listen {metrics_listen}: {exc}") from exc
         logger.info("spancost guard: metrics on http://%s:%d/metrics", *listen)
 
     def run(current: GuardConfig, sender: AlertSender, retired: Collection[str]) -> RunReport:
@@ -183,7 +176,7 @@ def _listen_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``:PORT`` listens on every address)."""
     host, separator, port = text.rpartition(":")
     if not separator or not port.isdigit() or not 0 < int(port) < 65536:
-        raise _UsageError(f"--metrics-listen {text!r}: must be HOST:PORT, e.g. 0.0.0.0:9465")
+        raise UsageFailure(f"--metrics-listen {text!r}: must be HOST:PORT, e.g. 0.0.0.0:9465")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - as asked
 
 

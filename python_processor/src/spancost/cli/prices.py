@@ -1,14 +1,10 @@
-"""The ``spancost`` command line.
+"""``spancost prices``: ``show`` an EC2 price (from the snapshot or the live AWS Price
+List API) and ``refresh`` the price snapshot from the live API.
 
-Exit codes: 0 after a clean stop (SIGTERM/SIGINT included) or success; 1 when
-the command fails (cannot bind, a ``--preload`` plugin is missing, the Price
-List API failed, no price known, the collector ``spancost demo`` sends to cannot
-be reached); 2 for usage errors: a bad flag or environment variable, a listen
-address beyond loopback (or a demo endpoint, without ``--allow-remote``), or the
-pure-Python protobuf backend.
+Imports boto3 only when it talks to the API, so the sidecar's start-up never pays for it.
 
-``spancost prices`` imports boto3 only when it talks to the API, so the
-sidecar's start-up never pays for it.
+Exit codes: 0 done; 1 the Price List API failed, no price is known, or the snapshot could
+not be written; 2 for usage errors (a bad flag or combination of flags).
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -26,27 +21,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from spancost import __version__
-from spancost.cliopts import log_level_option
-from spancost.dbcli import db
-from spancost.demo import (
-    DEFAULT_REQUESTS,
-    DEFAULT_SEED,
-    MAX_REQUESTS,
-    PROTOCOLS,
-    DemoSendError,
-    OtlpProtocol,
-    build_batches,
-    open_exporter,
-    parse_endpoint,
-    plan_requests,
-    send,
-    summary,
-    transaction_names,
-)
-from spancost.errors import ListenAddressError, SpancostError, UnsupportedRuntimeError
-from spancost.exportcli import export
-from spancost.guard.cli import guard
+from spancost.cli.options import UsageFailure, log_level_option
+from spancost.errors import SpancostError
 from spancost.log import configure_logging
 from spancost.pricing.aws_products import (
     ENDPOINT_REGIONS,
@@ -55,257 +31,14 @@ from spancost.pricing.aws_products import (
     is_plausible_region,
 )
 from spancost.pricing.model import Ec2Key, Price
-from spancost.registry import load_plugin
-from spancost.reportcli import report
-from spancost.repricecli import reprice
-from spancost.sidecar.address import ListenAddress, parse_listen_address
-from spancost.sidecar.instances import ANSWER_FORMS, AnswerForm, PluginInstances
-from spancost.sidecar.runtime import check_protobuf_backend
-from spancost.sidecar.server import (
-    DEFAULT_GRACE_PERIOD,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_SERVER_MODE,
-    DEFAULT_WORKERS,
-    SERVER_MODES,
-    SINK_THREADS,
-    ServerMode,
-    ServerOptions,
-    create_server,
-    serve_until_signalled,
-)
-from spancost.sidecar.sinkhost import SinkHost
 
 if TYPE_CHECKING:
     from spancost.pricing.aws import AwsPriceList
     from spancost.pricing.snapshot import BundledPrices
 
-__all__ = ["cli", "main"]
+__all__ = ["prices"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_USAGE = 2
-
-
-class UsageFailure(click.ClickException):
-    """An error the user fixes by changing how spancost is run (exit code 2)."""
-
-    exit_code = EXIT_USAGE
-
-
-class ListenAddressType(click.ParamType[ListenAddress]):
-    """``--listen``: a unix socket or a loopback TCP address."""
-
-    name = "ADDRESS"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> ListenAddress:
-        if isinstance(value, ListenAddress):
-            return value
-        try:
-            return parse_listen_address(str(value))
-        except ListenAddressError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(
-    __version__, "--version", prog_name="spancost", message="%(prog)s %(version)s"
-)
-def cli() -> None:
-    """spancost: prices every span flowing through an OpenTelemetry Collector."""
-
-
-@cli.command()
-@click.option(
-    "--listen",
-    envvar="SPANCOST_SIDECAR_LISTEN",
-    required=True,
-    type=ListenAddressType(),
-    help="unix:///abs/path.sock, 127.0.0.1:PORT, [::1]:PORT or localhost:PORT "
-    "(env SPANCOST_SIDECAR_LISTEN, which the collector's python extension sets).",
-)
-@click.option(
-    "--server-mode",
-    type=click.Choice(SERVER_MODES),
-    default=DEFAULT_SERVER_MODE,
-    show_default=True,
-    help="threads: grpc.server on a thread pool; asyncio: grpc.aio on an event loop.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=DEFAULT_WORKERS,
-    show_default=True,
-    help="Threads that run plugin work (batches processed at once).",
-)
-@click.option(
-    "--grace-period",
-    type=click.FloatRange(min=0),
-    default=DEFAULT_GRACE_PERIOD,
-    show_default=True,
-    help="Seconds in-flight batches get to finish after SIGTERM/SIGINT.",
-)
-@click.option(
-    "--max-message-bytes",
-    type=click.IntRange(min=1024, max=2**31 - 1),
-    default=DEFAULT_MAX_MESSAGE_BYTES,
-    show_default=True,
-    help="Largest gRPC message received or sent.",
-)
-@log_level_option()
-@click.option(
-    "--answer-form",
-    type=click.Choice(ANSWER_FORMS),
-    default="auto",
-    show_default=True,
-    help="auto: annotating plugins answer with their changes (the fast form), others with "
-    "the whole batch; full: always the whole batch (to debug a plugin, or to compare in "
-    "benchmarks).",
-)
-@click.option(
-    "--preload",
-    "preload",
-    multiple=True,
-    metavar="PLUGIN",
-    help="Import this plugin at start so a missing one fails now (repeatable).",
-)
-def sidecar(
-    *,
-    listen: ListenAddress,
-    server_mode: ServerMode,
-    workers: int,
-    grace_period: float,
-    max_message_bytes: int,
-    log_level: str,
-    answer_form: AnswerForm,
-    preload: tuple[str, ...],
-) -> None:
-    """Serve plugins to the collector's python processor over gRPC."""
-    configure_logging(log_level)
-    try:
-        backend = check_protobuf_backend()
-    except UnsupportedRuntimeError as exc:
-        raise UsageFailure(str(exc)) from exc
-    try:
-        for name in preload:
-            spec = load_plugin(name)
-            logger.info("preloaded plugin %s (%s)", name, spec.version)
-        options = ServerOptions(
-            listen=listen,
-            mode=server_mode,
-            workers=workers,
-            grace_period=grace_period,
-            max_message_bytes=max_message_bytes,
-        )
-        logger.info(
-            "spancost %s sidecar starting: mode=%s workers=%d protobuf=%s answer-form=%s",
-            __version__,
-            server_mode,
-            workers,
-            backend,
-            answer_form,
-        )
-        sinks = SinkHost(log_level, SINK_THREADS)
-        instances = PluginInstances(answer_form=answer_form, sinks=sinks)
-        serve_until_signalled(create_server(options, instances), grace_period)
-    except SpancostError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-# -- spancost demo ------------------------------------------------------------------------
-
-
-@cli.command("demo")
-@click.option(
-    "--endpoint",
-    "endpoint_text",
-    metavar="ADDRESS",
-    help="The collector's OTLP receiver. gRPC: host:port (default 127.0.0.1:4317); HTTP: "
-    "a URL (default http://127.0.0.1:4318; /v1/traces is added to a URL without a path).",
-)
-@click.option(
-    "--protocol",
-    type=click.Choice(PROTOCOLS),
-    default="grpc",
-    show_default=True,
-    help="OTLP over gRPC, or over HTTP with protobuf bodies.",
-)
-@click.option(
-    "--requests",
-    "requests_per_transaction",
-    type=click.IntRange(min=1, max=MAX_REQUESTS),
-    default=DEFAULT_REQUESTS,
-    show_default=True,
-    help="Production requests (traces) per business transaction; a quarter as many "
-    "again come from CI.",
-)
-@click.option(
-    "--business-transaction",
-    "transactions",
-    multiple=True,
-    metavar="NAME",
-    help="A business transaction to send (repeatable; default: checkout and search). "
-    "checkout and search have services of their own; other names call a generic one.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=DEFAULT_SEED,
-    show_default=True,
-    help="Durations and token counts follow the seed: one seed always costs the same.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Seconds to wait for the collector to answer each batch.",
-)
-@click.option(
-    "--allow-remote",
-    is_flag=True,
-    help="Send to an endpoint beyond this host. The demo's spans say production: "
-    "there they count against real budgets.",
-)
-def demo_command(
-    *,
-    endpoint_text: str | None,
-    protocol: OtlpProtocol,
-    requests_per_transaction: int,
-    transactions: tuple[str, ...],
-    seed: int,
-    timeout: float,
-    allow_remote: bool,
-) -> None:
-    """Send realistic traffic to a running collector, to see what it costs.
-
-    Requests of each business transaction from services on EKS (EC2), a Lambda
-    function and an LLM call, some CI requests (which configs/local.yaml drops) and
-    one span spancost cannot price. Then run `spancost report`.
-    """
-    try:
-        endpoint = parse_endpoint(endpoint_text, protocol)
-        names = transaction_names(transactions)
-    except ValueError as exc:
-        raise UsageFailure(str(exc)) from exc
-    if not endpoint.loopback and not allow_remote:
-        raise UsageFailure(
-            f"{endpoint} is not on this host, and the demo's spans say production: they "
-            "would count against that collector's budgets. Add --allow-remote to send anyway."
-        )
-    requests = plan_requests(names, requests_per_transaction)
-    exporter = open_exporter(endpoint, timeout)
-    try:
-        sent = send(build_batches(requests, seed=seed, now_ns=time.time_ns()), exporter)
-    except DemoSendError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        exporter.close()
-    click.echo(summary(requests, endpoint, sent))
-
-
-# -- spancost prices ----------------------------------------------------------------------
 
 
 class RegionType(click.ParamType[str]):
@@ -352,51 +85,7 @@ _snapshot_option = click.option(
 )
 
 
-@cli.command()
-@click.option(
-    "--listen",
-    envvar="SPANCOST_SIDECAR_LISTEN",
-    required=True,
-    type=ListenAddressType(),
-    help="The sidecar's address, as given to `spancost sidecar` (env SPANCOST_SIDECAR_LISTEN).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=3.0,
-    show_default=True,
-    help="Seconds to wait for the answer.",
-)
-def health(*, listen: ListenAddress, timeout: float) -> None:
-    """Ask a running sidecar whether it serves (grpc.health.v1): exit 0 if it does, 1 if not.
-
-    For a Kubernetes exec probe on the sidecar container, whose Unix socket a
-    `grpc:` probe cannot reach.
-    """
-    # Imported here: `spancost health` runs every few seconds as a probe and
-    # should load no more than it needs.
-    import grpc  # noqa: PLC0415
-    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
-
-    from spancost.sidecar.servicer import SERVICE_NAME  # noqa: PLC0415
-
-    with grpc.insecure_channel(listen.grpc_target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            answer = stub.Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=timeout
-            )
-        except grpc.RpcError as exc:
-            raise click.ClickException(
-                f"sidecar at {listen} did not answer: {exc.code().name}: {exc.details()}"
-            ) from exc
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
-    if answer.status != health_pb2.HealthCheckResponse.SERVING:
-        raise click.ClickException(f"sidecar at {listen} is {status}")
-    click.echo(f"sidecar at {listen} is {status}")
-
-
-@cli.group()
+@click.group()
 @log_level_option("warning")
 def prices(log_level: str) -> None:
     """Show AWS prices, and regenerate the bundled price snapshot from the AWS Price List API.
@@ -639,15 +328,3 @@ def _price_json(key: Ec2Key, price: Price) -> dict[str, Any]:
         "source": price.source,
         "as_of": price.as_of,
     }
-
-
-cli.add_command(db)
-cli.add_command(report)
-cli.add_command(reprice)
-cli.add_command(guard)
-cli.add_command(export)
-
-
-def main() -> None:
-    """Entry point of the ``spancost`` script."""
-    cli(prog_name="spancost")

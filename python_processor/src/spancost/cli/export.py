@@ -17,8 +17,14 @@ from typing import Final
 import click
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
-from spancost.cliopts import database_url_option, log_level_option
-from spancost.dbcli import UsageFailure, open_database, window, window_options
+from spancost.cli.database import open_database
+from spancost.cli.options import (
+    UsageFailure,
+    database_url_option,
+    log_level_option,
+    window,
+    window_options,
+)
 from spancost.focus import BillingAccount, focus_records, split_differs, summary, write_csv
 from spancost.log import configure_logging
 from spancost.store.base import AllocationStore

@@ -1,6 +1,6 @@
 """``spancost report``: what transactions and domains cost over a window.
 
-Reads the totals store (`spancost.dbcli.open_database`) and hands the rows to the pure
+Reads the totals store (`spancost.cli.database.open_database`) and hands the rows to the pure
 `spancost.report`, which builds the figures, the table and the JSON document;
 ``--html FILE`` writes that document as a page (`spancost.htmlreport`). While the
 queries run, a spinner turns on stderr when stderr is a terminal (never in pipes or
@@ -24,8 +24,8 @@ from typing import Final
 
 import click
 
-from spancost.cliopts import database_url_option, log_level_option
-from spancost.dbcli import UsageFailure, UtcDateTime, open_database
+from spancost.cli.database import open_database
+from spancost.cli.options import UsageFailure, UtcDateTime, database_url_option, log_level_option
 from spancost.errors import ConfigError
 from spancost.htmlreport import render_html
 from spancost.log import configure_logging

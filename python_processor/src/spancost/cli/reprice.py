@@ -21,8 +21,14 @@ from pathlib import Path
 
 import click
 
-from spancost.cliopts import database_url_option, log_level_option
-from spancost.dbcli import UsageFailure, open_database, window, window_options
+from spancost.cli.database import open_database
+from spancost.cli.options import (
+    UsageFailure,
+    database_url_option,
+    log_level_option,
+    window,
+    window_options,
+)
 from spancost.errors import ConfigError
 from spancost.log import configure_logging
 from spancost.store.base import AllocationStore
