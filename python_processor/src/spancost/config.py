@@ -41,11 +41,9 @@ from pydantic_core import PydanticCustomError, core_schema
 from spancost.errors import ConfigError
 
 __all__ = [
-    "MISSING",
     "AttributeSetting",
     "Choice",
     "ConfigModel",
-    "ConfigSection",
     "Duration",
     "HttpUrl",
     "Integer",
@@ -477,103 +475,3 @@ Duration = Annotated[
     ),
 ]
 """A duration such as ``15m``, ``250ms`` or ``1h30m`` (as `parse_duration`), in seconds."""
-
-
-# -- the hand-written reader, until every section is a model ---------------------------
-
-from collections.abc import Iterable, Iterator  # noqa: E402
-
-_T = TypeVar("_T")
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[Any] = _Missing()
-"""Default for getters: the key is required."""
-
-
-class ConfigSection:
-    """One mapping of a configuration, with the dotted path it was found at."""
-
-    def __init__(self, data: object, path: str = "") -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(path, f"must be a mapping, got {describe_type(data)}")
-        for name in data:
-            if not isinstance(name, str):
-                raise ConfigError(path, f"keys must be strings, got {describe_type(name)} {name!r}")
-        self._data: Mapping[str, Any] = data
-        self.path = path
-
-    def key(self, name: str) -> str:
-        """The dotted path of `name` in this section."""
-        return join_key(self.path, name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        """The raw (name, value) pairs, in the order the user wrote them."""
-        return iter(self._data.items())
-
-    def allow_only(self, *names: str) -> None:
-        """Raise `ConfigError` for the first key that is not one of `names`."""
-        for name in self._data:
-            if name not in names:
-                allowed = ", ".join(sorted(names)) if names else "none"
-                raise ConfigError(self.key(name), f"unknown key; allowed keys: {allowed}")
-
-    def get_raw(self, name: str, default: Any = MISSING) -> Any:
-        """The value of `name` unchecked; `ConfigError` if it is required and absent."""
-        if name in self._data:
-            return self._data[name]
-        if default is MISSING:
-            raise ConfigError(self.key(name), "is required")
-        return default
-
-    def _get_typed(self, name: str, kind: type[_T], what: str, default: Any) -> _T:
-        if name not in self._data:
-            return self.get_raw(name, default)  # type: ignore[no-any-return]
-        value = self._data[name]
-        # bool is an int subclass: never let True pass for a number or vice versa.
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise ConfigError(self.key(name), f"must be {what}, got {describe_type(value)}")
-        return value
-
-    def get_str(self, name: str, default: Any = MISSING) -> str:
-        """A string value."""
-        return self._get_typed(name, str, "a string", default)
-
-    def get_bool(self, name: str, default: Any = MISSING) -> bool:
-        """A boolean value (``true``/``false``; strings and numbers are refused)."""
-        return self._get_typed(name, bool, "a boolean", default)
-
-    def get_str_list(self, name: str, default: Any = MISSING) -> list[str]:
-        """A list of strings; the error names the bad item, e.g. ``drop[1]``."""
-        if name not in self._data:
-            return list(self.get_raw(name, default))
-        value = self._data[name]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(
-                self.key(name), f"must be a list of strings, got {describe_type(value)}"
-            )
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ConfigError(
-                    join_index(self.key(name), index),
-                    f"must be a string, got {describe_type(item)}",
-                )
-        return list(value)
-
-    def get_section(self, name: str, default: Any = MISSING) -> ConfigSection:
-        """A nested mapping, as a section whose errors carry the nested path."""
-        return ConfigSection(self.get_raw(name, default), self.key(name))
-
-    def sections(self) -> Iterable[tuple[str, ConfigSection]]:
-        """Every value of this section as a nested section (for maps of maps)."""
-        return [(name, ConfigSection(value, self.key(name))) for name, value in self._data.items()]
