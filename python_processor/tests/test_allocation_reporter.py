@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from spancost.allocation.reporter import UsageReporter
-from spancost.config import ConfigSection
 from spancost.errors import ConfigError
 from spancost.facts.host import HostFacts
 from spancost.facts.model import NodeFacts, PodFacts, Resources
@@ -69,7 +68,7 @@ class Host:
 
 
 def reporter(source: NodeFactsSource, **config: Any) -> UsageReporter:
-    return UsageReporter(ConfigSection(config, "allocation"), now=lambda: NOW, node_facts=source)
+    return UsageReporter(config, now=lambda: NOW, node_facts=source)
 
 
 @pytest.fixture
@@ -141,5 +140,5 @@ def test_an_ec2_host_is_one_pod(store: SQLiteStore) -> None:
 )
 def test_config_errors_name_the_key(config: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        UsageReporter(ConfigSection(config, "allocation"), now=lambda: NOW)
+        UsageReporter(config, now=lambda: NOW)
     assert raised.value.key == key

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from spancost.config import ConfigSection
 from spancost.errors import ConfigError
 from spancost.pricing.aws import AwsPriceList, AwsPriceListConfig
 from spancost.pricing.model import Ec2Key, Price, PriceSource
@@ -410,7 +409,7 @@ def test_config_errors_name_the_key(config: dict[str, Any], key: str, message: s
 def test_config_errors_through_the_price_catalog() -> None:
     """The catalog builds this source from ``prices.aws_pricelist`` and names keys from the top."""
     catalog = pytest.importorskip("spancost.pricing.catalog")
-    section = ConfigSection({"aws_pricelist": {"enabled": True, "refresh": "soon"}}, "prices")
+    section = {"aws_pricelist": {"enabled": True, "refresh": "soon"}}
     with pytest.raises(ConfigError) as info:
         catalog.build_price_book(section)
     assert info.value.key == "prices.aws_pricelist.refresh"
@@ -419,7 +418,7 @@ def test_config_errors_through_the_price_catalog() -> None:
 def test_built_by_the_price_catalog_it_is_enabled(fake: FakePriceList) -> None:
     catalog = pytest.importorskip("spancost.pricing.catalog")
     config = {"aws_pricelist": {"enabled": True, "endpoint_url": fake.url}}
-    book = catalog.build_price_book(ConfigSection(config, "prices"))
+    book = catalog.build_price_book(config)
     try:
         (live,) = [s for s in book.sources if s.name == "aws_pricelist"]
         assert isinstance(live, AwsPriceList)

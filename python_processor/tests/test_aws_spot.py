@@ -18,7 +18,6 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from spancost.config import ConfigSection
 from spancost.errors import ConfigError
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
@@ -452,14 +451,14 @@ def test_config_errors_through_the_plugin() -> None:
 
 
 def test_off_by_default() -> None:
-    book = build_price_book(ConfigSection({}, "prices"))
+    book = build_price_book({})
     assert book.names == ["bundled"]
     assert book.ec2_spot(M5) is None
 
 
 def test_in_the_price_book_it_changes_no_on_demand_answer(fake: FakeEc2) -> None:
     config = {"aws_spot": {"enabled": True, "endpoint_url": fake.url}}
-    book = build_price_book(ConfigSection(config, "prices"))
+    book = build_price_book(config)
     try:
         assert book.names == ["aws_spot", "bundled"]
         (spot,) = [s for s in book.sources if isinstance(s, AwsSpotPrices)]

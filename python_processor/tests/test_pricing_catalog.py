@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from spancost.config import ConfigSection
 from spancost.errors import ConfigError
 from spancost.pricing.catalog import FALLBACK_ORDER, SOURCE_FACTORIES, PriceBook, build_price_book
 from spancost.pricing.model import (
@@ -152,9 +151,7 @@ def test_close_closes_sources() -> None:
 
 
 def build(config: dict[str, Any], **factories: Any) -> PriceBook:
-    return build_price_book(
-        ConfigSection(config, "prices"), {**SOURCE_FACTORIES, **factories} if factories else None
-    )
+    return build_price_book(config, {**SOURCE_FACTORIES, **factories} if factories else None)
 
 
 def test_defaults_bundled_only() -> None:

@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 
-from spancost.config import ConfigSection
 from spancost.errors import ConfigError
 from spancost.pricing.facts import Unusable, Value
-from spancost.pricing.rules import Rule, first_match, parse_rules, read_number, span_triggers
+from spancost.pricing.rules import Rule, first_match, parse_rules, span_triggers
 
 
 def rules(*items: Any) -> tuple[Rule, ...]:
-    return parse_rules(ConfigSection({"rules": list(items)}))
+    return parse_rules({"rules": list(items)})
 
 
 def lookup(values: dict[str, Value]) -> Any:
@@ -295,18 +294,6 @@ def test_span_triggers() -> None:
 )
 def test_every_bad_rule_names_its_key(config: dict[str, Any], key: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_rules(ConfigSection(config))
+        parse_rules(config)
     assert caught.value.key == key
     assert message in caught.value.message
-
-
-def test_read_number() -> None:
-    section = ConfigSection({"a": 1, "b": 0.5, "c": 2.0, "d": 1.0}, "x")
-    assert read_number(section, "a") == 1.0
-    assert read_number(section, "missing", 0.25) == 0.25
-    with pytest.raises(ConfigError, match=r"config\.x\.c: must be <= 1"):
-        read_number(section, "c", maximum=1.0)
-    with pytest.raises(ConfigError, match=r"config\.x\.d: must be < 1"):
-        read_number(section, "d", maximum=1.0, exclusive_maximum=True)
-    with pytest.raises(ConfigError, match=r"config\.x\.missing: is required"):
-        read_number(section, "missing")

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from spancost.config import parse
 from spancost.errors import ConfigError
+from spancost.settings.totals import TotalsSinkSettings
 from spancost.totals import (
     UNATTRIBUTED,
     SpanContribution,
@@ -18,7 +20,7 @@ from spancost.totals import (
     resolve_transaction,
     transaction_name,
 )
-from spancost.totals.naming import CONFIG_KEYS, owner_domain, trace_domain
+from spancost.totals.naming import CONFIG_KEYS, owner_domain, totals_config, trace_domain
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -170,7 +172,7 @@ def test_durations() -> None:
 
 
 def test_a_sink_adds_its_own_keys() -> None:
-    parse_config({"database": "sqlite:///x"}, extra_keys=["database"])
+    totals_config(parse(TotalsSinkSettings, {"database_url": "sqlite:///x"}))
     assert "max_clock_skew" in CONFIG_KEYS
 
 

@@ -57,20 +57,45 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from spancost.attributes import AttributeValue
 from spancost.changes import Changes, iter_spans, span_count
-from spancost.config import ConfigSection
+from spancost.config import (
+    AttributeSetting,
+    Choice,
+    ConfigModel,
+    Duration,
+    HttpUrl,
+    Integer,
+    Name,
+    NameList,
+    NoSettings,
+    Number,
+    StrList,
+    invalid,
+    parse,
+)
 from spancost.errors import ConfigError
 
 __all__ = [
     "AnnotatingPlugin",
+    "AttributeSetting",
     "Changes",
+    "Choice",
     "ConfigError",
-    "ConfigSection",
+    "ConfigModel",
+    "Duration",
     "Event",
     "Events",
     "ExportTraceServiceRequest",
+    "HttpUrl",
+    "Integer",
+    "Name",
+    "NameList",
+    "Number",
     "Ownership",
     "Plugin",
+    "StrList",
+    "invalid",
     "iter_spans",
+    "parse",
     "span_count",
 ]
 
@@ -170,10 +195,11 @@ class Plugin(abc.ABC):
         """Validate `config` (the processor's ``config`` map, JSON-shaped) and set up.
 
         Raise `ConfigError` naming the key (a dotted path such as ``tag.staging``
-        or ``drop[1]``) for anything wrong; `ConfigSection` does this for you.
-        The base implementation accepts no keys at all.
+        or ``drop[1]``) for anything wrong: declare the keys as a `ConfigModel` and
+        read them with ``parse(Model, config)``, which does this for you. The base
+        implementation accepts no keys at all.
         """
-        ConfigSection(config).allow_only()
+        parse(NoSettings, config)
 
     @abc.abstractmethod
     def process(self, batch: ExportTraceServiceRequest, events: Events) -> None:

@@ -51,7 +51,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from spancost.config import ConfigSection
+from spancost.config import NoSettings, parse
 from spancost.errors import ConfigError, SinkUnavailableError
 from spancost.plugin import Events, ExportTraceServiceRequest
 
@@ -72,7 +72,7 @@ class Sink(abc.ABC):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         """Validate `config` (the sink's ``config`` map) and set up; the base accepts no keys."""
-        ConfigSection(config).allow_only()
+        parse(NoSettings, config)
         self.warnings: list[str] = []
 
     @abc.abstractmethod

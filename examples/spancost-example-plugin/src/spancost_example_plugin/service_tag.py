@@ -17,12 +17,33 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from spancost.attributes import INT64_MAX, INT64_MIN, AttributeValue, find_value, set_value
-from spancost.plugin import ConfigError, ConfigSection, Events, ExportTraceServiceRequest, Plugin
+from pydantic import Field
+from spancost.attributes import find_value, set_value
+from spancost.plugin import (
+    AttributeSetting,
+    ConfigModel,
+    Events,
+    ExportTraceServiceRequest,
+    Name,
+    Plugin,
+    StrList,
+    parse,
+)
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME_KEY = "service.name"
+
+
+class ServiceTagSettings(ConfigModel):
+    """The plugin's configuration: every key, its type and its checks."""
+
+    services: StrList = Field(min_length=1)
+    """Values of the resource attribute service.name."""
+    attribute: Name
+    """The span attribute to set."""
+    value: AttributeSetting
+    """Its value (string, boolean, integer or number)."""
 
 
 class ServiceTagPlugin(Plugin):
@@ -31,20 +52,10 @@ class ServiceTagPlugin(Plugin):
     def __init__(self, config: Mapping[str, Any]) -> None:
         # Validate everything here: the collector reports a ConfigError, with
         # its key, when it starts, before any span flows.
-        section = ConfigSection(config)
-        section.allow_only("services", "attribute", "value")
-        self._services = frozenset(section.get_str_list("services"))
-        if not self._services:
-            raise ConfigError(section.key("services"), "must name at least one service")
-        self._attribute = section.get_str("attribute")
-        if not self._attribute:
-            raise ConfigError(section.key("attribute"), "must not be empty")
-        value = section.get_raw("value")
-        if not isinstance(value, str | bool | int | float):
-            raise ConfigError(section.key("value"), "must be a string, boolean, integer or number")
-        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-            raise ConfigError(section.key("value"), "integer does not fit in 64 bits")
-        self._value: AttributeValue = value
+        settings = parse(ServiceTagSettings, config)
+        self._services = frozenset(settings.services)
+        self._attribute = settings.attribute
+        self._value = settings.value
 
     def process(self, batch: ExportTraceServiceRequest, events: Events) -> None:
         # Called concurrently from several threads: only read self here.

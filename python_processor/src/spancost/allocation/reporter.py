@@ -23,20 +23,20 @@ that name no pod are this host's busy time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from spancost.allocation.core import DEFAULT_WEIGHTS
 from spancost.allocation.pricing import NodePrice, price_node
 from spancost.allocation.usage import NodeUsage, PodUsage, node_usage, pod_usage
-from spancost.config import ConfigSection
+from spancost.config import join_key, parse
 from spancost.errors import ConfigError
 from spancost.facts.model import NodeFacts, Resources
 from spancost.facts.source import NodeFactsSource
 from spancost.pricing.catalog import PriceBook, build_price_book
 from spancost.pricing.compute import ComputeSettings
-from spancost.pricing.rules import read_number
+from spancost.settings.allocation import AllocationSettings
 from spancost.totals.aggregate import ns_from_utc
 
 __all__ = ["HOST_POD_PREFIX", "UsageReporter"]
@@ -52,37 +52,41 @@ class UsageReporter:
 
     def __init__(
         self,
-        section: ConfigSection,
+        config: Mapping[str, Any],
         *,
         now: Callable[[], datetime],
         node_facts: NodeFactsSource | None = None,
+        path: str = "allocation",
     ) -> None:
-        """`node_facts`: a source to use instead of the section's (which must then be
-        absent); closed with the reporter."""
-        # The weights are not configurable: `spancost report`, the guard and the export
-        # allocate the hours they find changed too, and must split them alike.
-        section.allow_only("node_facts", "prices", "spot")
+        """`config`: the sink's ``allocation`` (at `path`, for errors). `node_facts`: a
+        source to use instead of the config's (which must then be absent); closed with
+        the reporter."""
+        settings = parse(AllocationSettings, config, path)
         self.weights = DEFAULT_WEIGHTS
-        spot = section.get_section("spot", default={})
-        spot.allow_only("discount")
-        discount = read_number(spot, "discount", 0.7, maximum=1.0, exclusive_maximum=True)
-        if ("node_facts" in section) == (node_facts is not None):
+        if (settings.node_facts is not None) == (node_facts is not None):
             raise ConfigError(
-                section.key("node_facts"),
+                join_key(path, "node_facts"),
                 "is required: where usage comes from" if node_facts is None else "given twice",
             )
-        self._book: PriceBook = build_price_book(section.get_section("prices", default={}))
+        self._book: PriceBook = build_price_book(
+            config.get("prices", {}), path=join_key(path, "prices")
+        )
         self._settings = ComputeSettings(
-            spot_discount=discount, default_operating_system=self._book.default_operating_system
+            spot_discount=settings.spot.discount,
+            default_operating_system=self._book.default_operating_system,
         )
         try:
-            facts = node_facts or NodeFactsSource.from_config(section.get_section("node_facts"))
+            facts = node_facts
+            if settings.node_facts is not None:
+                facts = NodeFactsSource.from_config(
+                    settings.node_facts, join_key(path, "node_facts")
+                )
         except BaseException:
             self._book.close()
             raise
         if facts is None:
             self._book.close()
-            raise ConfigError(section.key("node_facts"), "configures no source of usage")
+            raise ConfigError(join_key(path, "node_facts"), "configures no source of usage")
         self._facts = facts
         self._started = now()
 

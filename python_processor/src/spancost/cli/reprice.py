@@ -71,7 +71,6 @@ def reprice(
     anew (the window: --since or --from, to --to or now)."""
     from spancost.allocation.pricing import NodePrice, price_node  # noqa: PLC0415 - pricing
     from spancost.allocation.usage import NodeUsage  # noqa: PLC0415
-    from spancost.config import ConfigSection  # noqa: PLC0415
     from spancost.pricing.catalog import build_price_book  # noqa: PLC0415
     from spancost.pricing.compute import ComputeSettings  # noqa: PLC0415
 
@@ -79,7 +78,7 @@ def reprice(
     since, until = window(since_text, from_time, to_time)
     prices = {"bundled": {"path": str(snapshot)}} if snapshot is not None else {}
     try:
-        book = build_price_book(ConfigSection(prices, "prices"))
+        book = build_price_book(prices)
     except ConfigError as exc:
         raise UsageFailure(f"--snapshot: {exc.message}") from exc
     settings = ComputeSettings(

@@ -30,6 +30,7 @@ import urllib3
 from urllib3.util import Retry, Timeout
 
 from spancost.facts.model import Capacity, folded, stripped
+from spancost.settings.node_facts import DEFAULT_IMDS_ENDPOINT
 
 __all__ = [
     "DEFAULT_IMDS_ENDPOINT",
@@ -45,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IMDS_ENDPOINT: Final = "http://169.254.169.254"
 ECS_METADATA_VARIABLE: Final = "ECS_CONTAINER_METADATA_URI_V4"
 _RETRY_S: Final = 5.0
 _TOKEN_TTL_S: Final = "21600"  # noqa: S105 - seconds, not a secret

@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
-from spancost.config import ConfigSection, parse_duration
 from spancost.errors import ConfigError
 from spancost.facts.host import (
-    DEFAULT_IMDS_ENDPOINT,
     ECS_METADATA_VARIABLE,
     HostFacts,
     HostWatcher,
@@ -51,6 +49,12 @@ from spancost.pricing.facts import (
     ATTR_OS_TYPE,
     Value,
 )
+from spancost.settings.node_facts import (
+    Ec2MetadataSettings,
+    HostMetadataSettings,
+    KubernetesSettings,
+    NodeFactsSettings,
+)
 
 if TYPE_CHECKING:  # the Kubernetes client is imported only where node facts need it
     from spancost.facts.kube import KubeFacts
@@ -66,9 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SYNC_TIMEOUT: Final = "10s"
-DEFAULT_HOST_REFRESH: Final = "1h"
-DEFAULT_HOST_TIMEOUT: Final = "1s"
 ORIGIN_KUBERNETES: Final = "kubernetes"
 _GIB: Final = float(1 << 30)
 _W = TypeVar("_W")
@@ -201,39 +202,33 @@ class NodeFactsSource:
         self._overlays: dict[object, Overlay] = {}
 
     @classmethod
-    def from_config(cls, section: ConfigSection) -> NodeFactsSource | None:
-        """The sources `section` (``node_facts``) configures, started; None for none.
+    def from_config(
+        cls, settings: NodeFactsSettings, path: str = "node_facts"
+    ) -> NodeFactsSource | None:
+        """The sources `settings` (``node_facts``, at `path`) configure, started; None for none.
 
         Waits up to ``kubernetes.sync_timeout`` for the node's first list, so that the
         first spans are priced (not an error when it passes: the watch keeps trying).
         """
-        section.allow_only("kubernetes", "ec2_metadata", "ecs_metadata")
-        kube_section, ec2_section, ecs_section = (
-            section.get_section(name) if name in section else None
-            for name in ("kubernetes", "ec2_metadata", "ecs_metadata")
-        )
         hosts: list[HostWatcher] = []
         kube: KubeFacts | None = None
-        if ecs_section is not None:
-            hosts += _ecs(ecs_section)
-        if ec2_section is not None:
-            hosts += _ec2(ec2_section)
-        if kube_section is not None:
-            kube = _kube(kube_section)
+        if settings.ecs_metadata is not None:
+            hosts += _ecs(settings.ecs_metadata, f"{path}.ecs_metadata")
+        if settings.ec2_metadata is not None:
+            hosts += _ec2(settings.ec2_metadata)
+        if settings.kubernetes is not None:
+            kube = _kube(settings.kubernetes, f"{path}.kubernetes")
         if kube is None and not hosts:
             return None
         if kube is not None:
-            assert kube_section is not None
-            timeout = parse_duration(
-                kube_section.get_raw("sync_timeout", DEFAULT_SYNC_TIMEOUT),
-                kube_section.key("sync_timeout"),
-            )
+            assert settings.kubernetes is not None
+            timeout = settings.kubernetes.sync_timeout
             if not kube.wait_synced(timeout):
                 logger.warning(
-                    "node facts: node %s not listed within %s; spans are priced from their"
+                    "node facts: node %s not listed within %gs; spans are priced from their"
                     " own attributes until it is (counted as node_facts/missing)",
                     kube.node_name,
-                    kube_section.get_raw("sync_timeout", DEFAULT_SYNC_TIMEOUT),
+                    timeout,
                 )
         return cls(kube, hosts)
 
@@ -309,37 +304,23 @@ class NodeFactsSource:
                 host.close()
 
 
-def _kube(section: ConfigSection) -> KubeFacts:
+def _kube(settings: KubernetesSettings, path: str) -> KubeFacts:
     # The client (30 MiB of a sidecar's memory) only for a config that watches a node.
-    from spancost.facts.kube import DEFAULT_WATCH_TIMEOUT_S, KubeFacts  # noqa: PLC0415
+    from spancost.facts.kube import KubeFacts  # noqa: PLC0415
     from spancost.kubeapi import KubeError, load_api_client  # noqa: PLC0415 - optional
 
-    section.allow_only(
-        "node_name", "auth_type", "pods", "capacity_label", "watch_timeout", "sync_timeout"
-    )
-    node_name = section.get_str("node_name").strip()
-    if not node_name:
-        raise ConfigError(
-            section.key("node_name"),
-            "is empty: set it to the node this agent runs on (the downward API's"
-            " spec.nodeName, e.g. ${env:K8S_NODE_NAME}); is the variable set?",
-        )
-    auth_type = section.get_str("auth_type", "serviceAccount")
-    if auth_type not in ("serviceAccount", "kubeConfig"):
-        raise ConfigError(
-            section.key("auth_type"), f"must be serviceAccount or kubeConfig, got {auth_type!r}"
-        )
-    watch_timeout = parse_duration(
-        section.get_raw("watch_timeout", f"{DEFAULT_WATCH_TIMEOUT_S:g}s"),
-        section.key("watch_timeout"),
-    )
-    parse_duration(
-        section.get_raw("sync_timeout", DEFAULT_SYNC_TIMEOUT), section.key("sync_timeout")
-    )
+    node_name = settings.node_name.strip()
+    auth_type = settings.auth_type
+    watch_timeout = settings.watch_timeout
     label = None
-    if "capacity_label" in section:
-        label = _capacity_label(section.get_section("capacity_label"))
-    pods = section.get_bool("pods", default=True)
+    if settings.capacity_label is not None:
+        capacity = settings.capacity_label
+        label = CapacityLabel(
+            capacity.key.strip(),
+            frozenset(v.strip().casefold() for v in capacity.spot_values),
+            frozenset(v.strip().casefold() for v in capacity.on_demand_values),
+        )
+    pods = settings.pods
     kubeconfig = os.environ.get("KUBECONFIG") if auth_type == "kubeConfig" else None
     key = ("kubernetes", node_name, auth_type, kubeconfig, pods, label, watch_timeout)
 
@@ -349,7 +330,7 @@ def _kube(section: ConfigSection) -> KubeFacts:
                 auth_type="serviceAccount" if auth_type == "serviceAccount" else "kubeConfig"
             )
         except KubeError as exc:
-            raise ConfigError(section.key("auth_type"), str(exc)) from exc
+            raise ConfigError(f"{path}.auth_type", str(exc)) from exc
         return KubeFacts(
             api, node_name, pods=pods, capacity_label=label, watch_timeout_s=watch_timeout
         ).start()
@@ -357,39 +338,10 @@ def _kube(section: ConfigSection) -> KubeFacts:
     return _SHARED.acquire(key, make)[0]
 
 
-def _capacity_label(section: ConfigSection) -> CapacityLabel:
-    section.allow_only("key", "spot_values", "on_demand_values")
-    key = section.get_str("key").strip()
-    if not key:
-        raise ConfigError(section.key("key"), "must name a node label")
-    spot = frozenset(v.strip().casefold() for v in section.get_str_list("spot_values"))
-    if not spot:
-        raise ConfigError(section.key("spot_values"), "must list at least one value")
-    on_demand = frozenset(
-        v.strip().casefold() for v in section.get_str_list("on_demand_values", default=[])
-    )
-    return CapacityLabel(key, spot, on_demand)
-
-
-def _host_settings(section: ConfigSection) -> tuple[bool, float, float]:
-    enabled = section.get_bool("enabled", default=True)
-    refresh = parse_duration(
-        section.get_raw("refresh", DEFAULT_HOST_REFRESH), section.key("refresh")
-    )
-    timeout = parse_duration(
-        section.get_raw("timeout", DEFAULT_HOST_TIMEOUT), section.key("timeout")
-    )
-    return enabled, refresh, timeout
-
-
-def _ec2(section: ConfigSection) -> list[HostWatcher]:
-    section.allow_only("enabled", "endpoint", "refresh", "timeout")
-    enabled, refresh, timeout = _host_settings(section)
-    endpoint = section.get_str("endpoint", DEFAULT_IMDS_ENDPOINT).strip()
-    if not endpoint.startswith(("http://", "https://")):
-        raise ConfigError(section.key("endpoint"), f"must be an http(s) URL, got {endpoint!r}")
-    if not enabled:
+def _ec2(settings: Ec2MetadataSettings) -> list[HostWatcher]:
+    if not settings.enabled:
         return []
+    endpoint, refresh, timeout = settings.endpoint.strip(), settings.refresh, settings.timeout
     watcher, _ = _SHARED.acquire(
         ("ec2_metadata", endpoint, refresh, timeout),
         lambda: HostWatcher(
@@ -399,15 +351,15 @@ def _ec2(section: ConfigSection) -> list[HostWatcher]:
     return [watcher]
 
 
-def _ecs(section: ConfigSection) -> list[HostWatcher]:
-    section.allow_only("enabled", "endpoint", "refresh", "timeout")
-    enabled, refresh, timeout = _host_settings(section)
-    endpoint = section.get_str("endpoint", os.environ.get(ECS_METADATA_VARIABLE, "")).strip()
-    if not enabled:
+def _ecs(settings: HostMetadataSettings, path: str) -> list[HostWatcher]:
+    if not settings.enabled:
         return []
+    # The ECS agent sets the variable in every container: read where the sidecar runs.
+    endpoint = (settings.endpoint or os.environ.get(ECS_METADATA_VARIABLE, "")).strip()
+    refresh, timeout = settings.refresh, settings.timeout
     if not endpoint.startswith(("http://", "https://")):
         raise ConfigError(
-            section.key("endpoint"),
+            f"{path}.endpoint",
             f"must be an http(s) URL; ${ECS_METADATA_VARIABLE} (set by the ECS agent in"
             f" every container) is {os.environ.get(ECS_METADATA_VARIABLE)!r}",
         )

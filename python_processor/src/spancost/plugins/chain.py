@@ -34,34 +34,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
-from spancost.config import ConfigSection, describe_type, join_index
+from spancost.config import join_index, join_key, parse
 from spancost.errors import ConfigError, PluginError
 from spancost.plugin import AnnotatingPlugin, Changes, Events, ExportTraceServiceRequest
 from spancost.registry import load_plugin
+from spancost.settings.chain import CHAIN_PLUGIN, ChainSettings, StepSettings
 
 __all__ = ["CHAIN_PLUGIN", "ChainPlugin"]
 
 logger = logging.getLogger(__name__)
-
-CHAIN_PLUGIN: Final = "spancost.chain"
 
 
 class ChainPlugin(AnnotatingPlugin):
     """Runs its steps over each batch in one hop (see the module docstring)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        section = ConfigSection(config)
-        section.allow_only("steps")
-        raw = section.get_raw("steps")
-        path = section.key("steps")
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError(path, f"must be a non-empty list of steps, got {describe_type(raw)}")
+        settings = parse(ChainSettings, config)
         self._steps: list[AnnotatingPlugin] = []
         try:
-            for index, item in enumerate(raw):
-                self._steps.append(_step(ConfigSection(item, join_index(path, index))))
+            for index, step in enumerate(settings.steps):
+                self._steps.append(_step(step, join_index("steps", index)))
         except BaseException:
             self.close()
             raise
@@ -92,28 +86,21 @@ class ChainPlugin(AnnotatingPlugin):
         self._steps = []
 
 
-def _step(section: ConfigSection) -> AnnotatingPlugin:
-    section.allow_only("plugin", "config")
-    name = section.get_str("plugin")
-    if name == CHAIN_PLUGIN:
-        raise ConfigError(section.key("plugin"), "a chain cannot contain a chain")
+def _step(step: StepSettings, path: str) -> AnnotatingPlugin:
+    """The step's plugin, configured; errors name the step (``steps[1].config.drop``)."""
+    plugin_key = join_key(path, "plugin")
     try:
-        spec = load_plugin(name)
+        spec = load_plugin(step.plugin)
     except PluginError as exc:
-        raise ConfigError(section.key("plugin"), str(exc)) from None
+        raise ConfigError(plugin_key, str(exc)) from None
     if not issubclass(spec.factory, AnnotatingPlugin):
         raise ConfigError(
-            section.key("plugin"),
-            f"{name!r} answers with the whole batch; a chain combines only plugins that"
+            plugin_key,
+            f"{step.plugin!r} answers with the whole batch; a chain combines only plugins that"
             " answer in the fast form (AnnotatingPlugin): use a processor of its own",
         )
-    step_config = section.get_raw("config", {})
-    if not isinstance(step_config, Mapping):
-        raise ConfigError(
-            section.key("config"), f"must be a mapping, got {describe_type(step_config)}"
-        )
     try:
-        return spec.factory(step_config)
+        return spec.factory(step.config)
     except ConfigError as exc:
-        inner = section.key("config")
+        inner = join_key(path, "config")
         raise ConfigError(f"{inner}.{exc.key}" if exc.key else inner, exc.message) from None

@@ -63,7 +63,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from spancost.attributes import AttributeValue
 from spancost.changes import Changes
-from spancost.config import ConfigSection, parse_duration
+from spancost.config import parse
 from spancost.errors import ConfigError
 from spancost.facts.source import ORIGIN_KUBERNETES, NodeFactsSource
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest, Ownership
@@ -93,8 +93,9 @@ from spancost.pricing.facts import (
     as_count,
 )
 from spancost.pricing.llm import LLM_KEYS, LlmPricer, token_usage
-from spancost.pricing.model import Priced, Unpriced, UnpricedReason
-from spancost.pricing.rules import Rule, first_match, parse_rules, read_number, span_triggers
+from spancost.pricing.model import Arch, Priced, Unpriced, UnpricedReason
+from spancost.pricing.rules import Rule, first_match, rules_of, span_triggers
+from spancost.settings.cost import MAX_SPAN_USD, CostSettings
 
 __all__ = [
     "ATTR_CURRENCY",
@@ -133,15 +134,6 @@ REASON_SIDECAR_UNAVAILABLE: Final = "sidecar_unavailable"
 
 ATTR_K8S_POD_UID: Final = "k8s.pod.uid"
 CURRENCY: Final = "USD"
-MAX_SPAN_USD: Final = 1e9
-"""A higher price for one span is bad data (e.g. a huge count), not a price."""
-DEFAULT_LIMIT_USD: Final = 1000.0
-DEFAULT_LIMIT_TOKENS: Final = 2_000_000
-DEFAULT_LIMIT_DURATION: Final = "24h"
-
-DEFAULT_SPOT_ATTRIBUTE: Final = "aws.ec2.instance.lifecycle"
-DEFAULT_SPOT_VALUES: Final = ("spot",)
-DEFAULT_SPOT_DISCOUNT: Final = 0.7
 PLAN_TTL_S: Final = 60.0
 PLAN_CACHE_LIMIT: Final = 4096
 
@@ -222,39 +214,32 @@ class CostPlugin(AnnotatingPlugin):
     ) -> None:
         """`node_facts`: a source to use instead of one the config's ``node_facts`` makes
         (which then must be absent); the plugin closes it."""
-        section = ConfigSection(config)
-        section.allow_only(
-            "prices",
-            "rules",
-            "minimum_charge_usd",
-            "trust_upstream",
-            "spot",
-            "fargate",
-            "lambda",
-            "llm",
-            "limits",
-            "node_facts",
-        )
-        self._minimum = read_number(section, "minimum_charge_usd", 0.0, maximum=1.0)
-        self._max_usd, self._max_tokens, self._max_duration_ns = _read_limits(section)
-        self._trust_upstream = section.get_bool("trust_upstream", default=False)
-        self._spot_attribute, self._spot_values, spot_discount = _read_spot(section)
-        fargate_tasks = _read_fargate(section)
-        lambda_memory_unit = _read_lambda(section)
-        self._rules = parse_rules(section)
-        llm = section.get_section("llm", default={})
-        llm.allow_only("enabled")
+        settings = parse(CostSettings, config)
+        self._minimum = settings.minimum_charge_usd
+        limits = settings.limits
+        self._max_usd, self._max_tokens = limits.max_span_usd, limits.max_tokens
+        self._max_duration_ns = round(limits.max_duration * 1e9)
+        self._trust_upstream = settings.trust_upstream
+        self._spot_attribute = settings.spot.attribute.strip()
+        self._spot_values = frozenset(v.strip().casefold() for v in settings.spot.values)
+        spot_discount = settings.spot.discount
+        fargate_tasks = {
+            service.strip(): FargateTask(task.vcpu, task.memory_gb, _arch(task.arch))
+            for service, task in settings.fargate.services.items()
+        }
+        lambda_memory_unit = cast(MemoryUnit, settings.lambda_.max_memory_unit)
+        self._rules = rules_of(settings.rules)
         # A span without a start time is priced at the time it is priced.
         now = partial(datetime.now, UTC)
-        self._llm = LlmPricer(clock=now) if llm.get_bool("enabled", default=True) else None
+        self._llm = LlmPricer(clock=now) if settings.llm.enabled else None
         # Last: a source may start a background thread.
-        self._book: PriceBook = build_price_book(section.get_section("prices", default={}))
+        self._book: PriceBook = build_price_book(config.get("prices", {}))
         self._facts = node_facts
-        if "node_facts" in section:
+        if settings.node_facts is not None:
             if node_facts is not None:
-                raise ConfigError(section.key("node_facts"), "given twice")
+                raise ConfigError("node_facts", "given twice")
             try:
-                self._facts = NodeFactsSource.from_config(section.get_section("node_facts"))
+                self._facts = NodeFactsSource.from_config(settings.node_facts)
             except BaseException:
                 self._book.close()
                 raise
@@ -897,69 +882,7 @@ def _emit_overrides(
 # -- configuration --------------------------------------------------------------------
 
 
-def _read_spot(section: ConfigSection) -> tuple[str, frozenset[str], float]:
-    spot = section.get_section("spot", default={})
-    spot.allow_only("attribute", "values", "discount")
-    attribute = spot.get_str("attribute", default=DEFAULT_SPOT_ATTRIBUTE).strip()
-    if not attribute:
-        raise ConfigError(spot.key("attribute"), "must not be empty")
-    values = spot.get_str_list("values", default=list(DEFAULT_SPOT_VALUES))
-    if not values:
-        raise ConfigError(spot.key("values"), "must list at least one value")
-    for index, value in enumerate(values):
-        if not value.strip():
-            raise ConfigError(f"{spot.key('values')}[{index}]", "must not be empty")
-    discount = read_number(
-        spot, "discount", DEFAULT_SPOT_DISCOUNT, maximum=1.0, exclusive_maximum=True
-    )
-    return attribute, frozenset(v.strip().casefold() for v in values), discount
-
-
-def _read_limits(section: ConfigSection) -> tuple[float, float, int]:
-    """(max USD, max tokens, max charged duration in ns) a span may plausibly reach."""
-    limits = section.get_section("limits", default={})
-    limits.allow_only("max_span_usd", "max_tokens", "max_duration")
-    max_usd = read_number(limits, "max_span_usd", DEFAULT_LIMIT_USD, maximum=MAX_SPAN_USD)
-    max_tokens = read_number(limits, "max_tokens", DEFAULT_LIMIT_TOKENS, maximum=1e12)
-    for name, number in (("max_span_usd", max_usd), ("max_tokens", max_tokens)):
-        if number <= 0:
-            raise ConfigError(limits.key(name), "must be > 0")
-    key = limits.key("max_duration")
-    seconds = parse_duration(limits.get_raw("max_duration", DEFAULT_LIMIT_DURATION), key)
-    duration_ns = round(seconds * 1e9)
-    if not 0 < duration_ns <= MAX_DURATION_NS:
-        raise ConfigError(key, "must be positive and at most 366 days")
-    return max_usd, max_tokens, duration_ns
-
-
-def _read_fargate(section: ConfigSection) -> dict[str, FargateTask]:
-    fargate = section.get_section("fargate", default={})
-    fargate.allow_only("services")
-    tasks: dict[str, FargateTask] = {}
-    for service, task in fargate.get_section("services", default={}).sections():
-        if not service.strip():
-            raise ConfigError(task.path, "service name must not be empty")
-        task.allow_only("vcpu", "memory_gb", "arch")
-        vcpu = read_number(task, "vcpu", maximum=16.0)
-        memory_gb = read_number(task, "memory_gb", maximum=120.0)
-        for name, number in (("vcpu", vcpu), ("memory_gb", memory_gb)):
-            if number <= 0:
-                raise ConfigError(task.key(name), "must be > 0")
-        arch_text = task.get_str("arch", default="x86_64")
-        arch = normalize_arch(arch_text)
-        if arch is None:
-            raise ConfigError(task.key("arch"), f"must be x86_64 or arm64, got {arch_text!r}")
-        tasks[service.strip()] = FargateTask(vcpu, memory_gb, arch)
-    return tasks
-
-
-def _read_lambda(section: ConfigSection) -> MemoryUnit:
-    lambda_ = section.get_section("lambda", default={})
-    lambda_.allow_only("max_memory_unit")
-    unit = lambda_.get_str("max_memory_unit", default="auto")
-    if unit not in ("auto", "bytes", "mb"):
-        raise ConfigError(
-            lambda_.key("max_memory_unit"),
-            f"must be auto, bytes or mb, got {unit!r}",
-        )
-    return cast(MemoryUnit, unit)
+def _arch(text: str) -> Arch:
+    arch = normalize_arch(text)
+    assert arch is not None  # the settings checked it
+    return arch

@@ -49,11 +49,11 @@ from typing import Any, Final
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
-from spancost.attributes import INT64_MAX, INT64_MIN, AttributeValue
+from spancost.attributes import AttributeValue
 from spancost.changes import Changes, span_count
-from spancost.config import ConfigSection, describe_type
-from spancost.errors import ConfigError
+from spancost.config import parse
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest
+from spancost.settings.environment import MISSING_DROP, MISSING_KEEP, EnvironmentSettings
 from spancost.vocabulary import ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY, normalize_environment
 
 __all__ = ["EnvironmentPlugin"]
@@ -61,8 +61,6 @@ __all__ = ["EnvironmentPlugin"]
 logger = logging.getLogger(__name__)
 
 
-MISSING_KEEP: Final = "keep"
-MISSING_DROP: Final = "drop"
 REASON_MISSING: Final = "environment_missing"
 
 
@@ -114,15 +112,17 @@ class EnvironmentPlugin(AnnotatingPlugin):
     """Drops or tags spans by deployment environment (see the module docstring)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        section = ConfigSection(config)
-        section.allow_only("drop", "tag", "missing")
-        dropped = self._read_drop(section)
+        settings = parse(EnvironmentSettings, config)
+        dropped = list(dict.fromkeys(normalize_environment(name) for name in settings.drop))
         self._rules: dict[str, _Rule] = {
             env: _Rule(drop=True, tags=(), reason=f"environment={env}") for env in dropped
         }
-        for env, tags in self._read_tag(section, dropped).items():
-            self._rules[env] = _Rule(drop=False, tags=tags, reason=f"environment={env}")
-        self._missing = self._read_missing(section)
+        for name, attributes in settings.tag.items():
+            env = normalize_environment(name)
+            self._rules[env] = _Rule(
+                drop=False, tags=tuple(attributes.items()), reason=f"environment={env}"
+            )
+        self._missing = normalize_environment(settings.missing)
         if self._missing in (MISSING_KEEP, MISSING_DROP):
             self._missing_rule: _Rule | None = (
                 _Rule(drop=True, tags=(), reason=REASON_MISSING)
@@ -137,61 +137,6 @@ class EnvironmentPlugin(AnnotatingPlugin):
                 "spancost.environment: the configuration drops and tags nothing; "
                 "every batch passes unchanged"
             )
-
-    @staticmethod
-    def _read_drop(section: ConfigSection) -> list[str]:
-        names = section.get_str_list("drop", default=[])
-        dropped: list[str] = []
-        for index, name in enumerate(names):
-            env = normalize_environment(name)
-            if not env:
-                raise ConfigError(f"{section.key('drop')}[{index}]", "must not be empty")
-            if env not in dropped:
-                dropped.append(env)
-        return dropped
-
-    @staticmethod
-    def _read_tag(
-        section: ConfigSection, dropped: list[str]
-    ) -> dict[str, tuple[tuple[str, AttributeValue], ...]]:
-        tag = section.get_section("tag", default={})
-        first_spelling: dict[str, str] = {}
-        rules: dict[str, tuple[tuple[str, AttributeValue], ...]] = {}
-        for name, attributes in tag.sections():
-            env = normalize_environment(name)
-            if not env:
-                raise ConfigError(attributes.path, "environment name must not be empty")
-            if env in dropped:
-                raise ConfigError(
-                    attributes.path,
-                    f"environment {env!r} is also listed in drop; a span is dropped or tagged, "
-                    "not both",
-                )
-            if env in first_spelling:
-                raise ConfigError(
-                    attributes.path,
-                    f"same environment as tag.{first_spelling[env]} "
-                    "(names match ignoring case and surrounding whitespace)",
-                )
-            first_spelling[env] = name
-            if not len(attributes):
-                raise ConfigError(attributes.path, "must set at least one attribute")
-            rules[env] = tuple(
-                (key, _attribute_value(attributes.key(key), key, value))
-                for key, value in attributes.items()
-            )
-        return rules
-
-    @staticmethod
-    def _read_missing(section: ConfigSection) -> str:
-        raw = section.get_str("missing", default=MISSING_KEEP)
-        missing = normalize_environment(raw)
-        if not missing:
-            raise ConfigError(
-                section.key("missing"),
-                "must be 'keep', 'drop' or the name of the environment to assume",
-            )
-        return missing
 
     def annotate(self, batch: ExportTraceServiceRequest, changes: Changes, events: Events) -> None:
         """Record which spans to drop or tag (see the module docstring)."""
@@ -241,18 +186,3 @@ def _apply_rule(rule: _Rule, start: int, end: int, changes: Changes, events: Eve
     else:
         changes.set(start, end, rule.tag_map)
         events.add("tagged", rule.reason, end - start)
-
-
-def _attribute_value(key_path: str, key: str, value: object) -> AttributeValue:
-    if not key.strip():
-        raise ConfigError(key_path, "attribute name must not be empty")
-    if isinstance(value, bool | str | float):
-        return value
-    if isinstance(value, int):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise ConfigError(key_path, f"integer {value} does not fit in 64 bits")
-        return value
-    raise ConfigError(
-        key_path,
-        f"must be a string, boolean, integer or number, got {describe_type(value)}",
-    )

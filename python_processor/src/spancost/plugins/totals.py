@@ -44,14 +44,15 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from spancost.config import ConfigSection, describe_type, parse_duration
+from spancost.config import parse
 from spancost.errors import ConfigError
+from spancost.settings.totals import TotalsSinkSettings
 from spancost.sink import Events, ExportTraceServiceRequest, Sink, SinkUnavailableError
 from spancost.store.base import StoreDataError, StoreError, TotalsStore, WriteResult
-from spancost.store.common import DEFAULT_RETENTION_MONTHS, retention_cutoff
+from spancost.store.common import retention_cutoff
 from spancost.store.open import check_url, describe_url, open_store, save_naming
 from spancost.totals.aggregate import Quarantined, SpanContribution, split
-from spancost.totals.naming import CONFIG_KEYS, parse_config, trace_domain
+from spancost.totals.naming import CONFIG_KEYS, totals_config, trace_domain
 from spancost.totals.otlp import ATTR_UNPRICED_REASON, ATTR_USD, contributions
 
 if TYPE_CHECKING:
@@ -61,17 +62,6 @@ __all__ = ["GAUGE_STORE_UP", "GAUGE_UNATTRIBUTED_RATIO", "TotalsSink"]
 
 logger = logging.getLogger(__name__)
 
-SINK_KEYS: Final = (
-    "allocation",
-    "database_url",
-    "migrate",
-    "max_connections",
-    "maintenance_interval",
-    "reconnect_interval",
-    "retention_months",
-)
-DEFAULT_MAINTENANCE_INTERVAL: Final = timedelta(seconds=30)
-DEFAULT_RECONNECT_INTERVAL: Final = timedelta(seconds=5)
 UNATTRIBUTED_WINDOW: Final = timedelta(hours=24)
 
 GAUGE_UNATTRIBUTED_RATIO: Final = "unattributed_cost_ratio"
@@ -103,34 +93,27 @@ class TotalsSink(Sink):
         clock: Clock = _utc_now,
         opener: Callable[..., TotalsStore] = open_store,
     ) -> None:
-        section = ConfigSection(config)
-        self._config = parse_config(section, extra_keys=SINK_KEYS)
+        settings = parse(TotalsSinkSettings, config)
+        self._config = totals_config(settings)
         self._naming = {key: config[key] for key in CONFIG_KEYS if key in config}
         # An unset ${env:DATABASE_URL} reaches here as null or "": the embedded default.
-        url = section.get_raw("database_url", None)
-        if url is not None and not isinstance(url, str):
-            raise ConfigError(
-                section.key("database_url"), f"must be a string, got {describe_type(url)}"
-            )
-        self._url = (url or "").strip() or None
+        self._url = (settings.database_url or "").strip() or None
         try:
             check_url(self._url)
         except StoreError as exc:
-            raise ConfigError(section.key("database_url"), str(exc)) from None
-        self._migrate = section.get_bool("migrate", True)
-        self._max_connections = _positive_int(section, "max_connections", 4)
-        self._retention_months = _positive_int(
-            section, "retention_months", DEFAULT_RETENTION_MONTHS
-        )
-        self._maintenance = _interval(section, "maintenance_interval", DEFAULT_MAINTENANCE_INTERVAL)
-        self._reconnect = _interval(section, "reconnect_interval", DEFAULT_RECONNECT_INTERVAL)
+            raise ConfigError("database_url", str(exc)) from None
+        self._migrate = settings.migrate
+        self._max_connections = settings.max_connections
+        self._retention_months = settings.retention_months
+        self._maintenance = timedelta(seconds=settings.maintenance_interval)
+        self._reconnect = timedelta(seconds=settings.reconnect_interval)
         self._clock = clock
         self._opener = opener
         self._reporter: UsageReporter | None = None
-        if "allocation" in section:
+        if settings.allocation is not None:
             from spancost.allocation.reporter import UsageReporter  # noqa: PLC0415 - optional
 
-            self._reporter = UsageReporter(section.get_section("allocation"), now=clock)
+            self._reporter = UsageReporter(config["allocation"], now=clock)
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._store: TotalsStore | None = None
@@ -364,16 +347,3 @@ def _combine(results: list[WriteResult]) -> WriteResult:
         traces=sum(r.traces for r in results),
         cost_usd=sum(r.cost_usd for r in results),
     )
-
-
-def _positive_int(section: ConfigSection, key: str, default: int) -> int:
-    value = section.get_raw(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(section.key(key), f"must be a positive integer, got {value!r}")
-    return value
-
-
-def _interval(section: ConfigSection, key: str, default: timedelta) -> timedelta:
-    if key not in section:
-        return default
-    return timedelta(seconds=parse_duration(section.get_raw(key), section.key(key)))

@@ -26,17 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 import botocore.exceptions
 from boto3.session import Session
 
-from spancost.config import ConfigSection
-from spancost.errors import ConfigError
-from spancost.pricing.aws_client import (
-    RetryMode,
-    aws_regions,
-    client_config,
-    read_duration,
-    read_positive_int,
-    read_retry_mode,
-    read_url,
-)
+from spancost.config import parse
+from spancost.pricing.aws_client import RetryMode, aws_regions, client_config
 from spancost.pricing.aws_products import (
     ENDPOINT_REGIONS,
     OPERATING_SYSTEMS,
@@ -57,6 +48,7 @@ from spancost.pricing.aws_products import (
 )
 from spancost.pricing.live_cache import LiveCache, Wording
 from spancost.pricing.model import ARCHES, Arch, Ec2Key, FargatePrice, LambdaPrice, Price
+from spancost.settings.prices import AwsPriceListSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_pricing import PricingClient
@@ -102,45 +94,9 @@ class AwsPriceListConfig:
     @classmethod
     def from_config(cls, config: object, path: str = DEFAULT_CONFIG_PATH) -> AwsPriceListConfig:
         """Read and check a config mapping; `ConfigError` names the key (``<path>.refresh``)."""
-        section = config if isinstance(config, ConfigSection) else ConfigSection(config, path)
-        section.allow_only(
-            "enabled",
-            "endpoint_region",
-            "endpoint_url",
-            "refresh",
-            "retry_mode",
-            "max_attempts",
-            "timeout",
-            "operating_system",
-            "max_entries",
-        )
-        endpoint_region = section.get_str("endpoint_region", cls.endpoint_region)
-        if endpoint_region not in ENDPOINT_REGIONS:
-            raise ConfigError(
-                section.key("endpoint_region"),
-                f"the Price List API is served only from {', '.join(ENDPOINT_REGIONS)}; "
-                f"got {endpoint_region!r} (the prices of every region are available from each)",
-            )
-        endpoint_url = read_url(section, "endpoint_url")
-        retry_mode = read_retry_mode(section, "retry_mode", cls.retry_mode)
-        operating_system = section.get_str("operating_system", cls.operating_system)
-        canonical = {name.lower(): name for name in OPERATING_SYSTEMS}
-        if operating_system.strip().lower() not in canonical:
-            raise ConfigError(
-                section.key("operating_system"),
-                f"must be one of {', '.join(OPERATING_SYSTEMS)}, got {operating_system!r}",
-            )
-        return cls(
-            enabled=section.get_bool("enabled", cls.enabled),
-            endpoint_region=endpoint_region,
-            endpoint_url=endpoint_url,
-            refresh=read_duration(section, "refresh", "15m"),
-            retry_mode=retry_mode,
-            max_attempts=read_positive_int(section, "max_attempts", cls.max_attempts, maximum=20),
-            timeout=read_duration(section, "timeout", "10s"),
-            operating_system=canonical[operating_system.strip().lower()],
-            max_entries=read_positive_int(section, "max_entries", cls.max_entries),
-        )
+        settings = parse(AwsPriceListSettings, config, path)
+        # Building the source means it is wanted: enabled unless it says false.
+        return cls(**{**settings.model_dump(), "enabled": settings.enabled is not False})
 
 
 CacheValue = Price | LambdaPrice | FargatePrice
@@ -173,7 +129,7 @@ class AwsPriceList:
 
     def __init__(
         self,
-        config: Mapping[str, Any] | ConfigSection | AwsPriceListConfig | None = None,
+        config: Mapping[str, Any] | AwsPriceListConfig | None = None,
         *,
         path: str = DEFAULT_CONFIG_PATH,
     ) -> None:

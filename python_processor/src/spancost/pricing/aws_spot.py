@@ -26,17 +26,8 @@ from typing import Any, Final, Literal, Protocol
 import botocore.exceptions
 from boto3.session import Session
 
-from spancost.config import ConfigSection
-from spancost.errors import ConfigError
-from spancost.pricing.aws_client import (
-    RetryMode,
-    aws_regions,
-    client_config,
-    read_duration,
-    read_positive_int,
-    read_retry_mode,
-    read_url,
-)
+from spancost.config import parse
+from spancost.pricing.aws_client import RetryMode, aws_regions, client_config
 from spancost.pricing.aws_products import is_plausible_instance_type
 from spancost.pricing.aws_spot_history import (
     PRODUCT_DESCRIPTIONS,
@@ -49,6 +40,7 @@ from spancost.pricing.aws_spot_history import (
 )
 from spancost.pricing.live_cache import LiveCache, Wording
 from spancost.pricing.model import Arch, Ec2Key, FargatePrice, LambdaPrice, Price
+from spancost.settings.prices import AwsSpotSettings
 
 __all__ = ["AwsSpotConfig", "AwsSpotPrices", "SpotPriceError"]
 
@@ -91,34 +83,9 @@ class AwsSpotConfig:
     @classmethod
     def from_config(cls, config: object, path: str = "") -> AwsSpotConfig:
         """Read and check a config mapping; `ConfigError` names the key (``<path>.refresh``)."""
-        section = config if isinstance(config, ConfigSection) else ConfigSection(config, path)
-        section.allow_only(
-            "enabled",
-            "endpoint_url",
-            "refresh",
-            "max_age",
-            "retry_mode",
-            "max_attempts",
-            "timeout",
-            "max_entries",
-        )
-        refresh = read_duration(section, "refresh", "5m")
-        max_age = read_duration(section, "max_age", "1h")
-        if max_age < refresh:
-            raise ConfigError(
-                section.key("max_age"),
-                f"must be at least refresh ({refresh:g}s), got {section.get_raw('max_age')!r}",
-            )
-        return cls(
-            enabled=section.get_bool("enabled", cls.enabled),
-            endpoint_url=read_url(section, "endpoint_url"),
-            refresh=refresh,
-            max_age=max_age,
-            retry_mode=read_retry_mode(section, "retry_mode", cls.retry_mode),
-            max_attempts=read_positive_int(section, "max_attempts", cls.max_attempts, maximum=20),
-            timeout=read_duration(section, "timeout", "10s"),
-            max_entries=read_positive_int(section, "max_entries", cls.max_entries),
-        )
+        settings = parse(AwsSpotSettings, config, path)
+        # Building the source means it is wanted: enabled unless it says false.
+        return cls(**{**settings.model_dump(), "enabled": settings.enabled is not False})
 
 
 class AwsSpotPrices:
@@ -137,7 +104,7 @@ class AwsSpotPrices:
 
     def __init__(
         self,
-        config: Mapping[str, Any] | ConfigSection | AwsSpotConfig | None = None,
+        config: Mapping[str, Any] | AwsSpotConfig | None = None,
         *,
         path: str = "",
     ) -> None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
-from spancost.config import ConfigSection
+from spancost.config import join_key, parse
 from spancost.errors import ConfigError
 from spancost.pricing.model import (
     Arch,
@@ -37,6 +37,7 @@ from spancost.pricing.model import (
     is_valid_price,
 )
 from spancost.pricing.snapshot import SnapshotError, load_bundled, load_snapshot
+from spancost.settings.prices import BundledSettings, PricesSettings
 
 __all__ = [
     "DEFAULT_ENABLED",
@@ -61,13 +62,11 @@ _ERROR_LOG_INTERVAL_S: Final = 60.0
 
 
 def _bundled(config: Mapping[str, Any], path: str) -> PriceSource:
-    section = ConfigSection(config, path)
-    section.allow_only("path")
-    file = section.get_str("path", default="")
+    file = parse(BundledSettings, config, path).path
     try:
         return load_snapshot(file) if file else load_bundled()
     except SnapshotError as exc:
-        raise ConfigError(section.key("path") if file else path, str(exc)) from exc
+        raise ConfigError(join_key(path, "path") if file else path, str(exc)) from exc
 
 
 def _aws_pricelist(config: Mapping[str, Any], path: str) -> PriceSource:
@@ -115,27 +114,24 @@ DEFAULT_ENABLED: Final[Mapping[str, bool]] = {
 
 
 def build_price_book(
-    section: ConfigSection, factories: Mapping[str, SourceFactory] | None = None
+    config: object, factories: Mapping[str, SourceFactory] | None = None, path: str = "prices"
 ) -> PriceBook:
-    """The sources enabled in the ``prices`` section, in fallback order.
+    """The sources enabled in the ``prices`` section `config`, in fallback order.
 
-    Raises `ConfigError` naming the key for unknown sources, a non-boolean
-    ``enabled`` and whatever a source's own validation refuses.
+    Raises `ConfigError` naming the key (below `path`) for unknown sources, a
+    non-boolean ``enabled`` and whatever a source's own validation refuses.
     """
     registry = SOURCE_FACTORIES if factories is None else factories
-    order = [name for name in FALLBACK_ORDER if name in registry] + [
-        name for name in registry if name not in FALLBACK_ORDER
-    ]
-    section.allow_only(*order)
+    settings = parse(PricesSettings, config, path)
+    raw: Mapping[str, Any] = config if isinstance(config, Mapping) else {}
     sources: list[PriceSource] = []
     try:
-        for name in order:
-            sub = section.get_section(name, default={})
-            enabled = sub.get_bool("enabled", default=DEFAULT_ENABLED.get(name, False))
-            if not enabled:
+        for name in FALLBACK_ORDER:
+            enabled: bool | None = getattr(getattr(settings, name), "enabled", None)
+            if not (DEFAULT_ENABLED[name] if enabled is None else enabled):
                 continue
-            config = {key: value for key, value in sub.items() if key != "enabled"}
-            sources.append(registry[name](config, sub.path))
+            own = {key: value for key, value in raw.get(name, {}).items() if key != "enabled"}
+            sources.append(registry[name](own, join_key(path, name)))
             logger.info("price source %s enabled", name)
     except BaseException:
         PriceBook(sources).close()

@@ -40,21 +40,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-from spancost.config import ConfigSection, describe_type, parse_duration
+from spancost.config import parse
 from spancost.errors import ConfigError, SpancostError
 from spancost.pricing.backoff import retry_delay
+from spancost.settings.currency import CODE_RE, DEFAULT_MAX_CHANGE, USD, CurrencySettings, is_rate
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "USD",
     "FxError",
     "FxRates",
     "FxSource",
@@ -67,9 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH: Final = "currency"
-DEFAULT_MAX_CHANGE: Final = 0.25
-USD: Final = "USD"
-_CODE_RE: Final = re.compile(r"[A-Z]{3}")
 
 
 class FxError(SpancostError):
@@ -90,7 +85,7 @@ class FxSource:
     url: str
     refresh: float  # seconds
     timeout: float  # seconds
-    max_change: float = 0.25  # a rate may move by a factor of at most 1 + max_change
+    max_change: float = DEFAULT_MAX_CHANGE  # a rate may move by a factor of at most 1 + max_change
     ca_file: str | None = None
 
 
@@ -124,9 +119,9 @@ def parse_rates_document(document: bytes | str | Mapping[str, Any], source: str)
         raise FxError(f"{source}: no 'rates' object")
     rates: dict[str, float] = {}
     for code, rate in raw_rates.items():
-        if not isinstance(code, str) or not _CODE_RE.fullmatch(code):
+        if not isinstance(code, str) or not CODE_RE.fullmatch(code):
             continue  # not an ISO 4217 code; some APIs add metadata here
-        if not _is_rate(rate):
+        if not is_rate(rate):
             raise FxError(f"{source}: rates.{code} is not a positive number: {rate!r}")
         rates[code] = float(rate)
     if rates.get(USD, 1.0) != 1.0:
@@ -166,33 +161,28 @@ class FxTable:
 
     def __init__(
         self,
-        config: Mapping[str, Any] | ConfigSection | None = None,
+        config: Mapping[str, Any] | None = None,
         *,
         path: str = DEFAULT_CONFIG_PATH,
         fetch: Callable[[FxSource], FxRates] | None = None,
     ) -> None:
         """`fetch` reads the source (default `spancost.pricing.fx_fetch.fetch_rates`, over
         https, imported only for a table that has a source)."""
-        section = (
-            config
-            if isinstance(config, ConfigSection)
-            else ConfigSection({} if config is None else config, path)
+        settings = parse(CurrencySettings, {} if config is None else config, path)
+        rates = {code: rate for code, rate in settings.rates.items() if code != USD}
+        self.code = settings.currency
+        source = settings.source
+        self.source = (
+            None
+            if source is None
+            else FxSource(
+                url=source.url,
+                refresh=source.refresh,
+                timeout=source.timeout,
+                max_change=source.max_change,
+                ca_file=source.ca_file or None,
+            )
         )
-        section.allow_only("code", "rates", "source")
-        rates = _configured_rates(section.get_section("rates", {}))
-        code = section.get_str("code", USD).strip().upper()
-        if not _CODE_RE.fullmatch(code):
-            raise ConfigError(
-                section.key("code"), f"must be an ISO 4217 code such as EUR, got {code!r}"
-            )
-        if code != USD and code not in rates:
-            raise ConfigError(
-                section.key("code"),
-                f"no rate for {code}: add {section.key('rates')}.{code} "
-                "(the configured rates are the fallback when the source cannot be reached)",
-            )
-        self.code = code
-        self.source = _source(section.get_section("source")) if "source" in section else None
         self._rates = FxRates(rates, "config", "")
         self.fetches = 0
         self.failures = 0
@@ -291,57 +281,3 @@ def _fetch_over_https(source: FxSource) -> FxRates:
     from spancost.pricing.fx_fetch import fetch_rates  # noqa: PLC0415 - the network, apart
 
     return fetch_rates(source)
-
-
-def _configured_rates(section: ConfigSection) -> dict[str, float]:
-    rates: dict[str, float] = {}
-    for code, rate in section.items():
-        key = section.key(code)
-        if not _CODE_RE.fullmatch(code):
-            raise ConfigError(key, "must be an ISO 4217 currency code in capitals, such as EUR")
-        if not _is_rate(rate):
-            raise ConfigError(
-                key,
-                f"must be a positive number (1 USD in {code}), got {describe_type(rate)} {rate!r}",
-            )
-        if code == USD and rate != 1:
-            raise ConfigError(key, "USD is the base currency; its rate is 1")
-        rates[code] = float(rate)
-    rates.pop(USD, None)
-    return rates
-
-
-def _source(section: ConfigSection) -> FxSource:
-    section.allow_only("url", "refresh", "timeout", "max_change", "ca_file")
-    url = section.get_str("url")
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ConfigError(
-            section.key("url"),
-            f"must be an https:// URL (budgets act on these rates), got {url!r}",
-        )
-    max_change = section.get_raw("max_change", DEFAULT_MAX_CHANGE)
-    if not _is_rate(max_change):
-        raise ConfigError(
-            section.key("max_change"),
-            f"must be a positive number, got {describe_type(max_change)} {max_change!r}",
-        )
-    ca_file = section.get_str("ca_file", "") or None
-    if ca_file is not None and not os.path.isfile(ca_file):
-        raise ConfigError(section.key("ca_file"), f"no such file: {ca_file!r}")
-    return FxSource(
-        url=url,
-        refresh=parse_duration(section.get_raw("refresh", "1h"), section.key("refresh")),
-        timeout=parse_duration(section.get_raw("timeout", "10s"), section.key("timeout")),
-        max_change=float(max_change),
-        ca_file=ca_file,
-    )
-
-
-def _is_rate(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )

@@ -21,23 +21,23 @@ or a glob if it contains ``*``, ``?`` or ``[``; a list of strings matches any
 of them; an integer or a boolean matches that exact typed value. The first
 rule that matches decides (see `first_match`).
 
-Pure: parsing (`parse_rules`, which raises `ConfigError` naming the exact key,
-e.g. ``rules[2].match.service.name``) and matching over plain values.
+Pure: the validated settings (`spancost.settings.rules`; `parse_rules` raises
+`ConfigError` naming the exact key, e.g. ``rules[2].match.service.name``) turned into
+matchers (`rules_of`), and matching over plain values.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
-from spancost.config import MISSING, ConfigSection, describe_type, join_index, join_key
-from spancost.errors import ConfigError
 from spancost.pricing.compute import SegmentPricing
 from spancost.pricing.facts import Value
+
+if TYPE_CHECKING:
+    from spancost.settings.rules import MatchValue, RuleSettings
 
 __all__ = [
     "APPLIES_TO",
@@ -45,49 +45,13 @@ __all__ = [
     "Rule",
     "first_match",
     "parse_rules",
-    "read_number",
+    "rules_of",
     "span_triggers",
 ]
 
 APPLIES_TO: Final = ("local_roots", "all")
-_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
-_GLOB_CHARS: Final = frozenset("*?[")
-_RULE_KEYS: Final = (
-    "name",
-    "match",
-    "per_hour_usd",
-    "per_unit_usd",
-    "unit_attribute",
-    "applies_to",
-    "as_of",
-)
 RULE_AS_OF: Final = "config"
-
-
-def read_number(
-    section: ConfigSection,
-    name: str,
-    default: Any = MISSING,
-    *,
-    minimum: float = 0.0,
-    maximum: float = math.inf,
-    exclusive_maximum: bool = False,
-) -> float:
-    """A finite number (integer or float, not boolean) in range; `ConfigError` names the key."""
-    value = section.get_raw(name, default)
-    if name not in section:
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(section.key(name), f"must be a number, got {describe_type(value)}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(section.key(name), f"must be a finite number, got {value!r}")
-    if number < minimum:
-        raise ConfigError(section.key(name), f"must be >= {minimum:g}, got {value!r}")
-    if number > maximum or (exclusive_maximum and number == maximum):
-        bound = "<" if exclusive_maximum else "<="
-        raise ConfigError(section.key(name), f"must be {bound} {maximum:g}, got {value!r}")
-    return number
+_GLOB_CHARS: Final = frozenset("*?[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,103 +157,33 @@ def first_match(rules: Sequence[Rule], lookup: Callable[[str], Value | None]) ->
     return None
 
 
-def parse_rules(section: ConfigSection, name: str = "rules") -> tuple[Rule, ...]:
-    """The ``rules`` list of the plugin's configuration, validated."""
-    raw = section.get_raw(name, default=[])
-    path = section.key(name)
-    if not isinstance(raw, list | tuple):
-        raise ConfigError(path, f"must be a list of rules, got {describe_type(raw)}")
-    rules: list[Rule] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(raw):
-        rule = _parse_rule(ConfigSection(item, join_index(path, index)))
-        if rule.name in seen:
-            raise ConfigError(
-                join_key(join_index(path, index), "name"),
-                f"duplicate rule name {rule.name!r} (also {join_index(path, seen[rule.name])})",
-            )
-        seen[rule.name] = index
-        rules.append(rule)
-    return tuple(rules)
+def parse_rules(config: object) -> tuple[Rule, ...]:
+    """The ``rules`` of a section (a mapping with only that key), validated."""
+    from spancost.config import parse  # noqa: PLC0415 - validation, only when asked
+    from spancost.settings.rules import RulesSettings  # noqa: PLC0415
+
+    return rules_of(parse(RulesSettings, config).rules)
 
 
-def _parse_rule(rule: ConfigSection) -> Rule:
-    rule.allow_only(*_RULE_KEYS)
-    name = rule.get_str("name").strip()
-    if not _NAME.match(name):
-        raise ConfigError(
-            rule.key("name"), "must be a non-empty name of letters, digits, '_', '.' or '-'"
+def rules_of(settings: Sequence[RuleSettings]) -> tuple[Rule, ...]:
+    """The validated ``rules`` as matchers."""
+    return tuple(
+        Rule(
+            name=rule.name,
+            matchers=tuple(_matcher(key, value) for key, value in rule.match.items()),
+            per_hour_usd=rule.per_hour_usd,
+            per_unit_usd=rule.per_unit_usd,
+            unit_attribute=None if rule.unit_attribute is None else rule.unit_attribute.strip(),
+            local_roots_only=rule.local_roots_only,
+            as_of=rule.as_of.strip(),
         )
-    matchers = _parse_match(rule.get_section("match"))
-    per_hour = read_number(rule, "per_hour_usd", None) if "per_hour_usd" in rule else None
-    per_unit = read_number(rule, "per_unit_usd", None) if "per_unit_usd" in rule else None
-    if per_hour is not None and per_unit is not None:
-        raise ConfigError(rule.key("per_unit_usd"), "cannot be combined with per_hour_usd")
-    if per_hour is None and per_unit is None:
-        raise ConfigError(rule.key("per_hour_usd"), "is required (or per_unit_usd)")
-    unit_attribute: str | None = None
-    if "unit_attribute" in rule:
-        if per_unit is None:
-            raise ConfigError(rule.key("unit_attribute"), "is only allowed with per_unit_usd")
-        unit_attribute = rule.get_str("unit_attribute").strip()
-        if not unit_attribute:
-            raise ConfigError(rule.key("unit_attribute"), "must not be empty")
-    applies_to = rule.get_str("applies_to", default="local_roots" if per_hour else "all")
-    if applies_to not in APPLIES_TO:
-        raise ConfigError(
-            rule.key("applies_to"), f"must be one of {', '.join(APPLIES_TO)}, got {applies_to!r}"
-        )
-    if per_unit is not None and applies_to != "all":
-        raise ConfigError(rule.key("applies_to"), "must be 'all' for a per_unit_usd rule")
-    as_of = rule.get_str("as_of", default=RULE_AS_OF).strip()
-    if not as_of:
-        raise ConfigError(rule.key("as_of"), "must not be empty")
-    return Rule(
-        name=name,
-        matchers=matchers,
-        per_hour_usd=per_hour,
-        per_unit_usd=per_unit,
-        unit_attribute=unit_attribute,
-        local_roots_only=applies_to == "local_roots",
-        as_of=as_of,
+        for rule in settings
     )
 
 
-def _parse_match(match: ConfigSection) -> tuple[Matcher, ...]:
-    if not len(match):
-        raise ConfigError(match.path, "must match at least one attribute")
-    matchers: list[Matcher] = []
-    for key, value in match.items():
-        path = match.key(key)
-        if not key.strip():
-            raise ConfigError(path, "attribute name must not be empty")
-        matchers.append(_parse_matcher(key, value, path))
-    return tuple(matchers)
-
-
-def _parse_matcher(key: str, value: object, path: str) -> Matcher:
-    if isinstance(value, bool | int) and not isinstance(value, float):
+def _matcher(key: str, value: MatchValue) -> Matcher:
+    if isinstance(value, bool | int):
         return Matcher(key, typed=(value,))
-    if isinstance(value, str):
-        items: list[object] = [value]
-    elif isinstance(value, list | tuple):
-        if not value:
-            raise ConfigError(path, "must list at least one value")
-        items = list(value)
-    else:
-        raise ConfigError(
-            path,
-            f"must be a string, a list of strings, an integer or a boolean, "
-            f"got {describe_type(value)}",
-        )
-    strings: set[str] = set()
-    globs: list[str] = []
-    for index, item in enumerate(items):
-        item_path = join_index(path, index) if isinstance(value, list | tuple) else path
-        if not isinstance(item, str):
-            raise ConfigError(item_path, f"must be a string, got {describe_type(item)}")
-        if _GLOB_CHARS.intersection(item):
-            globs.append(item)
-        else:
-            strings.add(item)
-    return Matcher(key, strings=frozenset(strings), globs=tuple(globs))
+    items = (value,) if isinstance(value, str) else value
+    globs = tuple(item for item in items if _GLOB_CHARS.intersection(item))
+    return Matcher(key, strings=frozenset(items).difference(globs), globs=globs)

@@ -37,15 +37,16 @@ the spans it sends, wherever they sit in a trace, and no one else's:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
-from spancost.config import MISSING, ConfigSection, describe_type, join_index, parse_duration
-from spancost.errors import ConfigError
 from spancost.pricing.rules import Matcher
 from spancost.totals.aggregate import SpanContribution, ns_from_duration, ns_from_utc
+
+if TYPE_CHECKING:
+    from spancost.settings.totals import NamingSettings
 
 __all__ = [
     "CONFIG_KEYS",
@@ -61,6 +62,7 @@ __all__ = [
     "owner_domain",
     "parse_config",
     "resolve_transaction",
+    "totals_config",
     "trace_domain",
     "transaction_name",
 ]
@@ -79,7 +81,8 @@ CONFIG_KEYS: Final = (
     "orphan_grace",
     "unattributed_name",
 )
-"""The keys `parse_config` reads (a sink adds its own with ``extra_keys``)."""
+"""The keys of `NamingSettings`, which `parse_config` reads (the sink's settings hold them
+and its own); spelled out so that the totals core imports no validation library."""
 
 MATCH_SERVICE: Final = "service.name"
 MATCH_NAME: Final = "name"
@@ -190,112 +193,45 @@ def resolve_transaction(
     return None
 
 
-def parse_config(config: object, *, extra_keys: Iterable[str] = ()) -> TotalsConfig:
-    """Validate a totals configuration (a mapping or a `ConfigSection`).
+def parse_config(config: object) -> TotalsConfig:
+    """Validate a totals naming configuration (the `CONFIG_KEYS` of the sink's).
 
     Raises `ConfigError` naming the exact key, e.g.
     ``config.transaction.rules[0].match.service.name: must be a string or a list
-    of strings, got integer``. `extra_keys` are other keys the caller reads
-    from the same section (a sink's database settings).
+    of strings, got integer``.
     """
-    section = config if isinstance(config, ConfigSection) else ConfigSection(config)
-    section.allow_only(*CONFIG_KEYS, *extra_keys)
-    transaction = section.get_section("transaction", {})
-    transaction.allow_only("attribute", "rules")
-    domains = section.get_section("domains", {})
-    domains.allow_only("by_transaction", "by_service", "owner")
-    owner_attribute, by_owner = _owner(domains)
+    from spancost.config import parse  # noqa: PLC0415 - validation, only when asked
+    from spancost.settings.totals import NamingSettings  # noqa: PLC0415
+
+    return totals_config(parse(NamingSettings, config))
+
+
+def totals_config(settings: NamingSettings) -> TotalsConfig:
+    """The validated naming settings (or a sink's, which hold them) as a `TotalsConfig`."""
+    owner = settings.domains.owner
     return TotalsConfig(
-        transaction_attribute=_name(transaction, "attribute", DEFAULT_TRANSACTION_ATTRIBUTE),
-        rules=_rules(transaction),
-        domains_by_transaction=_name_map(domains, "by_transaction"),
-        domains_by_service=_name_map(domains, "by_service"),
-        max_clock_skew=_duration(section, "max_clock_skew", DEFAULT_MAX_CLOCK_SKEW),
-        orphan_grace=_duration(section, "orphan_grace", DEFAULT_ORPHAN_GRACE),
-        unattributed_name=_name(section, "unattributed_name", UNATTRIBUTED),
-        owner_attribute=owner_attribute,
-        domains_by_owner=by_owner,
+        transaction_attribute=settings.transaction.attribute,
+        rules=tuple(
+            TransactionRule(
+                transaction=rule.transaction,
+                service=_matcher(MATCH_SERVICE, rule.match.service_name),
+                name=_matcher(MATCH_NAME, rule.match.name),
+            )
+            for rule in settings.transaction.rules
+        ),
+        domains_by_transaction=settings.domains.by_transaction,
+        domains_by_service=settings.domains.by_service,
+        max_clock_skew=timedelta(seconds=settings.max_clock_skew),
+        orphan_grace=timedelta(seconds=settings.orphan_grace),
+        unattributed_name=settings.unattributed_name,
+        owner_attribute=None if owner is None else owner.attribute,
+        domains_by_owner={} if owner is None else owner.domains,
     )
 
 
-def _owner(domains: ConfigSection) -> tuple[str | None, dict[str, str]]:
-    if "owner" not in domains:
-        return None, {}
-    owner = domains.get_section("owner")
-    owner.allow_only("attribute", "domains")
-    attribute = _name(owner, "attribute")
-    return attribute, _name_map(owner, "domains")
-
-
-def _name(section: ConfigSection, key: str, default: Any = MISSING) -> str:
-    value = section.get_str(key, default)
-    if not value.strip():
-        raise ConfigError(section.key(key), "must not be empty")
-    return value
-
-
-def _name_map(section: ConfigSection, key: str) -> dict[str, str]:
-    mapping = section.get_section(key, {})
-    result: dict[str, str] = {}
-    for name, _value in mapping.items():
-        if not name.strip():
-            raise ConfigError(mapping.key(name), "name must not be empty")
-        result[name] = _name(mapping, name)
-    return result
-
-
-def _duration(section: ConfigSection, key: str, default: timedelta) -> timedelta:
-    if key not in section:
-        return default
-    return timedelta(seconds=parse_duration(section.get_raw(key), section.key(key)))
-
-
-def _rules(transaction: ConfigSection) -> tuple[TransactionRule, ...]:
-    raw = transaction.get_raw("rules", [])
-    path = transaction.key("rules")
-    if not isinstance(raw, list | tuple):
-        raise ConfigError(path, f"must be a list, got {describe_type(raw)}")
-    rules: list[TransactionRule] = []
-    for index, item in enumerate(raw):
-        rule = ConfigSection(item, join_index(path, index))
-        rule.allow_only("match", "transaction")
-        match = rule.get_section("match")
-        match.allow_only(MATCH_SERVICE, MATCH_NAME)
-        if not len(match):
-            raise ConfigError(match.path, f"must match {MATCH_SERVICE}, {MATCH_NAME} or both")
-        rules.append(
-            TransactionRule(
-                transaction=_name(rule, "transaction"),
-                service=_matcher(match, MATCH_SERVICE),
-                name=_matcher(match, MATCH_NAME),
-            )
-        )
-    return tuple(rules)
-
-
-def _matcher(match: ConfigSection, key: str) -> Matcher | None:
-    """A string (exact, or an fnmatch glob if it has ``*``, ``?`` or ``[``) or a list of them."""
-    if key not in match:
+def _matcher(key: str, patterns: tuple[str, ...] | None) -> Matcher | None:
+    """Exact strings, or fnmatch globs where they have ``*``, ``?`` or ``[``."""
+    if patterns is None:
         return None
-    value: Any = match.get_raw(key)
-    path = match.key(key)
-    items = value if isinstance(value, list | tuple) else [value]
-    if not isinstance(value, str | list | tuple):
-        raise ConfigError(
-            path, f"must be a string or a list of strings, got {describe_type(value)}"
-        )
-    if not items:
-        raise ConfigError(path, "must list at least one value")
-    strings: set[str] = set()
-    globs: list[str] = []
-    for index, item in enumerate(items):
-        item_path = path if isinstance(value, str) else join_index(path, index)
-        if not isinstance(item, str):
-            raise ConfigError(item_path, f"must be a string, got {describe_type(item)}")
-        if not item:
-            raise ConfigError(item_path, "must not be empty")
-        if any(char in item for char in "*?["):
-            globs.append(item)
-        else:
-            strings.add(item)
-    return Matcher(key, strings=frozenset(strings), globs=tuple(globs))
+    globs = tuple(item for item in patterns if any(char in item for char in "*?["))
+    return Matcher(key, strings=frozenset(patterns).difference(globs), globs=globs)
