@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import spancost.store.sqlite as sqlite_module
 from spancost.store import SQLiteStore, StoreError, TotalsStore
-from spancost.store.sqlite import MIGRATIONS
+from spancost.store.migrations.sqlite import MIGRATIONS
 from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from tests.store_data import (

@@ -75,7 +75,8 @@ from spancost.store.common import (
 )
 from spancost.store.common import add_months as _add_months
 from spancost.store.common import month_start as _month_start
-from spancost.store.migrations.postgres import MIGRATIONS
+from spancost.store.migrations import runner
+from spancost.store.migrations.postgres import LEDGER, MIGRATIONS
 from spancost.totals.aggregate import (
     Quarantined,
     SpanContribution,
@@ -100,8 +101,8 @@ logger = logging.getLogger(__name__)
 
 PARTITIONED_TABLES: Final = ("traces", "trace_charges")
 _PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<month>\d{2})$")
-# pg_advisory_xact_lock keys: migrations and partition DDL run one store at a time.
-_MIGRATE_LOCK: Final = 0x5370_6E63_0001
+# The pg_advisory_xact_lock key of partition DDL (migrations.postgres has the
+# migrations'): one store at a time.
 _PARTITION_LOCK: Final = 0x5370_6E63_0002
 _MASK: Final = "***"
 _UNKEYABLE: Final = "invalid_id"
@@ -608,27 +609,10 @@ class PostgresStore:
         return self._transaction("setting", read)
 
     def migrate(self) -> None:
-        def apply(cursor: Cursor) -> None:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            cursor.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)"
-            )
-            applied = {row[0] for row in cursor.execute("SELECT version FROM schema_migrations")}
-            for version, statements in MIGRATIONS:
-                if version in applied:
-                    continue
-                logger.info(
-                    "applying totals schema migration %s to %s", version, self._dsn_for_logs
-                )
-                for statement in statements:
-                    cursor.execute(statement)
-                cursor.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, now())",
-                    (version,),
-                )
-
-        self._transaction("migrate", apply)
+        self._transaction(
+            "migrate",
+            lambda cursor: runner.migrate(cursor, MIGRATIONS, LEDGER, self._dsn_for_logs),
+        )
 
     def ensure_partitions(self, now: datetime, months_ahead: int = 2) -> list[str]:
         """Create the monthly partitions from `now`'s month (UTC) to `months_ahead` after
