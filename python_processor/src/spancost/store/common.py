@@ -21,6 +21,7 @@ from spancost.totals.naming import (
 )
 
 __all__ = [
+    "ALLOCATION_USAGE_TABLES",
     "DEFAULT_RETENTION_MONTHS",
     "HOUR_NS",
     "PENDING_DOMAIN",
@@ -48,6 +49,9 @@ HOUR_NS: Final = 3600 * 10**9
 DEFAULT_RETENTION_MONTHS: Final = 13
 """Whole months kept before the current one (``spancost db maintain``; the sink refuses
 spans that end before them as ``past``)."""
+ALLOCATION_USAGE_TABLES: Final = ("pod_busy", "pod_usage", "node_usage", "allocation_dirty")
+"""What retention deletes of the allocation, by ``hour_ns`` (its usage: what repricing
+would need); its results (``allocated_*``) stay, like the hourly rollup."""
 PENDING_DOMAIN: Final = ""
 """The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
 UNKNOWN_ENVIRONMENT: Final = ""

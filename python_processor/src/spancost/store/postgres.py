@@ -37,12 +37,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
+from spancost.store import partitions
 from spancost.store.allocated import allocated_hour, by_node, repricings, window_spend
 from spancost.store.base import (
     AllocatedRow,
@@ -62,10 +62,12 @@ from spancost.store.common import (
     Placement,
     RollupChanges,
     TraceSpans,
+    add_months,
     charges,
     hour_window,
     labels,
     merge_assignments,
+    month_start,
     net_spend,
     placement,
     span_facts,
@@ -73,10 +75,9 @@ from spancost.store.common import (
     trace_facts,
     unpriced_counts,
 )
-from spancost.store.common import add_months as _add_months
-from spancost.store.common import month_start as _month_start
 from spancost.store.migrations import runner
 from spancost.store.migrations.postgres import LEDGER, MIGRATIONS
+from spancost.store.partitions import PARTITIONED_TABLES  # read at each call: a test replaces it
 from spancost.totals.aggregate import (
     Quarantined,
     SpanContribution,
@@ -99,11 +100,6 @@ __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
 logger = logging.getLogger(__name__)
 
-PARTITIONED_TABLES: Final = ("traces", "trace_charges")
-_PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<month>\d{2})$")
-# The pg_advisory_xact_lock key of partition DDL (migrations.postgres has the
-# migrations'): one store at a time.
-_PARTITION_LOCK: Final = 0x5370_6E63_0002
 _MASK: Final = "***"
 _UNKEYABLE: Final = "invalid_id"
 """The quarantine reason of spans whose ids are no uuid and 64-bit integer."""
@@ -286,8 +282,6 @@ WHERE pod_busy.hour_ns = moved.hour_ns AND pod_busy.pod = moved.pod
     AND abs(pod_busy.seconds) < %s AND abs(pod_busy.segments) < %s
     AND abs(pod_busy.request_usd) < %s
 """
-_ALLOCATION_USAGE_TABLES: Final = ("pod_busy", "pod_usage", "node_usage", "allocation_dirty")
-"""What retention deletes of the allocation (its results, ``allocated_*``, stay)."""
 _BUSY_RESIDUE: Final = 1e-9
 """What is left of a moved row's seconds or segments after rounding: the row is gone."""
 
@@ -617,32 +611,11 @@ class PostgresStore:
     def ensure_partitions(self, now: datetime, months_ahead: int = 2) -> list[str]:
         """Create the monthly partitions from `now`'s month (UTC) to `months_ahead` after
         it, those missing; return the names created."""
-        months = [_add_months(_month_start(now), offset) for offset in range(months_ahead + 1)]
-
-        def create(cursor: Cursor) -> list[str]:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-            created: list[str] = []
-            for table in PARTITIONED_TABLES:
-                for month in months:
-                    name = _partition_name(table, month)
-                    cursor.execute("SELECT to_regclass(%s)", (name,))
-                    if _one(cursor)[0] is not None:
-                        continue
-                    cursor.execute(
-                        sql.SQL(
-                            "CREATE TABLE {partition} PARTITION OF {table}"
-                            " FOR VALUES FROM ({start}) TO ({end})"
-                        ).format(
-                            partition=sql.Identifier(name),
-                            table=sql.Identifier(table),
-                            start=sql.Literal(month),
-                            end=sql.Literal(_add_months(month, 1)),
-                        )
-                    )
-                    created.append(name)
-            return created
-
-        created = self._transaction("ensure_partitions", create)
+        months = [add_months(month_start(now), offset) for offset in range(months_ahead + 1)]
+        created = self._transaction(
+            "ensure_partitions",
+            lambda cursor: partitions.create_missing(cursor, PARTITIONED_TABLES, months),
+        )
         self._months.update(months)
         if created:
             logger.info("created totals partitions %s", ", ".join(created))
@@ -655,47 +628,11 @@ class PostgresStore:
         Keep more than ``max_clock_skew`` (plus the longest trace): a span of a dropped
         trace arriving later would start the trace afresh.
         """
-        boundary = _month_start(cutoff)
-
-        def drop(cursor: Cursor) -> list[str]:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-            dropped: list[str] = []
-            for table in PARTITIONED_TABLES:
-                cursor.execute(
-                    "SELECT child.relname FROM pg_inherits"
-                    " JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
-                    " WHERE pg_inherits.inhparent = %s::regclass ORDER BY 1",
-                    (table,),
-                )
-                for (name,) in cursor.fetchall():
-                    month = _partition_month(table, name)
-                    if month is None:
-                        logger.warning("leaving partition %s alone: not named by spancost", name)
-                        continue
-                    if month >= boundary:
-                        continue
-                    cursor.execute(
-                        sql.SQL("ALTER TABLE {table} DETACH PARTITION {partition}").format(
-                            table=sql.Identifier(table), partition=sql.Identifier(name)
-                        )
-                    )
-                    cursor.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-                    dropped.append(name)
-            # One row per trace, not per span, and the (few) quarantined spans: the only
-            # rows retention deletes.
-            cursor.execute("DELETE FROM trace_keys WHERE keyed_at < %s", (boundary,))
-            cursor.execute("DELETE FROM quarantined_spans WHERE keyed_at < %s", (boundary,))
-            # The allocation's usage of those months (what repricing would need); what
-            # was allocated stays, like the hourly rollup.
-            hour_ns = ns_from_utc(boundary)
-            for table in _ALLOCATION_USAGE_TABLES:
-                cursor.execute(
-                    sql.SQL("DELETE FROM {} WHERE hour_ns < %s").format(sql.Identifier(table)),
-                    (hour_ns,),
-                )
-            return dropped
-
-        dropped = self._transaction("drop_partitions_before", drop)
+        boundary = month_start(cutoff)
+        dropped = self._transaction(
+            "drop_partitions_before",
+            lambda cursor: partitions.drop_before(cursor, PARTITIONED_TABLES, boundary),
+        )
         self._months = {month for month in self._months if month >= boundary}
         if dropped:
             logger.info("dropped totals partitions %s", ", ".join(dropped))
@@ -709,7 +646,7 @@ class PostgresStore:
     ) -> WriteResult:
         if not contributions and not quarantined:
             return WriteResult()
-        if _month_start(now) not in self._months:
+        if month_start(now) not in self._months:
             self.ensure_partitions(now)
         return self._transaction(
             "write", lambda cursor: self._write(cursor, contributions, quarantined, now)
@@ -1486,14 +1423,6 @@ def _insert_quarantined(
     return Counter(reason for (reason,) in cursor.fetchall())
 
 
-def _one(cursor: Cursor) -> tuple[Any, ...]:
-    """The one row a statement returns."""
-    row = cursor.fetchone()
-    if row is None:
-        raise StoreError("totals store: a statement that returns a row returned none")
-    return row
-
-
 def _placement(
     first_seen: datetime, domain: str | None, environment: str | None, cost: float, spans: int
 ) -> Placement:
@@ -1616,14 +1545,3 @@ def _spend_row(name: str, cost: float, traces: Any, spans: Any) -> SpendRow:
 
 def _hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _partition_name(table: str, month: datetime) -> str:
-    return f"{table}_p{month.year:04d}{month.month:02d}"
-
-
-def _partition_month(table: str, name: str) -> datetime | None:
-    match = _PARTITION_NAME.match(name)
-    if match is None or match["table"] != table:
-        return None
-    return datetime(int(match["year"]), int(match["month"]), 1, tzinfo=UTC)

@@ -42,6 +42,7 @@ from spancost.store.base import (
 )
 from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
 from spancost.store.common import (
+    ALLOCATION_USAGE_TABLES,
     PENDING_DOMAIN,
     Charge,
     Placement,
@@ -669,8 +670,7 @@ class SQLiteStore:
         cutoff_ns = ns_from_utc(cutoff)
 
         def delete(cursor: sqlite3.Cursor) -> Deleted:
-            # The allocation's usage (what repricing would need); its results stay.
-            for table in ("pod_busy", "pod_usage", "node_usage", "allocation_dirty"):
+            for table in ALLOCATION_USAGE_TABLES:
                 cursor.execute(f"DELETE FROM {table} WHERE hour_ns < ?", (cutoff_ns,))  # noqa: S608 - constant names
             cursor.execute(_DELETE_CHARGES, (cutoff_ns, cutoff_ns))
             cursor.execute(_DELETE_TRACES, (cutoff_ns, cutoff_ns))
