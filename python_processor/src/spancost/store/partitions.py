@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import psycopg
 from psycopg import sql
 
 from spancost.store.base import StoreError
 from spancost.store.common import ALLOCATION_USAGE_TABLES, add_months
+from spancost.store.postgres_pool import Cursor
 from spancost.totals.aggregate import ns_from_utc
 
 __all__ = [
@@ -38,8 +38,6 @@ _PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<mo
 # The pg_advisory_xact_lock key of partition DDL (migrations.postgres has the
 # migrations'): one store at a time.
 _PARTITION_LOCK: Final = 0x5370_6E63_0002
-
-Cursor = psycopg.Cursor[tuple[Any, ...]]
 
 
 def partition_name(table: str, month: datetime) -> str:

@@ -30,15 +30,10 @@ Times are ``timestamptz`` (sessions run in UTC), span times bigint nanoseconds.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, TypeVar
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from typing import TYPE_CHECKING, Any, Final
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
@@ -51,7 +46,6 @@ from spancost.store.base import (
     ReconcileRow,
     RepricedRow,
     SpendRow,
-    StoreDataError,
     StoreError,
     WriteResult,
 )
@@ -78,6 +72,7 @@ from spancost.store.common import (
 from spancost.store.migrations import runner
 from spancost.store.migrations.postgres import LEDGER, MIGRATIONS
 from spancost.store.partitions import PARTITIONED_TABLES  # read at each call: a test replaces it
+from spancost.store.postgres_pool import Cursor, Pool, masked_dsn
 from spancost.totals.aggregate import (
     Quarantined,
     SpanContribution,
@@ -100,12 +95,9 @@ __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
 logger = logging.getLogger(__name__)
 
-_MASK: Final = "***"
 _UNKEYABLE: Final = "invalid_id"
 """The quarantine reason of spans whose ids are no uuid and 64-bit integer."""
 
-Cursor = psycopg.Cursor[tuple[Any, ...]]
-_T = TypeVar("_T")
 
 # Locks every trace's key row, one row after the other in trace id order: a new row is
 # locked by its insert, an existing one by ON CONFLICT DO UPDATE, whose WHERE false
@@ -536,31 +528,9 @@ class PostgresStore:
         connect_timeout: timedelta = timedelta(seconds=10),
     ) -> None:
         self._config = config if config is not None else TotalsConfig()
-        self._dsn_for_logs = masked_dsn(dsn)
-        self._password = _passwords(dsn)
-        seconds = max(1, round(connect_timeout.total_seconds()))
-        try:
-            conninfo_to_dict(dsn)
-            # Connect once up front: a wrong host or password is reported now, with
-            # libpq's reason, rather than as a pool timeout on the first write.
-            psycopg.connect(dsn, connect_timeout=seconds).close()
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to PostgreSQL totals store {self._dsn_for_logs}:"
-                f" {self._scrub(str(exc))}"
-            ) from None  # the cause's text may quote the DSN, password and all
-        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=max_connections,
-            kwargs={"autocommit": True, "connect_timeout": seconds},
-            configure=_configure,
-            timeout=connect_timeout.total_seconds(),
-            name="spancost-totals",
-            open=True,
-        )
+        self._pool = Pool(dsn, max_connections=max_connections, connect_timeout=connect_timeout)
         self._months: set[datetime] = set()
-        logger.info("PostgreSQL totals store %s", self._dsn_for_logs)
+        logger.info("PostgreSQL totals store %s", self._pool.dsn_for_logs)
 
     def close(self) -> None:
         self._pool.close()
@@ -588,7 +558,7 @@ class PostgresStore:
             )
             return None if row is None else str(row[0])
 
-        return self._transaction("save_setting", save)
+        return self._pool.transaction("save_setting", save)
 
     def setting(self, name: str) -> str | None:
         def read(cursor: Cursor) -> str | None:
@@ -600,19 +570,19 @@ class PostgresStore:
             row = cursor.fetchone()
             return None if row is None else str(row[0])
 
-        return self._transaction("setting", read)
+        return self._pool.transaction("setting", read)
 
     def migrate(self) -> None:
-        self._transaction(
+        self._pool.transaction(
             "migrate",
-            lambda cursor: runner.migrate(cursor, MIGRATIONS, LEDGER, self._dsn_for_logs),
+            lambda cursor: runner.migrate(cursor, MIGRATIONS, LEDGER, self._pool.dsn_for_logs),
         )
 
     def ensure_partitions(self, now: datetime, months_ahead: int = 2) -> list[str]:
         """Create the monthly partitions from `now`'s month (UTC) to `months_ahead` after
         it, those missing; return the names created."""
         months = [add_months(month_start(now), offset) for offset in range(months_ahead + 1)]
-        created = self._transaction(
+        created = self._pool.transaction(
             "ensure_partitions",
             lambda cursor: partitions.create_missing(cursor, PARTITIONED_TABLES, months),
         )
@@ -629,7 +599,7 @@ class PostgresStore:
         trace arriving later would start the trace afresh.
         """
         boundary = month_start(cutoff)
-        dropped = self._transaction(
+        dropped = self._pool.transaction(
             "drop_partitions_before",
             lambda cursor: partitions.drop_before(cursor, PARTITIONED_TABLES, boundary),
         )
@@ -648,12 +618,12 @@ class PostgresStore:
             return WriteResult()
         if month_start(now) not in self._months:
             self.ensure_partitions(now)
-        return self._transaction(
+        return self._pool.transaction(
             "write", lambda cursor: self._write(cursor, contributions, quarantined, now)
         )
 
     def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
-        return self._transaction(
+        return self._pool.transaction(
             "attribute_orphans",
             lambda cursor: self._attribute_orphans(cursor, now, grace, unattributed_name),
         )
@@ -693,7 +663,7 @@ class PostgresStore:
                 ]
             return net_spend(rows)
 
-        return self._transaction("domain_spend", read)
+        return self._pool.transaction("domain_spend", read)
 
     def domain_coverage(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
@@ -705,7 +675,7 @@ class PostgresStore:
             "exclude": sorted(exclude_environments),
         }
         query = _CHARGES_COVERAGE if self._config.owner_attribute is not None else _DOMAIN_COVERAGE
-        rows = self._read("domain_coverage", query, parameters)
+        rows = self._pool.read("domain_coverage", query, parameters)
         return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
 
     def unpriced_reasons(
@@ -717,7 +687,7 @@ class PostgresStore:
             "end": utc_from_ns(end_ns),
             "exclude": sorted(exclude_environments),
         }
-        rows = self._read("unpriced_reasons", _UNPRICED_REASONS, parameters)
+        rows = self._pool.read("unpriced_reasons", _UNPRICED_REASONS, parameters)
         return [(reason, int(spans)) for reason, spans in rows]
 
     def transaction_totals(
@@ -737,7 +707,7 @@ class PostgresStore:
             "names": None if names is None else sorted(names),
             "limit": limit,
         }
-        rows = self._read("transaction_totals", _TRANSACTION_TOTALS, parameters)
+        rows = self._pool.read("transaction_totals", _TRANSACTION_TOTALS, parameters)
         return [_spend_row(*row) for row in rows]
 
     def domain_totals(
@@ -748,7 +718,7 @@ class PostgresStore:
             "until": until,
             "exclude": sorted(exclude_environments),
         }
-        rows = self._read("domain_totals", _DOMAIN_TOTALS, parameters)
+        rows = self._pool.read("domain_totals", _DOMAIN_TOTALS, parameters)
         return [_spend_row(*row) for row in rows]
 
     def hourly_totals(
@@ -766,12 +736,12 @@ class PostgresStore:
             "exclude": sorted(exclude_environments),
         }
         if by_domain:
-            rows = self._read("hourly_totals", _HOURLY_DOMAIN_TOTALS, parameters)
+            rows = self._pool.read("hourly_totals", _HOURLY_DOMAIN_TOTALS, parameters)
             return [
                 HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans), domain)
                 for hour, domain, cost, traces, spans in rows
             ]
-        rows = self._read("hourly_totals", _HOURLY_TOTALS, parameters)
+        rows = self._pool.read("hourly_totals", _HOURLY_TOTALS, parameters)
         return [
             HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans))
             for hour, cost, traces, spans in rows
@@ -798,7 +768,7 @@ class PostgresStore:
             cursor.executemany(_ADD_POD_USAGE, sorted(pods))
             _mark_dirty(cursor, hours)
 
-        self._transaction("write_usage", write)
+        self._pool.transaction("write_usage", write)
 
     def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
         """Allocate every hour marked since it was last allocated, each in a transaction of
@@ -815,7 +785,7 @@ class PostgresStore:
         """
         hours = [
             hour_ns
-            for (hour_ns,) in self._read(
+            for (hour_ns,) in self._pool.read(
                 "allocate", "SELECT hour_ns FROM allocation_dirty ORDER BY hour_ns", {}
             )
         ]
@@ -825,7 +795,7 @@ class PostgresStore:
             def work(cursor: Cursor, hour: int = hour_ns) -> bool:
                 return self._allocate_hour(cursor, hour, weights)
 
-            if self._transaction("allocate", work):
+            if self._pool.transaction("allocate", work):
                 allocated += 1
         return allocated
 
@@ -884,7 +854,7 @@ class PostgresStore:
     ) -> list[AllocatedRow]:
         start_ns, end_ns = hour_window(since, until)
         parameters = {"start": start_ns, "end": end_ns, "exclude": sorted(exclude_environments)}
-        rows = self._read("allocated_totals", _ALLOCATED_TOTALS, parameters)
+        rows = self._pool.read("allocated_totals", _ALLOCATED_TOTALS, parameters)
         return [
             AllocatedRow(
                 kind, domain, transaction, environment, namespace, workload,
@@ -907,11 +877,11 @@ class PostgresStore:
             cursor.execute(_ALLOCATED_SPEND, (start_ns, end_ns, sorted(exclude_environments)))
             return window_spend(cursor.fetchall(), since_ns, until_ns)
 
-        return self._transaction("allocated_domain_spend", read)
+        return self._pool.transaction("allocated_domain_spend", read)
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
         start_ns, end_ns = hour_window(since, until)
-        rows = self._read("reconcile", _RECONCILE, {"start": start_ns, "end": end_ns})
+        rows = self._pool.read("reconcile", _RECONCILE, {"start": start_ns, "end": end_ns})
         return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
 
     def allocation_by_node(
@@ -928,7 +898,7 @@ class PostgresStore:
                 found.append(cursor.fetchall())
             return found
 
-        nodes, pods, busy, per_request = self._transaction("allocation_by_node", read)
+        nodes, pods, busy, per_request = self._pool.transaction("allocation_by_node", read)
         return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
     def reprice(
@@ -951,37 +921,7 @@ class PostgresStore:
             _mark_dirty(cursor, sorted({change.usage.hour_ns for change in changes}))
             return [change.reported() for change in changes]
 
-        return self._transaction("reprice", apply)
-
-    def _read(
-        self, operation: str, query: str, parameters: dict[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        def run(cursor: Cursor) -> list[tuple[Any, ...]]:
-            cursor.execute(query, parameters)
-            return cursor.fetchall()
-
-        return self._transaction(operation, run)
-
-    def _transaction(self, operation: str, work: Callable[[Cursor], _T]) -> _T:
-        """Run `work` in one transaction: all of it commits, or none and it raises."""
-        try:
-            with (
-                self._pool.connection() as connection,
-                connection.transaction(),
-                connection.cursor() as cursor,
-            ):
-                return work(cursor)
-        except psycopg.DataError as exc:
-            # SQLSTATE class 22 (a value out of range, a text PostgreSQL cannot hold):
-            # the same write fails again.
-            raise StoreDataError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
-
-    def _scrub(self, message: str) -> str:
-        for password in self._password:
-            message = message.replace(password, _MASK)
-        return message
+        return self._pool.transaction("reprice", apply)
 
     def _write(
         self,
@@ -1302,36 +1242,6 @@ class PostgresStore:
         if named:
             logger.info("named %s traces without root %r", named, unattributed_name)
         return named
-
-
-def masked_dsn(dsn: str) -> str:
-    """`dsn` as it may be logged: the password replaced by ``***``."""
-    try:
-        parameters = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "<unparsable DSN>"
-    if "password" in parameters:
-        parameters["password"] = _MASK
-    return make_conninfo("", **parameters)
-
-
-def _passwords(dsn: str) -> list[str]:
-    """Every string in `dsn` that may be a password, to scrub from error messages
-    (libpq quotes pieces of a DSN it cannot parse)."""
-    found = re.findall(r"password\s*=\s*'?([^'\s]+)", dsn)
-    found += re.findall(r"://[^:/@]*:([^@]+)@", dsn)
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        password = None
-    if password:
-        found.append(str(password))
-    return sorted({piece for piece in found if piece}, key=len, reverse=True)
-
-
-def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
-    # Month and hour boundaries are UTC whatever the server's or role's time zone.
-    connection.execute("SET TIME ZONE 'UTC'")
 
 
 def _lock_traces(cursor: Cursor, trace_ids: list[str], now: datetime) -> list[str]:
