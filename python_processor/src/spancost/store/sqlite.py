@@ -26,9 +26,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
+from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour, by_node, repricings, window_spend
+from spancost.store.allocated import (
+    allocated_hour,
+    allocated_rows,
+    by_node,
+    reconcile_rows,
+    repricings,
+    window_spend,
+)
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -521,39 +528,23 @@ class SQLiteStore:
 
     def _allocate_hour(self, cursor: sqlite3.Cursor, hour_ns: int, weights: Weights) -> None:
         """Allocate one hour from its usage, replacing what was there (one transaction)."""
-        nodes = [
-            NodeHour(node, hour_ns, seconds, hourly, vcpu, memory)
-            for node, seconds, hourly, vcpu, memory in cursor.execute(
-                "SELECT node, seconds, hourly_usd, vcpu, memory_gib FROM node_usage"
-                " WHERE hour_ns = ? AND hourly_usd IS NOT NULL",
-                (hour_ns,),
-            )
-        ]
-        pods = [
-            PodHour(pod, node, hour_ns, seconds, cpu, memory, namespace, workload)
-            for pod, node, seconds, cpu, memory, namespace, workload in cursor.execute(
-                "SELECT pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
-                " WHERE hour_ns = ?",
-                (hour_ns,),
-            )
-        ]
-        busy_rows = cursor.execute(
+        nodes = cursor.execute(
+            "SELECT node, seconds, hourly_usd, vcpu, memory_gib FROM node_usage"
+            " WHERE hour_ns = ? AND hourly_usd IS NOT NULL",
+            (hour_ns,),
+        ).fetchall()
+        pods = cursor.execute(
+            "SELECT pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
+            " WHERE hour_ns = ?",
+            (hour_ns,),
+        ).fetchall()
+        busy = cursor.execute(
             "SELECT pod, domain, transaction_name, environment, seconds, segments, request_usd"
             " FROM pod_busy WHERE hour_ns = ?",
             (hour_ns,),
         ).fetchall()
-        busy = [
-            Busy(pod, hour_ns, transaction, domain, seconds, environment)
-            for pod, domain, transaction, environment, seconds, _, _ in busy_rows
-        ]
         result = allocated_hour(
-            hour_ns,
-            nodes=nodes,
-            pods=pods,
-            busy=busy,
-            busy_counts=[row[1:] for row in busy_rows],
-            weights=weights,
-            config=self._config,
+            hour_ns, nodes=nodes, pods=pods, busy=busy, weights=weights, config=self._config
         )
         cursor.execute("DELETE FROM allocated_hourly WHERE hour_ns = ?", (hour_ns,))
         cursor.executemany(_INSERT_ALLOCATED, result.lines)
@@ -575,14 +566,7 @@ class SQLiteStore:
             " ORDER BY 7 DESC, 1, 2, 3, 4, 5, 6",
             (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
         )
-        return [
-            AllocatedRow(
-                kind, domain, transaction, environment, namespace, workload,
-                float(usd), float(busy_seconds), float(segments), float(request_usd),
-            )
-            for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
-            segments, request_usd in rows
-        ]  # fmt: skip
+        return allocated_rows(rows)
 
     def allocated_domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
@@ -617,7 +601,7 @@ class SQLiteStore:
             " WHERE u.hour_ns = a.hour_ns AND u.node = a.node) ORDER BY 1, 2",
             (start_ns, end_ns, start_ns, end_ns),
         )
-        return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
+        return reconcile_rows(rows)
 
     def allocation_by_node(
         self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
