@@ -20,6 +20,7 @@ of the modules beside it in it:
 
 - `postgres_pool`: the connections, a transaction each, errors without the password;
 - `postgres_write`: the write path (`write`, `attribute_orphans`);
+- `postgres_reads`: the report's and the guard's queries of the totals;
 - `postgres_allocation`: the allocation's usage, allocation, reads and repricing;
 - `partitions`: the monthly partitions, created ahead and dropped for retention;
 - `migrations.postgres`: the schema, applied by `migrations.runner`.
@@ -31,12 +32,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store import partitions, postgres_allocation, postgres_write
+from spancost.store import partitions, postgres_allocation, postgres_reads, postgres_write
 from spancost.store.allocated import by_node
 from spancost.store.base import (
     AllocatedRow,
@@ -47,27 +48,13 @@ from spancost.store.base import (
     SpendRow,
     WriteResult,
 )
-from spancost.store.common import (
-    PENDING_DOMAIN,
-    add_months,
-    hour_window,
-    month_start,
-    net_spend,
-    spend_window,
-)
+from spancost.store.common import PENDING_DOMAIN, add_months, month_start
 from spancost.store.migrations import runner
 from spancost.store.migrations.postgres import LEDGER, MIGRATIONS
 from spancost.store.partitions import PARTITIONED_TABLES  # read at each call: a test replaces it
 from spancost.store.postgres_pool import Cursor, Pool, masked_dsn
-from spancost.totals.aggregate import (
-    Quarantined,
-    SpanContribution,
-    ns_from_utc,
-    utc_from_ns,
-)
-from spancost.totals.naming import (
-    TotalsConfig,
-)
+from spancost.totals.aggregate import Quarantined, SpanContribution, ns_from_utc
+from spancost.totals.naming import TotalsConfig
 
 if TYPE_CHECKING:
     from spancost.allocation.pricing import NodePrice
@@ -75,78 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
 logger = logging.getLogger(__name__)
-
-# The trace rows first seen in the window; ``keyed_at <= first_seen`` lets the planner
-# skip the partitions of later months.
-_TRANSACTION_TOTALS: Final = """
-SELECT transaction_name, sum(cost_usd), count(*), sum(span_count) FROM traces
-WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
-    AND transaction_name IS NOT NULL
-    AND coalesce(environment, '') <> ALL(%(exclude)s::text[])
-    AND (%(names)s::text[] IS NULL OR transaction_name = ANY(%(names)s::text[]))
-GROUP BY transaction_name
-ORDER BY 2 DESC, 1
-LIMIT %(limit)s
-"""
-
-_DOMAIN_COVERAGE: Final = """
-SELECT domain, sum(span_count), sum(unpriced_count) FROM traces
-WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
-    AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%(exclude)s::text[])
-GROUP BY domain
-"""
-
-_CHARGES_COVERAGE: Final = """
-SELECT domain, sum(spans), sum(unpriced_spans) FROM trace_charges
-WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
-    AND environment <> ALL(%(exclude)s::text[])
-GROUP BY domain
-"""
-
-# The cost, and the traces, first seen in [start, end): the edges of domain_spend's
-# window. keyed_at <= first_seen: the partitions after `end` are pruned.
-_TRACES_FIRST_SEEN: Final = """
-SELECT domain, sum(cost_usd), count(*) FROM traces
-WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s
-    AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%s::text[])
-GROUP BY domain
-"""
-_CHARGES_FIRST_SEEN: Final = """
-SELECT domain, sum(cost_usd), count(*) FROM trace_charges
-WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s
-    AND environment <> ALL(%s::text[])
-GROUP BY domain
-"""
-
-_UNPRICED_REASONS: Final = """
-SELECT reason, sum(spans) FROM unpriced_reasons
-WHERE hour >= %(start)s AND hour < %(end)s AND environment <> ALL(%(exclude)s::text[])
-GROUP BY reason
-ORDER BY 2 DESC, 1
-"""
-
-_DOMAIN_TOTALS: Final = """
-SELECT domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
-WHERE hour >= %(start)s AND hour < %(until)s AND environment <> ALL(%(exclude)s::text[])
-GROUP BY domain
-ORDER BY 2 DESC, 1
-"""
-
-_HOURLY_TOTALS: Final = """
-SELECT hour, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
-WHERE hour >= %(start)s AND hour < %(until)s AND domain <> %(pending)s
-    AND environment <> ALL(%(exclude)s::text[])
-GROUP BY hour
-ORDER BY hour
-"""
-
-_HOURLY_DOMAIN_TOTALS: Final = """
-SELECT hour, domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
-WHERE hour >= %(start)s AND hour < %(until)s AND domain <> %(pending)s
-    AND environment <> ALL(%(exclude)s::text[])
-GROUP BY hour, domain
-ORDER BY hour, domain
-"""
 
 
 class PostgresStore:
@@ -212,8 +127,7 @@ class PostgresStore:
 
     def migrate(self) -> None:
         self._pool.transaction(
-            "migrate",
-            lambda cursor: runner.migrate(cursor, MIGRATIONS, LEDGER, self._pool.dsn_for_logs),
+            "migrate", runner.migrate, MIGRATIONS, LEDGER, self._pool.dsn_for_logs
         )
 
     def ensure_partitions(self, now: datetime, months_ahead: int = 2) -> list[str]:
@@ -221,8 +135,7 @@ class PostgresStore:
         it, those missing; return the names created."""
         months = [add_months(month_start(now), offset) for offset in range(months_ahead + 1)]
         created = self._pool.transaction(
-            "ensure_partitions",
-            lambda cursor: partitions.create_missing(cursor, PARTITIONED_TABLES, months),
+            "ensure_partitions", partitions.create_missing, PARTITIONED_TABLES, months
         )
         self._months.update(months)
         if created:
@@ -238,8 +151,7 @@ class PostgresStore:
         """
         boundary = month_start(cutoff)
         dropped = self._pool.transaction(
-            "drop_partitions_before",
-            lambda cursor: partitions.drop_before(cursor, PARTITIONED_TABLES, boundary),
+            "drop_partitions_before", partitions.drop_before, PARTITIONED_TABLES, boundary
         )
         self._months = {month for month in self._months if month >= boundary}
         if dropped:
@@ -257,81 +169,49 @@ class PostgresStore:
         if month_start(now) not in self._months:
             self.ensure_partitions(now)
         return self._pool.transaction(
-            "write",
-            lambda cursor: postgres_write.write(
-                cursor, self._config, contributions, quarantined, now
-            ),
+            "write", postgres_write.write, self._config, contributions, quarantined, now
         )
 
     def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
         return self._pool.transaction(
             "attribute_orphans",
-            lambda cursor: postgres_write.attribute_orphans(
-                cursor, self._config, now, grace, unattributed_name
-            ),
+            postgres_write.attribute_orphans,
+            self._config,
+            now,
+            grace,
+            unattributed_name,
         )
 
     def domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float]:
-        window = spend_window(since, until)
-        excluded = sorted(exclude_environments)
-
-        edge = (
-            _CHARGES_FIRST_SEEN if self._config.owner_attribute is not None else _TRACES_FIRST_SEEN
+        return self._pool.transaction(
+            "domain_spend",
+            postgres_reads.domain_spend,
+            self._config,
+            since,
+            until,
+            exclude_environments,
         )
-
-        def read(cursor: Cursor) -> dict[str, float]:
-            cursor.execute(
-                "SELECT domain, sum(cost_usd), sum(traces) FROM domain_hourly"
-                " WHERE hour >= %s AND hour < %s AND domain <> %s"
-                " AND environment <> ALL(%s::text[]) GROUP BY domain",
-                (
-                    utc_from_ns(window.hours_start),
-                    utc_from_ns(window.hours_end),
-                    PENDING_DOMAIN,
-                    excluded,
-                ),
-            )
-            rows = [(domain, float(cost), int(traces)) for domain, cost, traces in cursor]
-            for start_ns, end_ns, sign in window.edges:
-                # timestamptz holds microseconds: both bounds rounded up to one select
-                # exactly the stored times in [start_ns, end_ns).
-                start, end = utc_from_ns(start_ns + 999), utc_from_ns(end_ns + 999)
-                # keyed_at <= first_seen: the partitions after `end` are pruned.
-                cursor.execute(edge, (start, end, end, excluded))
-                rows += [
-                    (domain, sign * float(cost), sign * int(traces))
-                    for domain, cost, traces in cursor
-                ]
-            return net_spend(rows)
-
-        return self._pool.transaction("domain_spend", read)
 
     def domain_coverage(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, tuple[int, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        parameters = {
-            "start": utc_from_ns(start_ns),
-            "end": utc_from_ns(end_ns),
-            "exclude": sorted(exclude_environments),
-        }
-        query = _CHARGES_COVERAGE if self._config.owner_attribute is not None else _DOMAIN_COVERAGE
-        rows = self._pool.read("domain_coverage", query, parameters)
-        return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
+        return self._pool.transaction(
+            "domain_coverage",
+            postgres_reads.domain_coverage,
+            self._config,
+            since,
+            until,
+            exclude_environments,
+        )
 
     def unpriced_reasons(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[tuple[str, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        parameters = {
-            "start": utc_from_ns(start_ns),
-            "end": utc_from_ns(end_ns),
-            "exclude": sorted(exclude_environments),
-        }
-        rows = self._pool.read("unpriced_reasons", _UNPRICED_REASONS, parameters)
-        return [(reason, int(spans)) for reason, spans in rows]
+        return self._pool.transaction(
+            "unpriced_reasons", postgres_reads.unpriced_reasons, since, until, exclude_environments
+        )
 
     def transaction_totals(
         self,
@@ -342,27 +222,22 @@ class PostgresStore:
         limit: int | None = None,
         names: Collection[str] | None = None,
     ) -> list[SpendRow]:
-        start_ns, end_ns = hour_window(since, until)
-        parameters = {
-            "start": utc_from_ns(start_ns),
-            "end": utc_from_ns(end_ns),
-            "exclude": sorted(exclude_environments),
-            "names": None if names is None else sorted(names),
-            "limit": limit,
-        }
-        rows = self._pool.read("transaction_totals", _TRANSACTION_TOTALS, parameters)
-        return [_spend_row(*row) for row in rows]
+        return self._pool.transaction(
+            "transaction_totals",
+            postgres_reads.transaction_totals,
+            since,
+            until,
+            exclude_environments,
+            limit=limit,
+            names=names,
+        )
 
     def domain_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[SpendRow]:
-        parameters = {
-            "start": _hour(since),
-            "until": until,
-            "exclude": sorted(exclude_environments),
-        }
-        rows = self._pool.read("domain_totals", _DOMAIN_TOTALS, parameters)
-        return [_spend_row(*row) for row in rows]
+        return self._pool.transaction(
+            "domain_totals", postgres_reads.domain_totals, since, until, exclude_environments
+        )
 
     def hourly_totals(
         self,
@@ -372,23 +247,14 @@ class PostgresStore:
         *,
         by_domain: bool = False,
     ) -> list[HourRow]:
-        parameters = {
-            "start": _hour(since),
-            "until": until,
-            "pending": PENDING_DOMAIN,
-            "exclude": sorted(exclude_environments),
-        }
-        if by_domain:
-            rows = self._pool.read("hourly_totals", _HOURLY_DOMAIN_TOTALS, parameters)
-            return [
-                HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans), domain)
-                for hour, domain, cost, traces, spans in rows
-            ]
-        rows = self._pool.read("hourly_totals", _HOURLY_TOTALS, parameters)
-        return [
-            HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans))
-            for hour, cost, traces, spans in rows
-        ]
+        return self._pool.transaction(
+            "hourly_totals",
+            postgres_reads.hourly_totals,
+            since,
+            until,
+            exclude_environments,
+            by_domain=by_domain,
+        )
 
     # -- the allocation (issue 12) ------------------------------------------------------
 
@@ -398,9 +264,7 @@ class PostgresStore:
         pods: Sequence[PodUsage],
         now: datetime,
     ) -> None:
-        self._pool.transaction(
-            "write_usage", lambda cursor: postgres_allocation.write_usage(cursor, nodes, pods, now)
-        )
+        self._pool.transaction("write_usage", postgres_allocation.write_usage, nodes, pods, now)
 
     def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
         """Allocate every hour marked since it was last allocated, each in a transaction of
@@ -418,11 +282,9 @@ class PostgresStore:
         hours = self._pool.transaction("allocate", postgres_allocation.dirty_hours)
         allocated = 0
         for hour_ns in hours:
-
-            def work(cursor: Cursor, hour: int = hour_ns) -> bool:
-                return postgres_allocation.allocate_hour(cursor, hour, weights, self._config)
-
-            if self._pool.transaction("allocate", work):
+            if self._pool.transaction(
+                "allocate", postgres_allocation.allocate_hour, hour_ns, weights, self._config
+            ):
                 allocated += 1
         return allocated
 
@@ -431,9 +293,10 @@ class PostgresStore:
     ) -> list[AllocatedRow]:
         return self._pool.transaction(
             "allocated_totals",
-            lambda cursor: postgres_allocation.allocated_totals(
-                cursor, since, until, exclude_environments
-            ),
+            postgres_allocation.allocated_totals,
+            since,
+            until,
+            exclude_environments,
         )
 
     def allocated_domain_spend(
@@ -441,22 +304,20 @@ class PostgresStore:
     ) -> dict[str, float] | None:
         return self._pool.transaction(
             "allocated_domain_spend",
-            lambda cursor: postgres_allocation.allocated_domain_spend(
-                cursor, since, until, exclude_environments
-            ),
+            postgres_allocation.allocated_domain_spend,
+            since,
+            until,
+            exclude_environments,
         )
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
-        return self._pool.transaction(
-            "reconcile", lambda cursor: postgres_allocation.reconcile(cursor, since, until)
-        )
+        return self._pool.transaction("reconcile", postgres_allocation.reconcile, since, until)
 
     def allocation_by_node(
         self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
     ) -> NodeAllocation:
         nodes, pods, busy, per_request = self._pool.transaction(
-            "allocation_by_node",
-            lambda cursor: postgres_allocation.by_node_rows(cursor, since, until),
+            "allocation_by_node", postgres_allocation.by_node_rows, since, until
         )
         return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
@@ -468,13 +329,5 @@ class PostgresStore:
         now: datetime,
     ) -> list[RepricedRow]:
         return self._pool.transaction(
-            "reprice", lambda cursor: postgres_allocation.reprice(cursor, since, until, price, now)
+            "reprice", postgres_allocation.reprice, since, until, price, now
         )
-
-
-def _spend_row(name: str, cost: float, traces: Any, spans: Any) -> SpendRow:
-    return SpendRow(name, float(cost), int(traces), int(spans))
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -22,6 +22,7 @@ _MASK: Final = "***"
 
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 def masked_dsn(dsn: str) -> str:
@@ -69,30 +70,28 @@ class Pool:
     def close(self) -> None:
         self._pool.close()
 
-    def transaction(self, operation: str, work: Callable[[Cursor], _T]) -> _T:
-        """Run `work` in one transaction: all of it commits, or none and it raises."""
+    def transaction(
+        self,
+        operation: str,
+        work: Callable[Concatenate[Cursor, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """``work(cursor, *args, **kwargs)`` in one transaction: all of it commits, or
+        none and it raises; `operation` names it in the error."""
         try:
             with (
                 self._pool.connection() as connection,
                 connection.transaction(),
                 connection.cursor() as cursor,
             ):
-                return work(cursor)
+                return work(cursor, *args, **kwargs)
         except psycopg.DataError as exc:
             # SQLSTATE class 22 (a value out of range, a text PostgreSQL cannot hold):
             # the same write fails again.
             raise StoreDataError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
-
-    def read(self, operation: str, query: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """The rows of one query, in a transaction of its own."""
-
-        def run(cursor: Cursor) -> list[tuple[Any, ...]]:
-            cursor.execute(query, parameters)
-            return cursor.fetchall()
-
-        return self.transaction(operation, run)
 
     def _scrub(self, message: str) -> str:
         for password in self._password:
