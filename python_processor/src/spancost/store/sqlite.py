@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
@@ -43,8 +42,6 @@ from spancost.store.base import (
     ReconcileRow,
     RepricedRow,
     SpendRow,
-    StoreDataError,
-    StoreError,
     WriteResult,
 )
 from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
@@ -67,6 +64,7 @@ from spancost.store.common import (
 )
 from spancost.store.migrations import runner
 from spancost.store.migrations.sqlite import LEDGER, MIGRATIONS
+from spancost.store.sqlite_connection import Connection
 from spancost.totals.aggregate import (
     Quarantined,
     SpanContribution,
@@ -209,8 +207,6 @@ ON CONFLICT (hour_ns, domain, environment) DO UPDATE SET
     spans = spans + excluded.spans
 """
 
-_T = TypeVar("_T")
-
 # Retention takes whole traces: a trace belongs to the time its first span (accepted or
 # quarantined) was stored, as with PostgreSQL's ``keyed_at``.
 _DELETE_TRACES: Final = """
@@ -265,25 +261,10 @@ class SQLiteStore:
         busy_timeout: timedelta = timedelta(seconds=30),
     ) -> None:
         self._config = config if config is not None else TotalsConfig()
-        self._lock = threading.Lock()
-        try:
-            # isolation_level=None: no implicit transactions; every method opens its own.
-            self._connection = sqlite3.connect(
-                path,
-                timeout=busy_timeout.total_seconds(),
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a batch acknowledged to the exporter survives a power loss, not only a crash.
-            self._connection.execute("PRAGMA synchronous = FULL")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite totals store {str(path)!r}: {exc}") from exc
-        self._path = str(path)
+        self._connection = Connection(path, busy_timeout=busy_timeout)
 
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        self._connection.close()
 
     @property
     def config(self) -> TotalsConfig:
@@ -305,7 +286,7 @@ class SQLiteStore:
             )
             return None if row is None else str(row[0])
 
-        return self._transaction("save_setting", save)
+        return self._connection.transaction("save_setting", save)
 
     def setting(self, name: str) -> str | None:
         def read(cursor: sqlite3.Cursor) -> str | None:
@@ -319,11 +300,11 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else str(row[0])
 
-        return self._transaction("setting", read, read_only=True)
+        return self._connection.read("setting", read)
 
     def migrate(self) -> None:
-        self._transaction(
-            "migrate", lambda cursor: runner.migrate(cursor, MIGRATIONS, LEDGER, self._path)
+        self._connection.transaction(
+            "migrate", runner.migrate, MIGRATIONS, LEDGER, self._connection.path
         )
 
     def write(
@@ -333,12 +314,12 @@ class SQLiteStore:
         now: datetime,
     ) -> WriteResult:
         now_ns = ns_from_utc(now)
-        return self._transaction(
+        return self._connection.transaction(
             "write", lambda cursor: self._write(cursor, contributions, quarantined, now_ns)
         )
 
     def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
-        return self._transaction(
+        return self._connection.transaction(
             "attribute_orphans",
             lambda cursor: self._attribute_orphans(cursor, now, grace, unattributed_name),
         )
@@ -371,7 +352,7 @@ class SQLiteStore:
                 ]
             return rows
 
-        rows = self._transaction("domain_spend", read, read_only=True)
+        rows = self._connection.read("domain_spend", read)
         excluded = frozenset(exclude_environments)
         return net_spend(
             (domain, cost, traces)
@@ -509,7 +490,7 @@ class SQLiteStore:
             for hour_ns in sorted(hours):
                 cursor.execute(_MARK_DIRTY, (hour_ns,))
 
-        self._transaction("write_usage", write)
+        self._connection.transaction("write_usage", write)
 
     def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
         hours = [
@@ -523,7 +504,7 @@ class SQLiteStore:
             def work(cursor: sqlite3.Cursor, hour: int = hour_ns) -> None:
                 self._allocate_hour(cursor, hour, weights)
 
-            self._transaction("allocate", work)
+            self._connection.transaction("allocate", work)
         return len(hours)
 
     def _allocate_hour(self, cursor: sqlite3.Cursor, hour_ns: int, weights: Weights) -> None:
@@ -582,7 +563,7 @@ class SQLiteStore:
             ).fetchall()
             return window_spend(rows, since_ns, until_ns)
 
-        return self._transaction("allocated_domain_spend", read, read_only=True)
+        return self._connection.read("allocated_domain_spend", read)
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
         start_ns, end_ns = hour_window(since, until)
@@ -611,9 +592,7 @@ class SQLiteStore:
         def read(cursor: sqlite3.Cursor) -> list[list[Any]]:
             return [cursor.execute(query, window).fetchall() for query in _BY_NODE]
 
-        nodes, pods, busy, per_request = self._transaction(
-            "allocation_by_node", read, read_only=True
-        )
+        nodes, pods, busy, per_request = self._connection.read("allocation_by_node", read)
         return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
     def reprice(
@@ -639,7 +618,7 @@ class SQLiteStore:
                 cursor.execute(_MARK_DIRTY, (hour_ns,))
             return [change.reported() for change in changes]
 
-        return self._transaction("reprice", apply)
+        return self._connection.transaction("reprice", apply)
 
     def delete_before(self, cutoff: datetime) -> Deleted:
         """Retention: delete every trace first stored before `cutoff` — its row and all
@@ -662,56 +641,23 @@ class SQLiteStore:
             cursor.execute(_DELETE_CONTRIBUTIONS, (cutoff_ns,))
             return Deleted(traces=traces, contributions=cursor.rowcount)
 
-        deleted = self._transaction("delete_before", delete)
+        deleted = self._connection.transaction("delete_before", delete)
         if deleted.traces or deleted.contributions:
             logger.info(
                 "deleted %s traces and %s contributions stored before %s from %s",
                 deleted.traces,
                 deleted.contributions,
                 cutoff.isoformat(),
-                self._path,
+                self._connection.path,
             )
         return deleted
 
     def _read(
         self, operation: str, query: str, parameters: Sequence[object]
     ) -> list[tuple[Any, ...]]:
-        return self._transaction(
-            operation,
-            lambda cursor: cursor.execute(query, parameters).fetchall(),
-            read_only=True,
+        return self._connection.read(
+            operation, lambda cursor: cursor.execute(query, parameters).fetchall()
         )
-
-    def _transaction(
-        self, operation: str, work: Callable[[sqlite3.Cursor], _T], *, read_only: bool = False
-    ) -> _T:
-        """Run `work` in one transaction: all of it commits, or none and it raises.
-
-        Writes begin IMMEDIATE (the write lock up front, so two writers never deadlock
-        upgrading a read lock); reads begin DEFERRED and do not block writers (WAL).
-        """
-        with self._lock:
-            try:
-                cursor = self._connection.cursor()
-                cursor.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"totals store {operation}: {exc}") from exc
-            try:
-                result = work(cursor)
-                cursor.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    self._connection.rollback()
-                except sqlite3.Error:
-                    logger.warning("totals store %s: rollback failed", operation, exc_info=True)
-                if isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError | OverflowError):
-                    # A value SQLite cannot hold (an integer beyond 64 bits, a CHECK):
-                    # the same write fails again.
-                    raise StoreDataError(f"totals store {operation}: {exc}") from exc
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"totals store {operation}: {exc}") from exc
-                raise
-            return result
 
     def _write(
         self,
