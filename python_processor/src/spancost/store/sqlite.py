@@ -27,13 +27,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
+from spancost.store import sqlite_allocation
 from spancost.store.allocated import (
-    allocated_hour,
-    allocated_rows,
     by_node,
-    reconcile_rows,
-    repricings,
-    window_spend,
 )
 from spancost.store.base import (
     AllocatedRow,
@@ -130,70 +126,6 @@ ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
     seconds = seconds + excluded.seconds,
     segments = segments + excluded.segments,
     request_usd = request_usd + excluded.request_usd
-"""
-_NODE_USAGE_COLUMNS: Final = (
-    "hour_ns, node, seconds, region, instance_type, operating_system, capacity_type, zone,"
-    " vcpu, memory_gib"
-)
-# A node-hour reported again: the longest running time, the latest facts and price.
-_ADD_NODE_USAGE: Final = """
-INSERT INTO node_usage (hour_ns, node, seconds, region, instance_type, operating_system,
-    capacity_type, zone, vcpu, memory_gib, hourly_usd, price_source, price_model,
-    price_as_of, unpriced_reason, reported_ns)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour_ns, node) DO UPDATE SET
-    seconds = max(seconds, excluded.seconds),
-    region = excluded.region, instance_type = excluded.instance_type,
-    operating_system = excluded.operating_system, capacity_type = excluded.capacity_type,
-    zone = excluded.zone, vcpu = excluded.vcpu, memory_gib = excluded.memory_gib,
-    hourly_usd = excluded.hourly_usd, price_source = excluded.price_source,
-    price_model = excluded.price_model, price_as_of = excluded.price_as_of,
-    unpriced_reason = excluded.unpriced_reason, reported_ns = excluded.reported_ns
-"""
-_ADD_POD_USAGE: Final = """
-INSERT INTO pod_usage (hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour_ns, pod) DO UPDATE SET
-    node = excluded.node, seconds = max(seconds, excluded.seconds), cpu = excluded.cpu,
-    memory_gib = excluded.memory_gib, namespace = excluded.namespace,
-    workload = excluded.workload
-"""
-_MARK_DIRTY: Final = "INSERT INTO allocation_dirty (hour_ns) VALUES (?) ON CONFLICT DO NOTHING"
-_ANY_USAGE: Final = "SELECT 1 FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? LIMIT 1"
-_ALLOCATED_SPEND: Final = """
-SELECT hour_ns, domain, sum(usd + request_usd) FROM allocated_hourly
-WHERE hour_ns >= ? AND hour_ns < ? AND kind IN ('transaction', 'untraced') AND domain <> ''
-    AND environment NOT IN (SELECT value FROM json_each(?))
-GROUP BY hour_ns, domain
-"""
-_INSERT_ALLOCATED: Final = """
-INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
-    workload, usd, busy_seconds, segments, request_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-# The allocation per node (`allocation_by_node`): the usage `_allocate_hour` reads, for a
-# window, and the per-request prices as allocated.
-_BY_NODE: Final = (
-    "SELECT hour_ns, node, seconds, region, instance_type, operating_system, capacity_type,"
-    " zone, vcpu, memory_gib, hourly_usd, price_source, price_model, price_as_of"
-    " FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns, node",
-    "SELECT hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
-    " WHERE hour_ns >= ? AND hour_ns < ?",
-    "SELECT hour_ns, pod, domain, transaction_name, environment, seconds FROM pod_busy"
-    " WHERE hour_ns >= ? AND hour_ns < ?",
-    "SELECT hour_ns, domain, transaction_name, environment, request_usd FROM allocated_hourly"
-    " WHERE hour_ns >= ? AND hour_ns < ? AND kind = 'transaction' AND request_usd <> 0",
-)
-_REPRICE_NODE: Final = (
-    "UPDATE node_usage SET hourly_usd = ?, price_source = ?, price_model = ?,"
-    " price_as_of = ?, unpriced_reason = ? WHERE hour_ns = ? AND node = ?"
-)
-_RECORD_REPRICING: Final = (
-    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source, old_as_of,"
-    " new_hourly_usd, new_source, new_as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_ALLOCATED_NODE: Final = """
-INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
-VALUES (?, ?, ?, ?, ?, ?)
 """
 _BUSY_RESIDUE: Final = 1e-9
 """What is left of a moved row's seconds or segments after rounding: the row is gone."""
@@ -479,120 +411,47 @@ class SQLiteStore:
         pods: Sequence[PodUsage],
         now: datetime,
     ) -> None:
-        now_ns = ns_from_utc(now)
-
-        def write(cursor: sqlite3.Cursor) -> None:
-            for node, price in sorted(nodes):
-                cursor.execute(_ADD_NODE_USAGE, (*node, *price, now_ns))
-            for pod in sorted(pods):
-                cursor.execute(_ADD_POD_USAGE, pod)
-            hours = {node.hour_ns for node, _ in nodes} | {pod.hour_ns for pod in pods}
-            for hour_ns in sorted(hours):
-                cursor.execute(_MARK_DIRTY, (hour_ns,))
-
-        self._connection.transaction("write_usage", write)
+        self._connection.transaction("write_usage", sqlite_allocation.write_usage, nodes, pods, now)
 
     def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
-        hours = [
-            row[0]
-            for row in self._read(
-                "allocate", "SELECT hour_ns FROM allocation_dirty ORDER BY hour_ns", ()
-            )
-        ]
+        hours = self._connection.read("allocate", sqlite_allocation.dirty_hours)
         for hour_ns in hours:
-
-            def work(cursor: sqlite3.Cursor, hour: int = hour_ns) -> None:
-                self._allocate_hour(cursor, hour, weights)
-
-            self._connection.transaction("allocate", work)
+            self._connection.transaction(
+                "allocate", sqlite_allocation.allocate_hour, hour_ns, weights, self._config
+            )
         return len(hours)
-
-    def _allocate_hour(self, cursor: sqlite3.Cursor, hour_ns: int, weights: Weights) -> None:
-        """Allocate one hour from its usage, replacing what was there (one transaction)."""
-        nodes = cursor.execute(
-            "SELECT node, seconds, hourly_usd, vcpu, memory_gib FROM node_usage"
-            " WHERE hour_ns = ? AND hourly_usd IS NOT NULL",
-            (hour_ns,),
-        ).fetchall()
-        pods = cursor.execute(
-            "SELECT pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
-            " WHERE hour_ns = ?",
-            (hour_ns,),
-        ).fetchall()
-        busy = cursor.execute(
-            "SELECT pod, domain, transaction_name, environment, seconds, segments, request_usd"
-            " FROM pod_busy WHERE hour_ns = ?",
-            (hour_ns,),
-        ).fetchall()
-        result = allocated_hour(
-            hour_ns, nodes=nodes, pods=pods, busy=busy, weights=weights, config=self._config
-        )
-        cursor.execute("DELETE FROM allocated_hourly WHERE hour_ns = ?", (hour_ns,))
-        cursor.executemany(_INSERT_ALLOCATED, result.lines)
-        cursor.execute("DELETE FROM allocated_nodes WHERE hour_ns = ?", (hour_ns,))
-        cursor.executemany(_INSERT_ALLOCATED_NODE, result.nodes)
-        cursor.execute("DELETE FROM allocation_dirty WHERE hour_ns = ?", (hour_ns,))
 
     def allocated_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[AllocatedRow]:
-        start_ns, end_ns = hour_window(since, until)
-        rows = self._read(
+        return self._connection.read(
             "allocated_totals",
-            "SELECT kind, domain, transaction_name, environment, namespace, workload, sum(usd),"
-            " sum(busy_seconds), sum(segments), sum(request_usd) FROM allocated_hourly"
-            " WHERE hour_ns >= ? AND hour_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY kind, domain, transaction_name, environment, namespace, workload"
-            " ORDER BY 7 DESC, 1, 2, 3, 4, 5, 6",
-            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+            sqlite_allocation.allocated_totals,
+            since,
+            until,
+            exclude_environments,
         )
-        return allocated_rows(rows)
 
     def allocated_domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float] | None:
-        since_ns, until_ns = ns_from_utc(since), ns_from_utc(until)
-        start_ns, end_ns = hour_window(since, until)
-
-        def read(cursor: sqlite3.Cursor) -> dict[str, float] | None:
-            if not cursor.execute(_ANY_USAGE, (start_ns, end_ns)).fetchone():
-                return None
-            rows = cursor.execute(
-                _ALLOCATED_SPEND, (start_ns, end_ns, json.dumps(sorted(exclude_environments)))
-            ).fetchall()
-            return window_spend(rows, since_ns, until_ns)
-
-        return self._connection.read("allocated_domain_spend", read)
+        return self._connection.read(
+            "allocated_domain_spend",
+            sqlite_allocation.allocated_domain_spend,
+            since,
+            until,
+            exclude_environments,
+        )
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
-        start_ns, end_ns = hour_window(since, until)
-        rows = self._read(
-            "reconcile",
-            "SELECT u.hour_ns, u.node, u.hourly_usd * u.seconds / 3600.0,"
-            " coalesce(a.transactions_usd, 0), coalesce(a.untraced_usd, 0),"
-            " coalesce(a.idle_usd, 0), u.price_source, u.price_as_of, u.unpriced_reason"
-            " FROM node_usage u LEFT JOIN allocated_nodes a"
-            " ON a.hour_ns = u.hour_ns AND a.node = u.node"
-            " WHERE u.hour_ns >= ? AND u.hour_ns < ?"
-            # Hours whose usage retention deleted: the bill as it was allocated.
-            " UNION ALL SELECT a.hour_ns, a.node, a.bill_usd, a.transactions_usd,"
-            " a.untraced_usd, a.idle_usd, NULL, NULL, NULL FROM allocated_nodes a"
-            " WHERE a.hour_ns >= ? AND a.hour_ns < ? AND NOT EXISTS (SELECT 1 FROM node_usage u"
-            " WHERE u.hour_ns = a.hour_ns AND u.node = a.node) ORDER BY 1, 2",
-            (start_ns, end_ns, start_ns, end_ns),
-        )
-        return reconcile_rows(rows)
+        return self._connection.read("reconcile", sqlite_allocation.reconcile, since, until)
 
     def allocation_by_node(
         self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
     ) -> NodeAllocation:
-        window = hour_window(since, until)
-
-        def read(cursor: sqlite3.Cursor) -> list[list[Any]]:
-            return [cursor.execute(query, window).fetchall() for query in _BY_NODE]
-
-        nodes, pods, busy, per_request = self._connection.read("allocation_by_node", read)
+        nodes, pods, busy, per_request = self._connection.read(
+            "allocation_by_node", sqlite_allocation.by_node_rows, since, until
+        )
         return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
     def reprice(
@@ -602,23 +461,9 @@ class SQLiteStore:
         price: Callable[[NodeUsage], NodePrice | None],
         now: datetime,
     ) -> list[RepricedRow]:
-        start_ns, end_ns = hour_window(since, until)
-        now_ns = ns_from_utc(now)
-
-        def apply(cursor: sqlite3.Cursor) -> list[RepricedRow]:
-            rows = cursor.execute(
-                f"SELECT {_NODE_USAGE_COLUMNS}, hourly_usd, price_source, price_as_of"  # noqa: S608 - constant columns
-                " FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns, node",
-                (start_ns, end_ns),
-            ).fetchall()
-            changes = repricings(rows, price)
-            cursor.executemany(_REPRICE_NODE, [change.update() for change in changes])
-            cursor.executemany(_RECORD_REPRICING, [change.record(now_ns) for change in changes])
-            for hour_ns in sorted({change.usage.hour_ns for change in changes}):
-                cursor.execute(_MARK_DIRTY, (hour_ns,))
-            return [change.reported() for change in changes]
-
-        return self._connection.transaction("reprice", apply)
+        return self._connection.transaction(
+            "reprice", sqlite_allocation.reprice, since, until, price, now
+        )
 
     def delete_before(self, cutoff: datetime) -> Deleted:
         """Retention: delete every trace first stored before `cutoff` — its row and all
@@ -848,8 +693,7 @@ def _apply_busy(cursor: sqlite3.Cursor, busy: BusyChanges) -> None:
                 " AND abs(segments) < ? AND abs(request_usd) < ?",
                 (*key, _BUSY_RESIDUE, _BUSY_RESIDUE, _BUSY_RESIDUE),
             )
-    for hour_ns in sorted(busy.hours):
-        cursor.execute(_MARK_DIRTY, (hour_ns,))
+    sqlite_allocation.mark_dirty(cursor, busy.hours)
 
 
 def _apply_rollup(cursor: sqlite3.Cursor, rollup: RollupChanges) -> None:
