@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
 from spancost.totals.aggregate import SpanContribution, TraceDelta, ns_from_utc
 from spancost.totals.naming import (
     CONTESTED,
     TotalsConfig,
+    TraceState,
     owner_domain,
+    resolve_transaction,
     trace_domain,
     transaction_name,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "merge_assignments",
     "month_start",
     "net_spend",
+    "orphan_labels",
     "placement",
     "retention_cutoff",
     "span_facts",
@@ -280,6 +283,35 @@ def labels(
         )
     )
     return transaction, domain, environment
+
+
+def orphan_labels(
+    config: TotalsConfig,
+    first_seen: datetime,
+    service: str | None,
+    *,
+    now: datetime,
+    grace: timedelta,
+    unattributed_name: str,
+) -> tuple[str, str] | None:
+    """The (transaction, domain) `attribute_orphans` gives a trace still without root,
+    first seen at `first_seen`, its earliest span from `service`: the unattributed name
+    once `grace` has passed (`resolve_transaction`), and its domain as a trace without
+    root; None while it may still wait for its root."""
+    transaction = resolve_transaction(
+        TraceState(first_seen=first_seen), now, grace, unattributed_name
+    )
+    if transaction is None:
+        return None
+    domain = trace_domain(
+        config,
+        transaction=transaction,
+        service=service,
+        has_root=False,
+        owner=None,
+        contested=False,
+    )
+    return transaction, domain
 
 
 def hour_window(since: datetime, until: datetime) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """The write path of the PostgreSQL totals store: `write` (a batch of spans, in the
 caller's transaction) and `attribute_orphans`. Same semantics as the SQLite store's
-(`spancost.store.sqlite`); what the stores share is decided once in
+(`spancost.store.sqlite_write`); what the stores share is decided once in
 `spancost.store.common` and `spancost.store.busy`, and here PostgreSQL runs it:
 
 - A span is stored once: its 8-byte id is in its trace row's ``span_ids`` (accepted),
@@ -40,6 +40,7 @@ from spancost.store.common import (
     charges,
     labels,
     merge_assignments,
+    orphan_labels,
     placement,
     span_facts,
     trace_facts,
@@ -54,7 +55,7 @@ from spancost.totals.aggregate import (
     trace_delta,
     utc_from_ns,
 )
-from spancost.totals.naming import TotalsConfig, TraceState, resolve_transaction, trace_domain
+from spancost.totals.naming import TotalsConfig
 
 __all__ = ["attribute_orphans", "write"]
 
@@ -786,19 +787,12 @@ def attribute_orphans(
         spans,
         stored_text,
     ) in cursor.fetchall():
-        transaction = resolve_transaction(
-            TraceState(first_seen=first_seen), now, grace, unattributed_name
+        named_as = orphan_labels(
+            config, first_seen, service, now=now, grace=grace, unattributed_name=unattributed_name
         )
-        if transaction is None:
+        if named_as is None:
             continue
-        domain = trace_domain(
-            config,
-            transaction=transaction,
-            service=service,
-            has_root=False,
-            owner=None,
-            contested=False,
-        )
+        transaction, domain = named_as
         cursor.execute(
             "UPDATE traces SET transaction_name = %s, domain = %s"
             " WHERE trace_id = %s AND keyed_at = %s",
