@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
+from spancost.store.base import SpendRow
 from spancost.totals.aggregate import SpanContribution, TraceDelta, ns_from_utc
 from spancost.totals.naming import (
     CONTESTED,
@@ -43,6 +44,7 @@ __all__ = [
     "placement",
     "retention_cutoff",
     "span_facts",
+    "spend_rows",
     "spend_window",
     "trace_facts",
     "unpriced_counts",
@@ -381,6 +383,14 @@ def net_spend(rows: Iterable[tuple[str, float, int]]) -> dict[str, float]:
         cost[domain] = cost.get(domain, 0.0) + amount
         traces[domain] = traces.get(domain, 0) + count
     return {domain: max(0.0, amount) for domain, amount in cost.items() if traces[domain] > 0}
+
+
+def spend_rows(rows: Iterable[Sequence[Any]]) -> list[SpendRow]:
+    """`SpendRow`s of (name, cost, traces, spans) rows as either store sums them
+    (PostgreSQL's sums of bigint are numeric)."""
+    return [
+        SpendRow(name, float(cost), int(traces), int(spans)) for name, cost, traces, spans in rows
+    ]
 
 
 def month_start(moment: datetime) -> datetime:

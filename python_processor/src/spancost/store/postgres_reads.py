@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from spancost.store.base import HourRow, SpendRow
-from spancost.store.common import PENDING_DOMAIN, hour_window, net_spend, spend_window
+from spancost.store.common import (
+    PENDING_DOMAIN,
+    hour_window,
+    net_spend,
+    spend_rows,
+    spend_window,
+)
 from spancost.store.postgres_pool import Cursor
 from spancost.totals.aggregate import utc_from_ns
 from spancost.totals.naming import TotalsConfig
@@ -171,7 +177,7 @@ def transaction_totals(
         "limit": limit,
     }
     cursor.execute(_TRANSACTION_TOTALS, parameters)
-    return [_spend_row(*row) for row in cursor]
+    return spend_rows(cursor)
 
 
 def domain_totals(
@@ -183,7 +189,7 @@ def domain_totals(
         "exclude": sorted(exclude_environments),
     }
     cursor.execute(_DOMAIN_TOTALS, parameters)
-    return [_spend_row(*row) for row in cursor]
+    return spend_rows(cursor)
 
 
 def hourly_totals(
@@ -223,10 +229,6 @@ def _hours(
         "end": utc_from_ns(end_ns),
         "exclude": sorted(exclude_environments),
     }
-
-
-def _spend_row(name: str, cost: float, traces: Any, spans: Any) -> SpendRow:
-    return SpendRow(name, float(cost), int(traces), int(spans))
 
 
 def _hour(moment: datetime) -> datetime:

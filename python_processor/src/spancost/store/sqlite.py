@@ -10,6 +10,7 @@ the modules beside it in it:
 
 - `sqlite_connection`: the connection, a transaction each, errors as `StoreError`;
 - `sqlite_write`: the write path (`write`, `attribute_orphans`);
+- `sqlite_reads`: the report's and the guard's queries of the totals;
 - `sqlite_allocation`: the allocation's usage, allocation, reads and repricing;
 - `migrations.sqlite`: the schema, applied by `migrations.runner`.
 
@@ -18,21 +19,18 @@ Retention (`SQLiteStore.delete_before`, SQLite's alone) is here.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store import sqlite_allocation, sqlite_write
-from spancost.store.allocated import (
-    by_node,
-)
+from spancost.store import sqlite_allocation, sqlite_reads, sqlite_write
+from spancost.store.allocated import by_node
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -42,25 +40,12 @@ from spancost.store.base import (
     SpendRow,
     WriteResult,
 )
-from spancost.store.common import (
-    ALLOCATION_USAGE_TABLES,
-    PENDING_DOMAIN,
-    hour_window,
-    net_spend,
-    spend_window,
-)
+from spancost.store.common import ALLOCATION_USAGE_TABLES, PENDING_DOMAIN
 from spancost.store.migrations import runner
 from spancost.store.migrations.sqlite import LEDGER, MIGRATIONS
 from spancost.store.sqlite_connection import Connection
-from spancost.totals.aggregate import (
-    Quarantined,
-    SpanContribution,
-    ns_from_utc,
-    utc_from_ns,
-)
-from spancost.totals.naming import (
-    TotalsConfig,
-)
+from spancost.totals.aggregate import Quarantined, SpanContribution, ns_from_utc
+from spancost.totals.naming import TotalsConfig
 
 if TYPE_CHECKING:
     from spancost.allocation.pricing import NodePrice
@@ -180,71 +165,33 @@ class SQLiteStore:
     def domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float]:
-        window = spend_window(since, until)
-
-        def read(cursor: sqlite3.Cursor) -> list[tuple[str, str, float, int]]:
-            rows: list[tuple[str, str, float, int]] = cursor.execute(
-                "SELECT domain, environment, sum(cost_usd), sum(traces) FROM domain_hourly"
-                " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ? GROUP BY domain, environment",
-                (window.hours_start, window.hours_end, PENDING_DOMAIN),
-            ).fetchall()
-            edge = (
-                "SELECT domain, environment, sum(cost_usd), count(*) FROM trace_charges"
-                " WHERE first_seen_ns >= ? AND first_seen_ns < ? GROUP BY domain, environment"
-                if self._config.owner_attribute is not None
-                else "SELECT domain, coalesce(environment, ''), sum(cost_usd), count(*)"
-                " FROM traces WHERE first_seen_ns >= ? AND first_seen_ns < ?"
-                " AND domain IS NOT NULL GROUP BY domain, environment"
-            )
-            for start_ns, end_ns, sign in window.edges:
-                rows += [
-                    (domain, environment, sign * cost, sign * traces)
-                    for domain, environment, cost, traces in cursor.execute(
-                        edge, (start_ns, end_ns)
-                    )
-                ]
-            return rows
-
-        rows = self._connection.read("domain_spend", read)
-        excluded = frozenset(exclude_environments)
-        return net_spend(
-            (domain, cost, traces)
-            for domain, environment, cost, traces in rows
-            if environment not in excluded
+        return self._connection.read(
+            "domain_spend",
+            sqlite_reads.domain_spend,
+            self._config,
+            since,
+            until,
+            exclude_environments,
         )
 
     def domain_coverage(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, tuple[int, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        query = (
-            "SELECT domain, sum(spans), sum(unpriced_spans) FROM trace_charges"
-            " WHERE first_seen_ns >= ? AND first_seen_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?)) GROUP BY domain"
-            if self._config.owner_attribute is not None
-            else "SELECT domain, sum(span_count), sum(unpriced_count) FROM traces"
-            " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND domain IS NOT NULL"
-            " AND coalesce(environment, '') NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY domain"
+        return self._connection.read(
+            "domain_coverage",
+            sqlite_reads.domain_coverage,
+            self._config,
+            since,
+            until,
+            exclude_environments,
         )
-        rows = self._read(
-            "domain_coverage", query, (start_ns, end_ns, json.dumps(sorted(exclude_environments)))
-        )
-        return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
 
     def unpriced_reasons(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[tuple[str, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        rows = self._read(
-            "unpriced_reasons",
-            "SELECT reason, sum(spans) FROM unpriced_reasons"
-            " WHERE hour_ns >= ? AND hour_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY reason ORDER BY 2 DESC, 1",
-            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+        return self._connection.read(
+            "unpriced_reasons", sqlite_reads.unpriced_reasons, since, until, exclude_environments
         )
-        return [(reason, int(spans)) for reason, spans in rows]
 
     def transaction_totals(
         self,
@@ -255,42 +202,22 @@ class SQLiteStore:
         limit: int | None = None,
         names: Collection[str] | None = None,
     ) -> list[SpendRow]:
-        start_ns, end_ns = hour_window(since, until)
-        query = (
-            "SELECT transaction_name, sum(cost_usd), count(*), sum(span_count) FROM traces"
-            " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND transaction_name IS NOT NULL"
-            " AND coalesce(environment, '') NOT IN (SELECT value FROM json_each(?))"
-            " AND (? IS NULL OR transaction_name IN (SELECT value FROM json_each(?)))"
-            " GROUP BY transaction_name ORDER BY 2 DESC, 1 LIMIT ?"
+        return self._connection.read(
+            "transaction_totals",
+            sqlite_reads.transaction_totals,
+            since,
+            until,
+            exclude_environments,
+            limit=limit,
+            names=names,
         )
-        wanted = None if names is None else json.dumps(sorted(names))
-        parameters = (
-            start_ns,
-            end_ns,
-            json.dumps(sorted(exclude_environments)),
-            wanted,
-            wanted,
-            -1 if limit is None else limit,
-        )
-        rows = self._read("transaction_totals", query, parameters)
-        return [SpendRow(name, float(cost), traces, spans) for name, cost, traces, spans in rows]
 
     def domain_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[SpendRow]:
-        query = (
-            "SELECT domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"
-            " WHERE hour_ns >= ? AND hour_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY domain ORDER BY 2 DESC, 1"
+        return self._connection.read(
+            "domain_totals", sqlite_reads.domain_totals, since, until, exclude_environments
         )
-        parameters = (
-            hour_window(since, until)[0],
-            ns_from_utc(until),
-            json.dumps(sorted(exclude_environments)),
-        )
-        rows = self._read("domain_totals", query, parameters)
-        return [SpendRow(name, float(cost), traces, spans) for name, cost, traces, spans in rows]
 
     def hourly_totals(
         self,
@@ -300,29 +227,14 @@ class SQLiteStore:
         *,
         by_domain: bool = False,
     ) -> list[HourRow]:
-        grouping = "hour_ns, domain" if by_domain else "hour_ns"
-        query = (
-            f"SELECT {grouping}, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"  # noqa: S608 - one of two constants
-            " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            f" GROUP BY {grouping} ORDER BY {grouping}"
+        return self._connection.read(
+            "hourly_totals",
+            sqlite_reads.hourly_totals,
+            since,
+            until,
+            exclude_environments,
+            by_domain=by_domain,
         )
-        parameters = (
-            hour_window(since, until)[0],
-            ns_from_utc(until),
-            PENDING_DOMAIN,
-            json.dumps(sorted(exclude_environments)),
-        )
-        rows = self._read("hourly_totals", query, parameters)
-        if by_domain:
-            return [
-                HourRow(utc_from_ns(hour_ns), float(cost), traces, spans, domain)
-                for hour_ns, domain, cost, traces, spans in rows
-            ]
-        return [
-            HourRow(utc_from_ns(hour_ns), float(cost), traces, spans)
-            for hour_ns, cost, traces, spans in rows
-        ]
 
     # -- the allocation (issue 12) ------------------------------------------------------
 
@@ -417,10 +329,3 @@ class SQLiteStore:
                 self._connection.path,
             )
         return deleted
-
-    def _read(
-        self, operation: str, query: str, parameters: Sequence[object]
-    ) -> list[tuple[Any, ...]]:
-        return self._connection.read(
-            operation, lambda cursor: cursor.execute(query, parameters).fetchall()
-        )
