@@ -27,11 +27,19 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from spancost.store import postgres_allocation
 from spancost.store.base import StoreError, WriteResult
-from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
+from spancost.store.busy import (
+    RESIDUE,
+    BusyChanges,
+    Labels,
+    StoredBusy,
+    decode,
+    encode,
+    stored_busy,
+)
 from spancost.store.common import (
     Charge,
     Placement,
@@ -282,9 +290,6 @@ WHERE pod_busy.hour_ns = moved.hour_ns AND pod_busy.pod = moved.pod
     AND abs(pod_busy.request_usd) < %s
 """
 
-_BUSY_RESIDUE: Final = 1e-9
-"""What is left of a moved row's seconds or segments after rounding: the row is gone."""
-
 # Unpriced spans by (hour, environment, reason), in key order.
 _ADD_UNPRICED_REASONS: Final = """
 INSERT INTO unpriced_reasons (hour, environment, reason, spans)
@@ -336,23 +341,13 @@ def write(
     rollup = RollupChanges()
     busy = BusyChanges()
     if deltas:
-        _add(
-            cursor,
-            config,
-            deltas,
-            span_ids=span_ids,
-            keyed_at=keyed_at,
-            stored=stored,
-            now=now,
-            rollup=rollup,
-            busy=busy,
-            added_busy=stored_busy(
-                (span for accepted_spans in stored_now.values() for span in accepted_spans),
-                config,
-            ),
+        added_busy = stored_busy(
+            (span for accepted_spans in stored_now.values() for span in accepted_spans), config
         )
+        batch = _Batch(now, keyed_at, stored, span_ids, added_busy, rollup, busy)
+        _add(cursor, config, batch, deltas)
         if config.owner_attribute is not None:
-            _charge(cursor, config, stored_now, keyed_at, stored, now, rollup)
+            _charge(cursor, config, batch, stored_now)
     for quarantine_reason in sorted(reasons):
         cursor.execute(
             "INSERT INTO quarantine_counts (reason, spans) VALUES (%s, %s)"
@@ -374,41 +369,21 @@ def write(
     )
 
 
-def _add(
-    cursor: Cursor,
-    config: TotalsConfig,
-    deltas: Sequence[TraceDelta],
-    *,
-    span_ids: dict[str, str],
-    keyed_at: dict[str, datetime],
-    stored: dict[str, _Stored],
-    now: datetime,
-    rollup: RollupChanges,
-    busy: BusyChanges,
-    added_busy: dict[str, list[StoredBusy]],
-) -> None:
+def _add(cursor: Cursor, config: TotalsConfig, batch: _Batch, deltas: Sequence[TraceDelta]) -> None:
     """Insert the new traces' rows and add each other delta to its (locked) row as
     `merge` does, set the labels that changed, and record the rollup changes: a
     delta, or a trace's whole move when its domain or environment changed. Likewise
-    the busy time `added_busy` (by trace): filed under the trace's labels, or all of
-    the trace's moved when they changed. A handful of statements for the whole batch."""
+    the busy time the batch adds: filed under the trace's labels, or all of the trace's
+    moved when they changed. A handful of statements for the whole batch."""
+    keyed_at, stored, span_ids = batch.keyed_at, batch.stored, batch.span_ids
+    added_busy, rollup, busy = batch.added_busy, batch.rollup, batch.busy
     new: list[TraceDelta] = []
     existing: list[TraceDelta] = []
     for delta in deltas:
         held = stored.get(delta.trace_id)
         (existing if held is not None and held.row is not None else new).append(delta)
     if new:
-        _insert(
-            cursor,
-            config,
-            new,
-            span_ids=span_ids,
-            keyed_at=keyed_at,
-            now=now,
-            rollup=rollup,
-            busy=busy,
-            added_busy=added_busy,
-        )
+        _insert(cursor, config, batch, new)
     if not existing:
         return
     owner_mode = config.owner_attribute is not None
@@ -430,7 +405,7 @@ def _add(
             )
         )
     columns += map(list, zip(*rows, strict=True))
-    cursor.execute(_ADD_TO_TRACES, (now, *columns))
+    cursor.execute(_ADD_TO_TRACES, (batch.now, *columns))
     relabel: list[list[Any]] = [[] for _ in range(5)]
     moved: dict[str, tuple[Labels, Labels]] = {}
     deltas_by_trace = {delta.trace_id: delta for delta in existing}
@@ -490,20 +465,11 @@ def _add(
             busy.record(before_labels, after_labels, _stored_before(text, added), added)
 
 
-def _insert(
-    cursor: Cursor,
-    config: TotalsConfig,
-    new: Sequence[TraceDelta],
-    *,
-    span_ids: dict[str, str],
-    keyed_at: dict[str, datetime],
-    now: datetime,
-    rollup: RollupChanges,
-    busy: BusyChanges,
-    added_busy: dict[str, list[StoredBusy]],
-) -> None:
+def _insert(cursor: Cursor, config: TotalsConfig, batch: _Batch, new: Sequence[TraceDelta]) -> None:
     """The rows of traces nothing was stored of, by binary COPY (see `_COPY_TRACES`),
     and their rollup and busy time."""
+    now, keyed_at, span_ids = batch.now, batch.keyed_at, batch.span_ids
+    added_busy, rollup, busy = batch.added_busy, batch.rollup, batch.busy
     now_ns = ns_from_utc(now)
     owner_mode = config.owner_attribute is not None
     with cursor.copy(_COPY_TRACES) as copy:
@@ -600,6 +566,21 @@ class _Stored:
         return span_id in self.quarantined or bytes.fromhex(span_id) in self.span_ids
 
 
+class _Batch(NamedTuple):
+    """What a write knows of its batch while it adds it: when (`now`), each trace's
+    key month, what was stored of it before, the new accepted span ids (hex,
+    concatenated) and busy time by trace; and the rollup and busy changes it gathers,
+    applied at the end."""
+
+    now: datetime
+    keyed_at: dict[str, datetime]
+    stored: dict[str, _Stored]
+    span_ids: dict[str, str]
+    added_busy: dict[str, list[StoredBusy]]
+    rollup: RollupChanges
+    busy: BusyChanges
+
+
 def _read_stored(
     cursor: Cursor, trace_ids: list[str], keyed_at: dict[str, datetime]
 ) -> dict[str, _Stored]:
@@ -648,19 +629,17 @@ def _placement(
     return placement(ns_from_utc(first_seen), domain, environment, cost, spans)
 
 
-def _charge(  # noqa: PLR0917 - the write's state, passed down as _add gets it
+def _charge(
     cursor: Cursor,
     config: TotalsConfig,
+    batch: _Batch,
     spans_by_trace: dict[str, list[SpanContribution]],
-    keyed_at: dict[str, datetime],
-    stored: dict[str, _Stored],
-    now: datetime,
-    rollup: RollupChanges,
 ) -> None:
     """With ``domains.owner``: charge each trace's new spans to their owners' domains
     (`charges`), and add them to the rollup; a charge never moves. A trace without a row
     before this write has no charges yet: its rows go in by binary COPY, as new traces
     do; the others add to theirs (one statement)."""
+    now, keyed_at, stored, rollup = batch.now, batch.keyed_at, batch.stored, batch.rollup
     fresh: list[tuple[str, datetime, str, str, datetime, float, int, int]] = []
     known: list[tuple[str, datetime, str, str, datetime, float, int, int]] = []
     added: dict[tuple[str, str, str], Charge] = {}
@@ -746,9 +725,7 @@ def _apply_busy(cursor: Cursor, busy: BusyChanges) -> None:
         return
     cursor.execute(_ADD_TO_POD_BUSY, changes)
     if emptied[0]:
-        cursor.execute(
-            _DELETE_EMPTY_POD_BUSY, (*emptied, _BUSY_RESIDUE, _BUSY_RESIDUE, _BUSY_RESIDUE)
-        )
+        cursor.execute(_DELETE_EMPTY_POD_BUSY, (*emptied, RESIDUE, RESIDUE, RESIDUE))
     postgres_allocation.mark_dirty(cursor, sorted(busy.hours))
 
 

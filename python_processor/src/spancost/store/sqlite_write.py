@@ -22,7 +22,15 @@ from typing import Final
 
 from spancost.store import sqlite_allocation
 from spancost.store.base import WriteResult
-from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
+from spancost.store.busy import (
+    RESIDUE,
+    BusyChanges,
+    Labels,
+    StoredBusy,
+    decode,
+    encode,
+    stored_busy,
+)
 from spancost.store.common import (
     Charge,
     Placement,
@@ -119,9 +127,6 @@ ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
     request_usd = request_usd + excluded.request_usd
 """
 
-_BUSY_RESIDUE: Final = 1e-9
-"""What is left of a moved row's seconds or segments after rounding: the row is gone."""
-
 
 def write(
     cursor: sqlite3.Cursor,
@@ -154,9 +159,9 @@ def write(
             cursor,
             config,
             delta,
-            now_ns,
-            rollup,
-            None if owed is None else owed[delta.trace_id],
+            now_ns=now_ns,
+            rollup=rollup,
+            owed=None if owed is None else owed[delta.trace_id],
             busy=(busy, added_busy.get(delta.trace_id, [])),
         )
     _apply_rollup(cursor, rollup)
@@ -177,14 +182,14 @@ def write(
     )
 
 
-def _add(  # noqa: PLR0917 - the write's state, as write holds it
+def _add(
     cursor: sqlite3.Cursor,
     config: TotalsConfig,
     delta: TraceDelta,
+    *,
     now_ns: int,
     rollup: RollupChanges,
     owed: list[Charge] | None,
-    *,
     busy: tuple[BusyChanges, list[StoredBusy]],
 ) -> None:
     """Add `delta` to its trace's row (as `merge` does) and record the rollup change:
@@ -285,7 +290,7 @@ def _apply_busy(cursor: sqlite3.Cursor, busy: BusyChanges) -> None:
                 "DELETE FROM pod_busy WHERE hour_ns = ? AND pod = ? AND domain = ?"
                 " AND transaction_name = ? AND environment = ? AND abs(seconds) < ?"
                 " AND abs(segments) < ? AND abs(request_usd) < ?",
-                (*key, _BUSY_RESIDUE, _BUSY_RESIDUE, _BUSY_RESIDUE),
+                (*key, RESIDUE, RESIDUE, RESIDUE),
             )
     sqlite_allocation.mark_dirty(cursor, busy.hours)
 
