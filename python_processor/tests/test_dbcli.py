@@ -17,7 +17,7 @@ from spancost.cli import cli
 from spancost.store import open_store
 from spancost.store.common import retention_cutoff
 from spancost.store.migrations.postgres import MIGRATIONS as PG_MIGRATIONS
-from spancost.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from spancost.store.migrations.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from spancost.totals import TotalsConfig, split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from tests.pg import create_database

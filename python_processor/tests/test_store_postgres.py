@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-import spancost.store.postgres as postgres_module
+import spancost.store.postgres_write as write_module
 from spancost.store import StoreError, TotalsStore
 from spancost.store.migrations.postgres import MIGRATIONS
 from spancost.store.postgres import PostgresStore, masked_dsn
@@ -279,7 +279,7 @@ def test_a_second_writer_waits_on_the_trace_key_and_then_adds(
     if first_exists:
         write(stores[0], [span(8, 1, root=True, cost=1.0)])
     locked, go = threading.Event(), threading.Event()
-    read_stored = postgres_module._read_stored
+    read_stored = write_module._read_stored
 
     def paused(*args: Any) -> Any:
         if threading.current_thread().name == "first":
@@ -287,7 +287,7 @@ def test_a_second_writer_waits_on_the_trace_key_and_then_adds(
             assert go.wait(30)
         return read_stored(*args)
 
-    monkeypatch.setattr(postgres_module, "_read_stored", paused)
+    monkeypatch.setattr(write_module, "_read_stored", paused)
     errors: list[BaseException] = []
 
     def run(store: PostgresStore, spans: list[SpanContribution]) -> None:
@@ -568,7 +568,7 @@ def test_an_exception_after_the_trace_rows_leaves_nothing_and_is_raised_as_is(
     def broken_apply(*_args: object) -> None:
         raise RuntimeError("injected before the rollup")
 
-    monkeypatch.setattr(postgres_module, "_apply_rollup", broken_apply)
+    monkeypatch.setattr(write_module, "_apply_rollup", broken_apply)
     with pytest.raises(RuntimeError, match="injected"):
         write(store, [span(1, 1, root=True), span(2, 1, start=0)])
     assert_nothing_stored(dsn)

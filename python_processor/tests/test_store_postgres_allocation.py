@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-import spancost.store.postgres as postgres_module
+import spancost.store.postgres_allocation as allocation_module
 from spancost.store.allocated import allocated_hour
 from spancost.store.postgres import PostgresStore
 from spancost.totals import TotalsConfig
@@ -217,7 +217,7 @@ def test_a_write_to_an_hour_being_allocated_waits_and_marks_it_again(
             assert go.wait(30)
         return allocated_hour(*args, **kwargs)
 
-    monkeypatch.setattr(postgres_module, "allocated_hour", paused)
+    monkeypatch.setattr(allocation_module, "allocated_hour", paused)
     errors: list[BaseException] = []
     allocating = in_thread("allocator", allocator.allocate, errors)
     assert working.wait(30)
@@ -246,7 +246,7 @@ def test_the_allocator_waits_for_a_write_in_flight_and_reads_it(
     allocator, writer = opened(), opened()
     allocator.write_usage([(NODE, NODE_PRICE)], PODS, NOW)
     marked, go = threading.Event(), threading.Event()
-    mark_dirty = postgres_module._mark_dirty
+    mark_dirty = allocation_module.mark_dirty
 
     def paused(*args: Any) -> None:
         mark_dirty(*args)
@@ -254,7 +254,7 @@ def test_the_allocator_waits_for_a_write_in_flight_and_reads_it(
             marked.set()  # the write holds the hour's row until it commits
             assert go.wait(30)
 
-    monkeypatch.setattr(postgres_module, "_mark_dirty", paused)
+    monkeypatch.setattr(allocation_module, "mark_dirty", paused)
     errors: list[BaseException] = []
     spans = hand_case_spans()
     writing = in_thread("writer", lambda: write_spans(writer, spans), errors)
@@ -285,7 +285,7 @@ def test_a_second_allocator_waits_and_skips_the_hour_the_first_allocated(
             assert go.wait(30)
         return allocated_hour(*args, **kwargs)
 
-    monkeypatch.setattr(postgres_module, "allocated_hour", paused)
+    monkeypatch.setattr(allocation_module, "allocated_hour", paused)
     errors: list[BaseException] = []
     allocating = in_thread("first", first.allocate, errors)
     assert working.wait(30)

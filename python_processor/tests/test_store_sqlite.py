@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spancost.store.sqlite as sqlite_module
+import spancost.store.sqlite_write as write_module
 from spancost.store import SQLiteStore, StoreError, TotalsStore
-from spancost.store.sqlite import MIGRATIONS
+from spancost.store.migrations.sqlite import MIGRATIONS
 from spancost.totals import split
 from spancost.totals.aggregate import SpanContribution, ns_from_utc
 from tests.store_data import (
@@ -472,7 +473,7 @@ def test_a_failure_after_the_contribution_insert_leaves_nothing_and_raises(
     def broken_fold(*_args: object) -> object:
         raise RuntimeError("injected after the insert")
 
-    monkeypatch.setattr(sqlite_module, "fold", broken_fold)
+    monkeypatch.setattr(write_module, "fold", broken_fold)
     with pytest.raises(RuntimeError, match="injected"):
         write(store, [span(1, 1, root=True), span(2, 1, start=0)])
     assert query(db, "SELECT count(*) FROM contributions") == [(0,)]
@@ -485,7 +486,7 @@ def test_a_failure_after_the_contribution_insert_leaves_nothing_and_raises(
 def test_a_database_error_midway_rolls_back_and_raises_a_store_error(
     store: SQLiteStore, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "_ADD_TO_ROLLUP", "INSERT INTO no_such_table VALUES (?)")
+    monkeypatch.setattr(write_module, "_ADD_TO_ROLLUP", "INSERT INTO no_such_table VALUES (?)")
     with pytest.raises(StoreError, match="no such table: no_such_table") as raised:
         write(store, [span(1, 1, root=True, cost=1.0)])
     assert isinstance(raised.value.__cause__, sqlite3.Error)

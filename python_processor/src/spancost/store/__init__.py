@@ -2,9 +2,13 @@
 
 - `base`: the `TotalsStore` protocol every store implements, `WriteResult`, the query
   rows `SpendRow` and `HourRow`, `StoreError`;
-- `common`: what the SQL stores share, free of any database;
-- `sqlite`: `SQLiteStore`, the embedded default (stdlib ``sqlite3``, one file);
-- `postgres`: `PostgresStore` (psycopg 3);
+- `common`, `busy`, `allocated`: what the SQL stores share, free of any database (the
+  decisions both make; each store only runs its statements);
+- `sqlite`: `SQLiteStore`, the embedded default (stdlib ``sqlite3``, one file), over
+  `sqlite_connection`, `sqlite_write`, `sqlite_reads` and `sqlite_allocation`;
+- `postgres`: `PostgresStore` (psycopg 3), over `postgres_pool`, `postgres_write`,
+  `postgres_reads`, `postgres_allocation` and `partitions`;
+- `migrations`: each backend's schema versions and the one runner both use;
 - `open`: `open_store(url)`, the store a database URL names (empty: SQLite in the data dir).
 
 `SQLiteStore` and `open_store` are imported on first use, so the pure modules that only

@@ -14,9 +14,11 @@ from spancost.allocation.core import Allocation, Busy, NodeHour, PodHour, Weight
 from spancost.allocation.pricing import NodePrice
 from spancost.allocation.usage import NodeUsage
 from spancost.store.base import (
+    AllocatedRow,
     NodeAllocation,
     NodeHourRow,
     NodeShareRow,
+    ReconcileRow,
     RepricedRow,
     RequestPricedRow,
 )
@@ -29,7 +31,9 @@ __all__ = [
     "AllocatedHour",
     "Repricing",
     "allocated_hour",
+    "allocated_rows",
     "by_node",
+    "reconcile_rows",
     "repricings",
     "window_spend",
 ]
@@ -54,34 +58,42 @@ class AllocatedHour(NamedTuple):
 def allocated_hour(
     hour_ns: int,
     *,
-    nodes: Sequence[NodeHour],
-    pods: Sequence[PodHour],
-    busy: Sequence[Busy],
-    busy_counts: Sequence[tuple[str, str, str, float, float, float]],
+    nodes: Sequence[Sequence[Any]],
+    pods: Sequence[Sequence[Any]],
+    busy: Sequence[Sequence[Any]],
     weights: Weights,
     config: TotalsConfig,
 ) -> AllocatedHour:
-    """Allocate one hour and sum it into rows. `busy_counts` are the hour's ``pod_busy``
-    rows as (domain, transaction, environment, seconds, segments, request_usd), in the
-    order of `busy`. A transaction's line holds its share of the nodes (``usd``), what
-    its spans priced per request cost (``request_usd``: Lambda, Fargate, LLM tokens,
-    rules), and its busy seconds and segments on the pods that were allocated and under
-    no pod (a request's cost is the line's cost over its segments)."""
-    allocations, _ = allocate(nodes, pods, busy, weights)
+    """Allocate one hour from the rows a store read of it, and sum it into rows: `nodes`
+    as (node, seconds, hourly_usd, vcpu, memory_gib) from ``node_usage`` (the priced
+    ones), `pods` as (pod, node, seconds, cpu, memory_gib, namespace, workload) from
+    ``pod_usage``, `busy` as (pod, domain, transaction, environment, seconds, segments,
+    request_usd) from ``pod_busy``. A transaction's line holds its share of the nodes
+    (``usd``), what its spans priced per request cost (``request_usd``: Lambda, Fargate,
+    LLM tokens, rules), and its busy seconds and segments on the pods that were
+    allocated and under no pod (a request's cost is the line's cost over its segments)."""
+    busy_hours = [
+        Busy(pod, hour_ns, transaction, domain, seconds, environment)
+        for pod, domain, transaction, environment, seconds, _, _ in busy
+    ]
+    node_hours = [
+        NodeHour(node, hour_ns, seconds, hourly, vcpu, memory)
+        for node, seconds, hourly, vcpu, memory in nodes
+    ]
+    pod_hours = [PodHour(pod, node, hour_ns, *rest) for pod, node, *rest in pods]
+    allocations, _ = allocate(node_hours, pod_hours, busy_hours, weights)
     allocated_pods = {a.pod for a in allocations if a.kind == "transaction"}
     allocated_pods.add(NO_POD)
     usd: dict[tuple[str, str, str, str, str, str], list[float]] = defaultdict(list)
     counts: dict[tuple[str, str, str], tuple[list[float], list[float], list[float]]] = {}
-    for row, (domain, transaction, environment, busy_s, counted, request_usd) in zip(
-        busy, busy_counts, strict=True
-    ):
+    for pod, domain, transaction, environment, busy_s, counted, request_usd in busy:
         label = (domain, transaction, environment)
         seconds, segments, requests = counts.setdefault(label, ([], [], []))
         requests.append(request_usd)
-        if row.pod in allocated_pods:
+        if pod in allocated_pods:
             seconds.append(busy_s)
             segments.append(counted)
-        if request_usd or row.pod == NO_POD:
+        if request_usd or pod == NO_POD:
             usd.setdefault(("transaction", *label, "", ""), [])
     per_node: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for a in allocations:
@@ -116,9 +128,28 @@ def allocated_hour(
             math.fsum(per_node[node.node]["untraced"]),
             math.fsum(per_node[node.node]["idle"]),
         )
-        for node in sorted({n.node: n for n in nodes}.values(), key=lambda n: n.node)
+        for node in sorted({n.node: n for n in node_hours}.values(), key=lambda n: n.node)
     ]
     return AllocatedHour(lines, node_lines)
+
+
+def allocated_rows(rows: Iterable[Sequence[Any]]) -> list[AllocatedRow]:
+    """`AllocatedRow`s of ``allocated_hourly`` summed as both stores read it: (kind,
+    domain, transaction_name, environment, namespace, workload, usd, busy_seconds,
+    segments, request_usd)."""
+    return [
+        AllocatedRow(
+            kind, domain, transaction, environment, namespace, workload,
+            float(usd), float(busy_seconds), float(segments), float(request_usd),
+        )
+        for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
+        segments, request_usd in rows
+    ]  # fmt: skip
+
+
+def reconcile_rows(rows: Iterable[Sequence[Any]]) -> list[ReconcileRow]:
+    """`ReconcileRow`s of the rows both stores read: hour_ns, then its fields."""
+    return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
 
 
 def _line_key(a: Allocation, config: TotalsConfig) -> tuple[str, str, str, str, str, str]:

@@ -25,6 +25,7 @@ from spancost.totals.aggregate import SpanContribution
 from spancost.totals.naming import TotalsConfig, owner_domain
 
 __all__ = [
+    "RESIDUE",
     "BusyChanges",
     "BusyKey",
     "Labels",
@@ -38,6 +39,9 @@ PENDING: Final = ""
 """The transaction (and domain) of busy time whose trace has no name yet."""
 NO_POD: Final = ""
 """The pod of what no pod of a node served: per-request prices, segments of no known pod."""
+RESIDUE: Final = 1e-9
+"""What is left of a ``pod_busy`` row's seconds or segments after busy time moved away
+from it and rounding: below it, the store deletes the row."""
 _HOUR_NS: Final = 3600 * 10**9
 _PLAIN: Final = frozenset("\t\n\r")
 

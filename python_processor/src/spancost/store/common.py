@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Final, NamedTuple
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, NamedTuple
 
+from spancost.store.base import SpendRow
 from spancost.totals.aggregate import SpanContribution, TraceDelta, ns_from_utc
 from spancost.totals.naming import (
     CONTESTED,
     TotalsConfig,
+    TraceState,
     owner_domain,
+    resolve_transaction,
     trace_domain,
     transaction_name,
 )
 
 __all__ = [
+    "ALLOCATION_USAGE_TABLES",
     "DEFAULT_RETENTION_MONTHS",
     "HOUR_NS",
     "PENDING_DOMAIN",
@@ -36,9 +40,11 @@ __all__ = [
     "merge_assignments",
     "month_start",
     "net_spend",
+    "orphan_labels",
     "placement",
     "retention_cutoff",
     "span_facts",
+    "spend_rows",
     "spend_window",
     "trace_facts",
     "unpriced_counts",
@@ -48,6 +54,9 @@ HOUR_NS: Final = 3600 * 10**9
 DEFAULT_RETENTION_MONTHS: Final = 13
 """Whole months kept before the current one (``spancost db maintain``; the sink refuses
 spans that end before them as ``past``)."""
+ALLOCATION_USAGE_TABLES: Final = ("pod_busy", "pod_usage", "node_usage", "allocation_dirty")
+"""What retention deletes of the allocation, by ``hour_ns`` (its usage: what repricing
+would need); its results (``allocated_*``) stay, like the hourly rollup."""
 PENDING_DOMAIN: Final = ""
 """The rollup's domain of traces whose root has not arrived and that are not yet unattributed."""
 UNKNOWN_ENVIRONMENT: Final = ""
@@ -278,6 +287,35 @@ def labels(
     return transaction, domain, environment
 
 
+def orphan_labels(
+    config: TotalsConfig,
+    first_seen: datetime,
+    service: str | None,
+    *,
+    now: datetime,
+    grace: timedelta,
+    unattributed_name: str,
+) -> tuple[str, str] | None:
+    """The (transaction, domain) `attribute_orphans` gives a trace still without root,
+    first seen at `first_seen`, its earliest span from `service`: the unattributed name
+    once `grace` has passed (`resolve_transaction`), and its domain as a trace without
+    root; None while it may still wait for its root."""
+    transaction = resolve_transaction(
+        TraceState(first_seen=first_seen), now, grace, unattributed_name
+    )
+    if transaction is None:
+        return None
+    domain = trace_domain(
+        config,
+        transaction=transaction,
+        service=service,
+        has_root=False,
+        owner=None,
+        contested=False,
+    )
+    return transaction, domain
+
+
 def hour_window(since: datetime, until: datetime) -> tuple[int, int]:
     """The whole UTC hours, as Unix nanoseconds [start, end), that a window from `since`
     to `until` covers: `since` rounded down and `until` rounded up to the hour.
@@ -345,6 +383,14 @@ def net_spend(rows: Iterable[tuple[str, float, int]]) -> dict[str, float]:
         cost[domain] = cost.get(domain, 0.0) + amount
         traces[domain] = traces.get(domain, 0) + count
     return {domain: max(0.0, amount) for domain, amount in cost.items() if traces[domain] > 0}
+
+
+def spend_rows(rows: Iterable[Sequence[Any]]) -> list[SpendRow]:
+    """`SpendRow`s of (name, cost, traces, spans) rows as either store sums them
+    (PostgreSQL's sums of bigint are numeric)."""
+    return [
+        SpendRow(name, float(cost), int(traces), int(spans)) for name, cost, traces, spans in rows
+    ]
 
 
 def month_start(moment: datetime) -> datetime:

@@ -79,7 +79,7 @@ def describe_url(url: str | None, directory: Path | None = None) -> str:
     path = _sqlite_path(url, directory)
     if path is not None:
         return f"sqlite:{path}"
-    from spancost.store.postgres import masked_dsn  # noqa: PLC0415 - psycopg, when named
+    from spancost.store.postgres_pool import masked_dsn  # noqa: PLC0415 - psycopg, when named
 
     return masked_dsn(url or "")
 

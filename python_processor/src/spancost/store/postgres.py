@@ -7,22 +7,23 @@ PostgreSQL"); what differs is how PostgreSQL gives them:
   trace id was first seen, taken from the one-row-per-trace table ``trace_keys`` (not
   partitioned). Every span of a trace therefore lands in the row of the trace's month,
   whenever it arrives, even in a later month.
-- A span is stored once: its 8-byte id is in its trace row's ``span_ids`` (accepted),
-  or it has a row in ``quarantined_spans`` (with its facts and reason). No row per
-  accepted span: that insert was most of a write's work.
-- A write locks the ``trace_keys`` row of each trace it touches, one at a time in
-  sorted order (no deadlock between writers), then reads what is stored of those
-  traces, stores only the spans not stored yet, and adds them: no other writer can
-  change those traces in between. A trace nothing was stored of gets a plain INSERT
-  (a broken protocol would be a unique violation, never a double count). Rollup and
-  quarantine counts, shared between traces, are updated last, also in sorted key order.
+- A write locks the ``trace_keys`` row of each trace it touches, in sorted order, then
+  stores only the spans not stored yet (`spancost.store.postgres_write`).
 - Retention drops whole partitions (`drop_partitions_before`); it never DELETEs
   traces (only the per-trace keys and the quarantined spans).
-- The allocation (issue 12) as in SQLite: a write appends its spans' busy time to their
-  trace rows (``traces.busy``) and files it in ``pod_busy`` under the trace's labels
-  (the whole trace's moved when they changed), after the rollup and in key order.
-  Whatever changes an hour's busy time or usage locks the hour's ``allocation_dirty``
-  row, last, until it commits; `allocate` locks that row before reading the hour.
+- The allocation (issue 12) as in SQLite: whatever changes an hour's busy time or
+  usage locks the hour's ``allocation_dirty`` row, last, until it commits; `allocate`
+  locks that row before reading the hour (`spancost.store.postgres_allocation`).
+
+`PostgresStore` says which transaction each operation takes and runs the statements
+of the modules beside it in it:
+
+- `postgres_pool`: the connections, a transaction each, errors without the password;
+- `postgres_write`: the write path (`write`, `attribute_orphans`);
+- `postgres_reads`: the report's and the guard's queries of the totals;
+- `postgres_allocation`: the allocation's usage, allocation, reads and repricing;
+- `partitions`: the monthly partitions, created ahead and dropped for retention;
+- `migrations.postgres`: the schema, applied by `migrations.runner`.
 
 Times are ``timestamptz`` (sessions run in UTC), span times bigint nanoseconds.
 """
@@ -30,20 +31,14 @@ Times are ``timestamptz`` (sessions run in UTC), span times bigint nanoseconds.
 from __future__ import annotations
 
 import logging
-import re
-from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
-
-from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
+from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour, by_node, repricings, window_spend
+from spancost.store import partitions, postgres_allocation, postgres_reads, postgres_write
+from spancost.store.allocated import by_node
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -51,45 +46,15 @@ from spancost.store.base import (
     ReconcileRow,
     RepricedRow,
     SpendRow,
-    StoreDataError,
-    StoreError,
     WriteResult,
 )
-from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
-from spancost.store.common import (
-    PENDING_DOMAIN,
-    Charge,
-    Placement,
-    RollupChanges,
-    TraceSpans,
-    charges,
-    hour_window,
-    labels,
-    merge_assignments,
-    net_spend,
-    placement,
-    span_facts,
-    spend_window,
-    trace_facts,
-    unpriced_counts,
-)
-from spancost.store.common import add_months as _add_months
-from spancost.store.common import month_start as _month_start
-from spancost.store.migrations.postgres import MIGRATIONS
-from spancost.totals.aggregate import (
-    Quarantined,
-    SpanContribution,
-    TraceDelta,
-    ns_from_utc,
-    trace_delta,
-    utc_from_ns,
-)
-from spancost.totals.naming import (
-    TotalsConfig,
-    TraceState,
-    resolve_transaction,
-    trace_domain,
-)
+from spancost.store.common import PENDING_DOMAIN, add_months, month_start
+from spancost.store.migrations import runner
+from spancost.store.migrations.postgres import LEDGER, MIGRATIONS
+from spancost.store.partitions import PARTITIONED_TABLES  # read at each call: a test replaces it
+from spancost.store.postgres_pool import Cursor, Pool, masked_dsn
+from spancost.totals.aggregate import Quarantined, SpanContribution, ns_from_utc
+from spancost.totals.naming import TotalsConfig
 
 if TYPE_CHECKING:
     from spancost.allocation.pricing import NodePrice
@@ -97,431 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["PENDING_DOMAIN", "PostgresStore", "masked_dsn"]
 
 logger = logging.getLogger(__name__)
-
-PARTITIONED_TABLES: Final = ("traces", "trace_charges")
-_PARTITION_NAME: Final = re.compile(r"^(?P<table>[a-z_]+)_p(?P<year>\d{4})(?P<month>\d{2})$")
-# pg_advisory_xact_lock keys: migrations and partition DDL run one store at a time.
-_MIGRATE_LOCK: Final = 0x5370_6E63_0001
-_PARTITION_LOCK: Final = 0x5370_6E63_0002
-_MASK: Final = "***"
-_UNKEYABLE: Final = "invalid_id"
-"""The quarantine reason of spans whose ids are no uuid and 64-bit integer."""
-
-Cursor = psycopg.Cursor[tuple[Any, ...]]
-_T = TypeVar("_T")
-
-# Locks every trace's key row, one row after the other in trace id order: a new row is
-# locked by its insert, an existing one by ON CONFLICT DO UPDATE, whose WHERE false
-# locks the row without writing a new version of it. RETURNING gives the new keys
-# only (keyed now); nothing is stored yet of their traces. One statement for the batch.
-_LOCK_TRACES: Final = """
-INSERT INTO trace_keys (trace_id, keyed_at)
-SELECT trace_id, %s FROM unnest(string_to_array(%s, ',')) AS batch (trace_id)
-ORDER BY trace_id
-ON CONFLICT (trace_id) DO UPDATE SET keyed_at = trace_keys.keyed_at WHERE false
-RETURNING trace_id
-"""
-
-# What is stored of traces whose keys existed (and are now locked by this transaction):
-# each key's month, its trace row's span ids and the values its rollup row was computed
-# from (NULL without a row: only quarantined spans so far), and each quarantined span
-# id. Hex ids travel as one comma-separated string and are split by the server:
-# psycopg builds array parameters element by element in Python.
-_STORED: Final = """
-SELECT trace_keys.trace_id, trace_keys.keyed_at, traces.span_ids, traces.first_seen,
-    traces.domain, traces.environment, traces.cost_usd, traces.span_count, NULL
-FROM trace_keys LEFT JOIN traces
-    ON traces.trace_id = trace_keys.trace_id AND traces.keyed_at = trace_keys.keyed_at
-WHERE trace_keys.trace_id = ANY(string_to_array(%(ids)s, ','))
-UNION ALL
-SELECT trace_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, span_id FROM quarantined_spans
-WHERE trace_id = ANY(string_to_array(%(ids)s, ','))
-"""
-
-# In (trace id, span id) order: ids that cannot be keyed take no trace lock, so two
-# writers of the same such spans wait on each other's rows in one order.
-_INSERT_QUARANTINED: Final = """
-INSERT INTO quarantined_spans (
-    trace_id, span_id, keyed_at, ingested_at, reason, cost_usd, unpriced_reason,
-    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
-)
-SELECT trace_id, span_id, keyed_at, %s, reason, cost_usd, unpriced_reason,
-    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
-FROM unnest(
-    %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::float8[], %b::text[],
-    %b::boolean[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-    %b::text[], %b::text[]
-) AS span (
-    trace_id, span_id, keyed_at, reason, cost_usd, unpriced_reason,
-    is_root, start_ns, end_ns, name, service, environment, account, transaction_attribute
-)
-ORDER BY trace_id, span_id
-ON CONFLICT (trace_id, span_id) DO NOTHING
-RETURNING reason
-"""
-
-# The columns of a trace delta (`trace_facts`' order, then the labels, then its busy
-# time's line): the two hex columns (trace id, the concatenated span ids) as
-# comma-separated strings, the others as binary arrays.
-_DELTA_COLUMNS: Final = """
-    string_to_array(%s, ','), string_to_array(%s, ','), %b::timestamptz[], %b::float8[],
-    %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[],
-    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[],
-    %b::text[], %b::text[], %b::text[], %b::text[], %b::boolean[], %b::text[], %b::text[],
-    %b::text[], %b::text[]
-) AS excluded (
-    trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
-    start_ns, end_ns, earliest_span_id, earliest_start_ns, earliest_service,
-    earliest_environment, root_span_id, root_start_ns, root_transaction, root_service,
-    root_environment, earliest_account, root_account, root_owner, contested,
-    transaction_name, domain, environment, busy
-)"""
-
-# Traces no store holds yet (their keys are locked, and no row was read): plain rows,
-# sent by binary COPY into the partitioned table (the cheapest way in, for the client
-# and the server), with their labels. A row that exists after all is a unique
-# violation, never a silent overwrite. `trace_facts`' order, first_seen and last_update
-# after the sums, then the labels and the busy time.
-_COPY_TRACES: Final = """
-COPY traces (
-    trace_id, span_ids, keyed_at, cost_usd, span_count, priced_count, unpriced_count,
-    start_ns, end_ns, first_seen, last_update,
-    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
-    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    earliest_account, root_account, root_owner, contested, transaction_name, domain,
-    environment, busy
-) FROM STDIN (FORMAT BINARY)
-"""
-_COPY_TYPES: Final = (
-    ["text", "bytea", "timestamptz", "float8"]
-    + ["int8"] * 5
-    + ["timestamptz", "timestamptz", "text", "int8", "text", "text", "text", "int8"]
-    + ["text"] * 6
-    + ["bool"]
-    + ["text"] * 4
-)
-
-# Traces a store holds: sums add; start least, end greatest; earliest and root the
-# first by (start, span id); the new span ids and busy time appended. Every right-hand
-# side reads the row as it was before. Labels are set afterwards, where they changed:
-# RETURNING gives the row as it is now, with the labels as they were.
-_ADD_TO_TRACES: Final = (
-    """
-UPDATE traces SET
-    cost_usd = traces.cost_usd + excluded.cost_usd,
-    span_count = traces.span_count + excluded.span_count,
-    priced_count = traces.priced_count + excluded.priced_count,
-    unpriced_count = traces.unpriced_count + excluded.unpriced_count,
-    start_ns = least(traces.start_ns, excluded.start_ns),
-    end_ns = greatest(traces.end_ns, excluded.end_ns),
-    span_ids = traces.span_ids || decode(excluded.span_ids, 'hex'),
-    busy = CASE WHEN excluded.busy IS NULL THEN traces.busy
-        ELSE coalesce(traces.busy, '') || excluded.busy END,
-    last_update = %s,
-    """
-    + merge_assignments(existing="traces.")
-    + """
-FROM unnest("""
-    + _DELTA_COLUMNS
-    + """
-WHERE traces.trace_id = excluded.trace_id AND traces.keyed_at = excluded.keyed_at
-RETURNING traces.trace_id, traces.cost_usd, traces.span_count, traces.first_seen,
-    traces.earliest_service, traces.earliest_environment, traces.root_span_id,
-    traces.root_transaction, traces.root_service, traces.root_environment,
-    traces.transaction_name, traces.domain, traces.environment, traces.root_owner,
-    traces.contested
-"""
-)
-
-# The busy time of the traces relabelled, which moves with them (this write's line
-# included: the last).
-_RELABEL_TRACES: Final = """
-UPDATE traces SET transaction_name = label.transaction_name, domain = label.domain,
-    environment = label.environment
-FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])
-    AS label (trace_id, keyed_at, transaction_name, domain, environment)
-WHERE traces.trace_id = label.trace_id AND traces.keyed_at = label.keyed_at
-RETURNING traces.trace_id, traces.busy
-"""
-
-# Every changed rollup row in one statement, in key order (the lock order of all writers).
-_ADD_TO_ROLLUP: Final = """
-INSERT INTO domain_hourly (hour, domain, environment, cost_usd, traces, spans)
-SELECT * FROM unnest(
-    %b::timestamptz[], %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::bigint[]
-) AS change (hour, domain, environment, cost_usd, traces, spans)
-ORDER BY hour, domain, environment
-ON CONFLICT (hour, domain, environment) DO UPDATE SET
-    cost_usd = domain_hourly.cost_usd + excluded.cost_usd,
-    traces = domain_hourly.traces + excluded.traces,
-    spans = domain_hourly.spans + excluded.spans
-"""
-
-# Every changed pod_busy row in one statement, in key order (the lock order of all
-# writers, as the rollup's).
-_ADD_TO_POD_BUSY: Final = """
-INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments,
-    request_usd)
-SELECT * FROM unnest(
-    %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[],
-    %b::float8[]
-) AS change (hour_ns, pod, domain, transaction_name, environment, seconds, segments,
-    request_usd)
-ORDER BY hour_ns, pod, domain, transaction_name, environment
-ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
-    seconds = pod_busy.seconds + excluded.seconds,
-    segments = pod_busy.segments + excluded.segments,
-    request_usd = pod_busy.request_usd + excluded.request_usd
-"""
-
-# A row busy time moved away from is deleted rather than kept with a rounding residue
-# (the rows were locked by the statement before).
-_DELETE_EMPTY_POD_BUSY: Final = """
-DELETE FROM pod_busy USING unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])
-    AS moved (hour_ns, pod, domain, transaction_name, environment)
-WHERE pod_busy.hour_ns = moved.hour_ns AND pod_busy.pod = moved.pod
-    AND pod_busy.domain = moved.domain AND pod_busy.transaction_name = moved.transaction_name
-    AND pod_busy.environment = moved.environment
-    AND abs(pod_busy.seconds) < %s AND abs(pod_busy.segments) < %s
-    AND abs(pod_busy.request_usd) < %s
-"""
-_ALLOCATION_USAGE_TABLES: Final = ("pod_busy", "pod_usage", "node_usage", "allocation_dirty")
-"""What retention deletes of the allocation (its results, ``allocated_*``, stay)."""
-_BUSY_RESIDUE: Final = 1e-9
-"""What is left of a moved row's seconds or segments after rounding: the row is gone."""
-
-# Marks the hours for allocation and locks each one's row until this transaction
-# commits, in hour order, the last lock any transaction takes: an existing row is
-# locked by ON CONFLICT DO UPDATE, whose WHERE false writes no new version of it. So
-# the allocator, which locks the row before it reads the hour, waits for every change
-# to the hour in flight, and a change made while it works cannot commit before it:
-# that change's mark waits, then (the allocator having deleted the row) inserts it
-# again, and the hour is allocated anew.
-_REPRICE_NODE: Final = (
-    "UPDATE node_usage SET hourly_usd = %s, price_source = %s, price_model = %s,"
-    " price_as_of = %s, unpriced_reason = %s WHERE hour_ns = %s AND node = %s"
-)
-_RECORD_REPRICING: Final = (
-    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source, old_as_of,"
-    " new_hourly_usd, new_source, new_as_of) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_MARK_DIRTY: Final = """
-INSERT INTO allocation_dirty (hour_ns)
-SELECT hour_ns FROM unnest(%s::bigint[]) AS hour (hour_ns) ORDER BY hour_ns
-ON CONFLICT (hour_ns) DO UPDATE SET hour_ns = excluded.hour_ns WHERE false
-"""
-
-# A node-hour reported again: the longest running time, the latest facts and price.
-_ADD_NODE_USAGE: Final = """
-INSERT INTO node_usage (hour_ns, node, seconds, region, instance_type, operating_system,
-    capacity_type, zone, vcpu, memory_gib, hourly_usd, price_source, price_model,
-    price_as_of, unpriced_reason, reported_ns)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (hour_ns, node) DO UPDATE SET
-    seconds = greatest(node_usage.seconds, excluded.seconds),
-    region = excluded.region, instance_type = excluded.instance_type,
-    operating_system = excluded.operating_system, capacity_type = excluded.capacity_type,
-    zone = excluded.zone, vcpu = excluded.vcpu, memory_gib = excluded.memory_gib,
-    hourly_usd = excluded.hourly_usd, price_source = excluded.price_source,
-    price_model = excluded.price_model, price_as_of = excluded.price_as_of,
-    unpriced_reason = excluded.unpriced_reason, reported_ns = excluded.reported_ns
-"""
-_ADD_POD_USAGE: Final = """
-INSERT INTO pod_usage (hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (hour_ns, pod) DO UPDATE SET
-    node = excluded.node, seconds = greatest(pod_usage.seconds, excluded.seconds),
-    cpu = excluded.cpu, memory_gib = excluded.memory_gib, namespace = excluded.namespace,
-    workload = excluded.workload
-"""
-
-# The node-hours of a window, with their prices, locked in the order write_usage locks
-# them (Python's: code points, which "C" sorts by).
-_NODE_USAGE_FOR_REPRICE: Final = """
-SELECT hour_ns, node, seconds, region, instance_type, operating_system, capacity_type, zone,
-    vcpu, memory_gib, hourly_usd, price_source, price_as_of
-FROM node_usage WHERE hour_ns >= %s AND hour_ns < %s
-ORDER BY hour_ns, node COLLATE "C"
-FOR UPDATE
-"""
-
-_ANY_USAGE: Final = "SELECT 1 FROM node_usage WHERE hour_ns >= %s AND hour_ns < %s LIMIT 1"
-_ALLOCATED_SPEND: Final = """
-SELECT hour_ns, domain, sum(usd + request_usd) FROM allocated_hourly
-WHERE hour_ns >= %s AND hour_ns < %s AND kind IN ('transaction', 'untraced') AND domain <> ''
-    AND environment <> ALL(%s::text[])
-GROUP BY hour_ns, domain
-"""
-_INSERT_ALLOCATED: Final = """
-INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
-    workload, usd, busy_seconds, segments, request_usd)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-"""
-_INSERT_ALLOCATED_NODE: Final = """
-INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
-VALUES (%s, %s, %s, %s, %s, %s)
-"""
-
-_ALLOCATED_TOTALS: Final = """
-SELECT kind, domain, transaction_name, environment, namespace, workload, sum(usd),
-    sum(busy_seconds), sum(segments), sum(request_usd)
-FROM allocated_hourly
-WHERE hour_ns >= %(start)s AND hour_ns < %(end)s AND environment <> ALL(%(exclude)s::text[])
-GROUP BY kind, domain, transaction_name, environment, namespace, workload
-ORDER BY 7 DESC, 1, 2, 3, 4, 5, 6
-"""
-
-# The allocation per node (`allocation_by_node`): the usage `_allocate_hour` reads, for a
-# window, and the per-request prices as allocated.
-_BY_NODE: Final = (
-    "SELECT hour_ns, node, seconds, region, instance_type, operating_system, capacity_type,"
-    " zone, vcpu, memory_gib, hourly_usd, price_source, price_model, price_as_of"
-    " FROM node_usage WHERE hour_ns >= %(start)s AND hour_ns < %(end)s ORDER BY hour_ns, node",
-    "SELECT hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
-    " WHERE hour_ns >= %(start)s AND hour_ns < %(end)s",
-    "SELECT hour_ns, pod, domain, transaction_name, environment, seconds FROM pod_busy"
-    " WHERE hour_ns >= %(start)s AND hour_ns < %(end)s",
-    "SELECT hour_ns, domain, transaction_name, environment, request_usd FROM allocated_hourly"
-    " WHERE hour_ns >= %(start)s AND hour_ns < %(end)s AND kind = 'transaction'"
-    " AND request_usd <> 0",
-)
-
-_RECONCILE: Final = """
-SELECT u.hour_ns, u.node, u.hourly_usd * u.seconds / 3600.0,
-    coalesce(a.transactions_usd, 0), coalesce(a.untraced_usd, 0), coalesce(a.idle_usd, 0),
-    u.price_source, u.price_as_of, u.unpriced_reason
-FROM node_usage u LEFT JOIN allocated_nodes a ON a.hour_ns = u.hour_ns AND a.node = u.node
-WHERE u.hour_ns >= %(start)s AND u.hour_ns < %(end)s
-UNION ALL  -- hours whose usage retention deleted: the bill as it was allocated
-SELECT a.hour_ns, a.node, a.bill_usd, a.transactions_usd, a.untraced_usd, a.idle_usd,
-    NULL, NULL, NULL
-FROM allocated_nodes a
-WHERE a.hour_ns >= %(start)s AND a.hour_ns < %(end)s
-    AND NOT EXISTS (SELECT 1 FROM node_usage u WHERE u.hour_ns = a.hour_ns AND u.node = a.node)
-ORDER BY 1, 2
-"""
-
-# Unpriced spans by (hour, environment, reason), in key order.
-_ADD_UNPRICED_REASONS: Final = """
-INSERT INTO unpriced_reasons (hour, environment, reason, spans)
-SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::bigint[])
-    AS counted (hour, environment, reason, spans)
-ORDER BY hour, environment, reason
-ON CONFLICT (hour, environment, reason) DO UPDATE
-    SET spans = unpriced_reasons.spans + excluded.spans
-"""
-
-# A row whose last trace left is deleted rather than kept with a rounding residue.
-_DELETE_EMPTY_ROLLUP: Final = """
-DELETE FROM domain_hourly USING unnest(%s::timestamptz[], %s::text[], %s::text[])
-    AS emptied (hour, domain, environment)
-WHERE domain_hourly.hour = emptied.hour AND domain_hourly.domain = emptied.domain
-    AND domain_hourly.environment = emptied.environment AND domain_hourly.traces = 0
-"""
-
-# The trace rows first seen in the window; ``keyed_at <= first_seen`` lets the planner
-# skip the partitions of later months.
-_TRANSACTION_TOTALS: Final = """
-SELECT transaction_name, sum(cost_usd), count(*), sum(span_count) FROM traces
-WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
-    AND transaction_name IS NOT NULL
-    AND coalesce(environment, '') <> ALL(%(exclude)s::text[])
-    AND (%(names)s::text[] IS NULL OR transaction_name = ANY(%(names)s::text[]))
-GROUP BY transaction_name
-ORDER BY 2 DESC, 1
-LIMIT %(limit)s
-"""
-
-_DOMAIN_COVERAGE: Final = """
-SELECT domain, sum(span_count), sum(unpriced_count) FROM traces
-WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
-    AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%(exclude)s::text[])
-GROUP BY domain
-"""
-
-_CHARGES_COVERAGE: Final = """
-SELECT domain, sum(spans), sum(unpriced_spans) FROM trace_charges
-WHERE first_seen >= %(start)s AND first_seen < %(end)s AND keyed_at < %(end)s
-    AND environment <> ALL(%(exclude)s::text[])
-GROUP BY domain
-"""
-
-# The cost, and the traces, first seen in [start, end): the edges of domain_spend's
-# window. keyed_at <= first_seen: the partitions after `end` are pruned.
-_TRACES_FIRST_SEEN: Final = """
-SELECT domain, sum(cost_usd), count(*) FROM traces
-WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s
-    AND domain IS NOT NULL AND coalesce(environment, '') <> ALL(%s::text[])
-GROUP BY domain
-"""
-_CHARGES_FIRST_SEEN: Final = """
-SELECT domain, sum(cost_usd), count(*) FROM trace_charges
-WHERE first_seen >= %s AND first_seen < %s AND keyed_at < %s
-    AND environment <> ALL(%s::text[])
-GROUP BY domain
-"""
-
-# With domains.owner, the charges of traces new to the store (see _COPY_TRACES).
-_COPY_CHARGES: Final = """
-COPY trace_charges (
-    trace_id, keyed_at, domain, environment, first_seen, cost_usd, spans, unpriced_spans
-) FROM STDIN (FORMAT BINARY)
-"""
-_COPY_CHARGE_TYPES: Final = [
-    "text", "timestamptz", "text", "text", "timestamptz", "float8", "int8", "int8"
-]  # fmt: skip
-
-# With domains.owner: what each (trace, domain, environment) is charged, in key order.
-# A row holding only the spans just added is new (a row has at least one span): the
-# trace counts once per domain and environment. (xmax = 0, the usual test, is not
-# available on a partitioned table.)
-_ADD_CHARGES: Final = """
-INSERT INTO trace_charges (
-    trace_id, keyed_at, domain, environment, first_seen, cost_usd, spans, unpriced_spans
-)
-SELECT * FROM unnest(
-    string_to_array(%s, ','), %b::timestamptz[], %b::text[], %b::text[], %b::timestamptz[],
-    %b::float8[], %b::bigint[], %b::bigint[]
-) AS charge (
-    trace_id, keyed_at, domain, environment, first_seen, cost_usd, spans, unpriced_spans
-)
-ORDER BY trace_id, domain, environment
-ON CONFLICT (trace_id, keyed_at, domain, environment) DO UPDATE SET
-    cost_usd = trace_charges.cost_usd + excluded.cost_usd,
-    spans = trace_charges.spans + excluded.spans,
-    unpriced_spans = trace_charges.unpriced_spans + excluded.unpriced_spans
-RETURNING trace_id, domain, environment, first_seen, spans
-"""
-
-_UNPRICED_REASONS: Final = """
-SELECT reason, sum(spans) FROM unpriced_reasons
-WHERE hour >= %(start)s AND hour < %(end)s AND environment <> ALL(%(exclude)s::text[])
-GROUP BY reason
-ORDER BY 2 DESC, 1
-"""
-
-_DOMAIN_TOTALS: Final = """
-SELECT domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
-WHERE hour >= %(start)s AND hour < %(until)s AND environment <> ALL(%(exclude)s::text[])
-GROUP BY domain
-ORDER BY 2 DESC, 1
-"""
-
-_HOURLY_TOTALS: Final = """
-SELECT hour, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
-WHERE hour >= %(start)s AND hour < %(until)s AND domain <> %(pending)s
-    AND environment <> ALL(%(exclude)s::text[])
-GROUP BY hour
-ORDER BY hour
-"""
-
-_HOURLY_DOMAIN_TOTALS: Final = """
-SELECT hour, domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly
-WHERE hour >= %(start)s AND hour < %(until)s AND domain <> %(pending)s
-    AND environment <> ALL(%(exclude)s::text[])
-GROUP BY hour, domain
-ORDER BY hour, domain
-"""
 
 
 class PostgresStore:
@@ -541,31 +81,9 @@ class PostgresStore:
         connect_timeout: timedelta = timedelta(seconds=10),
     ) -> None:
         self._config = config if config is not None else TotalsConfig()
-        self._dsn_for_logs = masked_dsn(dsn)
-        self._password = _passwords(dsn)
-        seconds = max(1, round(connect_timeout.total_seconds()))
-        try:
-            conninfo_to_dict(dsn)
-            # Connect once up front: a wrong host or password is reported now, with
-            # libpq's reason, rather than as a pool timeout on the first write.
-            psycopg.connect(dsn, connect_timeout=seconds).close()
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to PostgreSQL totals store {self._dsn_for_logs}:"
-                f" {self._scrub(str(exc))}"
-            ) from None  # the cause's text may quote the DSN, password and all
-        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=max_connections,
-            kwargs={"autocommit": True, "connect_timeout": seconds},
-            configure=_configure,
-            timeout=connect_timeout.total_seconds(),
-            name="spancost-totals",
-            open=True,
-        )
+        self._pool = Pool(dsn, max_connections=max_connections, connect_timeout=connect_timeout)
         self._months: set[datetime] = set()
-        logger.info("PostgreSQL totals store %s", self._dsn_for_logs)
+        logger.info("PostgreSQL totals store %s", self._pool.dsn_for_logs)
 
     def close(self) -> None:
         self._pool.close()
@@ -593,7 +111,7 @@ class PostgresStore:
             )
             return None if row is None else str(row[0])
 
-        return self._transaction("save_setting", save)
+        return self._pool.transaction("save_setting", save)
 
     def setting(self, name: str) -> str | None:
         def read(cursor: Cursor) -> str | None:
@@ -605,60 +123,20 @@ class PostgresStore:
             row = cursor.fetchone()
             return None if row is None else str(row[0])
 
-        return self._transaction("setting", read)
+        return self._pool.transaction("setting", read)
 
     def migrate(self) -> None:
-        def apply(cursor: Cursor) -> None:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            cursor.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)"
-            )
-            applied = {row[0] for row in cursor.execute("SELECT version FROM schema_migrations")}
-            for version, statements in MIGRATIONS:
-                if version in applied:
-                    continue
-                logger.info(
-                    "applying totals schema migration %s to %s", version, self._dsn_for_logs
-                )
-                for statement in statements:
-                    cursor.execute(statement)
-                cursor.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, now())",
-                    (version,),
-                )
-
-        self._transaction("migrate", apply)
+        self._pool.transaction(
+            "migrate", runner.migrate, MIGRATIONS, LEDGER, self._pool.dsn_for_logs
+        )
 
     def ensure_partitions(self, now: datetime, months_ahead: int = 2) -> list[str]:
         """Create the monthly partitions from `now`'s month (UTC) to `months_ahead` after
         it, those missing; return the names created."""
-        months = [_add_months(_month_start(now), offset) for offset in range(months_ahead + 1)]
-
-        def create(cursor: Cursor) -> list[str]:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-            created: list[str] = []
-            for table in PARTITIONED_TABLES:
-                for month in months:
-                    name = _partition_name(table, month)
-                    cursor.execute("SELECT to_regclass(%s)", (name,))
-                    if _one(cursor)[0] is not None:
-                        continue
-                    cursor.execute(
-                        sql.SQL(
-                            "CREATE TABLE {partition} PARTITION OF {table}"
-                            " FOR VALUES FROM ({start}) TO ({end})"
-                        ).format(
-                            partition=sql.Identifier(name),
-                            table=sql.Identifier(table),
-                            start=sql.Literal(month),
-                            end=sql.Literal(_add_months(month, 1)),
-                        )
-                    )
-                    created.append(name)
-            return created
-
-        created = self._transaction("ensure_partitions", create)
+        months = [add_months(month_start(now), offset) for offset in range(months_ahead + 1)]
+        created = self._pool.transaction(
+            "ensure_partitions", partitions.create_missing, PARTITIONED_TABLES, months
+        )
         self._months.update(months)
         if created:
             logger.info("created totals partitions %s", ", ".join(created))
@@ -671,47 +149,10 @@ class PostgresStore:
         Keep more than ``max_clock_skew`` (plus the longest trace): a span of a dropped
         trace arriving later would start the trace afresh.
         """
-        boundary = _month_start(cutoff)
-
-        def drop(cursor: Cursor) -> list[str]:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-            dropped: list[str] = []
-            for table in PARTITIONED_TABLES:
-                cursor.execute(
-                    "SELECT child.relname FROM pg_inherits"
-                    " JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
-                    " WHERE pg_inherits.inhparent = %s::regclass ORDER BY 1",
-                    (table,),
-                )
-                for (name,) in cursor.fetchall():
-                    month = _partition_month(table, name)
-                    if month is None:
-                        logger.warning("leaving partition %s alone: not named by spancost", name)
-                        continue
-                    if month >= boundary:
-                        continue
-                    cursor.execute(
-                        sql.SQL("ALTER TABLE {table} DETACH PARTITION {partition}").format(
-                            table=sql.Identifier(table), partition=sql.Identifier(name)
-                        )
-                    )
-                    cursor.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-                    dropped.append(name)
-            # One row per trace, not per span, and the (few) quarantined spans: the only
-            # rows retention deletes.
-            cursor.execute("DELETE FROM trace_keys WHERE keyed_at < %s", (boundary,))
-            cursor.execute("DELETE FROM quarantined_spans WHERE keyed_at < %s", (boundary,))
-            # The allocation's usage of those months (what repricing would need); what
-            # was allocated stays, like the hourly rollup.
-            hour_ns = ns_from_utc(boundary)
-            for table in _ALLOCATION_USAGE_TABLES:
-                cursor.execute(
-                    sql.SQL("DELETE FROM {} WHERE hour_ns < %s").format(sql.Identifier(table)),
-                    (hour_ns,),
-                )
-            return dropped
-
-        dropped = self._transaction("drop_partitions_before", drop)
+        boundary = month_start(cutoff)
+        dropped = self._pool.transaction(
+            "drop_partitions_before", partitions.drop_before, PARTITIONED_TABLES, boundary
+        )
         self._months = {month for month in self._months if month >= boundary}
         if dropped:
             logger.info("dropped totals partitions %s", ", ".join(dropped))
@@ -725,79 +166,52 @@ class PostgresStore:
     ) -> WriteResult:
         if not contributions and not quarantined:
             return WriteResult()
-        if _month_start(now) not in self._months:
+        if month_start(now) not in self._months:
             self.ensure_partitions(now)
-        return self._transaction(
-            "write", lambda cursor: self._write(cursor, contributions, quarantined, now)
+        return self._pool.transaction(
+            "write", postgres_write.write, self._config, contributions, quarantined, now
         )
 
     def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
-        return self._transaction(
+        return self._pool.transaction(
             "attribute_orphans",
-            lambda cursor: self._attribute_orphans(cursor, now, grace, unattributed_name),
+            postgres_write.attribute_orphans,
+            self._config,
+            now,
+            grace,
+            unattributed_name,
         )
 
     def domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float]:
-        window = spend_window(since, until)
-        excluded = sorted(exclude_environments)
-
-        edge = (
-            _CHARGES_FIRST_SEEN if self._config.owner_attribute is not None else _TRACES_FIRST_SEEN
+        return self._pool.transaction(
+            "domain_spend",
+            postgres_reads.domain_spend,
+            self._config,
+            since,
+            until,
+            exclude_environments,
         )
-
-        def read(cursor: Cursor) -> dict[str, float]:
-            cursor.execute(
-                "SELECT domain, sum(cost_usd), sum(traces) FROM domain_hourly"
-                " WHERE hour >= %s AND hour < %s AND domain <> %s"
-                " AND environment <> ALL(%s::text[]) GROUP BY domain",
-                (
-                    utc_from_ns(window.hours_start),
-                    utc_from_ns(window.hours_end),
-                    PENDING_DOMAIN,
-                    excluded,
-                ),
-            )
-            rows = [(domain, float(cost), int(traces)) for domain, cost, traces in cursor]
-            for start_ns, end_ns, sign in window.edges:
-                # timestamptz holds microseconds: both bounds rounded up to one select
-                # exactly the stored times in [start_ns, end_ns).
-                start, end = utc_from_ns(start_ns + 999), utc_from_ns(end_ns + 999)
-                # keyed_at <= first_seen: the partitions after `end` are pruned.
-                cursor.execute(edge, (start, end, end, excluded))
-                rows += [
-                    (domain, sign * float(cost), sign * int(traces))
-                    for domain, cost, traces in cursor
-                ]
-            return net_spend(rows)
-
-        return self._transaction("domain_spend", read)
 
     def domain_coverage(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, tuple[int, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        parameters = {
-            "start": utc_from_ns(start_ns),
-            "end": utc_from_ns(end_ns),
-            "exclude": sorted(exclude_environments),
-        }
-        query = _CHARGES_COVERAGE if self._config.owner_attribute is not None else _DOMAIN_COVERAGE
-        rows = self._read("domain_coverage", query, parameters)
-        return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
+        return self._pool.transaction(
+            "domain_coverage",
+            postgres_reads.domain_coverage,
+            self._config,
+            since,
+            until,
+            exclude_environments,
+        )
 
     def unpriced_reasons(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[tuple[str, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        parameters = {
-            "start": utc_from_ns(start_ns),
-            "end": utc_from_ns(end_ns),
-            "exclude": sorted(exclude_environments),
-        }
-        rows = self._read("unpriced_reasons", _UNPRICED_REASONS, parameters)
-        return [(reason, int(spans)) for reason, spans in rows]
+        return self._pool.transaction(
+            "unpriced_reasons", postgres_reads.unpriced_reasons, since, until, exclude_environments
+        )
 
     def transaction_totals(
         self,
@@ -808,27 +222,22 @@ class PostgresStore:
         limit: int | None = None,
         names: Collection[str] | None = None,
     ) -> list[SpendRow]:
-        start_ns, end_ns = hour_window(since, until)
-        parameters = {
-            "start": utc_from_ns(start_ns),
-            "end": utc_from_ns(end_ns),
-            "exclude": sorted(exclude_environments),
-            "names": None if names is None else sorted(names),
-            "limit": limit,
-        }
-        rows = self._read("transaction_totals", _TRANSACTION_TOTALS, parameters)
-        return [_spend_row(*row) for row in rows]
+        return self._pool.transaction(
+            "transaction_totals",
+            postgres_reads.transaction_totals,
+            since,
+            until,
+            exclude_environments,
+            limit=limit,
+            names=names,
+        )
 
     def domain_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[SpendRow]:
-        parameters = {
-            "start": _hour(since),
-            "until": until,
-            "exclude": sorted(exclude_environments),
-        }
-        rows = self._read("domain_totals", _DOMAIN_TOTALS, parameters)
-        return [_spend_row(*row) for row in rows]
+        return self._pool.transaction(
+            "domain_totals", postgres_reads.domain_totals, since, until, exclude_environments
+        )
 
     def hourly_totals(
         self,
@@ -838,23 +247,14 @@ class PostgresStore:
         *,
         by_domain: bool = False,
     ) -> list[HourRow]:
-        parameters = {
-            "start": _hour(since),
-            "until": until,
-            "pending": PENDING_DOMAIN,
-            "exclude": sorted(exclude_environments),
-        }
-        if by_domain:
-            rows = self._read("hourly_totals", _HOURLY_DOMAIN_TOTALS, parameters)
-            return [
-                HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans), domain)
-                for hour, domain, cost, traces, spans in rows
-            ]
-        rows = self._read("hourly_totals", _HOURLY_TOTALS, parameters)
-        return [
-            HourRow(hour.astimezone(UTC), float(cost), int(traces), int(spans))
-            for hour, cost, traces, spans in rows
-        ]
+        return self._pool.transaction(
+            "hourly_totals",
+            postgres_reads.hourly_totals,
+            since,
+            until,
+            exclude_environments,
+            by_domain=by_domain,
+        )
 
     # -- the allocation (issue 12) ------------------------------------------------------
 
@@ -864,20 +264,7 @@ class PostgresStore:
         pods: Sequence[PodUsage],
         now: datetime,
     ) -> None:
-        now_ns = ns_from_utc(now)
-        hours = sorted({node.hour_ns for node, _ in nodes} | {pod.hour_ns for pod in pods})
-
-        def write(cursor: Cursor) -> None:
-            # A statement a row, in key order, as SQLite applies them (a report that
-            # names a row twice keeps the longer time and the later facts); a node's
-            # report is small.
-            cursor.executemany(
-                _ADD_NODE_USAGE, [(*node, *price, now_ns) for node, price in sorted(nodes)]
-            )
-            cursor.executemany(_ADD_POD_USAGE, sorted(pods))
-            _mark_dirty(cursor, hours)
-
-        self._transaction("write_usage", write)
+        self._pool.transaction("write_usage", postgres_allocation.write_usage, nodes, pods, now)
 
     def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
         """Allocate every hour marked since it was last allocated, each in a transaction of
@@ -892,122 +279,46 @@ class PostgresStore:
         A second allocator waits on the same row and then finds it gone: it skips the
         hour (or finds it marked again, and allocates it again).
         """
-        hours = [
-            hour_ns
-            for (hour_ns,) in self._read(
-                "allocate", "SELECT hour_ns FROM allocation_dirty ORDER BY hour_ns", {}
-            )
-        ]
+        hours = self._pool.transaction("allocate", postgres_allocation.dirty_hours)
         allocated = 0
         for hour_ns in hours:
-
-            def work(cursor: Cursor, hour: int = hour_ns) -> bool:
-                return self._allocate_hour(cursor, hour, weights)
-
-            if self._transaction("allocate", work):
+            if self._pool.transaction(
+                "allocate", postgres_allocation.allocate_hour, hour_ns, weights, self._config
+            ):
                 allocated += 1
         return allocated
-
-    def _allocate_hour(self, cursor: Cursor, hour_ns: int, weights: Weights) -> bool:
-        """Allocate one hour from its usage, replacing what was there (one transaction);
-        False when another allocator did it meanwhile."""
-        cursor.execute(
-            "SELECT hour_ns FROM allocation_dirty WHERE hour_ns = %s FOR UPDATE", (hour_ns,)
-        )
-        if cursor.fetchone() is None:
-            return False
-        cursor.execute(
-            "SELECT node, seconds, hourly_usd, vcpu, memory_gib FROM node_usage"
-            " WHERE hour_ns = %s AND hourly_usd IS NOT NULL ORDER BY node",
-            (hour_ns,),
-        )
-        nodes = [
-            NodeHour(node, hour_ns, seconds, hourly, vcpu, memory)
-            for node, seconds, hourly, vcpu, memory in cursor.fetchall()
-        ]
-        cursor.execute(
-            "SELECT pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
-            " WHERE hour_ns = %s ORDER BY pod",
-            (hour_ns,),
-        )
-        pods = [PodHour(pod, node, hour_ns, *rest) for pod, node, *rest in cursor.fetchall()]
-        cursor.execute(
-            "SELECT pod, domain, transaction_name, environment, seconds, segments, request_usd"
-            " FROM pod_busy WHERE hour_ns = %s"
-            " ORDER BY pod, domain, transaction_name, environment",
-            (hour_ns,),
-        )
-        busy_rows = cursor.fetchall()
-        busy = [
-            Busy(pod, hour_ns, transaction, domain, seconds, environment)
-            for pod, domain, transaction, environment, seconds, _, _ in busy_rows
-        ]
-        result = allocated_hour(
-            hour_ns,
-            nodes=nodes,
-            pods=pods,
-            busy=busy,
-            busy_counts=[row[1:] for row in busy_rows],
-            weights=weights,
-            config=self._config,
-        )
-        cursor.execute("DELETE FROM allocated_hourly WHERE hour_ns = %s", (hour_ns,))
-        cursor.executemany(_INSERT_ALLOCATED, result.lines)
-        cursor.execute("DELETE FROM allocated_nodes WHERE hour_ns = %s", (hour_ns,))
-        cursor.executemany(_INSERT_ALLOCATED_NODE, result.nodes)
-        cursor.execute("DELETE FROM allocation_dirty WHERE hour_ns = %s", (hour_ns,))
-        return True
 
     def allocated_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[AllocatedRow]:
-        start_ns, end_ns = hour_window(since, until)
-        parameters = {"start": start_ns, "end": end_ns, "exclude": sorted(exclude_environments)}
-        rows = self._read("allocated_totals", _ALLOCATED_TOTALS, parameters)
-        return [
-            AllocatedRow(
-                kind, domain, transaction, environment, namespace, workload,
-                float(usd), float(busy_seconds), float(segments), float(request_usd),
-            )
-            for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
-            segments, request_usd in rows
-        ]  # fmt: skip
+        return self._pool.transaction(
+            "allocated_totals",
+            postgres_allocation.allocated_totals,
+            since,
+            until,
+            exclude_environments,
+        )
 
     def allocated_domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float] | None:
-        since_ns, until_ns = ns_from_utc(since), ns_from_utc(until)
-        start_ns, end_ns = hour_window(since, until)
-
-        def read(cursor: Cursor) -> dict[str, float] | None:
-            cursor.execute(_ANY_USAGE, (start_ns, end_ns))
-            if cursor.fetchone() is None:
-                return None
-            cursor.execute(_ALLOCATED_SPEND, (start_ns, end_ns, sorted(exclude_environments)))
-            return window_spend(cursor.fetchall(), since_ns, until_ns)
-
-        return self._transaction("allocated_domain_spend", read)
+        return self._pool.transaction(
+            "allocated_domain_spend",
+            postgres_allocation.allocated_domain_spend,
+            since,
+            until,
+            exclude_environments,
+        )
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
-        start_ns, end_ns = hour_window(since, until)
-        rows = self._read("reconcile", _RECONCILE, {"start": start_ns, "end": end_ns})
-        return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
+        return self._pool.transaction("reconcile", postgres_allocation.reconcile, since, until)
 
     def allocation_by_node(
         self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
     ) -> NodeAllocation:
-        start_ns, end_ns = hour_window(since, until)
-
-        def read(cursor: Cursor) -> list[list[Any]]:
-            # One snapshot for the four reads, so nodes, pods and busy time agree.
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            found: list[list[Any]] = []
-            for query in _BY_NODE:
-                cursor.execute(query, {"start": start_ns, "end": end_ns})
-                found.append(cursor.fetchall())
-            return found
-
-        nodes, pods, busy, per_request = self._transaction("allocation_by_node", read)
+        nodes, pods, busy, per_request = self._pool.transaction(
+            "allocation_by_node", postgres_allocation.by_node_rows, since, until
+        )
         return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
     def reprice(
@@ -1017,629 +328,6 @@ class PostgresStore:
         price: Callable[[NodeUsage], NodePrice | None],
         now: datetime,
     ) -> list[RepricedRow]:
-        start_ns, end_ns = hour_window(since, until)
-        now_ns = ns_from_utc(now)
-
-        def apply(cursor: Cursor) -> list[RepricedRow]:
-            # Locked, so that a report of the same node-hour waits rather than has its
-            # facts priced by the facts read here.
-            cursor.execute(_NODE_USAGE_FOR_REPRICE, (start_ns, end_ns))
-            changes = repricings(cursor.fetchall(), price)
-            cursor.executemany(_REPRICE_NODE, [change.update() for change in changes])
-            cursor.executemany(_RECORD_REPRICING, [change.record(now_ns) for change in changes])
-            _mark_dirty(cursor, sorted({change.usage.hour_ns for change in changes}))
-            return [change.reported() for change in changes]
-
-        return self._transaction("reprice", apply)
-
-    def _read(
-        self, operation: str, query: str, parameters: dict[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        def run(cursor: Cursor) -> list[tuple[Any, ...]]:
-            cursor.execute(query, parameters)
-            return cursor.fetchall()
-
-        return self._transaction(operation, run)
-
-    def _transaction(self, operation: str, work: Callable[[Cursor], _T]) -> _T:
-        """Run `work` in one transaction: all of it commits, or none and it raises."""
-        try:
-            with (
-                self._pool.connection() as connection,
-                connection.transaction(),
-                connection.cursor() as cursor,
-            ):
-                return work(cursor)
-        except psycopg.DataError as exc:
-            # SQLSTATE class 22 (a value out of range, a text PostgreSQL cannot hold):
-            # the same write fails again.
-            raise StoreDataError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"totals store {operation}: {self._scrub(str(exc))}") from exc
-
-    def _scrub(self, message: str) -> str:
-        for password in self._password:
-            message = message.replace(password, _MASK)
-        return message
-
-    def _write(
-        self,
-        cursor: Cursor,
-        contributions: Sequence[SpanContribution],
-        quarantined: Sequence[Quarantined],
-        now: datetime,
-    ) -> WriteResult:
-        by_trace, unkeyable = _distinct(contributions, quarantined)
-        trace_ids = sorted(by_trace)
-        new_keys = _lock_traces(cursor, trace_ids, now)
-        keyed_at = dict.fromkeys(new_keys, now)
-        stored = _read_stored(cursor, [t for t in trace_ids if t not in keyed_at], keyed_at)
-        # What is not stored yet: the accepted spans by trace, the quarantined ones.
-        deltas: list[TraceDelta] = []
-        span_ids: dict[str, str] = {}
-        stored_now: dict[str, list[SpanContribution]] = {}
-        quarantine: list[tuple[SpanContribution, str, datetime]] = []
-        for trace_id in trace_ids:
-            held = stored.get(trace_id)
-            accepted: list[SpanContribution] = []
-            for span_id, (span, reason) in by_trace[trace_id].items():
-                if held is not None and held.holds(span_id):
-                    continue
-                if reason is None:
-                    accepted.append(span)
-                else:
-                    quarantine.append((span, reason, keyed_at[trace_id]))
-            if accepted:
-                deltas.append(trace_delta(trace_id, accepted))
-                span_ids[trace_id] = "".join([span.span_id for span in accepted])
-                stored_now[trace_id] = accepted
-        quarantine += [(span, _UNKEYABLE, now) for span in unkeyable]
-        unpriced = unpriced_counts(
-            (span for accepted_spans in stored_now.values() for span in accepted_spans),
-            ns_from_utc(now),
+        return self._pool.transaction(
+            "reprice", postgres_allocation.reprice, since, until, price, now
         )
-        reasons = _insert_quarantined(cursor, quarantine, now)
-        rollup = RollupChanges()
-        busy = BusyChanges()
-        if deltas:
-            self._add(
-                cursor,
-                deltas,
-                span_ids=span_ids,
-                keyed_at=keyed_at,
-                stored=stored,
-                now=now,
-                rollup=rollup,
-                busy=busy,
-                added_busy=stored_busy(
-                    (span for accepted_spans in stored_now.values() for span in accepted_spans),
-                    self._config,
-                ),
-            )
-            if self._config.owner_attribute is not None:
-                _charge(cursor, self._config, stored_now, keyed_at, stored, now, rollup)
-        for quarantine_reason in sorted(reasons):
-            cursor.execute(
-                "INSERT INTO quarantine_counts (reason, spans) VALUES (%s, %s)"
-                " ON CONFLICT (reason) DO UPDATE"
-                " SET spans = quarantine_counts.spans + excluded.spans",
-                (quarantine_reason, reasons[quarantine_reason]),
-            )
-        _apply_rollup(cursor, rollup)
-        if unpriced:
-            cursor.execute(_ADD_UNPRICED_REASONS, _unpriced_columns(unpriced))
-        _apply_busy(cursor, busy)
-        accepted_count = sum(delta.span_count for delta in deltas)
-        return WriteResult(
-            accepted=accepted_count,
-            duplicates=len(contributions) + len(quarantined) - accepted_count - reasons.total(),
-            quarantined=dict(reasons),
-            traces=len(deltas),
-            cost_usd=sum(delta.cost_usd for delta in deltas),
-        )
-
-    def _add(
-        self,
-        cursor: Cursor,
-        deltas: Sequence[TraceDelta],
-        *,
-        span_ids: dict[str, str],
-        keyed_at: dict[str, datetime],
-        stored: dict[str, _Stored],
-        now: datetime,
-        rollup: RollupChanges,
-        busy: BusyChanges,
-        added_busy: dict[str, list[StoredBusy]],
-    ) -> None:
-        """Insert the new traces' rows and add each other delta to its (locked) row as
-        `merge` does, set the labels that changed, and record the rollup changes: a
-        delta, or a trace's whole move when its domain or environment changed. Likewise
-        the busy time `added_busy` (by trace): filed under the trace's labels, or all of
-        the trace's moved when they changed. A handful of statements for the whole batch."""
-        new: list[TraceDelta] = []
-        existing: list[TraceDelta] = []
-        for delta in deltas:
-            held = stored.get(delta.trace_id)
-            (existing if held is not None and held.row is not None else new).append(delta)
-        if new:
-            self._insert(
-                cursor,
-                new,
-                span_ids=span_ids,
-                keyed_at=keyed_at,
-                now=now,
-                rollup=rollup,
-                busy=busy,
-                added_busy=added_busy,
-            )
-        if not existing:
-            return
-        owner_mode = self._config.owner_attribute is not None
-        columns: list[Any] = [
-            ",".join([delta.trace_id for delta in existing]),
-            ",".join([span_ids[delta.trace_id] for delta in existing]),
-        ]
-        rows = []
-        for delta in existing:
-            sums, spans = trace_facts(delta, self._config)
-            added = added_busy.get(delta.trace_id)
-            rows.append(
-                (
-                    keyed_at[delta.trace_id],
-                    *sums,
-                    *spans,
-                    *self._new_labels(spans),
-                    encode(added) if added else None,
-                )
-            )
-        columns += map(list, zip(*rows, strict=True))
-        cursor.execute(_ADD_TO_TRACES, (now, *columns))
-        relabel: list[list[Any]] = [[] for _ in range(5)]
-        moved: dict[str, tuple[Labels, Labels]] = {}
-        deltas_by_trace = {delta.trace_id: delta for delta in existing}
-        for (
-            trace_id,
-            cost,
-            count,
-            first_seen,
-            earliest_service,
-            earliest_environment,
-            root_span_id,
-            root_transaction,
-            root_service,
-            root_environment,
-            current,
-            current_domain,
-            current_environment,
-            root_owner,
-            contested,
-        ) in cursor.fetchall():
-            transaction, domain, environment = labels(
-                self._config,
-                root_span_id=root_span_id,
-                root_transaction=root_transaction,
-                root_service=root_service,
-                root_environment=root_environment,
-                earliest_service=earliest_service,
-                earliest_environment=earliest_environment,
-                current_transaction=current,
-                root_owner=root_owner,
-                contested=contested,
-            )
-            before_labels = Labels(current, current_domain, current_environment)
-            after_labels = Labels(transaction, domain, environment)
-            if after_labels != before_labels:
-                for column, value in zip(
-                    relabel,
-                    (trace_id, keyed_at[trace_id], transaction, domain, environment),
-                    strict=True,
-                ):
-                    column.append(value)
-                moved[trace_id] = (before_labels, after_labels)
-            elif trace_id in added_busy:
-                busy.record(before_labels, after_labels, [], added_busy[trace_id])
-            before = stored[trace_id].row
-            if before is None:  # only rows read under the lock are updated
-                raise StoreError(f"totals store: trace {trace_id} was updated but not read")
-            if not owner_mode:
-                after = _placement(first_seen, domain, environment, cost, count)
-                delta = deltas_by_trace[trace_id]
-                rollup.record(_placement(*before), after, delta.cost_usd, delta.span_count)
-        if relabel[0]:
-            cursor.execute(_RELABEL_TRACES, relabel)
-            for trace_id, text in cursor.fetchall():
-                added = added_busy.get(trace_id, [])
-                before_labels, after_labels = moved[trace_id]
-                busy.record(before_labels, after_labels, _stored_before(text, added), added)
-
-    def _insert(
-        self,
-        cursor: Cursor,
-        new: Sequence[TraceDelta],
-        *,
-        span_ids: dict[str, str],
-        keyed_at: dict[str, datetime],
-        now: datetime,
-        rollup: RollupChanges,
-        busy: BusyChanges,
-        added_busy: dict[str, list[StoredBusy]],
-    ) -> None:
-        """The rows of traces nothing was stored of, by binary COPY (see `_COPY_TRACES`),
-        and their rollup and busy time."""
-        now_ns = ns_from_utc(now)
-        owner_mode = self._config.owner_attribute is not None
-        with cursor.copy(_COPY_TRACES) as copy:
-            copy.set_types(_COPY_TYPES)
-            for delta in new:
-                sums, spans = trace_facts(delta, self._config)
-                transaction, domain, environment = self._new_labels(spans)
-                added = added_busy.get(delta.trace_id)
-                copy.write_row(
-                    (
-                        delta.trace_id,
-                        bytes.fromhex(span_ids[delta.trace_id]),
-                        keyed_at[delta.trace_id],
-                        *sums,
-                        now,
-                        now,
-                        *spans,
-                        transaction,
-                        domain,
-                        environment,
-                        encode(added) if added else None,
-                    )
-                )
-                if added:
-                    busy.record(None, Labels(transaction, domain, environment), [], added)
-                if not owner_mode:  # with domains.owner, spans are charged (_charge)
-                    after = placement(now_ns, domain, environment, delta.cost_usd, delta.span_count)
-                    rollup.record(None, after, delta.cost_usd, delta.span_count)
-
-    def _new_labels(self, spans: TraceSpans) -> tuple[str | None, str | None, str | None]:
-        """The (transaction, domain, environment) of a row that is this delta alone: a new
-        row's labels (an existing row's are set after its update, where they changed)."""
-        return labels(
-            self._config,
-            root_span_id=spans.root_span_id,
-            root_transaction=spans.root_transaction,
-            root_service=spans.root_service,
-            root_environment=spans.root_environment,
-            earliest_service=spans.earliest_service,
-            earliest_environment=spans.earliest_environment,
-            current_transaction=None,
-            root_owner=spans.root_owner,
-            contested=spans.contested,
-        )
-
-    def _attribute_orphans(
-        self, cursor: Cursor, now: datetime, grace: timedelta, unattributed_name: str
-    ) -> int:
-        cursor.execute(
-            "SELECT DISTINCT trace_id FROM traces"
-            " WHERE transaction_name IS NULL AND first_seen <= %s ORDER BY trace_id",
-            (now - grace,),
-        )
-        candidates = [trace_id for (trace_id,) in cursor.fetchall()]
-        if not candidates:
-            return 0
-        # Lock as writers do (sorted), then read again: a root may have arrived meanwhile.
-        cursor.execute(
-            "SELECT trace_id FROM trace_keys WHERE trace_id = ANY(%s) ORDER BY trace_id FOR UPDATE",
-            (candidates,),
-        )
-        cursor.execute(
-            "SELECT trace_id, keyed_at, first_seen, earliest_service, environment, cost_usd,"
-            " span_count, busy FROM traces"
-            " WHERE trace_id = ANY(%s) AND transaction_name IS NULL ORDER BY trace_id",
-            (candidates,),
-        )
-        rollup = RollupChanges()
-        busy = BusyChanges()
-        named = 0
-        for (
-            trace_id,
-            keyed_at,
-            first_seen,
-            service,
-            environment,
-            cost,
-            spans,
-            stored_text,
-        ) in cursor.fetchall():
-            transaction = resolve_transaction(
-                TraceState(first_seen=first_seen), now, grace, unattributed_name
-            )
-            if transaction is None:
-                continue
-            domain = trace_domain(
-                self._config,
-                transaction=transaction,
-                service=service,
-                has_root=False,
-                owner=None,
-                contested=False,
-            )
-            cursor.execute(
-                "UPDATE traces SET transaction_name = %s, domain = %s"
-                " WHERE trace_id = %s AND keyed_at = %s",
-                (transaction, domain, trace_id, keyed_at),
-            )
-            if self._config.owner_attribute is None:  # else charges, which never move
-                before = _placement(first_seen, None, environment, cost, spans)
-                after = _placement(first_seen, domain, environment, cost, spans)
-                rollup.record(before, after, 0.0, 0)
-            if stored_text:
-                busy.record(
-                    Labels(None, None, environment),
-                    Labels(transaction, domain, environment),
-                    decode(stored_text),
-                    [],
-                )
-            named += 1
-        _apply_rollup(cursor, rollup)
-        _apply_busy(cursor, busy)
-        if named:
-            logger.info("named %s traces without root %r", named, unattributed_name)
-        return named
-
-
-def masked_dsn(dsn: str) -> str:
-    """`dsn` as it may be logged: the password replaced by ``***``."""
-    try:
-        parameters = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "<unparsable DSN>"
-    if "password" in parameters:
-        parameters["password"] = _MASK
-    return make_conninfo("", **parameters)
-
-
-def _passwords(dsn: str) -> list[str]:
-    """Every string in `dsn` that may be a password, to scrub from error messages
-    (libpq quotes pieces of a DSN it cannot parse)."""
-    found = re.findall(r"password\s*=\s*'?([^'\s]+)", dsn)
-    found += re.findall(r"://[^:/@]*:([^@]+)@", dsn)
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        password = None
-    if password:
-        found.append(str(password))
-    return sorted({piece for piece in found if piece}, key=len, reverse=True)
-
-
-def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
-    # Month and hour boundaries are UTC whatever the server's or role's time zone.
-    connection.execute("SET TIME ZONE 'UTC'")
-
-
-def _lock_traces(cursor: Cursor, trace_ids: list[str], now: datetime) -> list[str]:
-    """Lock each trace's key row, in trace id order, creating those missing (keyed
-    `now`); the trace ids whose keys were created."""
-    if not trace_ids:
-        return []
-    cursor.execute(_LOCK_TRACES, (now, ",".join(trace_ids)))
-    return [trace_id for (trace_id,) in cursor.fetchall()]
-
-
-def _distinct(
-    contributions: Sequence[SpanContribution], quarantined: Sequence[Quarantined]
-) -> tuple[dict[str, dict[str, tuple[SpanContribution, str | None]]], list[SpanContribution]]:
-    """The first span of each (trace id, span id), accepted ones first, by trace id and
-    span id, each with its quarantine reason (None: accepted); and apart, the spans whose
-    ids cannot be keyed (deduplicated in quarantined_spans only)."""
-    by_trace: dict[str, dict[str, tuple[SpanContribution, str | None]]] = {}
-    for span in contributions:
-        members = by_trace.get(span.trace_id)
-        if members is None:
-            by_trace[span.trace_id] = {span.span_id: (span, None)}
-        elif span.span_id not in members:
-            members[span.span_id] = (span, None)
-    unkeyable: dict[tuple[str, str], SpanContribution] = {}
-    for entry in quarantined:
-        span = entry.contribution
-        if entry.reason == _UNKEYABLE:
-            unkeyable.setdefault(span.key, span)
-        else:
-            by_trace.setdefault(span.trace_id, {}).setdefault(span.span_id, (span, entry.reason))
-    return by_trace, list(unkeyable.values())
-
-
-class _Stored:
-    """What the store holds of one trace: its row (the values its rollup row was
-    computed from), its span ids, its quarantined span ids."""
-
-    __slots__ = ("quarantined", "row", "span_ids")
-
-    def __init__(self) -> None:
-        self.row: tuple[datetime, str | None, str | None, float, int] | None = None
-        self.span_ids: frozenset[bytes] = frozenset()
-        self.quarantined: set[str] = set()
-
-    def holds(self, span_id: str) -> bool:
-        return span_id in self.quarantined or bytes.fromhex(span_id) in self.span_ids
-
-
-def _read_stored(
-    cursor: Cursor, trace_ids: list[str], keyed_at: dict[str, datetime]
-) -> dict[str, _Stored]:
-    """What the store holds of each trace whose (locked) key existed before; the key's
-    month goes into `keyed_at`."""
-    if not trace_ids:
-        return {}
-    cursor.execute(_STORED, {"ids": ",".join(trace_ids)})
-    stored: dict[str, _Stored] = {}
-    rows = cursor.fetchall()
-    for trace_id, month, ids, first_seen, domain, environment, cost, count, quarantined in rows:
-        held = stored.get(trace_id)
-        if held is None:
-            held = stored[trace_id] = _Stored()
-        if quarantined is not None:
-            held.quarantined.add(quarantined)
-            continue
-        keyed_at[trace_id] = month
-        if ids is not None:
-            held.row = (first_seen, domain, environment, cost, count)
-            held.span_ids = frozenset(ids[i : i + 8] for i in range(0, len(ids), 8))
-    missing = [trace_id for trace_id in trace_ids if trace_id not in keyed_at]
-    if missing:
-        raise StoreError(f"totals store: trace keys locked but not found: {missing[:3]}")
-    return stored
-
-
-def _insert_quarantined(
-    cursor: Cursor, spans: Sequence[tuple[SpanContribution, str, datetime]], now: datetime
-) -> Counter[str]:
-    """Insert each (span, reason, keyed_at) unless stored; the spans inserted, by reason."""
-    if not spans:
-        return Counter()
-    columns: list[list[Any]] = [[] for _ in range(14)]
-    for span, reason, span_keyed_at in spans:
-        row = (span.trace_id, span.span_id, span_keyed_at, reason, *span_facts(span))
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    cursor.execute(_INSERT_QUARANTINED, (now, *columns))
-    return Counter(reason for (reason,) in cursor.fetchall())
-
-
-def _one(cursor: Cursor) -> tuple[Any, ...]:
-    """The one row a statement returns."""
-    row = cursor.fetchone()
-    if row is None:
-        raise StoreError("totals store: a statement that returns a row returned none")
-    return row
-
-
-def _placement(
-    first_seen: datetime, domain: str | None, environment: str | None, cost: float, spans: int
-) -> Placement:
-    return placement(ns_from_utc(first_seen), domain, environment, cost, spans)
-
-
-def _charge(  # noqa: PLR0917 - the write's state, passed down as _add gets it
-    cursor: Cursor,
-    config: TotalsConfig,
-    spans_by_trace: dict[str, list[SpanContribution]],
-    keyed_at: dict[str, datetime],
-    stored: dict[str, _Stored],
-    now: datetime,
-    rollup: RollupChanges,
-) -> None:
-    """With ``domains.owner``: charge each trace's new spans to their owners' domains
-    (`charges`), and add them to the rollup; a charge never moves. A trace without a row
-    before this write has no charges yet: its rows go in by binary COPY, as new traces
-    do; the others add to theirs (one statement)."""
-    fresh: list[tuple[str, datetime, str, str, datetime, float, int, int]] = []
-    known: list[tuple[str, datetime, str, str, datetime, float, int, int]] = []
-    added: dict[tuple[str, str, str], Charge] = {}
-    by_trace = charges((span for spans in spans_by_trace.values() for span in spans), config)
-    for trace_id, trace_charges in by_trace.items():
-        held = stored.get(trace_id)
-        existing = held is not None and held.row is not None
-        first_seen = held.row[0] if held is not None and held.row is not None else now
-        for charge in trace_charges:
-            added[(trace_id, charge.domain, charge.environment)] = charge
-            (known if existing else fresh).append(
-                (trace_id, keyed_at[trace_id], charge.domain, charge.environment, first_seen,
-                 charge.cost_usd, charge.spans, charge.unpriced_spans)
-            )  # fmt: skip
-    if fresh:
-        with cursor.copy(_COPY_CHARGES) as copy:
-            copy.set_types(_COPY_CHARGE_TYPES)
-            for row in fresh:
-                copy.write_row(row)
-        for _, _, domain, environment, first_seen, cost, spans, _ in fresh:
-            key = placement(ns_from_utc(first_seen), domain, environment, 0.0, 0)
-            rollup.add(key, cost, 1, spans)
-    if not known:
-        return
-    columns: list[Any] = [list(column) for column in zip(*known, strict=True)]
-    columns[0] = ",".join(columns[0])  # hex ids: split by the server (see _STORED)
-    cursor.execute(_ADD_CHARGES, columns)
-    for trace_id, domain, environment, first_seen, spans in cursor.fetchall():
-        charge = added[(trace_id, domain, environment)]
-        key = placement(ns_from_utc(first_seen), domain, environment, 0.0, 0)
-        rollup.add(key, charge.cost_usd, 1 if spans == charge.spans else 0, charge.spans)
-
-
-def _unpriced_columns(counts: list[tuple[tuple[int, str, str], int]]) -> list[list[Any]]:
-    """`unpriced_counts` as the columns `_ADD_UNPRICED_REASONS` takes."""
-    return [
-        [utc_from_ns(hour_ns) for (hour_ns, _, _), _ in counts],
-        [environment for (_, environment, _), _ in counts],
-        [reason for (_, _, reason), _ in counts],
-        [spans for _, spans in counts],
-    ]
-
-
-def _apply_rollup(cursor: Cursor, rollup: RollupChanges) -> None:
-    changes: list[list[Any]] = [[] for _ in range(6)]
-    emptied: list[list[Any]] = [[] for _ in range(3)]
-    for (hour_ns, domain, environment), cost, traces, spans in rollup:
-        key = (utc_from_ns(hour_ns), domain, environment)
-        for column, value in zip(changes, (*key, cost, traces, spans), strict=True):
-            column.append(value)
-        if traces < 0:  # the row may have lost its last trace
-            for column, value in zip(emptied, key, strict=True):
-                column.append(value)
-    if changes[0]:
-        cursor.execute(_ADD_TO_ROLLUP, changes)
-    if emptied[0]:
-        cursor.execute(_DELETE_EMPTY_ROLLUP, emptied)
-
-
-def _stored_before(text: str | None, added: list[StoredBusy]) -> list[StoredBusy]:
-    """A trace's busy time before this write, from its ``busy`` after it: this write
-    appended `added` as the last line, under the trace's lock."""
-    if not added:
-        return decode(text)
-    line = encode(added)
-    if text is None or not text.endswith(line):
-        raise StoreError("totals store: a trace's busy time lacks the line just added")
-    return decode(text[: -len(line)])
-
-
-def _apply_busy(cursor: Cursor, busy: BusyChanges) -> None:
-    """Add `busy`'s changes to ``pod_busy`` (in key order, one statement), drop the rows
-    busy time moved away from entirely, and mark the hours touched."""
-    changes: list[list[Any]] = [[] for _ in range(8)]
-    emptied: list[list[Any]] = [[] for _ in range(5)]
-    for key, seconds, segments, request_usd in busy:
-        for column, value in zip(changes, (*key, seconds, segments, request_usd), strict=True):
-            column.append(value)
-        if seconds < 0 or segments < 0 or request_usd < 0:  # moved away: maybe empty now
-            for column, value in zip(emptied, key, strict=True):
-                column.append(value)
-    if not changes[0]:
-        return
-    cursor.execute(_ADD_TO_POD_BUSY, changes)
-    if emptied[0]:
-        cursor.execute(
-            _DELETE_EMPTY_POD_BUSY, (*emptied, _BUSY_RESIDUE, _BUSY_RESIDUE, _BUSY_RESIDUE)
-        )
-    _mark_dirty(cursor, sorted(busy.hours))
-
-
-def _mark_dirty(cursor: Cursor, hours: list[int]) -> None:
-    """Mark `hours` for allocation, locking them until commit (see `_MARK_DIRTY`)."""
-    if hours:
-        cursor.execute(_MARK_DIRTY, (hours,))
-
-
-def _spend_row(name: str, cost: float, traces: Any, spans: Any) -> SpendRow:
-    return SpendRow(name, float(cost), int(traces), int(spans))
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _partition_name(table: str, month: datetime) -> str:
-    return f"{table}_p{month.year:04d}{month.month:02d}"
-
-
-def _partition_month(table: str, name: str) -> datetime | None:
-    match = _PARTITION_NAME.match(name)
-    if match is None or match["table"] != table:
-        return None
-    return datetime(int(match["year"]), int(match["month"]), 1, tzinfo=UTC)

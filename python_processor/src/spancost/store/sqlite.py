@@ -5,30 +5,32 @@ Times are INTEGER nanoseconds since the Unix epoch, UTC (``*_ns`` columns), as i
 takes SQLite's write lock up front: writers (threads with their own store, or other
 processes) are serialized by SQLite and wait up to ``busy_timeout`` for each other.
 
-The rollup ``domain_hourly`` holds every trace once, under its CURRENT
-(domain, environment) and the hour it was first seen; when a late root (or
-`attribute_orphans`) changes a trace's domain or environment, the trace's whole
-totals move from the old key to the new one in the same transaction, so the rollup
-always sums the trace rows. Traces still waiting for their root are under domain
-``''``.
+`SQLiteStore` says which transaction each operation takes and runs the statements of
+the modules beside it in it:
+
+- `sqlite_connection`: the connection, a transaction each, errors as `StoreError`;
+- `sqlite_write`: the write path (`write`, `attribute_orphans`);
+- `sqlite_reads`: the report's and the guard's queries of the totals;
+- `sqlite_allocation`: the allocation's usage, allocation, reads and repricing;
+- `migrations.sqlite`: the schema, applied by `migrations.runner`.
+
+Retention (`SQLiteStore.delete_before`, SQLite's alone) is here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-import threading
-from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
-from spancost.allocation.core import DEFAULT_WEIGHTS, Busy, NodeHour, PodHour, Weights
+from spancost.allocation.core import DEFAULT_WEIGHTS, Weights
 from spancost.allocation.usage import NodeUsage, PodUsage
-from spancost.store.allocated import allocated_hour, by_node, repricings, window_spend
+from spancost.store import sqlite_allocation, sqlite_reads, sqlite_write
+from spancost.store.allocated import by_node
 from spancost.store.base import (
     AllocatedRow,
     HourRow,
@@ -36,42 +38,14 @@ from spancost.store.base import (
     ReconcileRow,
     RepricedRow,
     SpendRow,
-    StoreDataError,
-    StoreError,
     WriteResult,
 )
-from spancost.store.busy import BusyChanges, Labels, StoredBusy, decode, encode, stored_busy
-from spancost.store.common import (
-    PENDING_DOMAIN,
-    Charge,
-    Placement,
-    RollupChanges,
-    charges,
-    hour_window,
-    labels,
-    merge_assignments,
-    net_spend,
-    placement,
-    span_facts,
-    spend_window,
-    trace_facts,
-    unpriced_counts,
-)
-from spancost.totals.aggregate import (
-    Quarantined,
-    SpanContribution,
-    TraceDelta,
-    fold,
-    ns_from_duration,
-    ns_from_utc,
-    utc_from_ns,
-)
-from spancost.totals.naming import (
-    TotalsConfig,
-    TraceState,
-    resolve_transaction,
-    trace_domain,
-)
+from spancost.store.common import ALLOCATION_USAGE_TABLES, PENDING_DOMAIN
+from spancost.store.migrations import runner
+from spancost.store.migrations.sqlite import LEDGER, MIGRATIONS
+from spancost.store.sqlite_connection import Connection
+from spancost.totals.aggregate import Quarantined, SpanContribution, ns_from_utc
+from spancost.totals.naming import TotalsConfig
 
 if TYPE_CHECKING:
     from spancost.allocation.pricing import NodePrice
@@ -79,372 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "PENDING_DOMAIN", "Deleted", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
-
-
-MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
-    (
-        1,
-        (
-            """
-            CREATE TABLE contributions (
-                trace_id TEXT NOT NULL,
-                span_id TEXT NOT NULL,
-                ingested_ns INTEGER NOT NULL,
-                quarantine_reason TEXT,
-                cost_usd REAL NOT NULL,
-                unpriced_reason TEXT,
-                is_root INTEGER NOT NULL,
-                start_ns INTEGER NOT NULL,
-                end_ns INTEGER NOT NULL,
-                name TEXT NOT NULL,
-                service TEXT,
-                environment TEXT,
-                account TEXT,
-                transaction_attribute TEXT,
-                PRIMARY KEY (trace_id, span_id)
-            ) WITHOUT ROWID
-            """,
-            """
-            CREATE TABLE traces (
-                trace_id TEXT PRIMARY KEY,
-                cost_usd REAL NOT NULL,
-                span_count INTEGER NOT NULL,
-                priced_count INTEGER NOT NULL,
-                unpriced_count INTEGER NOT NULL,
-                start_ns INTEGER NOT NULL,
-                end_ns INTEGER NOT NULL,
-                first_seen_ns INTEGER NOT NULL,
-                last_update_ns INTEGER NOT NULL,
-                earliest_span_id TEXT NOT NULL,
-                earliest_start_ns INTEGER NOT NULL,
-                earliest_service TEXT,
-                earliest_environment TEXT,
-                root_span_id TEXT,
-                root_start_ns INTEGER,
-                root_transaction TEXT,
-                root_service TEXT,
-                root_environment TEXT,
-                transaction_name TEXT,
-                domain TEXT,
-                environment TEXT
-            ) WITHOUT ROWID
-            """,
-            "CREATE INDEX traces_pending ON traces (first_seen_ns) WHERE transaction_name IS NULL",
-            "CREATE INDEX traces_first_seen ON traces (first_seen_ns)",
-            """
-            CREATE TABLE domain_hourly (
-                domain TEXT NOT NULL,
-                environment TEXT NOT NULL,
-                hour_ns INTEGER NOT NULL,
-                cost_usd REAL NOT NULL,
-                traces INTEGER NOT NULL,
-                spans INTEGER NOT NULL,
-                PRIMARY KEY (hour_ns, domain, environment)
-            ) WITHOUT ROWID
-            """,
-            """
-            CREATE TABLE quarantine_counts (
-                reason TEXT PRIMARY KEY,
-                spans INTEGER NOT NULL
-            ) WITHOUT ROWID
-            """,
-        ),
-    ),
-    (
-        2,
-        (
-            # The trace's cloud account: the root's cloud.account.id, else the earliest span's.
-            "ALTER TABLE traces ADD COLUMN earliest_account TEXT",
-            "ALTER TABLE traces ADD COLUMN root_account TEXT",
-        ),
-    ),
-    (
-        3,
-        (
-            # Who sent the root (domains.owner), and whether roots of two owners came.
-            "ALTER TABLE traces ADD COLUMN root_owner TEXT",
-            "ALTER TABLE traces ADD COLUMN contested INTEGER NOT NULL DEFAULT 0",
-        ),
-    ),
-    (
-        4,
-        (
-            # Accepted spans spancost could not price, by the hour they were stored, their
-            # environment and cost.unpriced_reason (the report's and guard's coverage).
-            """
-            CREATE TABLE unpriced_reasons (
-                hour_ns INTEGER NOT NULL,
-                environment TEXT NOT NULL,
-                reason TEXT NOT NULL,
-                spans INTEGER NOT NULL,
-                PRIMARY KEY (hour_ns, environment, reason)
-            ) WITHOUT ROWID
-            """,
-        ),
-    ),
-    (
-        5,
-        (
-            # With domains.owner every span is charged to its owner's domain: what each
-            # (domain, environment) owes of each trace, first seen when the trace was.
-            """
-            CREATE TABLE trace_charges (
-                trace_id TEXT NOT NULL,
-                domain TEXT NOT NULL,
-                environment TEXT NOT NULL,
-                first_seen_ns INTEGER NOT NULL,
-                cost_usd REAL NOT NULL,
-                spans INTEGER NOT NULL,
-                unpriced_spans INTEGER NOT NULL,
-                PRIMARY KEY (trace_id, domain, environment)
-            ) WITHOUT ROWID
-            """,
-            "CREATE INDEX trace_charges_first_seen ON trace_charges (first_seen_ns)",
-        ),
-    ),
-    (
-        6,
-        (
-            # The allocation (issue 12): usage kept, priced per node-hour, split at read.
-            # Each trace's busy time per pod and hour (store.busy), to move it when the
-            # trace is named.
-            "ALTER TABLE traces ADD COLUMN busy TEXT",
-            """
-            CREATE TABLE pod_busy (
-                hour_ns INTEGER NOT NULL,
-                pod TEXT NOT NULL,
-                domain TEXT NOT NULL,
-                transaction_name TEXT NOT NULL,
-                environment TEXT NOT NULL,
-                seconds REAL NOT NULL,
-                segments REAL NOT NULL,
-                PRIMARY KEY (hour_ns, pod, domain, transaction_name, environment)
-            ) WITHOUT ROWID
-            """,
-            """
-            CREATE TABLE node_usage (
-                hour_ns INTEGER NOT NULL,
-                node TEXT NOT NULL,
-                seconds REAL NOT NULL,
-                region TEXT,
-                instance_type TEXT,
-                operating_system TEXT,
-                capacity_type TEXT NOT NULL,
-                zone TEXT,
-                vcpu REAL NOT NULL,
-                memory_gib REAL NOT NULL,
-                hourly_usd REAL,
-                price_source TEXT,
-                price_model TEXT,
-                price_as_of TEXT,
-                unpriced_reason TEXT,
-                reported_ns INTEGER NOT NULL,
-                PRIMARY KEY (hour_ns, node)
-            ) WITHOUT ROWID
-            """,
-            """
-            CREATE TABLE pod_usage (
-                hour_ns INTEGER NOT NULL,
-                pod TEXT NOT NULL,
-                node TEXT NOT NULL,
-                seconds REAL NOT NULL,
-                cpu REAL NOT NULL,
-                memory_gib REAL NOT NULL,
-                namespace TEXT NOT NULL,
-                workload TEXT NOT NULL,
-                PRIMARY KEY (hour_ns, pod)
-            ) WITHOUT ROWID
-            """,
-            "CREATE TABLE allocation_dirty (hour_ns INTEGER PRIMARY KEY) WITHOUT ROWID",
-            """
-            CREATE TABLE allocated_hourly (
-                hour_ns INTEGER NOT NULL,
-                kind TEXT NOT NULL,
-                domain TEXT NOT NULL,
-                transaction_name TEXT NOT NULL,
-                environment TEXT NOT NULL,
-                namespace TEXT NOT NULL,
-                workload TEXT NOT NULL,
-                usd REAL NOT NULL,
-                busy_seconds REAL NOT NULL,
-                segments REAL NOT NULL,
-                PRIMARY KEY (hour_ns, kind, domain, transaction_name, environment, namespace,
-                             workload)
-            ) WITHOUT ROWID
-            """,
-            """
-            CREATE TABLE allocated_nodes (
-                hour_ns INTEGER NOT NULL,
-                node TEXT NOT NULL,
-                bill_usd REAL NOT NULL,
-                transactions_usd REAL NOT NULL,
-                untraced_usd REAL NOT NULL,
-                idle_usd REAL NOT NULL,
-                PRIMARY KEY (hour_ns, node)
-            ) WITHOUT ROWID
-            """,
-            """
-            CREATE TABLE repricings (
-                at_ns INTEGER NOT NULL,
-                hour_ns INTEGER NOT NULL,
-                node TEXT NOT NULL,
-                old_hourly_usd REAL,
-                old_source TEXT,
-                old_as_of TEXT,
-                new_hourly_usd REAL,
-                new_source TEXT,
-                new_as_of TEXT,
-                PRIMARY KEY (at_ns, hour_ns, node)
-            ) WITHOUT ROWID
-            """,
-        ),
-    ),
-    (
-        7,
-        (
-            # What spans priced per request (Lambda, Fargate, LLM tokens, rules) cost, by
-            # transaction and hour: added to the allocation as it is.
-            "ALTER TABLE pod_busy ADD COLUMN request_usd REAL NOT NULL DEFAULT 0",
-            "ALTER TABLE allocated_hourly ADD COLUMN request_usd REAL NOT NULL DEFAULT 0",
-        ),
-    ),
-    (
-        8,
-        (
-            # The sink's naming config (who pays, which domains), for every reader that
-            # opens the store without one: `spancost.store.open.open_store`.
-            """
-            CREATE TABLE store_settings (
-                name TEXT PRIMARY KEY,
-                value TEXT NOT NULL,
-                updated_ns INTEGER NOT NULL
-            )
-            """,
-        ),
-    ),
-)
-"""(version, statements): applied in order, each version once, recorded in ``schema_migrations``."""
-
-_INSERT_CONTRIBUTION: Final = """
-INSERT INTO contributions (
-    trace_id, span_id, ingested_ns, quarantine_reason, cost_usd, unpriced_reason, is_root,
-    start_ns, end_ns, name, service, environment, account, transaction_attribute
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (trace_id, span_id) DO NOTHING
-"""
-
-# Sums add; start least, end greatest; earliest and root the first by (start, span id).
-# Every right-hand side of an UPDATE sees the row as it was before the update.
-_ADD_TO_TRACE: Final = """
-INSERT INTO traces (
-    trace_id, cost_usd, span_count, priced_count, unpriced_count, start_ns, end_ns,
-    first_seen_ns, last_update_ns,
-    earliest_span_id, earliest_start_ns, earliest_service, earliest_environment,
-    root_span_id, root_start_ns, root_transaction, root_service, root_environment,
-    earliest_account, root_account, root_owner, contested, busy
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (trace_id) DO UPDATE SET
-    cost_usd = cost_usd + excluded.cost_usd,
-    span_count = span_count + excluded.span_count,
-    priced_count = priced_count + excluded.priced_count,
-    unpriced_count = unpriced_count + excluded.unpriced_count,
-    start_ns = min(start_ns, excluded.start_ns),
-    end_ns = max(end_ns, excluded.end_ns),
-    last_update_ns = excluded.last_update_ns,
-    busy = CASE WHEN excluded.busy IS NULL THEN busy ELSE coalesce(busy, '') || excluded.busy END,
-    {merge}
-RETURNING cost_usd, span_count, first_seen_ns, earliest_service, earliest_environment,
-    root_span_id, root_transaction, root_service, root_environment, transaction_name,
-    root_owner, contested
-"""
-_ADD_TO_TRACE_SQL: Final = _ADD_TO_TRACE.format(merge=merge_assignments(existing=""))
-
-_ADD_TO_POD_BUSY: Final = """
-INSERT INTO pod_busy (hour_ns, pod, domain, transaction_name, environment, seconds, segments,
-    request_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour_ns, pod, domain, transaction_name, environment) DO UPDATE SET
-    seconds = seconds + excluded.seconds,
-    segments = segments + excluded.segments,
-    request_usd = request_usd + excluded.request_usd
-"""
-_NODE_USAGE_COLUMNS: Final = (
-    "hour_ns, node, seconds, region, instance_type, operating_system, capacity_type, zone,"
-    " vcpu, memory_gib"
-)
-# A node-hour reported again: the longest running time, the latest facts and price.
-_ADD_NODE_USAGE: Final = """
-INSERT INTO node_usage (hour_ns, node, seconds, region, instance_type, operating_system,
-    capacity_type, zone, vcpu, memory_gib, hourly_usd, price_source, price_model,
-    price_as_of, unpriced_reason, reported_ns)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour_ns, node) DO UPDATE SET
-    seconds = max(seconds, excluded.seconds),
-    region = excluded.region, instance_type = excluded.instance_type,
-    operating_system = excluded.operating_system, capacity_type = excluded.capacity_type,
-    zone = excluded.zone, vcpu = excluded.vcpu, memory_gib = excluded.memory_gib,
-    hourly_usd = excluded.hourly_usd, price_source = excluded.price_source,
-    price_model = excluded.price_model, price_as_of = excluded.price_as_of,
-    unpriced_reason = excluded.unpriced_reason, reported_ns = excluded.reported_ns
-"""
-_ADD_POD_USAGE: Final = """
-INSERT INTO pod_usage (hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour_ns, pod) DO UPDATE SET
-    node = excluded.node, seconds = max(seconds, excluded.seconds), cpu = excluded.cpu,
-    memory_gib = excluded.memory_gib, namespace = excluded.namespace,
-    workload = excluded.workload
-"""
-_MARK_DIRTY: Final = "INSERT INTO allocation_dirty (hour_ns) VALUES (?) ON CONFLICT DO NOTHING"
-_ANY_USAGE: Final = "SELECT 1 FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? LIMIT 1"
-_ALLOCATED_SPEND: Final = """
-SELECT hour_ns, domain, sum(usd + request_usd) FROM allocated_hourly
-WHERE hour_ns >= ? AND hour_ns < ? AND kind IN ('transaction', 'untraced') AND domain <> ''
-    AND environment NOT IN (SELECT value FROM json_each(?))
-GROUP BY hour_ns, domain
-"""
-_INSERT_ALLOCATED: Final = """
-INSERT INTO allocated_hourly (hour_ns, kind, domain, transaction_name, environment, namespace,
-    workload, usd, busy_seconds, segments, request_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-# The allocation per node (`allocation_by_node`): the usage `_allocate_hour` reads, for a
-# window, and the per-request prices as allocated.
-_BY_NODE: Final = (
-    "SELECT hour_ns, node, seconds, region, instance_type, operating_system, capacity_type,"
-    " zone, vcpu, memory_gib, hourly_usd, price_source, price_model, price_as_of"
-    " FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns, node",
-    "SELECT hour_ns, pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
-    " WHERE hour_ns >= ? AND hour_ns < ?",
-    "SELECT hour_ns, pod, domain, transaction_name, environment, seconds FROM pod_busy"
-    " WHERE hour_ns >= ? AND hour_ns < ?",
-    "SELECT hour_ns, domain, transaction_name, environment, request_usd FROM allocated_hourly"
-    " WHERE hour_ns >= ? AND hour_ns < ? AND kind = 'transaction' AND request_usd <> 0",
-)
-_REPRICE_NODE: Final = (
-    "UPDATE node_usage SET hourly_usd = ?, price_source = ?, price_model = ?,"
-    " price_as_of = ?, unpriced_reason = ? WHERE hour_ns = ? AND node = ?"
-)
-_RECORD_REPRICING: Final = (
-    "INSERT INTO repricings (at_ns, hour_ns, node, old_hourly_usd, old_source, old_as_of,"
-    " new_hourly_usd, new_source, new_as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_ALLOCATED_NODE: Final = """
-INSERT INTO allocated_nodes (hour_ns, node, bill_usd, transactions_usd, untraced_usd, idle_usd)
-VALUES (?, ?, ?, ?, ?, ?)
-"""
-_BUSY_RESIDUE: Final = 1e-9
-"""What is left of a moved row's seconds or segments after rounding: the row is gone."""
-
-_ADD_TO_ROLLUP: Final = """
-INSERT INTO domain_hourly (domain, environment, hour_ns, cost_usd, traces, spans)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (hour_ns, domain, environment) DO UPDATE SET
-    cost_usd = cost_usd + excluded.cost_usd,
-    traces = traces + excluded.traces,
-    spans = spans + excluded.spans
-"""
-
-_T = TypeVar("_T")
 
 # Retention takes whole traces: a trace belongs to the time its first span (accepted or
 # quarantined) was stored, as with PostgreSQL's ``keyed_at``.
@@ -457,18 +65,6 @@ _DELETE_CHARGES: Final = """
 DELETE FROM trace_charges WHERE first_seen_ns < ? OR trace_id IN (
     SELECT trace_id FROM contributions GROUP BY trace_id HAVING min(ingested_ns) < ?
 )
-"""
-_CHARGE_EXISTS: Final = (
-    "SELECT 1 FROM trace_charges WHERE trace_id = ? AND domain = ? AND environment = ?"
-)
-_ADD_CHARGE: Final = """
-INSERT INTO trace_charges (
-    trace_id, domain, environment, first_seen_ns, cost_usd, spans, unpriced_spans
-) VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (trace_id, domain, environment) DO UPDATE SET
-    cost_usd = cost_usd + excluded.cost_usd,
-    spans = spans + excluded.spans,
-    unpriced_spans = unpriced_spans + excluded.unpriced_spans
 """
 _DELETE_CONTRIBUTIONS: Final = """
 DELETE FROM contributions WHERE trace_id IN (
@@ -500,25 +96,10 @@ class SQLiteStore:
         busy_timeout: timedelta = timedelta(seconds=30),
     ) -> None:
         self._config = config if config is not None else TotalsConfig()
-        self._lock = threading.Lock()
-        try:
-            # isolation_level=None: no implicit transactions; every method opens its own.
-            self._connection = sqlite3.connect(
-                path,
-                timeout=busy_timeout.total_seconds(),
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a batch acknowledged to the exporter survives a power loss, not only a crash.
-            self._connection.execute("PRAGMA synchronous = FULL")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite totals store {str(path)!r}: {exc}") from exc
-        self._path = str(path)
+        self._connection = Connection(path, busy_timeout=busy_timeout)
 
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        self._connection.close()
 
     @property
     def config(self) -> TotalsConfig:
@@ -540,7 +121,7 @@ class SQLiteStore:
             )
             return None if row is None else str(row[0])
 
-        return self._transaction("save_setting", save)
+        return self._connection.transaction("save_setting", save)
 
     def setting(self, name: str) -> str | None:
         def read(cursor: sqlite3.Cursor) -> str | None:
@@ -554,27 +135,12 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else str(row[0])
 
-        return self._transaction("setting", read, read_only=True)
+        return self._connection.read("setting", read)
 
     def migrate(self) -> None:
-        def apply(cursor: sqlite3.Cursor) -> None:
-            cursor.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)"
-            )
-            applied = {row[0] for row in cursor.execute("SELECT version FROM schema_migrations")}
-            for version, statements in MIGRATIONS:
-                if version in applied:
-                    continue
-                logger.info("applying totals schema migration %s to %s", version, self._path)
-                for statement in statements:
-                    cursor.execute(statement)
-                cursor.execute(
-                    "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)",
-                    (version, ns_from_utc(datetime.now().astimezone())),
-                )
-
-        self._transaction("migrate", apply)
+        self._connection.transaction(
+            "migrate", runner.migrate, MIGRATIONS, LEDGER, self._connection.path
+        )
 
     def write(
         self,
@@ -582,85 +148,50 @@ class SQLiteStore:
         quarantined: Sequence[Quarantined],
         now: datetime,
     ) -> WriteResult:
-        now_ns = ns_from_utc(now)
-        return self._transaction(
-            "write", lambda cursor: self._write(cursor, contributions, quarantined, now_ns)
+        return self._connection.transaction(
+            "write", sqlite_write.write, self._config, contributions, quarantined, now
         )
 
     def attribute_orphans(self, now: datetime, grace: timedelta, unattributed_name: str) -> int:
-        return self._transaction(
+        return self._connection.transaction(
             "attribute_orphans",
-            lambda cursor: self._attribute_orphans(cursor, now, grace, unattributed_name),
+            sqlite_write.attribute_orphans,
+            self._config,
+            now,
+            grace,
+            unattributed_name,
         )
 
     def domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float]:
-        window = spend_window(since, until)
-
-        def read(cursor: sqlite3.Cursor) -> list[tuple[str, str, float, int]]:
-            rows: list[tuple[str, str, float, int]] = cursor.execute(
-                "SELECT domain, environment, sum(cost_usd), sum(traces) FROM domain_hourly"
-                " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ? GROUP BY domain, environment",
-                (window.hours_start, window.hours_end, PENDING_DOMAIN),
-            ).fetchall()
-            edge = (
-                "SELECT domain, environment, sum(cost_usd), count(*) FROM trace_charges"
-                " WHERE first_seen_ns >= ? AND first_seen_ns < ? GROUP BY domain, environment"
-                if self._config.owner_attribute is not None
-                else "SELECT domain, coalesce(environment, ''), sum(cost_usd), count(*)"
-                " FROM traces WHERE first_seen_ns >= ? AND first_seen_ns < ?"
-                " AND domain IS NOT NULL GROUP BY domain, environment"
-            )
-            for start_ns, end_ns, sign in window.edges:
-                rows += [
-                    (domain, environment, sign * cost, sign * traces)
-                    for domain, environment, cost, traces in cursor.execute(
-                        edge, (start_ns, end_ns)
-                    )
-                ]
-            return rows
-
-        rows = self._transaction("domain_spend", read, read_only=True)
-        excluded = frozenset(exclude_environments)
-        return net_spend(
-            (domain, cost, traces)
-            for domain, environment, cost, traces in rows
-            if environment not in excluded
+        return self._connection.read(
+            "domain_spend",
+            sqlite_reads.domain_spend,
+            self._config,
+            since,
+            until,
+            exclude_environments,
         )
 
     def domain_coverage(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, tuple[int, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        query = (
-            "SELECT domain, sum(spans), sum(unpriced_spans) FROM trace_charges"
-            " WHERE first_seen_ns >= ? AND first_seen_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?)) GROUP BY domain"
-            if self._config.owner_attribute is not None
-            else "SELECT domain, sum(span_count), sum(unpriced_count) FROM traces"
-            " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND domain IS NOT NULL"
-            " AND coalesce(environment, '') NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY domain"
+        return self._connection.read(
+            "domain_coverage",
+            sqlite_reads.domain_coverage,
+            self._config,
+            since,
+            until,
+            exclude_environments,
         )
-        rows = self._read(
-            "domain_coverage", query, (start_ns, end_ns, json.dumps(sorted(exclude_environments)))
-        )
-        return {domain: (int(spans), int(unpriced)) for domain, spans, unpriced in rows}
 
     def unpriced_reasons(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[tuple[str, int]]:
-        start_ns, end_ns = hour_window(since, until)
-        rows = self._read(
-            "unpriced_reasons",
-            "SELECT reason, sum(spans) FROM unpriced_reasons"
-            " WHERE hour_ns >= ? AND hour_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY reason ORDER BY 2 DESC, 1",
-            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+        return self._connection.read(
+            "unpriced_reasons", sqlite_reads.unpriced_reasons, since, until, exclude_environments
         )
-        return [(reason, int(spans)) for reason, spans in rows]
 
     def transaction_totals(
         self,
@@ -671,42 +202,22 @@ class SQLiteStore:
         limit: int | None = None,
         names: Collection[str] | None = None,
     ) -> list[SpendRow]:
-        start_ns, end_ns = hour_window(since, until)
-        query = (
-            "SELECT transaction_name, sum(cost_usd), count(*), sum(span_count) FROM traces"
-            " WHERE first_seen_ns >= ? AND first_seen_ns < ? AND transaction_name IS NOT NULL"
-            " AND coalesce(environment, '') NOT IN (SELECT value FROM json_each(?))"
-            " AND (? IS NULL OR transaction_name IN (SELECT value FROM json_each(?)))"
-            " GROUP BY transaction_name ORDER BY 2 DESC, 1 LIMIT ?"
+        return self._connection.read(
+            "transaction_totals",
+            sqlite_reads.transaction_totals,
+            since,
+            until,
+            exclude_environments,
+            limit=limit,
+            names=names,
         )
-        wanted = None if names is None else json.dumps(sorted(names))
-        parameters = (
-            start_ns,
-            end_ns,
-            json.dumps(sorted(exclude_environments)),
-            wanted,
-            wanted,
-            -1 if limit is None else limit,
-        )
-        rows = self._read("transaction_totals", query, parameters)
-        return [SpendRow(name, float(cost), traces, spans) for name, cost, traces, spans in rows]
 
     def domain_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[SpendRow]:
-        query = (
-            "SELECT domain, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"
-            " WHERE hour_ns >= ? AND hour_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY domain ORDER BY 2 DESC, 1"
+        return self._connection.read(
+            "domain_totals", sqlite_reads.domain_totals, since, until, exclude_environments
         )
-        parameters = (
-            hour_window(since, until)[0],
-            ns_from_utc(until),
-            json.dumps(sorted(exclude_environments)),
-        )
-        rows = self._read("domain_totals", query, parameters)
-        return [SpendRow(name, float(cost), traces, spans) for name, cost, traces, spans in rows]
 
     def hourly_totals(
         self,
@@ -716,29 +227,14 @@ class SQLiteStore:
         *,
         by_domain: bool = False,
     ) -> list[HourRow]:
-        grouping = "hour_ns, domain" if by_domain else "hour_ns"
-        query = (
-            f"SELECT {grouping}, sum(cost_usd), sum(traces), sum(spans) FROM domain_hourly"  # noqa: S608 - one of two constants
-            " WHERE hour_ns >= ? AND hour_ns < ? AND domain != ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            f" GROUP BY {grouping} ORDER BY {grouping}"
+        return self._connection.read(
+            "hourly_totals",
+            sqlite_reads.hourly_totals,
+            since,
+            until,
+            exclude_environments,
+            by_domain=by_domain,
         )
-        parameters = (
-            hour_window(since, until)[0],
-            ns_from_utc(until),
-            PENDING_DOMAIN,
-            json.dumps(sorted(exclude_environments)),
-        )
-        rows = self._read("hourly_totals", query, parameters)
-        if by_domain:
-            return [
-                HourRow(utc_from_ns(hour_ns), float(cost), traces, spans, domain)
-                for hour_ns, domain, cost, traces, spans in rows
-            ]
-        return [
-            HourRow(utc_from_ns(hour_ns), float(cost), traces, spans)
-            for hour_ns, cost, traces, spans in rows
-        ]
 
     # -- the allocation (issue 12) ------------------------------------------------------
 
@@ -748,144 +244,46 @@ class SQLiteStore:
         pods: Sequence[PodUsage],
         now: datetime,
     ) -> None:
-        now_ns = ns_from_utc(now)
-
-        def write(cursor: sqlite3.Cursor) -> None:
-            for node, price in sorted(nodes):
-                cursor.execute(_ADD_NODE_USAGE, (*node, *price, now_ns))
-            for pod in sorted(pods):
-                cursor.execute(_ADD_POD_USAGE, pod)
-            hours = {node.hour_ns for node, _ in nodes} | {pod.hour_ns for pod in pods}
-            for hour_ns in sorted(hours):
-                cursor.execute(_MARK_DIRTY, (hour_ns,))
-
-        self._transaction("write_usage", write)
+        self._connection.transaction("write_usage", sqlite_allocation.write_usage, nodes, pods, now)
 
     def allocate(self, weights: Weights = DEFAULT_WEIGHTS) -> int:
-        hours = [
-            row[0]
-            for row in self._read(
-                "allocate", "SELECT hour_ns FROM allocation_dirty ORDER BY hour_ns", ()
-            )
-        ]
+        hours = self._connection.read("allocate", sqlite_allocation.dirty_hours)
         for hour_ns in hours:
-
-            def work(cursor: sqlite3.Cursor, hour: int = hour_ns) -> None:
-                self._allocate_hour(cursor, hour, weights)
-
-            self._transaction("allocate", work)
+            self._connection.transaction(
+                "allocate", sqlite_allocation.allocate_hour, hour_ns, weights, self._config
+            )
         return len(hours)
-
-    def _allocate_hour(self, cursor: sqlite3.Cursor, hour_ns: int, weights: Weights) -> None:
-        """Allocate one hour from its usage, replacing what was there (one transaction)."""
-        nodes = [
-            NodeHour(node, hour_ns, seconds, hourly, vcpu, memory)
-            for node, seconds, hourly, vcpu, memory in cursor.execute(
-                "SELECT node, seconds, hourly_usd, vcpu, memory_gib FROM node_usage"
-                " WHERE hour_ns = ? AND hourly_usd IS NOT NULL",
-                (hour_ns,),
-            )
-        ]
-        pods = [
-            PodHour(pod, node, hour_ns, seconds, cpu, memory, namespace, workload)
-            for pod, node, seconds, cpu, memory, namespace, workload in cursor.execute(
-                "SELECT pod, node, seconds, cpu, memory_gib, namespace, workload FROM pod_usage"
-                " WHERE hour_ns = ?",
-                (hour_ns,),
-            )
-        ]
-        busy_rows = cursor.execute(
-            "SELECT pod, domain, transaction_name, environment, seconds, segments, request_usd"
-            " FROM pod_busy WHERE hour_ns = ?",
-            (hour_ns,),
-        ).fetchall()
-        busy = [
-            Busy(pod, hour_ns, transaction, domain, seconds, environment)
-            for pod, domain, transaction, environment, seconds, _, _ in busy_rows
-        ]
-        result = allocated_hour(
-            hour_ns,
-            nodes=nodes,
-            pods=pods,
-            busy=busy,
-            busy_counts=[row[1:] for row in busy_rows],
-            weights=weights,
-            config=self._config,
-        )
-        cursor.execute("DELETE FROM allocated_hourly WHERE hour_ns = ?", (hour_ns,))
-        cursor.executemany(_INSERT_ALLOCATED, result.lines)
-        cursor.execute("DELETE FROM allocated_nodes WHERE hour_ns = ?", (hour_ns,))
-        cursor.executemany(_INSERT_ALLOCATED_NODE, result.nodes)
-        cursor.execute("DELETE FROM allocation_dirty WHERE hour_ns = ?", (hour_ns,))
 
     def allocated_totals(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> list[AllocatedRow]:
-        start_ns, end_ns = hour_window(since, until)
-        rows = self._read(
+        return self._connection.read(
             "allocated_totals",
-            "SELECT kind, domain, transaction_name, environment, namespace, workload, sum(usd),"
-            " sum(busy_seconds), sum(segments), sum(request_usd) FROM allocated_hourly"
-            " WHERE hour_ns >= ? AND hour_ns < ?"
-            " AND environment NOT IN (SELECT value FROM json_each(?))"
-            " GROUP BY kind, domain, transaction_name, environment, namespace, workload"
-            " ORDER BY 7 DESC, 1, 2, 3, 4, 5, 6",
-            (start_ns, end_ns, json.dumps(sorted(exclude_environments))),
+            sqlite_allocation.allocated_totals,
+            since,
+            until,
+            exclude_environments,
         )
-        return [
-            AllocatedRow(
-                kind, domain, transaction, environment, namespace, workload,
-                float(usd), float(busy_seconds), float(segments), float(request_usd),
-            )
-            for kind, domain, transaction, environment, namespace, workload, usd, busy_seconds,
-            segments, request_usd in rows
-        ]  # fmt: skip
 
     def allocated_domain_spend(
         self, since: datetime, until: datetime, exclude_environments: Collection[str] = ()
     ) -> dict[str, float] | None:
-        since_ns, until_ns = ns_from_utc(since), ns_from_utc(until)
-        start_ns, end_ns = hour_window(since, until)
-
-        def read(cursor: sqlite3.Cursor) -> dict[str, float] | None:
-            if not cursor.execute(_ANY_USAGE, (start_ns, end_ns)).fetchone():
-                return None
-            rows = cursor.execute(
-                _ALLOCATED_SPEND, (start_ns, end_ns, json.dumps(sorted(exclude_environments)))
-            ).fetchall()
-            return window_spend(rows, since_ns, until_ns)
-
-        return self._transaction("allocated_domain_spend", read, read_only=True)
+        return self._connection.read(
+            "allocated_domain_spend",
+            sqlite_allocation.allocated_domain_spend,
+            since,
+            until,
+            exclude_environments,
+        )
 
     def reconcile(self, since: datetime, until: datetime) -> list[ReconcileRow]:
-        start_ns, end_ns = hour_window(since, until)
-        rows = self._read(
-            "reconcile",
-            "SELECT u.hour_ns, u.node, u.hourly_usd * u.seconds / 3600.0,"
-            " coalesce(a.transactions_usd, 0), coalesce(a.untraced_usd, 0),"
-            " coalesce(a.idle_usd, 0), u.price_source, u.price_as_of, u.unpriced_reason"
-            " FROM node_usage u LEFT JOIN allocated_nodes a"
-            " ON a.hour_ns = u.hour_ns AND a.node = u.node"
-            " WHERE u.hour_ns >= ? AND u.hour_ns < ?"
-            # Hours whose usage retention deleted: the bill as it was allocated.
-            " UNION ALL SELECT a.hour_ns, a.node, a.bill_usd, a.transactions_usd,"
-            " a.untraced_usd, a.idle_usd, NULL, NULL, NULL FROM allocated_nodes a"
-            " WHERE a.hour_ns >= ? AND a.hour_ns < ? AND NOT EXISTS (SELECT 1 FROM node_usage u"
-            " WHERE u.hour_ns = a.hour_ns AND u.node = a.node) ORDER BY 1, 2",
-            (start_ns, end_ns, start_ns, end_ns),
-        )
-        return [ReconcileRow(utc_from_ns(row[0]), *row[1:]) for row in rows]
+        return self._connection.read("reconcile", sqlite_allocation.reconcile, since, until)
 
     def allocation_by_node(
         self, since: datetime, until: datetime, weights: Weights = DEFAULT_WEIGHTS
     ) -> NodeAllocation:
-        window = hour_window(since, until)
-
-        def read(cursor: sqlite3.Cursor) -> list[list[Any]]:
-            return [cursor.execute(query, window).fetchall() for query in _BY_NODE]
-
-        nodes, pods, busy, per_request = self._transaction(
-            "allocation_by_node", read, read_only=True
+        nodes, pods, busy, per_request = self._connection.read(
+            "allocation_by_node", sqlite_allocation.by_node_rows, since, until
         )
         return by_node(nodes, pods, busy, per_request, weights=weights, config=self._config)
 
@@ -896,23 +294,9 @@ class SQLiteStore:
         price: Callable[[NodeUsage], NodePrice | None],
         now: datetime,
     ) -> list[RepricedRow]:
-        start_ns, end_ns = hour_window(since, until)
-        now_ns = ns_from_utc(now)
-
-        def apply(cursor: sqlite3.Cursor) -> list[RepricedRow]:
-            rows = cursor.execute(
-                f"SELECT {_NODE_USAGE_COLUMNS}, hourly_usd, price_source, price_as_of"  # noqa: S608 - constant columns
-                " FROM node_usage WHERE hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns, node",
-                (start_ns, end_ns),
-            ).fetchall()
-            changes = repricings(rows, price)
-            cursor.executemany(_REPRICE_NODE, [change.update() for change in changes])
-            cursor.executemany(_RECORD_REPRICING, [change.record(now_ns) for change in changes])
-            for hour_ns in sorted({change.usage.hour_ns for change in changes}):
-                cursor.execute(_MARK_DIRTY, (hour_ns,))
-            return [change.reported() for change in changes]
-
-        return self._transaction("reprice", apply)
+        return self._connection.transaction(
+            "reprice", sqlite_allocation.reprice, since, until, price, now
+        )
 
     def delete_before(self, cutoff: datetime) -> Deleted:
         """Retention: delete every trace first stored before `cutoff` — its row and all
@@ -927,8 +311,7 @@ class SQLiteStore:
         cutoff_ns = ns_from_utc(cutoff)
 
         def delete(cursor: sqlite3.Cursor) -> Deleted:
-            # The allocation's usage (what repricing would need); its results stay.
-            for table in ("pod_busy", "pod_usage", "node_usage", "allocation_dirty"):
+            for table in ALLOCATION_USAGE_TABLES:
                 cursor.execute(f"DELETE FROM {table} WHERE hour_ns < ?", (cutoff_ns,))  # noqa: S608 - constant names
             cursor.execute(_DELETE_CHARGES, (cutoff_ns, cutoff_ns))
             cursor.execute(_DELETE_TRACES, (cutoff_ns, cutoff_ns))
@@ -936,257 +319,13 @@ class SQLiteStore:
             cursor.execute(_DELETE_CONTRIBUTIONS, (cutoff_ns,))
             return Deleted(traces=traces, contributions=cursor.rowcount)
 
-        deleted = self._transaction("delete_before", delete)
+        deleted = self._connection.transaction("delete_before", delete)
         if deleted.traces or deleted.contributions:
             logger.info(
                 "deleted %s traces and %s contributions stored before %s from %s",
                 deleted.traces,
                 deleted.contributions,
                 cutoff.isoformat(),
-                self._path,
+                self._connection.path,
             )
         return deleted
-
-    def _read(
-        self, operation: str, query: str, parameters: Sequence[object]
-    ) -> list[tuple[Any, ...]]:
-        return self._transaction(
-            operation,
-            lambda cursor: cursor.execute(query, parameters).fetchall(),
-            read_only=True,
-        )
-
-    def _transaction(
-        self, operation: str, work: Callable[[sqlite3.Cursor], _T], *, read_only: bool = False
-    ) -> _T:
-        """Run `work` in one transaction: all of it commits, or none and it raises.
-
-        Writes begin IMMEDIATE (the write lock up front, so two writers never deadlock
-        upgrading a read lock); reads begin DEFERRED and do not block writers (WAL).
-        """
-        with self._lock:
-            try:
-                cursor = self._connection.cursor()
-                cursor.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"totals store {operation}: {exc}") from exc
-            try:
-                result = work(cursor)
-                cursor.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    self._connection.rollback()
-                except sqlite3.Error:
-                    logger.warning("totals store %s: rollback failed", operation, exc_info=True)
-                if isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError | OverflowError):
-                    # A value SQLite cannot hold (an integer beyond 64 bits, a CHECK):
-                    # the same write fails again.
-                    raise StoreDataError(f"totals store {operation}: {exc}") from exc
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"totals store {operation}: {exc}") from exc
-                raise
-            return result
-
-    def _write(
-        self,
-        cursor: sqlite3.Cursor,
-        contributions: Sequence[SpanContribution],
-        quarantined: Sequence[Quarantined],
-        now_ns: int,
-    ) -> WriteResult:
-        inserted = [c for c in contributions if _insert(cursor, c, None, now_ns)]
-        reasons: Counter[str] = Counter(
-            q.reason for q in quarantined if _insert(cursor, q.contribution, q.reason, now_ns)
-        )
-        for reason, spans in reasons.items():
-            cursor.execute(
-                "INSERT INTO quarantine_counts (reason, spans) VALUES (?, ?)"
-                " ON CONFLICT (reason) DO UPDATE SET spans = spans + excluded.spans",
-                (reason, spans),
-            )
-        deltas = fold(inserted)
-        rollup = RollupChanges()
-        busy = BusyChanges()
-        added_busy = stored_busy(inserted, self._config)
-        owed = charges(inserted, self._config) if self._config.owner_attribute else None
-        for delta in deltas.values():
-            self._add(
-                cursor,
-                delta,
-                now_ns,
-                rollup,
-                None if owed is None else owed[delta.trace_id],
-                busy=(busy, added_busy.get(delta.trace_id, [])),
-            )
-        _apply_rollup(cursor, rollup)
-        _apply_busy(cursor, busy)
-        for (hour_ns, environment, reason), spans in unpriced_counts(inserted, now_ns):
-            cursor.execute(
-                "INSERT INTO unpriced_reasons (hour_ns, environment, reason, spans)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (hour_ns, environment, reason)"
-                " DO UPDATE SET spans = spans + excluded.spans",
-                (hour_ns, environment, reason, spans),
-            )
-        return WriteResult(
-            accepted=len(inserted),
-            duplicates=len(contributions) + len(quarantined) - len(inserted) - reasons.total(),
-            quarantined=dict(reasons),
-            traces=len(deltas),
-            cost_usd=sum(delta.cost_usd for delta in deltas.values()),
-        )
-
-    def _add(
-        self,
-        cursor: sqlite3.Cursor,
-        delta: TraceDelta,
-        now_ns: int,
-        rollup: RollupChanges,
-        owed: list[Charge] | None,
-        *,
-        busy: tuple[BusyChanges, list[StoredBusy]],
-    ) -> None:
-        """Add `delta` to its trace's row (as `merge` does) and record the rollup change:
-        the delta, or the trace's whole move if its domain or environment changed; with
-        ``domains.owner``, what the delta's spans `owed` their owners' domains instead,
-        which never moves. Likewise its busy time: the delta's under the trace's labels,
-        or all of it moved when they changed."""
-        before, before_labels, stored = _state(cursor, delta.trace_id)
-        busy_changes, added = busy
-        sums, spans = trace_facts(delta, self._config)
-        row = cursor.execute(
-            _ADD_TO_TRACE_SQL,
-            (delta.trace_id, *sums, now_ns, now_ns, *spans, encode(added) if added else None),
-        ).fetchone()
-        cost, spans, first_seen_ns, earliest_service, earliest_environment = row[:5]
-        root_span_id, root_transaction, root_service, root_environment, current = row[5:10]
-        root_owner, contested = row[10:]
-        transaction, domain, environment = labels(
-            self._config,
-            root_span_id=root_span_id,
-            root_transaction=root_transaction,
-            root_service=root_service,
-            root_environment=root_environment,
-            earliest_service=earliest_service,
-            earliest_environment=earliest_environment,
-            current_transaction=current,
-            root_owner=root_owner,
-            contested=bool(contested),
-        )
-        cursor.execute(
-            "UPDATE traces SET transaction_name = ?, domain = ?, environment = ?"
-            " WHERE trace_id = ?",
-            (transaction, domain, environment, delta.trace_id),
-        )
-        if added or stored:
-            busy_changes.record(
-                before_labels, Labels(transaction, domain, environment), decode(stored), added
-            )
-        if owed is None:
-            after = placement(first_seen_ns, domain, environment, cost, spans)
-            rollup.record(before, after, delta.cost_usd, delta.span_count)
-            return
-        for charge in owed:
-            key = (delta.trace_id, charge.domain, charge.environment)
-            new = cursor.execute(_CHARGE_EXISTS, key).fetchone() is None
-            cursor.execute(_ADD_CHARGE, (*key, first_seen_ns, *charge[2:]))
-            row = placement(first_seen_ns, charge.domain, charge.environment, 0.0, 0)
-            rollup.add(row, charge.cost_usd, 1 if new else 0, charge.spans)
-
-    def _attribute_orphans(
-        self, cursor: sqlite3.Cursor, now: datetime, grace: timedelta, unattributed_name: str
-    ) -> int:
-        rows = cursor.execute(
-            "SELECT trace_id, first_seen_ns, earliest_service FROM traces"
-            " WHERE transaction_name IS NULL AND first_seen_ns <= ?",
-            (ns_from_utc(now) - ns_from_duration(grace),),
-        ).fetchall()
-        rollup = RollupChanges()
-        busy = BusyChanges()
-        named = 0
-        for trace_id, first_seen_ns, earliest_service in rows:
-            state = TraceState(first_seen=utc_from_ns(first_seen_ns))
-            transaction = resolve_transaction(state, now, grace, unattributed_name)
-            if transaction is None:
-                continue
-            before, before_labels, stored = _state(cursor, trace_id)
-            domain = trace_domain(
-                self._config,
-                transaction=transaction,
-                service=earliest_service,
-                has_root=False,
-                owner=None,
-                contested=False,
-            )
-            cursor.execute(
-                "UPDATE traces SET transaction_name = ?, domain = ? WHERE trace_id = ?",
-                (transaction, domain, trace_id),
-            )
-            after, after_labels, _ = _state(cursor, trace_id)
-            owner_mode = self._config.owner_attribute is not None  # charges never move
-            if before is not None and after is not None and not owner_mode:
-                rollup.record(before, after, 0.0, 0)
-            if stored and after_labels is not None:
-                busy.record(before_labels, after_labels, decode(stored), [])
-            named += 1
-        _apply_rollup(cursor, rollup)
-        _apply_busy(cursor, busy)
-        if named:
-            logger.info("named %s traces without root %r", named, unattributed_name)
-        return named
-
-
-def _insert(
-    cursor: sqlite3.Cursor, span: SpanContribution, reason: str | None, now_ns: int
-) -> bool:
-    """Insert `span` unless its (trace id, span id) is stored; whether it was inserted."""
-    cursor.execute(
-        _INSERT_CONTRIBUTION,
-        (span.trace_id, span.span_id, now_ns, reason, *span_facts(span)),
-    )
-    return cursor.rowcount == 1
-
-
-def _state(
-    cursor: sqlite3.Cursor, trace_id: str
-) -> tuple[Placement | None, Labels | None, str | None]:
-    """A stored trace's rollup placement, labels and busy time (Nones: not stored)."""
-    row = cursor.execute(
-        "SELECT first_seen_ns, domain, environment, cost_usd, span_count, transaction_name,"
-        " busy FROM traces WHERE trace_id = ?",
-        (trace_id,),
-    ).fetchone()
-    if row is None:
-        return None, None, None
-    first_seen_ns, domain, environment, cost, spans, transaction, busy = row
-    return (
-        placement(first_seen_ns, domain, environment, cost, spans),
-        Labels(transaction, domain, environment),
-        busy,
-    )
-
-
-def _apply_busy(cursor: sqlite3.Cursor, busy: BusyChanges) -> None:
-    for key, seconds, segments, request_usd in busy:
-        cursor.execute(_ADD_TO_POD_BUSY, (*key, seconds, segments, request_usd))
-        if seconds < 0 or segments < 0 or request_usd < 0:
-            # Moved away: drop what is left of the row rather than keep a rounding residue.
-            cursor.execute(
-                "DELETE FROM pod_busy WHERE hour_ns = ? AND pod = ? AND domain = ?"
-                " AND transaction_name = ? AND environment = ? AND abs(seconds) < ?"
-                " AND abs(segments) < ? AND abs(request_usd) < ?",
-                (*key, _BUSY_RESIDUE, _BUSY_RESIDUE, _BUSY_RESIDUE),
-            )
-    for hour_ns in sorted(busy.hours):
-        cursor.execute(_MARK_DIRTY, (hour_ns,))
-
-
-def _apply_rollup(cursor: sqlite3.Cursor, rollup: RollupChanges) -> None:
-    for (hour_ns, domain, environment), cost, traces, spans in rollup:
-        cursor.execute(_ADD_TO_ROLLUP, (domain, environment, hour_ns, cost, traces, spans))
-        if traces < 0:
-            # The last trace gone: drop the row rather than keep a rounding residue of cost.
-            cursor.execute(
-                "DELETE FROM domain_hourly WHERE hour_ns = ? AND domain = ? AND environment = ?"
-                " AND traces = 0",
-                (hour_ns, domain, environment),
-            )

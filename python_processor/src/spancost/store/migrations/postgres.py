@@ -1,4 +1,5 @@
-"""The PostgreSQL totals schema, as (version, statements) applied in order, each once.
+"""The PostgreSQL totals schema, as (version, statements) applied in order, each once, by
+`spancost.store.migrations.runner`.
 
 ``contributions`` and ``traces`` are declarative range partitions by month of
 ``keyed_at`` (UTC): the time the trace id was first seen by any store, from
@@ -29,9 +30,23 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MIGRATIONS"]
+from spancost.store.migrations.runner import Ledger, Migration
 
-MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+__all__ = ["LEDGER", "MIGRATIONS"]
+
+MIGRATE_LOCK: Final = 0x5370_6E63_0001
+"""The ``pg_advisory_xact_lock`` key of migrations (`spancost.store.partitions` has the
+partition DDL's): one runner at a time."""
+LEDGER: Final = Ledger(
+    create="CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)",
+    record="INSERT INTO schema_migrations (version, applied_at) VALUES (%s, now())",
+    parameters=lambda version: (version,),
+    lock=("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,)),
+)
+"""Versions applied and when; several stores migrating at once wait for each other."""
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
     (
         1,
         (
