@@ -315,3 +315,42 @@ def test_health_and_configure_answer_while_every_worker_is_busy(
     finally:
         release.touch()
         server.stop(grace=5)
+
+
+def test_the_stream_answers_each_batch_in_order(stub: Stub) -> None:
+    configure(stub, "spancost.environment", {"drop": ["ci"]})
+    requests = [
+        batch(resource_spans({"deployment.environment.name": env}, [span(f"s{n}")] * (n + 1)))
+        for n, env in enumerate(["ci", "prod", "ci", "prod", "prod"])
+    ]
+    stream = stub.ProcessTracesStream(
+        iter(
+            sidecar_pb2.ProcessTracesRequest(instance="python/env", traces=r.SerializeToString())
+            for r in requests
+        ),
+        timeout=10,
+    )
+    answers = list(stream)
+    assert len(answers) == len(requests)
+    for request, answer in zip(requests, answers, strict=True):
+        assert answer == process(stub, request)  # the same answer as the unary call
+    assert [[(e.event, e.spans) for e in a.events] for a in answers] == [
+        [("dropped", 1)],
+        [],
+        [("dropped", 3)],
+        [],
+        [],
+    ]
+
+
+def test_an_error_ends_the_stream_with_the_batchs_status(stub: Stub) -> None:
+    configure(stub, "spancost.environment", {"drop": ["ci"]})
+    good = sidecar_pb2.ProcessTracesRequest(
+        instance="python/env", traces=batch(resource_spans({}, [span()])).SerializeToString()
+    )
+    lost = sidecar_pb2.ProcessTracesRequest(instance="python/other", traces=b"")
+    stream = stub.ProcessTracesStream(iter([good, lost, good]), timeout=10)
+    assert next(stream).WhichOneof("result") == "changes"
+    error = rpc_error(lambda: next(stream))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "python/other" in (error.details() or "")

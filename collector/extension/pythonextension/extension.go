@@ -64,6 +64,7 @@ type pythonExtension struct {
 	mu            sync.Mutex
 	registrations map[regKey]configured
 	codec         requestCodec
+	streams       *streamPool
 
 	sinks *sinkStats // nil without sinks
 }
@@ -98,6 +99,9 @@ func (e *pythonExtension) Start(ctx context.Context, _ component.Host) error {
 	}
 	e.client = wirepb.NewSidecarClient(e.conn)
 	e.health = healthpb.NewHealthClient(e.conn)
+	e.streams = newStreamPool(func(ctx context.Context) (traceStream, error) {
+		return e.client.ProcessTracesStream(ctx, grpc.ForceCodecV2(e.codec))
+	})
 
 	if len(e.cfg.Command) > 0 {
 		e.super = newSupervisor(e.cfg, ep, e.set, e.checkHealth, e.replay, e.telemetry)
@@ -145,6 +149,9 @@ func (e *pythonExtension) Shutdown(ctx context.Context) error {
 	}
 	if e.sinks != nil {
 		e.sinks.stop()
+	}
+	if e.streams != nil {
+		e.streams.reset()
 	}
 	if e.super != nil {
 		errs = append(errs, e.super.stop(ctx))
@@ -247,6 +254,7 @@ func (e *pythonExtension) configure(ctx context.Context, key regKey, r registrat
 
 // replay configures a freshly started sidecar with every registered instance.
 func (e *pythonExtension) replay(ctx context.Context) error {
+	e.streams.reset() // open to the sidecar that is gone
 	e.mu.Lock()
 	regs := make(map[regKey]registration, len(e.registrations))
 	for k, v := range e.registrations {
@@ -264,7 +272,7 @@ func (e *pythonExtension) replay(ctx context.Context) error {
 
 func (e *pythonExtension) ProcessTraces(ctx context.Context, instance string, traces []byte) (*wirepb.ProcessTracesResponse, error) {
 	req := &wirepb.ProcessTracesRequest{Instance: instance, Traces: traces}
-	resp, err := e.client.ProcessTraces(ctx, req, grpc.ForceCodecV2(e.codec))
+	resp, err := e.send(ctx, req)
 	if status.Code(err) != codes.FailedPrecondition {
 		return resp, err
 	}
@@ -277,6 +285,21 @@ func (e *pythonExtension) ProcessTraces(ctx context.Context, instance string, tr
 	}
 	if _, cerr := e.configure(ctx, key, r.registration); cerr != nil {
 		return nil, fmt.Errorf("configuring instance %q again after the sidecar lost it: %w", instance, cerr)
+	}
+	return e.send(ctx, req)
+}
+
+// send is one batch's round trip: on a stream, or as a unary call to a
+// sidecar that has no ProcessTracesStream.
+func (e *pythonExtension) send(ctx context.Context, req *wirepb.ProcessTracesRequest) (*wirepb.ProcessTracesResponse, error) {
+	if !e.streams.unimplemented.Load() {
+		resp, err := e.streams.roundTrip(ctx, req)
+		if status.Code(err) != codes.Unimplemented {
+			return resp, err
+		}
+		if !e.streams.unimplemented.Swap(true) {
+			e.set.Logger.Info("the sidecar has no ProcessTracesStream (an older spancost); sending each batch as a call of its own")
+		}
 	}
 	return e.client.ProcessTraces(ctx, req, grpc.ForceCodecV2(e.codec))
 }

@@ -89,6 +89,7 @@ func TestSpawnLifecycle(t *testing.T) {
 	resp, err := e.ProcessTraces(ctx, testInstance, []byte("batch"))
 	require.NoError(t, err)
 	assert.Equal(t, []byte("batch"), resp.GetTraces())
+	assert.True(t, e.streams.unimplemented.Load(), "the fake sidecar has no stream: the batch went as a call of its own")
 
 	require.NoError(t, e.Shutdown(ctx))
 	assert.Equal(t, []string{fmt.Sprintf("%d sigterm", pid)}, fakeLogLines(logPath, "sigterm"))

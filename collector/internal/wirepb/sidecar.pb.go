@@ -1189,10 +1189,11 @@ const file_spancost_wire_v1_sidecar_proto_rawDesc = "" +
 	"\x05spans\x18\x03 \x01(\x03R\x05spans*)\n" +
 	"\x04Kind\x12\x12\n" +
 	"\x0eKIND_PROCESSOR\x10\x00\x12\r\n" +
-	"\tKIND_SINK\x10\x012\x8b\x02\n" +
+	"\tKIND_SINK\x10\x012\xf7\x02\n" +
 	"\aSidecar\x12T\n" +
 	"\tConfigure\x12\".spancost.wire.v1.ConfigureRequest\x1a#.spancost.wire.v1.ConfigureResponse\x12`\n" +
-	"\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a'.spancost.wire.v1.ProcessTracesResponse\x12H\n" +
+	"\rProcessTraces\x12&.spancost.wire.v1.ProcessTracesRequest\x1a'.spancost.wire.v1.ProcessTracesResponse\x12j\n" +
+	"\x13ProcessTracesStream\x12&.spancost.wire.v1.ProcessTracesRequest\x1a'.spancost.wire.v1.ProcessTracesResponse(\x010\x01\x12H\n" +
 	"\x05Stats\x12\x1e.spancost.wire.v1.StatsRequest\x1a\x1f.spancost.wire.v1.StatsResponseB?Z=github.com/spancost/spancost/collector/internal/wirepb;wirepbb\x06proto3"
 
 var (
@@ -1243,12 +1244,14 @@ var file_spancost_wire_v1_sidecar_proto_depIdxs = []int32{
 	14, // 12: spancost.wire.v1.AttributeChange.set:type_name -> spancost.wire.v1.Attribute
 	1,  // 13: spancost.wire.v1.Sidecar.Configure:input_type -> spancost.wire.v1.ConfigureRequest
 	8,  // 14: spancost.wire.v1.Sidecar.ProcessTraces:input_type -> spancost.wire.v1.ProcessTracesRequest
-	4,  // 15: spancost.wire.v1.Sidecar.Stats:input_type -> spancost.wire.v1.StatsRequest
-	2,  // 16: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
-	9,  // 17: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
-	5,  // 18: spancost.wire.v1.Sidecar.Stats:output_type -> spancost.wire.v1.StatsResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
+	8,  // 15: spancost.wire.v1.Sidecar.ProcessTracesStream:input_type -> spancost.wire.v1.ProcessTracesRequest
+	4,  // 16: spancost.wire.v1.Sidecar.Stats:input_type -> spancost.wire.v1.StatsRequest
+	2,  // 17: spancost.wire.v1.Sidecar.Configure:output_type -> spancost.wire.v1.ConfigureResponse
+	9,  // 18: spancost.wire.v1.Sidecar.ProcessTraces:output_type -> spancost.wire.v1.ProcessTracesResponse
+	9,  // 19: spancost.wire.v1.Sidecar.ProcessTracesStream:output_type -> spancost.wire.v1.ProcessTracesResponse
+	5,  // 20: spancost.wire.v1.Sidecar.Stats:output_type -> spancost.wire.v1.StatsResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name

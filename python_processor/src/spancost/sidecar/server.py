@@ -79,6 +79,11 @@ HEALTH_SERVICES = ("", SERVICE_NAME)
 CONTROL_THREADS = 2
 # Threads that run sink exports (TraceService.Export): mostly waiting on a database.
 SINK_THREADS = 4
+# Threads that serve ProcessTracesStream: one per open stream, for its whole life
+# (mostly waiting for the next batch). The collector's python extension opens at
+# most 4 (pythonextension's maxStreams); a stream beyond the pool would wait for a
+# thread, and its batches time out.
+STREAM_THREADS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +148,15 @@ class ThreadedSidecarServer:
         self._batch_pool = ThreadPoolExecutor(options.workers, thread_name_prefix="spancost-batch")
         self._control_pool = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="spancost-rpc")
         self._sink_pool = ThreadPoolExecutor(SINK_THREADS, thread_name_prefix="spancost-sink")
+        self._stream_pool = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="spancost-stream")
         self._server = grpc.server(self._control_pool, options=options.grpc_options())
         self._health = health.HealthServicer()
         add_sidecar_servicer(
-            SidecarServicer(instances), self._server, self._batch_pool, self._sink_pool
+            SidecarServicer(instances, options.workers),
+            self._server,
+            self._batch_pool,
+            self._sink_pool,
+            self._stream_pool,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._started = False
@@ -179,6 +189,7 @@ class ThreadedSidecarServer:
         self._batch_pool.shutdown(wait=False)
         self._control_pool.shutdown(wait=False)
         self._sink_pool.shutdown(wait=False)
+        self._stream_pool.shutdown(wait=False)
         self._instances.close()
         remove_socket(self._options.listen, self._socket_inode)
 

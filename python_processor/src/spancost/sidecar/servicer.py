@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -187,10 +189,13 @@ def _response(result: ProcessResult) -> sidecar_pb2.ProcessTracesResponse:
 
 
 class SidecarServicer(sidecar_pb2_grpc.SidecarServicer):
-    """The Sidecar service for `grpc.server` (one worker thread per call)."""
+    """The Sidecar service for `grpc.server` (one worker thread per call, one per
+    open stream; at most `workers` streams process a batch at once, as the
+    server's batch pool bounds unary calls)."""
 
-    def __init__(self, instances: PluginInstances) -> None:
+    def __init__(self, instances: PluginInstances, workers: int = 4) -> None:
         self._instances = instances
+        self._processing = threading.BoundedSemaphore(workers)
 
     def Configure(  # noqa: N802 - the gRPC method name
         self, request: sidecar_pb2.ConfigureRequest, context: grpc.ServicerContext
@@ -223,6 +228,19 @@ class SidecarServicer(sidecar_pb2_grpc.SidecarServicer):
         except Exception as exc:
             context.abort(*status_for(exc, "ProcessTraces", request.instance))
         return _response(result)
+
+    def ProcessTracesStream(  # noqa: N802 - the gRPC method name
+        self,
+        requests: Iterator[sidecar_pb2.ProcessTracesRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[sidecar_pb2.ProcessTracesResponse]:
+        for request in requests:
+            try:
+                with self._processing:
+                    result = self._instances.process(request.instance, request.traces)
+            except Exception as exc:
+                context.abort(*status_for(exc, "ProcessTraces", request.instance))
+            yield _response(result)
 
 
 class AsyncSidecarServicer(sidecar_pb2_grpc.SidecarServicer):
@@ -295,12 +313,30 @@ class AsyncSidecarServicer(sidecar_pb2_grpc.SidecarServicer):
             await context.abort(*status_for(exc, "ProcessTraces", request.instance))
         return _response(result)
 
+    async def ProcessTracesStream(  # noqa: N802 - the gRPC method name
+        self,
+        requests: AsyncIterator[sidecar_pb2.ProcessTracesRequest],
+        context: grpc.aio.ServicerContext[
+            sidecar_pb2.ProcessTracesRequest, sidecar_pb2.ProcessTracesResponse
+        ],
+    ) -> AsyncIterator[sidecar_pb2.ProcessTracesResponse]:
+        loop = asyncio.get_running_loop()
+        async for request in requests:
+            try:
+                result = await loop.run_in_executor(
+                    self._batch_pool, self._instances.process, request.instance, request.traces
+                )
+            except Exception as exc:
+                await context.abort(*status_for(exc, "ProcessTraces", request.instance))
+            yield _response(result)
+
 
 def add_sidecar_servicer(
     servicer: SidecarServicer | AsyncSidecarServicer,
     server: grpc.Server | grpc.aio.Server,
     batch_pool: ThreadPoolExecutor | None = None,
     sink_pool: ThreadPoolExecutor | None = None,
+    stream_pool: ThreadPoolExecutor | None = None,
 ) -> None:
     """Register `servicer` (the Sidecar and TraceService services) with `server`.
 
@@ -308,9 +344,11 @@ def add_sidecar_servicer(
     pool while Configure and the health service keep the server's own pool,
     so a backlog of batches never delays a health check past its deadline;
     likewise Export on `sink_pool`, so a slow database never delays a batch
-    on the collector's hot path.
+    on the collector's hot path; and each ProcessTracesStream, for as long as
+    it is open, on a thread of `stream_pool`.
     """
     process_traces: Any = _on_pool(servicer.ProcessTraces, batch_pool)
+    process_stream: Any = _on_pool(servicer.ProcessTracesStream, stream_pool)
     export: Any = _on_pool(servicer.Export, sink_pool)
     handlers = {
         "Configure": grpc.unary_unary_rpc_method_handler(
@@ -320,6 +358,11 @@ def add_sidecar_servicer(
         ),
         "ProcessTraces": grpc.unary_unary_rpc_method_handler(
             process_traces,
+            request_deserializer=sidecar_pb2.ProcessTracesRequest.FromString,
+            response_serializer=sidecar_pb2.ProcessTracesResponse.SerializeToString,
+        ),
+        "ProcessTracesStream": grpc.stream_stream_rpc_method_handler(
+            process_stream,
             request_deserializer=sidecar_pb2.ProcessTracesRequest.FromString,
             response_serializer=sidecar_pb2.ProcessTracesResponse.SerializeToString,
         ),
