@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make bench`: pipeline throughput/CPU/latency/RSS with and without python
-# (bench/pipeline.py, driven by our own load generator), what pricing adds per
+# `make bench`: the Python hop with the shipped chain and the totals sink
+# (bench/hop.py), grpcio's own cost per message (bench/grpc_floor.py), pipeline
+# throughput/CPU/latency/RSS with and without python (bench/pipeline.py, driven
+# by our own load generator), what pricing adds per
 # span (python_processor/benchmarks/bench_cost_plugin.py, bench/pricing_bridge.py),
 # what the totals sink spends reading a batch (bench_totals_adapter.py), the
 # PostgreSQL totals store (bench/bench_store.py, on a private server it starts), the
@@ -10,6 +12,10 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/build.sh"
 run_quiet "build spancost-loadgen" go -C collector build -o "$ROOT/_build/spancost-loadgen" ./cmd/spancost-loadgen
+log "the Python hop with the shipped chain, issue 15's workload (about 3 minutes)"
+"$VENV/bin/python" -m bench.hop
+log "what grpcio costs a Python server per message, with no spancost code (about 1 minute)"
+"$VENV/bin/python" -m bench.grpc_floor
 log "pipeline benchmark (about 6 minutes)"
 "$VENV/bin/python" -m bench.pipeline "$@"
 log "what spancost.cost adds per span (annotate on a 1,000-span batch)"
