@@ -33,6 +33,7 @@ Results go to bench-results/hop.json and Markdown on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -105,7 +106,7 @@ def pipeline_config(name: str, workdir: Path) -> dict[str, Any]:
             "tls": {"insecure": True},
             "compression": "none",
             "headers": {"spancost-sink": "totals"},
-            "sending_queue": {"enabled": True, "queue_size": 2_000_000, "sizer": "items"},
+            "sending_queue": {"enabled": True, "queue_size": 8_000_000, "sizer": "items"},
             "retry_on_failure": {"enabled": True, "max_elapsed_time": "0s"},
         }
         pipeline["exporters"] = ["debug", "otlp_grpc/totals"]
@@ -130,11 +131,18 @@ def rss_mib(procs: list[psutil.Process]) -> list[float]:
     return [round(p.memory_info().rss / 2**20, 1) for p in procs]
 
 
+def count(c: Collector, name: str, exporter: str) -> float:
+    """An exporter's counter; 0 while the collector has no series of it."""
+    with contextlib.suppress(AssertionError):
+        return c.metric(name, exporter=exporter)
+    return 0.0
+
+
 def exported(c: Collector, exporter: str) -> float:
-    try:
-        return float(c.metric("otelcol_exporter_sent_spans", exporter=exporter))
-    except AssertionError:  # no span exported yet: the collector has no series
-        return 0.0
+    """Spans `exporter` sent, and those it could not queue."""
+    return count(c, "otelcol_exporter_sent_spans", exporter) + count(
+        c, "otelcol_exporter_enqueue_failed_spans", exporter
+    )
 
 
 def drained(c: Collector, accepted: float, sink: bool, timeout: float = 300) -> float:
@@ -226,6 +234,9 @@ def measure(name: str, seconds: float) -> dict[str, Any]:
         out["capacity_failed_calls"] = cap["failed_calls"]
         if name == "chain+sink":
             drained(c, c.metric("otelcol_receiver_accepted_spans"), sink=True)
+            out["sink_enqueue_failed"] = count(
+                c, "otelcol_exporter_enqueue_failed_spans", "otlp_grpc/totals"
+            )
             out["sink_busy"] = while_sink_busy(c, seconds)
         print(f"  {name}: {json.dumps(out)}", flush=True)
         return out
