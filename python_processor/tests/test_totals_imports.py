@@ -86,6 +86,9 @@ NETWORK = ("ssl", "http", "urllib3", "requests", "httpx")
         "spancost.pricing.fx",
         "spancost.pricing.aws_products",
         "spancost.pricing.facts",
+        "spancost.pricing.schedule",
+        "spancost.pricing.refresher",
+        "spancost.pricing.live_cache",
         "spancost.allocation.pricing",
         "spancost.guard.policy",
         "spancost.guard.budgets",
@@ -93,7 +96,8 @@ NETWORK = ("ssl", "http", "urllib3", "requests", "httpx")
 )
 def test_the_pricing_core_and_the_guards_policy_reach_no_network(module: str) -> None:
     """The sources (the AWS clients, the FX fetch, the LLM price library's updater) are
-    apart: the pure core of pricing and the guard's policy and its inputs load none of
-    them, nor a database or Kubernetes client."""
+    apart: the pure core of pricing, what the live sources share (their schedule, the
+    refresher thread and the live cache, each handed its fetch), and the guard's policy
+    and its inputs load none of them, nor a database or Kubernetes client."""
     loaded = loaded_after_importing(module)
     assert loaded.isdisjoint(FORBIDDEN + NETWORK), sorted(loaded & {*FORBIDDEN, *NETWORK})

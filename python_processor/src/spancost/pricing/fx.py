@@ -15,9 +15,10 @@ multipliers::
 
 The configured rates are the start and the fallback: the shown currency
 must have one, so a conversion never waits for, or fails on, the network.
-With a `source`, a background thread fetches the document every `refresh`
-and swaps in its rates; when a fetch fails the rates in use stay (logged),
-and the next attempt comes sooner (backoff up to `refresh`).
+With a `source`, a background thread (a `spancost.pricing.refresher.Refresher`)
+fetches the document every `refresh` and swaps in its rates; when a fetch fails
+the rates in use stay (logged), and the next attempt comes sooner (backoff from
+`refresh`/16 up to `refresh`).
 
 Budgets act on converted numbers, so a source is trusted no further than it
 must be: it is fetched only over https (its certificate checked, against
@@ -47,7 +48,7 @@ from typing import Any, Final
 
 from spancost.config import parse
 from spancost.errors import ConfigError, SpancostError
-from spancost.pricing.backoff import retry_delay
+from spancost.pricing.refresher import Refresher
 from spancost.settings.currency import CODE_RE, DEFAULT_MAX_CHANGE, USD, CurrencySettings, is_rate
 
 __all__ = [
@@ -184,13 +185,23 @@ class FxTable:
             )
         )
         self._rates = FxRates(rates, "config", "")
-        self.fetches = 0
-        self.failures = 0
         self.rejected = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._fetch = fetch if fetch is not None else _fetch_over_https
+        self._refresher = (
+            None
+            if self.source is None
+            else Refresher(
+                fetch=fetch if fetch is not None else _fetch_over_https,
+                on_success=self._take,
+                on_failure=self._keep,
+                interval=self.source.refresh,
+                name="currency",
+                describe=lambda source: f"rates from {source.url}",
+                expected_errors=(FxError,),
+                logger=logger,
+                thread_name="spancost-fx",
+            )
+        )
 
     @property
     def rates(self) -> FxRates:
@@ -208,25 +219,32 @@ class FxTable:
 
     # -- the optional source ----------------------------------------------------------
 
+    @property
+    def fetches(self) -> int:
+        return 0 if self._refresher is None else self._refresher.fetches
+
+    @property
+    def failures(self) -> int:
+        return 0 if self._refresher is None else self._refresher.failures
+
     def refresh_now(self) -> bool:
         """Fetch the source once, now (blocking); False (logged) when it failed or there is none."""
-        if self.source is None:
+        if self._refresher is None or self.source is None:
             return False
-        with self._lock:
-            self.fetches += 1
-        try:
-            fetched = self._fetch(self.source)
-        except FxError as exc:
-            with self._lock:
-                self.failures += 1
-            logger.warning(
-                "currency: fetching rates failed: %s; keeping the rates from %s%s",
-                exc,
-                self._rates.source,
-                f" as of {self._rates.as_of}" if self._rates.as_of else "",
-            )
-            return False
-        taken, refused = plausible_rates(self._rates.rates, fetched.rates, self.source.max_change)
+        return self._refresher.fetch_now(self.source)
+
+    def start(self) -> None:
+        """Refresh from the source in a background thread (no-op without a source)."""
+        if self._refresher is not None and self.source is not None:
+            self._refresher.follow(self.source)
+
+    def close(self) -> None:
+        if self._refresher is not None and self.source is not None:
+            self._refresher.close(self.source.timeout)
+
+    def _take(self, source: FxSource, fetched: FxRates, _failures: int) -> dict[FxSource, float]:
+        """Swap in the fetched rates, but for those that moved more than `max_change`."""
+        taken, refused = plausible_rates(self._rates.rates, fetched.rates, source.max_change)
         for code, (old, new) in sorted(refused.items()):
             logger.error(
                 "currency: %s refused: %s from %s is more than a factor of %.2f away from the"
@@ -235,7 +253,7 @@ class FxTable:
                 code,
                 new,
                 fetched.source,
-                1 + self.source.max_change,
+                1 + source.max_change,
                 old,
                 self._rates.source,
                 code,
@@ -250,31 +268,15 @@ class FxTable:
             fetched.source,
             fetched.as_of or "?",
         )
-        return True
+        return {source: source.refresh}
 
-    def start(self) -> None:
-        """Refresh from the source in a background thread (no-op without a source)."""
-        if self.source is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="spancost-fx", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            assert self.source is not None
-            self._thread.join(self.source.timeout)
-
-    def _run(self) -> None:
-        assert self.source is not None
-        failures = 0
-        while not self._stop.is_set():
-            if self.refresh_now():
-                failures, delay = 0, self.source.refresh
-            else:
-                failures += 1
-                delay = retry_delay(self.source.refresh, failures)
-            self._stop.wait(delay)
+    def _keep(self, _source: FxSource, exc: Exception, _failures: int) -> None:
+        logger.warning(
+            "currency: fetching rates failed: %s; keeping the rates from %s%s",
+            exc,
+            self._rates.source,
+            f" as of {self._rates.as_of}" if self._rates.as_of else "",
+        )
 
 
 def _fetch_over_https(source: FxSource) -> FxRates:

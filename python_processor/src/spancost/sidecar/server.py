@@ -66,7 +66,7 @@ _AsyncHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defin
 
 ServerMode = Literal["threads", "asyncio"]
 SERVER_MODES: tuple[ServerMode, ...] = ("threads", "asyncio")
-# Measured in benchmarks/README.md.
+# Measured in bench/README.md.
 DEFAULT_SERVER_MODE: ServerMode = "threads"
 # Batches are CPU-bound Python work under the GIL: more threads than usable
 # cores only add contention (on 2 cores, 2 workers sustained ~5% more spans/s

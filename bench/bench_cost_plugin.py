@@ -16,9 +16,9 @@ instead of serializing each scope again) and of ``annotate_wire`` +
 ``Changes.to_proto()`` (what the sidecar sends back), and checks the result
 once (every span priced or with a reason).
 
-    .venv/bin/python python_processor/benchmarks/bench_cost_plugin.py
-    .venv/bin/python python_processor/benchmarks/bench_cost_plugin.py --rounds 50 --rules
-    .venv/bin/python python_processor/benchmarks/bench_cost_plugin.py --node-facts
+    .venv/bin/python -m bench.bench_cost_plugin
+    .venv/bin/python -m bench.bench_cost_plugin --rounds 50 --rules
+    .venv/bin/python -m bench.bench_cost_plugin --node-facts
 
 ``--node-facts`` prices as a DaemonSet agent does: every resource as the node the
 agent watches (an m5.xlarge; a stand-in for the Kubernetes watch, which is never on
@@ -36,7 +36,6 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-
 from spancost.changes import Changes, iter_spans, span_count
 from spancost.facts.model import NodeFacts, PodFacts
 from spancost.facts.source import NodeFactsSource

@@ -6,7 +6,7 @@ send 1,000-span batches back to back over gRPC (raw bytes, so the client does
 as little work as possible). It prints round-trip p50/p99 latency and
 throughput per mode as a markdown table.
 
-    .venv/bin/python python_processor/benchmarks/bench_server_modes.py
+    .venv/bin/python -m bench.bench_server_modes
 
 Batch layouts (``--layout``):
 ``resource``  the environment is a resource attribute (the usual case): one
@@ -35,7 +35,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-
 from spancost.wire.v1 import sidecar_pb2
 
 ENVIRONMENTS = ("prod", "ci", "staging", "dev")
@@ -130,7 +129,7 @@ class Result:
 def start_sidecar(mode: str, socket_path: Path, workers: int) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "spancost", "sidecar", f"--listen=unix://{socket_path}"]
     args += [f"--server-mode={mode}", f"--workers={workers}", "--log-level=warning"]
-    process = subprocess.Popen(args)
+    process = subprocess.Popen(args)  # noqa: S603 - this interpreter, our own package
     with grpc.insecure_channel(f"unix://{socket_path}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 20

@@ -7,7 +7,7 @@ traces of 10), priced by ``spancost.cost`` first, so every span carries the
 ``cost.*`` attributes the sink reads: what the collector's totals exporter sends.
 A store's own write is measured by bench/bench_store.py.
 
-    .venv/bin/python python_processor/benchmarks/bench_totals_adapter.py
+    .venv/bin/python -m bench.bench_totals_adapter
 """
 
 from __future__ import annotations
@@ -15,22 +15,18 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from spancost.changes import span_count
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
 from spancost.totals import split
 from spancost.totals.otlp import contributions
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_cost_plugin import make_batch
+from bench.bench_cost_plugin import make_batch
 
 
 def enriched_batch() -> ExportTraceServiceRequest:
