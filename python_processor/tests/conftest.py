@@ -17,7 +17,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from spancost.sidecar.address import parse_listen_address
 from spancost.sidecar.instances import PluginInstances
-from spancost.sidecar.server import SERVER_MODES, ServerOptions, SidecarServer, create_server
+from spancost.sidecar.server import ServerOptions, SidecarServer, create_server
 from spancost.wire.v1 import sidecar_pb2_grpc
 from tests.pg import PostgresUnavailableError, postgres_server
 
@@ -67,20 +67,11 @@ def sidecar_env(test_plugin_site: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(params=SERVER_MODES)
-def server_mode(request: pytest.FixtureRequest) -> str:
-    mode: str = request.param
-    return mode
-
-
 @pytest.fixture
-def sidecar_server(
-    tmp_path: Path, server_mode: str, test_plugin_site: Path
-) -> Iterator[SidecarServer]:
+def sidecar_server(tmp_path: Path, test_plugin_site: Path) -> Iterator[SidecarServer]:
     """A real sidecar gRPC server, in-process, on a unix socket in `tmp_path`."""
     options = ServerOptions(
         listen=parse_listen_address(f"unix://{tmp_path / 'sidecar.sock'}"),
-        mode=server_mode,  # type: ignore[arg-type]
         workers=2,
     )
     server = create_server(options, PluginInstances())

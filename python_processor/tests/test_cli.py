@@ -145,13 +145,17 @@ def test_socket_is_private_and_sigterm_exits_zero(start_sidecar: object, tmp_pat
     assert all(line[:4].isdigit() and line[23] == "Z" for line in stderr.splitlines() if line)
 
 
-@pytest.mark.parametrize("mode", ["threads", "asyncio"])
-def test_sigterm_lets_the_in_flight_batch_finish(
-    start_sidecar: object, tmp_path: Path, mode: str
-) -> None:
+def test_sigterm_lets_the_in_flight_batch_finish(start_sidecar: object, tmp_path: Path) -> None:
     target = f"unix://{tmp_path}/s.sock"
     process = start_sidecar(  # type: ignore[operator]
-        "--listen", target, "--server-mode", mode, "--preload", "test.slow", "--grace-period", "10"
+        "--listen",
+        target,
+        "--server-mode",
+        "threads",
+        "--preload",
+        "test.slow",
+        "--grace-period",
+        "10",
     )
     started = tmp_path / "started"
     with wait_serving(target, process) as channel:

@@ -281,12 +281,9 @@ def test_batches_beyond_grpcs_4_mib_default_pass(sidecar_server: SidecarServer) 
 
 
 @pytest.mark.usefixtures("test_plugin_site")
-def test_health_and_configure_answer_while_every_worker_is_busy(
-    tmp_path: Path, server_mode: str
-) -> None:
+def test_health_and_configure_answer_while_every_worker_is_busy(tmp_path: Path) -> None:
     options = ServerOptions(
         listen=parse_listen_address(f"unix://{tmp_path / 'busy.sock'}"),
-        mode=server_mode,  # type: ignore[arg-type]
         workers=1,
     )
     server = create_server(options, PluginInstances())

@@ -24,11 +24,8 @@ from spancost.sidecar.runtime import check_protobuf_backend
 from spancost.sidecar.server import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_SERVER_MODE,
     DEFAULT_WORKERS,
-    SERVER_MODES,
     SINK_THREADS,
-    ServerMode,
     ServerOptions,
     create_server,
     serve_until_signalled,
@@ -47,10 +44,11 @@ logger = logging.getLogger(__name__)
 )
 @click.option(
     "--server-mode",
-    type=click.Choice(SERVER_MODES),
-    default=DEFAULT_SERVER_MODE,
+    type=click.Choice(["threads"]),
+    default="threads",
     show_default=True,
-    help="threads: grpc.server on a thread pool; asyncio: grpc.aio on an event loop.",
+    help="grpc.server on thread pools, the only mode (asyncio was removed; the flag "
+    "stays so that command lines naming it still start).",
 )
 @click.option(
     "--workers",
@@ -93,7 +91,7 @@ logger = logging.getLogger(__name__)
 def sidecar(
     *,
     listen: ListenAddress,
-    server_mode: ServerMode,
+    server_mode: str,
     workers: int,
     grace_period: float,
     max_message_bytes: int,
@@ -113,7 +111,6 @@ def sidecar(
             logger.info("preloaded plugin %s (%s)", name, spec.version)
         options = ServerOptions(
             listen=listen,
-            mode=server_mode,
             workers=workers,
             grace_period=grace_period,
             max_message_bytes=max_message_bytes,

@@ -1,33 +1,30 @@
-"""Runs the sidecar's gRPC server, in one of two modes, until a signal stops it.
+"""Runs the sidecar's gRPC server until a signal stops it.
 
-``threads``  `grpc.server`: each batch runs on one of `workers` threads; health
-             checks and Configure have two threads of their own.
-``asyncio``  `grpc.aio.server` on an event loop in a dedicated thread; decoding,
-             the plugin and encoding run on `workers` threads, Configure on two
-             more; health checks are answered on the loop.
+`grpc.server` on thread pools: each unary batch runs on one of `workers` threads,
+each open batch stream on a thread of its own (at most `workers` batches processed
+at once either way); health checks and Configure have two threads of their own,
+sink exports four. It serves `spancost.wire.v1.Sidecar`, the OTLP TraceService
+(for sinks) and `grpc.health.v1.Health` (``""`` and ``spancost.wire.v1.Sidecar``
+are SERVING while up, NOT_SERVING once stopping), and stops in order:
+NOT_SERVING, refuse new calls, let in-flight calls finish within the grace
+period, then close every plugin instance.
 
-Both serve `spancost.wire.v1.Sidecar`, the OTLP TraceService (for sinks, on
-threads of their own) and `grpc.health.v1.Health` (``""`` and
-``spancost.wire.v1.Sidecar`` are SERVING while up, NOT_SERVING once stopping),
-and stop the same way: NOT_SERVING, refuse new calls, let in-flight calls
-finish within the grace period, then close every plugin instance.
+There is one concurrency model. An asyncio server (`grpc.aio`) was the other
+until issue 16: it had no user and measured no better (bench/README.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import grpc
-import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from spancost.errors import ServerStartError
@@ -41,7 +38,6 @@ from spancost.sidecar.address import (
 from spancost.sidecar.instances import PluginInstances
 from spancost.sidecar.servicer import (
     SERVICE_NAME,
-    AsyncSidecarServicer,
     SidecarServicer,
     add_sidecar_servicer,
 )
@@ -49,9 +45,7 @@ from spancost.sidecar.servicer import (
 __all__ = [
     "DEFAULT_GRACE_PERIOD",
     "DEFAULT_MAX_MESSAGE_BYTES",
-    "DEFAULT_SERVER_MODE",
     "DEFAULT_WORKERS",
-    "SERVER_MODES",
     "SINK_THREADS",
     "ServerOptions",
     "SidecarServer",
@@ -61,13 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# grpc-stubs does not describe grpc_health's asyncio servicer.
-_AsyncHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
-
-ServerMode = Literal["threads", "asyncio"]
-SERVER_MODES: tuple[ServerMode, ...] = ("threads", "asyncio")
-# Measured in bench/README.md.
-DEFAULT_SERVER_MODE: ServerMode = "threads"
 # Batches are CPU-bound Python work under the GIL: more threads than usable
 # cores only add contention (on 2 cores, 2 workers sustained ~5% more spans/s
 # than 4 in `make bench`'s pipeline), and more than 4 never helped.
@@ -91,7 +78,6 @@ class ServerOptions:
     """How the sidecar serves (the `spancost sidecar` flags)."""
 
     listen: ListenAddress
-    mode: ServerMode = DEFAULT_SERVER_MODE
     workers: int = DEFAULT_WORKERS
     grace_period: float = DEFAULT_GRACE_PERIOD
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -122,9 +108,7 @@ class SidecarServer(Protocol):
 
 
 def create_server(options: ServerOptions, instances: PluginInstances) -> SidecarServer:
-    """A server for `options.mode`, serving `instances` (not started yet)."""
-    if options.mode == "asyncio":
-        return AsyncioSidecarServer(options, instances)
+    """A server for `options`, serving `instances` (not started yet)."""
     return ThreadedSidecarServer(options, instances)
 
 
@@ -190,78 +174,6 @@ class ThreadedSidecarServer:
         self._control_pool.shutdown(wait=False)
         self._sink_pool.shutdown(wait=False)
         self._stream_pool.shutdown(wait=False)
-        self._instances.close()
-        remove_socket(self._options.listen, self._socket_inode)
-
-
-class AsyncioSidecarServer:
-    """`grpc.aio.server` on its own event loop thread; plugin work on thread pools."""
-
-    def __init__(self, options: ServerOptions, instances: PluginInstances) -> None:
-        self._options = options
-        self._instances = instances
-        self.address = options.listen
-        self._batch_pool = ThreadPoolExecutor(options.workers, thread_name_prefix="spancost-batch")
-        self._control_pool = ThreadPoolExecutor(CONTROL_THREADS, thread_name_prefix="spancost-rpc")
-        self._sink_pool = ThreadPoolExecutor(SINK_THREADS, thread_name_prefix="spancost-sink")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="spancost-asyncio", daemon=True
-        )
-        self._server: grpc.aio.Server | None = None
-        self._health: Any = None
-        self._stopped = False
-        self._socket_inode: int | None = None
-
-    def start(self) -> None:
-        address = self._options.listen
-        if address.unix_path is not None:
-            prepare_unix_socket(address.unix_path)
-        self._thread.start()
-        with private_umask(address):
-            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
-        self._socket_inode = restrict_socket(address)
-
-    async def _start(self) -> None:
-        # The aio server and its health servicer must be created on the loop they serve on.
-        server = grpc.aio.server(options=self._options.grpc_options())
-        self._health = _AsyncHealthServicer()
-        add_sidecar_servicer(
-            AsyncSidecarServicer(
-                self._instances, self._batch_pool, self._control_pool, self._sink_pool
-            ),
-            server,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        address = self._options.listen
-        try:
-            port = server.add_insecure_port(address.grpc_target)
-        except RuntimeError as exc:
-            raise ServerStartError(f"cannot listen on {address}: {exc}") from exc
-        self.address = _bound(address, port)
-        await server.start()
-        self._server = server
-        for service in HEALTH_SERVICES:
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-
-    async def _stop(self, grace: float) -> None:
-        if self._health is not None:
-            await self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(grace)
-
-    def stop(self, grace: float) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._stop(grace), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        self._loop.close()
-        self._batch_pool.shutdown(wait=False)
-        self._control_pool.shutdown(wait=False)
-        self._sink_pool.shutdown(wait=False)
         self._instances.close()
         remove_socket(self._options.listen, self._socket_inode)
 

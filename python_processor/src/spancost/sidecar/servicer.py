@@ -1,8 +1,6 @@
 """The gRPC boundary: `spancost.wire.v1.Sidecar` over `PluginInstances`.
 
-Two servicers share one translation from `spancost.errors` to status codes:
-`SidecarServicer` for the thread-pool server and `AsyncSidecarServicer` for
-the asyncio one (which runs the CPU-bound work on a thread pool).
+`SidecarServicer` translates `spancost.errors` into status codes.
 
 Status codes (the contract in sidecar.proto):
 
@@ -28,15 +26,13 @@ sidecar's endpoint with the header ``spancost-sink: <sink name>``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-import grpc.aio
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from spancost.errors import (
@@ -57,7 +53,6 @@ __all__ = [
     "SERVICE_NAME",
     "SINK_HEADER",
     "TRACE_SERVICE_NAME",
-    "AsyncSidecarServicer",
     "SidecarServicer",
     "add_sidecar_servicer",
     "status_for",
@@ -95,7 +90,7 @@ def status_for(exc: Exception, method: str, instance: str) -> tuple[grpc.StatusC
     return grpc.StatusCode.INTERNAL, f"unexpected error in the sidecar: {type(exc).__name__}: {exc}"
 
 
-def _sink_name(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> str:
+def _sink_name(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == SINK_HEADER:
             return value if isinstance(value, str) else value.decode()
@@ -243,97 +238,9 @@ class SidecarServicer(sidecar_pb2_grpc.SidecarServicer):
             yield _response(result)
 
 
-class AsyncSidecarServicer(sidecar_pb2_grpc.SidecarServicer):
-    """The Sidecar service for `grpc.aio.server`.
-
-    Batches run on `batch_pool`, Configure (plugin start-up may be slow) on
-    `control_pool`, so neither blocks the event loop that answers health checks.
-    """
-
-    def __init__(
-        self,
-        instances: PluginInstances,
-        batch_pool: Executor,
-        control_pool: Executor,
-        sink_pool: Executor | None = None,
-    ) -> None:
-        self._instances = instances
-        self._batch_pool = batch_pool
-        self._control_pool = control_pool
-        self._sink_pool = sink_pool if sink_pool is not None else batch_pool
-
-    async def Configure(  # noqa: N802 - the gRPC method name
-        self,
-        request: sidecar_pb2.ConfigureRequest,
-        context: grpc.aio.ServicerContext[
-            sidecar_pb2.ConfigureRequest, sidecar_pb2.ConfigureResponse
-        ],
-    ) -> sidecar_pb2.ConfigureResponse:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._control_pool, _configure, self._instances, request
-            )
-        except Exception as exc:
-            await context.abort(*status_for(exc, "Configure", request.instance))
-
-    async def Stats(  # noqa: N802 - the gRPC method name
-        self,
-        request: sidecar_pb2.StatsRequest,
-        context: grpc.aio.ServicerContext[sidecar_pb2.StatsRequest, sidecar_pb2.StatsResponse],
-    ) -> sidecar_pb2.StatsResponse:
-        loop = asyncio.get_running_loop()
-        stats = await loop.run_in_executor(self._control_pool, self._instances.stats)
-        return _stats_response(stats)
-
-    async def Export(  # noqa: N802 - the gRPC method name (TraceService)
-        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ExportResponse:
-        sink = _sink_name(context)
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._sink_pool, self._instances.export, sink, request)
-        except Exception as exc:
-            await context.abort(*_export_status(exc, sink))
-        return ExportResponse()
-
-    async def ProcessTraces(  # noqa: N802 - the gRPC method name
-        self,
-        request: sidecar_pb2.ProcessTracesRequest,
-        context: grpc.aio.ServicerContext[
-            sidecar_pb2.ProcessTracesRequest, sidecar_pb2.ProcessTracesResponse
-        ],
-    ) -> sidecar_pb2.ProcessTracesResponse:
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(
-                self._batch_pool, self._instances.process, request.instance, request.traces
-            )
-        except Exception as exc:
-            await context.abort(*status_for(exc, "ProcessTraces", request.instance))
-        return _response(result)
-
-    async def ProcessTracesStream(  # noqa: N802 - the gRPC method name
-        self,
-        requests: AsyncIterator[sidecar_pb2.ProcessTracesRequest],
-        context: grpc.aio.ServicerContext[
-            sidecar_pb2.ProcessTracesRequest, sidecar_pb2.ProcessTracesResponse
-        ],
-    ) -> AsyncIterator[sidecar_pb2.ProcessTracesResponse]:
-        loop = asyncio.get_running_loop()
-        async for request in requests:
-            try:
-                result = await loop.run_in_executor(
-                    self._batch_pool, self._instances.process, request.instance, request.traces
-                )
-            except Exception as exc:
-                await context.abort(*status_for(exc, "ProcessTraces", request.instance))
-            yield _response(result)
-
-
 def add_sidecar_servicer(
-    servicer: SidecarServicer | AsyncSidecarServicer,
-    server: grpc.Server | grpc.aio.Server,
+    servicer: SidecarServicer,
+    server: grpc.Server,
     batch_pool: ThreadPoolExecutor | None = None,
     sink_pool: ThreadPoolExecutor | None = None,
     stream_pool: ThreadPoolExecutor | None = None,
