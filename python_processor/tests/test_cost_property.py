@@ -15,8 +15,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from spancost.changes import Changes, span_count
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
-from spancost.pricing.compute import MAX_DURATION_NS, is_local_root, span_duration_ns
+from spancost.pricing.compute import is_local_root, span_duration_ns
 from spancost.pricing.model import UNPRICED_REASONS
+from spancost.vocabulary.limits import MAX_DURATION_NS
 from tests.builders import any_value, attribute_map
 
 RESOURCE_TEMPLATES: list[dict[str, Any]] = [

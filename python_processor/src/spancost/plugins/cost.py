@@ -58,7 +58,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final, cast
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from spancost.attributes import AttributeValue
@@ -69,11 +68,6 @@ from spancost.facts.source import ORIGIN_KUBERNETES, NodeFactsSource
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest, Ownership
 from spancost.pricing.catalog import PriceBook, build_price_book
 from spancost.pricing.compute import (
-    FLAG_CONTEXT_HAS_IS_REMOTE,
-    FLAG_CONTEXT_IS_REMOTE,
-    MAX_DURATION_NS,
-    SPAN_KIND_CONSUMER,
-    SPAN_KIND_SERVER,
     ComputeSettings,
     FargateTask,
     MemoryUnit,
@@ -83,109 +77,72 @@ from spancost.pricing.compute import (
     plan_compute,
     span_duration_ns,
 )
-from spancost.pricing.facts import (
-    ATTR_FAAS_TRIGGER,
-    ATTR_K8S_NODE_NAME,
-    RESOURCE_KEYS,
-    ResourceFacts,
-    Unusable,
-    Value,
-    as_count,
-)
+from spancost.pricing.facts import RESOURCE_KEYS, ResourceFacts, as_count
 from spancost.pricing.llm import LLM_KEYS, LlmPricer, token_usage
 from spancost.pricing.model import Arch, Priced, Unpriced, UnpricedReason
 from spancost.pricing.rules import Rule, first_match, rules_of, span_triggers
-from spancost.settings.cost import MAX_SPAN_USD, CostSettings
+from spancost.settings.cost import CostSettings
+from spancost.vocabulary.keys import (
+    COST_CURRENCY,
+    COST_INSTANCE_TYPE,
+    COST_KEYS,
+    COST_MODEL,
+    COST_PRICE_AS_OF,
+    COST_SOURCE,
+    COST_UNPRICED_REASON,
+    COST_USD,
+    FAAS_TRIGGER,
+    GEN_AI_USAGE_PREFIX,
+    K8S_NODE_NAME,
+    K8S_POD_UID,
+)
+from spancost.vocabulary.limits import MAX_DURATION_NS, MAX_SPAN_USD
+from spancost.vocabulary.otlp import (
+    FLAG_CONTEXT_HAS_IS_REMOTE,
+    FLAG_CONTEXT_IS_REMOTE,
+    SPAN_KIND_CONSUMER,
+    SPAN_KIND_SERVER,
+    Value,
+    read_values,
+)
 
-__all__ = [
-    "ATTR_CURRENCY",
-    "ATTR_INSTANCE_TYPE",
-    "ATTR_MODEL",
-    "ATTR_PRICE_AS_OF",
-    "ATTR_SOURCE",
-    "ATTR_UNPRICED_REASON",
-    "ATTR_USD",
-    "OWNED_KEYS",
-    "REASON_SIDECAR_UNAVAILABLE",
-    "CostPlugin",
-]
+__all__ = ["REASON_SIDECAR_UNAVAILABLE", "CostPlugin"]
 
 logger = logging.getLogger(__name__)
 
-ATTR_USD: Final = "cost.usd"
-ATTR_CURRENCY: Final = "cost.currency"
-ATTR_SOURCE: Final = "cost.source"
-ATTR_MODEL: Final = "cost.model"
-ATTR_PRICE_AS_OF: Final = "cost.price_as_of"
-ATTR_INSTANCE_TYPE: Final = "cost.instance_type"
-ATTR_UNPRICED_REASON: Final = "cost.unpriced_reason"
-OWNED_KEYS: Final = (
-    ATTR_USD,
-    ATTR_CURRENCY,
-    ATTR_SOURCE,
-    ATTR_MODEL,
-    ATTR_PRICE_AS_OF,
-    ATTR_INSTANCE_TYPE,
-    ATTR_UNPRICED_REASON,
-)
-"""The attributes this plugin writes, and removes from incoming spans."""
 REASON_SIDECAR_UNAVAILABLE: Final = "sidecar_unavailable"
 """Written by the collector on a span whose batch the sidecar did not answer for."""
 
-ATTR_K8S_POD_UID: Final = "k8s.pod.uid"
 CURRENCY: Final = "USD"
 PLAN_TTL_S: Final = 60.0
 PLAN_CACHE_LIMIT: Final = 4096
 
 _ENTRY_KINDS: Final = (SPAN_KIND_SERVER, SPAN_KIND_CONSUMER)
-_LLM_NEEDLE: Final = b"gen_ai.usage."
+_LLM_NEEDLE: Final = GEN_AI_USAGE_PREFIX.encode()
 _COST_NEEDLE: Final = b"cost."
 _EVENT_TRUSTED: Final = ("trusted", "upstream")
 _EVENT_FACTS_STALE: Final = ("node_facts", "stale")
 _EVENT_FACTS_MISSING: Final = ("node_facts", "missing")
 _BAD_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
-    {ATTR_UNPRICED_REASON: "bad_attribute"},
+    {COST_UNPRICED_REASON: "bad_attribute"},
     ("unpriced", "bad_attribute"),
 )
 _COST_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
-    {ATTR_UNPRICED_REASON: "implausible_cost"},
+    {COST_UNPRICED_REASON: "implausible_cost"},
     ("unpriced", "implausible_cost"),
 )
 _TOKENS_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
-    {ATTR_UNPRICED_REASON: "implausible_tokens"},
+    {COST_UNPRICED_REASON: "implausible_tokens"},
     ("unpriced", "implausible_tokens"),
 )
 _DURATION_OUTCOME: Final[tuple[dict[str, AttributeValue], tuple[str, str]]] = (
-    {ATTR_UNPRICED_REASON: "implausible_duration"},
+    {COST_UNPRICED_REASON: "implausible_duration"},
     ("unpriced", "implausible_duration"),
 )
 
 Outcome = tuple[dict[str, AttributeValue], tuple[str, str]]
 """The attributes a span ends with, and the (event, reason) it is counted under."""
 _Override = tuple[int, tuple[str, ...], dict[str, AttributeValue], tuple[str, str]]
-
-
-def _plain(value: AnyValue) -> Value:
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        return value.string_value
-    if which == "int_value":
-        return value.int_value
-    if which == "double_value":
-        return value.double_value
-    if which == "bool_value":
-        return value.bool_value
-    return Unusable(which.removesuffix("_value") if which else "empty")
-
-
-def _read(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, Value]:
-    """The `wanted` attributes as plain values; the first of a repeated key wins."""
-    found: dict[str, Value] = {}
-    for attribute in attributes:
-        key = attribute.key
-        if key in wanted and key not in found:
-            found[key] = _plain(attribute.value)
-    return found
 
 
 @dataclass(slots=True)
@@ -252,22 +209,22 @@ class CostPlugin(AnnotatingPlugin):
         )
 
         rule_keys = frozenset(key for rule in self._rules for key in rule.keys)
-        self._resource_keys = RESOURCE_KEYS | rule_keys | {self._spot_attribute, ATTR_K8S_POD_UID}
-        span_keys = set(rule_keys) | {ATTR_FAAS_TRIGGER}
+        self._resource_keys = RESOURCE_KEYS | rule_keys | {self._spot_attribute, K8S_POD_UID}
+        span_keys = set(rule_keys) | {FAAS_TRIGGER}
         needles: list[bytes] = []
         if self._llm is not None:
             span_keys |= LLM_KEYS
             needles.append(_LLM_NEEDLE)
         if self._trust_upstream:
-            span_keys.add(ATTR_USD)
-            needles.append(ATTR_USD.encode())
+            span_keys.add(COST_USD)
+            needles.append(COST_USD.encode())
         self._span_keys = frozenset(span_keys)
         self._needles = tuple(needles)
         self.ownership = Ownership(
-            keys=OWNED_KEYS,
-            unprocessed={ATTR_UNPRICED_REASON: REASON_SIDECAR_UNAVAILABLE},
+            keys=COST_KEYS,
+            unprocessed={COST_UNPRICED_REASON: REASON_SIDECAR_UNAVAILABLE},
             unprocessed_event=("unpriced", REASON_SIDECAR_UNAVAILABLE),
-            trusted_key=ATTR_USD if self._trust_upstream else "",
+            trusted_key=COST_USD if self._trust_upstream else "",
         )
         self._plans: dict[bytes, _Plan] = {}
         self._plans_expire = time.monotonic() + PLAN_TTL_S
@@ -454,7 +411,7 @@ class CostPlugin(AnnotatingPlugin):
         wanted = self._span_keys
         for offset in offsets:
             span = spans[offset]
-            values = _read(span.attributes, wanted)
+            values = read_values(span.attributes, wanted)
             outcome = self._decide(plan, values, span)
             if outcome is None:
                 trusted.append(index + offset)
@@ -465,7 +422,7 @@ class CostPlugin(AnnotatingPlugin):
         self, plan: _Plan, values: dict[str, Value], span: Span
     ) -> Outcome | None:
         """A span's outcome; None to leave it untouched (a trusted upstream price)."""
-        if self._trust_upstream and _is_upstream_price(values.get(ATTR_USD)):
+        if self._trust_upstream and _is_upstream_price(values.get(COST_USD)):
             return None
         resource = plan.values
         rule = plan.rule
@@ -491,7 +448,7 @@ class CostPlugin(AnnotatingPlugin):
             span.kind, span.flags, bool(span.parent_span_id)
         )
         if not root and segment_plan.is_lambda:
-            root = ATTR_FAAS_TRIGGER in values
+            root = FAAS_TRIGGER in values
         if root:
             return self._charge(segment, span)
         return segment_plan.base, segment_plan.base_event
@@ -503,11 +460,11 @@ class CostPlugin(AnnotatingPlugin):
         key = resource_spans.resource.SerializeToString()
         plan = self._plans.get(key)
         if plan is None:
-            values = _read(resource_spans.resource.attributes, self._resource_keys)
+            values = read_values(resource_spans.resource.attributes, self._resource_keys)
             origin, expected = self._overlay(values)
             share = None
             if origin == ORIGIN_KUBERNETES and self._facts is not None:
-                pod = values.get(ATTR_K8S_POD_UID)
+                pod = values.get(K8S_POD_UID)
                 share = self._facts.pod_share(pod if isinstance(pod, str) else None)
             rule = first_match(self._rules, values.get) if self._rules else None
             plan = self._make_plan(values, rule, share)
@@ -525,7 +482,7 @@ class CostPlugin(AnnotatingPlugin):
         """
         if self._facts is None:
             return None, False
-        node = values.get(ATTR_K8S_NODE_NAME)
+        node = values.get(K8S_NODE_NAME)
         overlay = self._facts.overlay(node.strip() or None if isinstance(node, str) else None)
         if overlay is None:
             return None, self._facts.expects_node
@@ -571,7 +528,7 @@ class CostPlugin(AnnotatingPlugin):
         triggers = span_triggers(self._rules, rule) if self._rules else frozenset()
         needles = self._needles + tuple(t.encode() for t in sorted(triggers))
         if is_lambda:
-            needles += (ATTR_FAAS_TRIGGER.encode(),)
+            needles += (FAAS_TRIGGER.encode(),)
         return _Plan(
             values=values,
             base=base,
@@ -623,14 +580,14 @@ class CostPlugin(AnnotatingPlugin):
         if usd > self._max_usd:
             return _COST_OUTCOME
         attributes: dict[str, AttributeValue] = {
-            ATTR_USD: float(usd),
-            ATTR_CURRENCY: CURRENCY,
-            ATTR_SOURCE: decision.source,
-            ATTR_MODEL: decision.model,
-            ATTR_PRICE_AS_OF: decision.as_of,
+            COST_USD: float(usd),
+            COST_CURRENCY: CURRENCY,
+            COST_SOURCE: decision.source,
+            COST_MODEL: decision.model,
+            COST_PRICE_AS_OF: decision.as_of,
         }
         if decision.instance_type:
-            attributes[ATTR_INSTANCE_TYPE] = decision.instance_type
+            attributes[COST_INSTANCE_TYPE] = decision.instance_type
         return attributes, ("priced", decision.source)
 
 
@@ -648,19 +605,19 @@ def _pod_share_pricing(segment: SegmentPricing, share: float) -> SegmentPricing:
 def _included(segment: SegmentPricing) -> Outcome:
     """A span whose compute is charged on its segment's local root."""
     attributes: dict[str, AttributeValue] = {
-        ATTR_USD: 0.0,
-        ATTR_CURRENCY: CURRENCY,
-        ATTR_SOURCE: segment.source,
-        ATTR_MODEL: segment.included_model,
-        ATTR_PRICE_AS_OF: segment.as_of,
+        COST_USD: 0.0,
+        COST_CURRENCY: CURRENCY,
+        COST_SOURCE: segment.source,
+        COST_MODEL: segment.included_model,
+        COST_PRICE_AS_OF: segment.as_of,
     }
     if segment.instance_type:
-        attributes[ATTR_INSTANCE_TYPE] = segment.instance_type
+        attributes[COST_INSTANCE_TYPE] = segment.instance_type
     return attributes, ("priced", segment.source)
 
 
 def _unpriced(reason: UnpricedReason) -> Outcome:
-    return {ATTR_UNPRICED_REASON: reason}, ("unpriced", reason)
+    return {COST_UNPRICED_REASON: reason}, ("unpriced", reason)
 
 
 def _is_upstream_price(value: Value | None) -> bool:
@@ -816,7 +773,7 @@ def _emit(
         ranges.append((cursor, end))
     if has_cost:
         for first, last in ranges:
-            changes.remove(first, last, OWNED_KEYS)
+            changes.remove(first, last, COST_KEYS)
     for first, last in ranges:
         changes.set(first, last, plan.base)
     _emit_overrides(ranges, overrides, changes, counts, roots=roots, segment=plan.segment)
@@ -853,7 +810,7 @@ def _emit_overrides(
         event = ("priced", segment.source)
         counts[event] = counts.get(event, 0) + len(roots)
         rest_model: tuple[tuple[str, str, AttributeValue], ...] = (
-            (ATTR_MODEL, "str", segment.model),
+            (COST_MODEL, "str", segment.model),
         )
         if len(starts) == 1:
             groups[(0, (), rest_model)] = [index for index, _ in roots]
@@ -863,11 +820,11 @@ def _emit_overrides(
                 groups.setdefault((in_range, (), rest_model), []).append(index)
     for index, remove, changed, event in overrides:
         counts[event] = counts.get(event, 0) + 1
-        value = changed.get(ATTR_USD)
+        value = changed.get(COST_USD)
         others = changed
         if type(value) is float:
             usd.append((index, value))
-            others = {k: v for k, v in changed.items() if k != ATTR_USD}
+            others = {k: v for k, v in changed.items() if k != COST_USD}
         if remove or others:
             # The type is part of the key: False == 0 == 0.0 must not share a group.
             rest = tuple((k, type(v).__name__, v) for k, v in others.items())
@@ -876,7 +833,7 @@ def _emit_overrides(
     for (_, remove, rest), indices in groups.items():
         changes.set_spans(sorted(indices), {k: v for k, _, v in rest}, remove)
     usd.sort()
-    changes.set_doubles(ATTR_USD, [index for index, _ in usd], [value for _, value in usd])
+    changes.set_doubles(COST_USD, [index for index, _ in usd], [value for _, value in usd])
 
 
 # -- configuration --------------------------------------------------------------------
