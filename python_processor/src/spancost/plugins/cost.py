@@ -42,7 +42,7 @@ counts and times are the sender's, and one absurd value must not breach a budget
 Speed: resource attributes are read once per ``ResourceSpans`` and the resource's
 plan is cached; a scope's spans are only read attribute by attribute when its
 serialized bytes contain a key that matters (``gen_ai.usage.``, a rule's
-attribute, ...). Otherwise each span costs a few field reads, and only local
+attribute, ...: `spancost.wire_scan`). Otherwise each span costs a few field reads, and only local
 roots get an attribute change of their own: the rest share one range.
 """
 
@@ -105,6 +105,7 @@ from spancost.vocabulary.otlp import (
     Value,
     read_values,
 )
+from spancost.wire_scan import scope_blobs, spans_containing
 
 __all__ = ["REASON_SIDECAR_UNAVAILABLE", "CostPlugin"]
 
@@ -252,7 +253,7 @@ class CostPlugin(AnnotatingPlugin):
         self, data: bytes, batch: ExportTraceServiceRequest, changes: Changes, events: Events
     ) -> None:
         """`annotate`, searching the received bytes instead of serializing each scope again."""
-        self._annotate(batch, _scope_blobs(data), changes, events)
+        self._annotate(batch, scope_blobs(data), changes, events)
 
     def _annotate(
         self,
@@ -318,7 +319,7 @@ class CostPlugin(AnnotatingPlugin):
             )
             if _COST_NEEDLE in blob:
                 has_cost = True
-            hits = None if self._force_detailed else _hits(blob, plan.needles)
+            hits = None if self._force_detailed else spans_containing(blob, plan.needles)
             if hits is None:
                 hits = set(range(len(spans)))
             if hits:
@@ -622,109 +623,6 @@ def _unpriced(reason: UnpricedReason) -> Outcome:
 
 def _is_upstream_price(value: Value | None) -> bool:
     return type(value) is float and math.isfinite(value) and value >= 0
-
-
-def _bounds(blob: bytes, field: int) -> tuple[list[int], list[int]] | None:
-    """Where each length-delimited occurrence of `field` of the message `blob` starts and
-    ends, in order. None if the bytes do not parse (never expected: upb or the collector
-    encoded them)."""
-    starts: list[int] = []
-    ends: list[int] = []
-    position = 0
-    size = len(blob)
-    try:
-        while position < size:
-            tag, position = _varint(blob, position)
-            wire_type = tag & 7
-            if wire_type == 2:  # length-delimited
-                length, position = _varint(blob, position)
-                if tag >> 3 == field:
-                    starts.append(position)
-                    ends.append(position + length)
-                position += length
-            elif wire_type == 0:
-                _, position = _varint(blob, position)
-            elif wire_type == 1:
-                position += 8
-            elif wire_type == 5:
-                position += 4
-            else:
-                return None
-    except IndexError:
-        return None
-    if position != size:
-        return None
-    return starts, ends
-
-
-def _span_bounds(blob: bytes) -> tuple[list[int], list[int]] | None:
-    """Where each span starts and ends in a serialized ``ScopeSpans`` (field 2)."""
-    return _bounds(blob, 2)
-
-
-def _fields(blob: bytes, field: int) -> list[bytes] | None:
-    """The bytes of each length-delimited occurrence of `field` in `blob`, in order."""
-    bounds = _bounds(blob, field)
-    if bounds is None:
-        return None
-    return [blob[start:end] for start, end in zip(*bounds, strict=True)]
-
-
-def _scope_blobs(data: bytes) -> list[list[bytes]] | None:
-    """Per ``ResourceSpans`` of a serialized ``ExportTraceServiceRequest`` (field 1), the
-    bytes of each of its ``ScopeSpans`` (field 2), in document order; None if the bytes
-    do not parse."""
-    resources = _fields(data, 1)
-    if resources is None:
-        return None
-    result: list[list[bytes]] = []
-    for resource in resources:
-        scopes = _fields(resource, 2)
-        if scopes is None:
-            return None
-        result.append(scopes)
-    return result
-
-
-def _varint(blob: bytes, position: int) -> tuple[int, int]:
-    byte = blob[position]
-    position += 1
-    if byte < 0x80:
-        return byte, position
-    result = byte & 0x7F
-    shift = 7
-    while True:
-        byte = blob[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, position
-        shift += 7
-
-
-def _hits(blob: bytes, needles: tuple[bytes, ...]) -> set[int] | None:
-    """Offsets of the spans whose bytes contain a needle (a false positive costs a read).
-
-    None: read them all (the bytes did not parse; never expected, they come from upb).
-    """
-    found = [needle for needle in needles if needle in blob]
-    if not found:
-        return set()
-    bounds = _span_bounds(blob)
-    if bounds is None:
-        return None
-    starts, ends = bounds
-    hits: set[int] = set()
-    for needle in found:
-        position = blob.find(needle)
-        while position != -1:
-            span = bisect.bisect_right(starts, position) - 1
-            if span >= 0 and position < ends[span]:
-                hits.add(span)
-                position = blob.find(needle, ends[span])
-            else:
-                position = blob.find(needle, position + 1)
-    return hits
 
 
 def _count_facts(plan: _Plan, spans: int, stale: bool, counts: dict[tuple[str, str], int]) -> None:
