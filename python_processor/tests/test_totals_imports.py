@@ -79,6 +79,7 @@ def spancost_modules_after_importing(*modules: str) -> list[str]:
         "spancost.totals.otlp",
         "spancost.pricing.compute",
         "spancost.pricing.llm",
+        "spancost.pricing.decision",
         "spancost.facts.source",
         "spancost.allocation.reporter",
         "spancost.demo",
@@ -116,6 +117,12 @@ def test_the_pricing_core_and_the_guards_policy_reach_no_network(module: str) ->
     them, nor a database or Kubernetes client."""
     loaded = loaded_after_importing(module)
     assert loaded.isdisjoint(FORBIDDEN + NETWORK), sorted(loaded & {*FORBIDDEN, *NETWORK})
+
+
+def test_the_pricing_decision_reads_spans_without_protobuf() -> None:
+    """It takes plain values and reads spans by their fields, so it needs no protobuf."""
+    loaded = loaded_after_importing("spancost.pricing.decision")
+    assert loaded.isdisjoint((*FORBIDDEN, "google", "opentelemetry")), sorted(loaded)
 
 
 VOCABULARY = (

@@ -4,8 +4,8 @@ OTLP requires attribute keys to be unique; if a producer repeats one anyway,
 reading finds the first occurrence, as the collector's ``pcommon.Map`` does.
 Writing leaves no copy behind that could be read later: `set_value` keeps
 exactly one attribute of its key and `remove_keys` removes every copy, as the
-collector's applier does (spancost.changes). `value_type` is the vocabulary's
-(spancost.vocabulary.otlp), here for plugins.
+collector's applier does (spancost.changes). `AttributeValue` and `value_type` are
+the vocabulary's (spancost.vocabulary.otlp), here for plugins.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from spancost.vocabulary.limits import INT64_MAX, INT64_MIN
-from spancost.vocabulary.otlp import value_type
+from spancost.vocabulary.otlp import AttributeValue, value_type
 
 __all__ = [
     "AttributeValue",
@@ -26,9 +26,6 @@ __all__ = [
     "set_value",
     "value_type",
 ]
-
-AttributeValue = str | bool | int | float
-"""The scalar types a plugin may write as an attribute value."""
 
 
 def find_value(attributes: Iterable[KeyValue], key: str) -> AnyValue | None:

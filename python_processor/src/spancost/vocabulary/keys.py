@@ -35,6 +35,7 @@ __all__ = [
     "COST_INSTANCE_TYPE",
     "COST_KEYS",
     "COST_MODEL",
+    "COST_PREFIX",
     "COST_PRICE_AS_OF",
     "COST_SOURCE",
     "COST_UNPRICED_REASON",
@@ -176,5 +177,7 @@ COST_KEYS: Final = (
     COST_UNPRICED_REASON,
 )
 """What ``spancost.cost`` writes on a span, and removes from incoming ones (its ownership)."""
+COST_PREFIX: Final = "cost."
+"""What every key above starts with."""
 BUSINESS_TRANSACTION: Final = "business.transaction"
 """The root span's transaction name: the default of the totals' ``transaction.attribute``."""

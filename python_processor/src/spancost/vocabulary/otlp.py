@@ -2,8 +2,9 @@
 
 Attributes (``repeated KeyValue``) are read as the collector's ``pcommon.Map`` reads
 them: the first occurrence of a repeated key wins. A plain value is a ``str``,
-``int``, ``float`` or ``bool``; what no pricer reads (arrays, maps, bytes, an unset
-value) is `Unusable`, named by its OTLP type.
+``int``, ``float`` or ``bool`` (an `AttributeValue`, what a plugin may write); what no
+pricer reads (arrays, maps, bytes, an unset value) is `Unusable`, named by its OTLP
+type.
 
 The functions take the protobuf messages but this module does not import protobuf
 (only for type checking), so the pure cores that take plain values (spancost.pricing,
@@ -24,6 +25,7 @@ __all__ = [
     "FLAG_CONTEXT_IS_REMOTE",
     "SPAN_KIND_CONSUMER",
     "SPAN_KIND_SERVER",
+    "AttributeValue",
     "Unusable",
     "Value",
     "first_values",
@@ -45,7 +47,10 @@ class Unusable:
     type_name: str
 
 
-Value = str | int | float | bool | Unusable
+AttributeValue = str | bool | int | float
+"""The scalar types a plugin may write as an attribute value."""
+
+Value = AttributeValue | Unusable
 """A plain attribute value, as the adapters hand it to the pure cores."""
 
 
