@@ -154,6 +154,12 @@ CONFIGS: list[dict[str, Any]] = [
         ],
         "trust_upstream": True,
     },
+    # Limits that refuse many spans: the local roots charged in bulk and the spans decided
+    # one by one meet them alike (the fast path is checked against the detailed one).
+    {
+        "minimum_charge_usd": 1e-6,
+        "limits": {"max_span_usd": 1e-4, "max_duration": "6s", "max_tokens": 500},
+    },
 ]
 
 scalars = st.one_of(
@@ -328,7 +334,7 @@ def test_every_span_is_priced_or_reasoned(batch: ExportTraceServiceRequest, whic
 def test_inlined_fast_path_agrees_with_the_core(
     kind: int, flags: int, has_parent: bool, start: int, end: int
 ) -> None:
-    """`CostPlugin._fast` inlines is_local_root and span_duration_ns: same answers."""
+    """`SpanPricer.charge_local_roots` inlines is_local_root: same answers."""
     plugin = PLUGINS[0]
     span = Span(
         name="s",
