@@ -55,8 +55,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from spancost.attributes import INT64_MAX, INT64_MIN, AttributeValue, assign
+from spancost.attributes import AttributeValue, assign
 from spancost.changes import apply, span_count
+from spancost.vocabulary.limits import INT64_MAX, INT64_MIN
 from spancost.wire.v1 import sidecar_pb2
 
 CORPUS = Path(__file__).resolve().parents[2] / "proto" / "testdata" / "applier_corpus.jsonl"

@@ -15,8 +15,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from spancost.changes import Changes, span_count
 from spancost.errors import ConfigError
 from spancost.plugin import Event, Events
-from spancost.plugins.cost import OWNED_KEYS, CostPlugin
+from spancost.plugins.cost import CostPlugin
 from spancost.registry import load_plugin
+from spancost.vocabulary.keys import COST_KEYS as OWNED_KEYS
 from tests.builders import Value, all_spans, attribute_map, attributes
 
 SERVER = Span.SPAN_KIND_SERVER

@@ -15,8 +15,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from spancost.changes import Changes, span_count
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
-from spancost.pricing.compute import MAX_DURATION_NS, is_local_root, span_duration_ns
+from spancost.pricing.compute import is_local_root, span_duration_ns
 from spancost.pricing.model import UNPRICED_REASONS
+from spancost.vocabulary.limits import MAX_DURATION_NS
 from tests.builders import any_value, attribute_map
 
 RESOURCE_TEMPLATES: list[dict[str, Any]] = [
@@ -152,6 +153,12 @@ CONFIGS: list[dict[str, Any]] = [
             {"name": "fee", "match": {"gen_ai.provider.name": "openai"}, "per_unit_usd": 0.01},
         ],
         "trust_upstream": True,
+    },
+    # Limits that refuse many spans: the local roots charged in bulk and the spans decided
+    # one by one meet them alike (the fast path is checked against the detailed one).
+    {
+        "minimum_charge_usd": 1e-6,
+        "limits": {"max_span_usd": 1e-4, "max_duration": "6s", "max_tokens": 500},
     },
 ]
 
@@ -327,7 +334,7 @@ def test_every_span_is_priced_or_reasoned(batch: ExportTraceServiceRequest, whic
 def test_inlined_fast_path_agrees_with_the_core(
     kind: int, flags: int, has_parent: bool, start: int, end: int
 ) -> None:
-    """`CostPlugin._fast` inlines is_local_root and span_duration_ns: same answers."""
+    """`SpanPricer.charge_local_roots` inlines is_local_root: same answers."""
     plugin = PLUGINS[0]
     span = Span(
         name="s",

@@ -11,9 +11,6 @@ import pytest
 
 from spancost.pricing.catalog import PriceBook
 from spancost.pricing.compute import (
-    MAX_DURATION_NS,
-    SPAN_KIND_CONSUMER,
-    SPAN_KIND_SERVER,
     ComputeSettings,
     FargateTask,
     SegmentPricing,
@@ -25,9 +22,11 @@ from spancost.pricing.compute import (
     plan_compute,
     span_duration_ns,
 )
-from spancost.pricing.facts import ResourceFacts, Unusable, Value
+from spancost.pricing.facts import ResourceFacts
 from spancost.pricing.model import Ec2Key, Price, Unpriced
 from spancost.pricing.snapshot import load_bundled
+from spancost.vocabulary.limits import MAX_DURATION_NS
+from spancost.vocabulary.otlp import SPAN_KIND_CONSUMER, SPAN_KIND_SERVER, Unusable, Value
 
 INTERNAL, CLIENT, PRODUCER = 1, 3, 4
 HAS_IS_REMOTE, IS_REMOTE = 0x100, 0x200

@@ -11,9 +11,9 @@ import genai_prices
 import pytest
 from genai_prices import Usage, calc_price
 
-from spancost.pricing.facts import Value
 from spancost.pricing.llm import AS_OF, LlmPricer, TokenUsage, token_usage
 from spancost.pricing.model import Priced, Unpriced
+from spancost.vocabulary.otlp import Value
 
 START = datetime(2025, 6, 1, 12, tzinfo=UTC)
 START_NS = int(START.timestamp()) * 10**9

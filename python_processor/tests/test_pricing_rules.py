@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from spancost.errors import ConfigError
-from spancost.pricing.facts import Unusable, Value
 from spancost.pricing.rules import Rule, first_match, parse_rules, span_triggers
+from spancost.vocabulary.otlp import Unusable, Value
 
 
 def rules(*items: Any) -> tuple[Rule, ...]:

@@ -1,5 +1,6 @@
-"""The pure core stays pure: the totals core, the pricing core and the guard's policy import
-no gRPC, database, AWS, Kubernetes or network client."""
+"""The pure core stays pure: the vocabulary, the totals core, the pricing core and the guard's
+policy import no gRPC, database, AWS, Kubernetes or network client; and no layer below the
+plugins imports a plugin."""
 
 from __future__ import annotations
 
@@ -53,22 +54,41 @@ def test_the_core_does_not_even_need_protobuf() -> None:
 
 _SPANCOST_PROBE = """
 import json, sys
-__import__(sys.argv[1])
+for module in sys.argv[1:]:
+    __import__(module)
 print(json.dumps(sorted(name for name in sys.modules if name.startswith("spancost."))))
 """
 
 
-def test_the_totals_adapter_imports_no_plugin() -> None:
-    """Its environment words come from the bottom of the house (spancost.vocabulary), not
-    from a plugin above it."""
+def spancost_modules_after_importing(*modules: str) -> list[str]:
+    """The spancost modules a fresh interpreter that imports `modules` has loaded."""
     result = subprocess.run(
-        [sys.executable, "-c", _SPANCOST_PROBE, "spancost.totals.otlp"],
+        [sys.executable, "-c", _SPANCOST_PROBE, *modules],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    loaded = json.loads(result.stdout)
+    loaded: list[str] = json.loads(result.stdout)
+    return loaded
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "spancost.totals.otlp",
+        "spancost.pricing.compute",
+        "spancost.pricing.llm",
+        "spancost.pricing.decision",
+        "spancost.facts.source",
+        "spancost.allocation.reporter",
+        "spancost.demo",
+    ],
+)
+def test_the_layers_below_the_plugins_import_no_plugin(module: str) -> None:
+    """Their words come from the bottom of the house (spancost.vocabulary), not from a
+    plugin above them."""
+    loaded = spancost_modules_after_importing(module)
     assert "spancost.vocabulary" in loaded
     assert not [name for name in loaded if name.startswith("spancost.plugins")], loaded
 
@@ -101,3 +121,25 @@ def test_the_pricing_core_and_the_guards_policy_reach_no_network(module: str) ->
     and its inputs load none of them, nor a database or Kubernetes client."""
     loaded = loaded_after_importing(module)
     assert loaded.isdisjoint(FORBIDDEN + NETWORK), sorted(loaded & {*FORBIDDEN, *NETWORK})
+
+
+def test_the_pricing_decision_reads_spans_without_protobuf() -> None:
+    """It takes plain values and reads spans by their fields, so it needs no protobuf."""
+    loaded = loaded_after_importing("spancost.pricing.decision")
+    assert loaded.isdisjoint((*FORBIDDEN, "google", "opentelemetry")), sorted(loaded)
+
+
+VOCABULARY = (
+    "spancost.vocabulary",
+    "spancost.vocabulary.keys",
+    "spancost.vocabulary.limits",
+    "spancost.vocabulary.otlp",
+)
+
+
+def test_the_vocabulary_is_at_the_bottom_of_the_house() -> None:
+    """Every layer imports it, the pure cores included: it loads no I/O client, no
+    protobuf (nor the semantic conventions' package), and nothing else of spancost."""
+    loaded = loaded_after_importing(*VOCABULARY)
+    assert loaded.isdisjoint((*FORBIDDEN, "google", "opentelemetry")), sorted(loaded)
+    assert spancost_modules_after_importing(*VOCABULARY) == sorted(VOCABULARY)

@@ -246,11 +246,6 @@ def test_what_no_store_could_hold_is_made_storable_and_counted() -> None:
     assert [(q.contribution.span_id[-1], q.reason) for q in quarantined] == [("2", "future")]
 
 
-def test_the_attribute_names_are_those_spancost_cost_writes() -> None:
-    assert totals_otlp.ATTR_USD == cost.ATTR_USD
-    assert totals_otlp.ATTR_UNPRICED_REASON == cost.ATTR_UNPRICED_REASON
-
-
 def test_a_batch_priced_by_spancost_cost_sums_to_its_cost_attributes() -> None:
     """The path end to end, without the network: price, read back, quarantine, fold."""
     lambda_resource: dict[str, Value] = {

@@ -4,7 +4,8 @@ OTLP requires attribute keys to be unique; if a producer repeats one anyway,
 reading finds the first occurrence, as the collector's ``pcommon.Map`` does.
 Writing leaves no copy behind that could be read later: `set_value` keeps
 exactly one attribute of its key and `remove_keys` removes every copy, as the
-collector's applier does (spancost.changes).
+collector's applier does (spancost.changes). `AttributeValue` and `value_type` are
+the vocabulary's (spancost.vocabulary.otlp), here for plugins.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Container, Iterable
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from spancost.vocabulary.limits import INT64_MAX, INT64_MIN
+from spancost.vocabulary.otlp import AttributeValue, value_type
+
 __all__ = [
-    "INT64_MAX",
-    "INT64_MIN",
     "AttributeValue",
     "assign",
     "find_value",
@@ -25,12 +27,6 @@ __all__ = [
     "value_type",
 ]
 
-AttributeValue = str | bool | int | float
-"""The scalar types a plugin may write as an attribute value."""
-
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-
 
 def find_value(attributes: Iterable[KeyValue], key: str) -> AnyValue | None:
     """The value of the first attribute named `key`, or None."""
@@ -38,15 +34,6 @@ def find_value(attributes: Iterable[KeyValue], key: str) -> AnyValue | None:
         if attribute.key == key:
             return attribute.value
     return None
-
-
-def value_type(value: AnyValue) -> str:
-    """The OTLP type of `value`: ``string``, ``int``, ``double``, ``bool``, ``bytes``,
-    ``array``, ``kvlist`` or ``empty`` (no value set)."""
-    which = value.WhichOneof("value")
-    if which is None:
-        return "empty"
-    return which.removesuffix("_value")
 
 
 def assign(target: AnyValue, value: AttributeValue) -> None:

@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from spancost.attributes import INT64_MAX, INT64_MIN, AttributeValue, remove_keys, set_value
+from spancost.attributes import AttributeValue, remove_keys, set_value
+from spancost.vocabulary.limits import INT64_MAX, INT64_MIN
 from spancost.wire.v1 import sidecar_pb2
 
 __all__ = ["Changes", "apply", "check", "iter_spans", "span_count"]

@@ -56,24 +56,31 @@ from spancost import __version__
 from spancost.attributes import AttributeValue, assign
 from spancost.changes import span_count
 from spancost.errors import SpancostError
-from spancost.pricing.compute import FLAG_CONTEXT_HAS_IS_REMOTE, FLAG_CONTEXT_IS_REMOTE
-from spancost.pricing.facts import (
-    ATTR_CLOUD_AVAILABILITY_ZONE,
-    ATTR_CLOUD_PLATFORM,
-    ATTR_CLOUD_PROVIDER,
-    ATTR_CLOUD_REGION,
-    ATTR_FAAS_MAX_MEMORY,
-    ATTR_FAAS_TRIGGER,
-    ATTR_HOST_ARCH,
-    ATTR_HOST_TYPE,
-    ATTR_K8S_NODE_NAME,
-    ATTR_OS_TYPE,
-    ATTR_SERVICE_NAME,
-)
 from spancost.pricing.model import UnpricedReason
-from spancost.totals.naming import DEFAULT_TRANSACTION_ATTRIBUTE
-from spancost.totals.otlp import ATTR_CLOUD_ACCOUNT_ID
-from spancost.vocabulary import ENVIRONMENT_KEY
+from spancost.vocabulary.keys import (
+    BUSINESS_TRANSACTION,
+    CLOUD_ACCOUNT_ID,
+    CLOUD_AVAILABILITY_ZONE,
+    CLOUD_PLATFORM,
+    CLOUD_PROVIDER,
+    CLOUD_REGION,
+    DEPLOYMENT_ENVIRONMENT_NAME,
+    FAAS_MAX_MEMORY,
+    FAAS_TRIGGER,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    HOST_ARCH,
+    HOST_TYPE,
+    K8S_NAMESPACE_NAME,
+    K8S_NODE_NAME,
+    OS_TYPE,
+    SERVICE_NAME,
+)
+from spancost.vocabulary.otlp import FLAG_CONTEXT_HAS_IS_REMOTE, FLAG_CONTEXT_IS_REMOTE
 
 __all__ = [
     "CI",
@@ -130,16 +137,6 @@ ACCOUNT_ID: Final = "123456789012"
 REGION: Final = "us-east-1"
 SCOPE_NAME: Final = "spancost.demo"
 
-# The LLM attributes spancost.pricing.llm reads; repeated rather than imported so
-# that the spancost command does not load genai-prices (tests/test_demo.py keeps
-# them equal).
-ATTR_GEN_AI_OPERATION: Final = "gen_ai.operation.name"
-ATTR_GEN_AI_PROVIDER: Final = "gen_ai.provider.name"
-ATTR_GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
-ATTR_GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
-ATTR_GEN_AI_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
-ATTR_GEN_AI_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
-
 MS: Final = 1_000_000
 _SAMPLED: Final = 0x01  # W3C trace flags, the low byte of Span.flags
 _LAST_TRACE_ENDS_BEFORE_NOW_NS: Final = 5_000 * MS
@@ -171,19 +168,19 @@ class _Service:
 
 def _eks(name: str, host_type: str | None, arch: str, node: str) -> _Service:
     attributes: dict[str, AttributeValue] = {
-        ATTR_CLOUD_PROVIDER: "aws",
-        ATTR_CLOUD_PLATFORM: "aws_eks",
-        ATTR_CLOUD_REGION: REGION,
-        ATTR_CLOUD_AVAILABILITY_ZONE: f"{REGION}a",
-        ATTR_CLOUD_ACCOUNT_ID: ACCOUNT_ID,
-        ATTR_HOST_ARCH: arch,
-        ATTR_OS_TYPE: "linux",
+        CLOUD_PROVIDER: "aws",
+        CLOUD_PLATFORM: "aws_eks",
+        CLOUD_REGION: REGION,
+        CLOUD_AVAILABILITY_ZONE: f"{REGION}a",
+        CLOUD_ACCOUNT_ID: ACCOUNT_ID,
+        HOST_ARCH: arch,
+        OS_TYPE: "linux",
         "k8s.cluster.name": "shop",
-        "k8s.namespace.name": name,
-        ATTR_K8S_NODE_NAME: node,
+        K8S_NAMESPACE_NAME: name,
+        K8S_NODE_NAME: node,
     }
     if host_type is not None:
-        attributes[ATTR_HOST_TYPE] = host_type
+        attributes[HOST_TYPE] = host_type
     return _Service(name, f"EKS {host_type or 'without host.type'}", attributes)
 
 
@@ -196,13 +193,13 @@ SEND_RECEIPT: Final = _Service(
     "send-receipt",
     "Lambda",
     {
-        ATTR_CLOUD_PROVIDER: "aws",
-        ATTR_CLOUD_PLATFORM: "aws_lambda",
-        ATTR_CLOUD_REGION: REGION,
-        ATTR_CLOUD_ACCOUNT_ID: ACCOUNT_ID,
+        CLOUD_PROVIDER: "aws",
+        CLOUD_PLATFORM: "aws_lambda",
+        CLOUD_REGION: REGION,
+        CLOUD_ACCOUNT_ID: ACCOUNT_ID,
         "faas.name": "send-receipt",
         "faas.version": "$LATEST",
-        ATTR_FAAS_MAX_MEMORY: 512 * 1024 * 1024,  # bytes, as current semantic conventions
+        FAAS_MAX_MEMORY: 512 * 1024 * 1024,  # bytes, as current semantic conventions
     },
 )
 LLM_MODEL: Final = "gpt-4o"
@@ -363,7 +360,7 @@ def _checkout(trace: _Trace, root: Span, at: int, rng: random.Random) -> int:
         start=publish.end_time_unix_nano + _ms(rng, 20, 120),
         duration=_ms(rng, 90, 400),
         attributes={
-            ATTR_FAAS_TRIGGER: "pubsub",
+            FAAS_TRIGGER: "pubsub",
             "messaging.system": "aws_sqs",
             "messaging.operation.type": "process",
             "messaging.destination.name": "order-placed",
@@ -403,12 +400,12 @@ def _search(trace: _Trace, root: Span, at: int, rng: random.Random) -> int:
         start=candidates.end_time_unix_nano + MS,
         duration=answer,
         attributes={
-            ATTR_GEN_AI_OPERATION: "chat",
-            ATTR_GEN_AI_PROVIDER: "openai",
-            ATTR_GEN_AI_REQUEST_MODEL: LLM_MODEL,
-            ATTR_GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
-            ATTR_GEN_AI_INPUT_TOKENS: rng.randint(600, 2400),
-            ATTR_GEN_AI_OUTPUT_TOKENS: rng.randint(60, 400),
+            GEN_AI_OPERATION_NAME: "chat",
+            GEN_AI_PROVIDER_NAME: "openai",
+            GEN_AI_REQUEST_MODEL: LLM_MODEL,
+            GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+            GEN_AI_USAGE_INPUT_TOKENS: rng.randint(600, 2400),
+            GEN_AI_USAGE_OUTPUT_TOKENS: rng.randint(60, 400),
             "server.address": "api.openai.com",
         },
     )
@@ -565,7 +562,7 @@ def _trace(request: DemoRequest, start: int, rng: random.Random, ids: random.Ran
             "http.request.method": shape.method,
             "http.route": shape.route,
             "http.response.status_code": 200,
-            DEFAULT_TRANSACTION_ATTRIBUTE: request.transaction,
+            BUSINESS_TRANSACTION: request.transaction,
         },
     )
     at = shape.children(trace, root, start + _ms(rng, 1, 4), rng) + MS
@@ -590,9 +587,9 @@ def _batch(traces: Iterable[_Trace]) -> ExportTraceServiceRequest:
 def _resource_spans(service: _Service, environment: str) -> ResourceSpans:
     resource_spans = ResourceSpans()
     attributes = {
-        ATTR_SERVICE_NAME: service.name,
+        SERVICE_NAME: service.name,
         "service.version": "1.4.2",
-        ENVIRONMENT_KEY: environment,
+        DEPLOYMENT_ENVIRONMENT_NAME: environment,
         **service.attributes,
     }
     for key, value in attributes.items():
@@ -808,8 +805,9 @@ def summary(requests: Sequence[DemoRequest], endpoint: Endpoint, sent: Sent) -> 
             f"  {name:<{width}}  {count:>4}  {_shape(name).calls}"
             for name, count in production.items()
         ),
-        f"  {'CI':<{width}}  {ci:>4}  {ENVIRONMENT_KEY}={CI}: configs/local.yaml drops them",
-        f"one span is unpriceable on purpose: {UNPRICED_SERVICE} sends no {ATTR_HOST_TYPE}"
+        f"  {'CI':<{width}}  {ci:>4}  {DEPLOYMENT_ENVIRONMENT_NAME}={CI}:"
+        " configs/local.yaml drops them",
+        f"one span is unpriceable on purpose: {UNPRICED_SERVICE} sends no {HOST_TYPE}"
         f" ({UNPRICED_REASON})",
     ]
     if sent.rejected_spans:

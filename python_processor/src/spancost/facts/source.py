@@ -36,25 +36,25 @@ from spancost.facts.host import (
     fetch_ecs,
 )
 from spancost.facts.model import CapacityLabel, NodeFacts, PodFacts
-from spancost.pricing.facts import (
-    ATTR_AWS_ECS_LAUNCHTYPE,
-    ATTR_AWS_ECS_TASK_CPU,
-    ATTR_AWS_ECS_TASK_MEMORY,
-    ATTR_CLOUD_AVAILABILITY_ZONE,
-    ATTR_CLOUD_PLATFORM,
-    ATTR_CLOUD_PROVIDER,
-    ATTR_CLOUD_REGION,
-    ATTR_HOST_ARCH,
-    ATTR_HOST_TYPE,
-    ATTR_OS_TYPE,
-    Value,
-)
 from spancost.settings.node_facts import (
     Ec2MetadataSettings,
     HostMetadataSettings,
     KubernetesSettings,
     NodeFactsSettings,
 )
+from spancost.vocabulary.keys import (
+    AWS_ECS_LAUNCHTYPE,
+    AWS_ECS_TASK_CPU,
+    AWS_ECS_TASK_MEMORY,
+    CLOUD_AVAILABILITY_ZONE,
+    CLOUD_PLATFORM,
+    CLOUD_PROVIDER,
+    CLOUD_REGION,
+    HOST_ARCH,
+    HOST_TYPE,
+    OS_TYPE,
+)
+from spancost.vocabulary.otlp import Value
 
 if TYPE_CHECKING:  # the Kubernetes client is imported only where node facts need it
     from spancost.facts.kube import KubeFacts
@@ -89,15 +89,15 @@ def overlay_from_node(node: NodeFacts) -> Overlay:
     """What a Node's facts say about the resources of its pods."""
     values: dict[str, Value] = {}
     if node.provider is not None:
-        values[ATTR_CLOUD_PROVIDER] = node.provider
+        values[CLOUD_PROVIDER] = node.provider
         if node.provider == "aws":
             # On a node, a pod is priced as the node, whatever platform it claims.
-            values[ATTR_CLOUD_PLATFORM] = "aws_eks"
-    _put(values, ATTR_HOST_TYPE, node.instance_type)
-    _put(values, ATTR_CLOUD_REGION, node.region)
-    _put(values, ATTR_CLOUD_AVAILABILITY_ZONE, node.zone)
-    _put(values, ATTR_OS_TYPE, node.os)
-    _put(values, ATTR_HOST_ARCH, node.arch)
+            values[CLOUD_PLATFORM] = "aws_eks"
+    _put(values, HOST_TYPE, node.instance_type)
+    _put(values, CLOUD_REGION, node.region)
+    _put(values, CLOUD_AVAILABILITY_ZONE, node.zone)
+    _put(values, OS_TYPE, node.os)
+    _put(values, HOST_ARCH, node.arch)
     spot = None if node.capacity is None else node.capacity == "spot"
     return Overlay(values, spot, ORIGIN_KUBERNETES)
 
@@ -111,17 +111,17 @@ def overlay_from_hosts(hosts: tuple[HostFacts, ...]) -> Overlay:
     values: dict[str, Value] = {}
     spot: bool | None = None
     for host in reversed(hosts):
-        values[ATTR_CLOUD_PROVIDER] = host.provider
-        _put(values, ATTR_CLOUD_PLATFORM, host.platform)
-        _put(values, ATTR_HOST_TYPE, host.instance_type)
-        _put(values, ATTR_CLOUD_REGION, host.region)
-        _put(values, ATTR_CLOUD_AVAILABILITY_ZONE, host.zone)
-        _put(values, ATTR_HOST_ARCH, host.arch)
-        _put(values, ATTR_AWS_ECS_LAUNCHTYPE, host.ecs_launch_type)
+        values[CLOUD_PROVIDER] = host.provider
+        _put(values, CLOUD_PLATFORM, host.platform)
+        _put(values, HOST_TYPE, host.instance_type)
+        _put(values, CLOUD_REGION, host.region)
+        _put(values, CLOUD_AVAILABILITY_ZONE, host.zone)
+        _put(values, HOST_ARCH, host.arch)
+        _put(values, AWS_ECS_LAUNCHTYPE, host.ecs_launch_type)
         if host.task_cpu is not None:
-            values[ATTR_AWS_ECS_TASK_CPU] = f"{host.task_cpu:g} vCPU"
+            values[AWS_ECS_TASK_CPU] = f"{host.task_cpu:g} vCPU"
         if host.task_memory_mib is not None:
-            values[ATTR_AWS_ECS_TASK_MEMORY] = f"{host.task_memory_mib:g} MiB"
+            values[AWS_ECS_TASK_MEMORY] = f"{host.task_memory_mib:g} MiB"
         if host.capacity is not None:
             spot = host.capacity == "spot"
     return Overlay(values, spot, "+".join(host.source for host in hosts))

@@ -54,7 +54,9 @@ from spancost.changes import Changes, span_count
 from spancost.config import parse
 from spancost.plugin import AnnotatingPlugin, Events, ExportTraceServiceRequest
 from spancost.settings.environment import MISSING_DROP, MISSING_KEEP, EnvironmentSettings
-from spancost.vocabulary import ENVIRONMENT_KEY, LEGACY_ENVIRONMENT_KEY, normalize_environment
+from spancost.vocabulary import normalize_environment
+from spancost.vocabulary.keys import DEPLOYMENT_ENVIRONMENT, DEPLOYMENT_ENVIRONMENT_NAME
+from spancost.vocabulary.otlp import value_type
 
 __all__ = ["EnvironmentPlugin"]
 
@@ -90,10 +92,10 @@ def _lookup(attributes: Iterable[KeyValue]) -> str | _Skip | None:
     for attribute in attributes:
         key = attribute.key
         # First occurrence wins, as in the collector's pcommon.Map.
-        if key == ENVIRONMENT_KEY:
+        if key == DEPLOYMENT_ENVIRONMENT_NAME:
             if current is None:
                 current = attribute.value
-        elif key == LEGACY_ENVIRONMENT_KEY and legacy is None:
+        elif key == DEPLOYMENT_ENVIRONMENT and legacy is None:
             legacy = attribute.value
     for value in (current, legacy):
         if value is None:
@@ -104,7 +106,7 @@ def _lookup(attributes: Iterable[KeyValue]) -> str | _Skip | None:
             if name:
                 return name
         elif which is not None:
-            return _Skip(f"environment_type={which.removesuffix('_value')}")
+            return _Skip(f"environment_type={value_type(value)}")
     return None
 
 

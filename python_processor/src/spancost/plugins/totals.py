@@ -53,7 +53,8 @@ from spancost.store.common import retention_cutoff
 from spancost.store.open import check_url, describe_url, open_store, save_naming
 from spancost.totals.aggregate import Quarantined, SpanContribution, split
 from spancost.totals.naming import CONFIG_KEYS, totals_config, trace_domain
-from spancost.totals.otlp import ATTR_UNPRICED_REASON, ATTR_USD, contributions
+from spancost.totals.otlp import contributions
+from spancost.vocabulary.keys import COST_UNPRICED_REASON, COST_USD
 
 if TYPE_CHECKING:
     from spancost.allocation.reporter import UsageReporter
@@ -83,7 +84,7 @@ def _utc_now() -> datetime:
 class TotalsSink(Sink):
     """Sums each trace's ``cost.usd`` into a totals store (see the module docstring)."""
 
-    needs_owner = (ATTR_USD, ATTR_UNPRICED_REASON)
+    needs_owner = (COST_USD, COST_UNPRICED_REASON)
     """Money and why there is none: set by spancost.cost, never taken from a sender."""
 
     def __init__(

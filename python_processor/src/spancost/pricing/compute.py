@@ -27,16 +27,19 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from spancost.pricing.catalog import PriceBook
-from spancost.pricing.facts import ResourceFacts, Value
+from spancost.pricing.facts import ResourceFacts
 from spancost.pricing.model import Arch, Ec2Key, Unpriced
+from spancost.vocabulary.limits import MAX_DURATION_NS
+from spancost.vocabulary.otlp import (
+    FLAG_CONTEXT_HAS_IS_REMOTE,
+    FLAG_CONTEXT_IS_REMOTE,
+    SPAN_KIND_CONSUMER,
+    SPAN_KIND_SERVER,
+    Value,
+)
 
 __all__ = [
-    "FLAG_CONTEXT_HAS_IS_REMOTE",
-    "FLAG_CONTEXT_IS_REMOTE",
     "LAMBDA_MAX_MEMORY_MB",
-    "MAX_DURATION_NS",
-    "SPAN_KIND_CONSUMER",
-    "SPAN_KIND_SERVER",
     "ComputeSettings",
     "FargateTask",
     "MemoryUnit",
@@ -49,14 +52,6 @@ __all__ = [
     "plan_compute",
     "span_duration_ns",
 ]
-
-SPAN_KIND_SERVER: Final = 2  # opentelemetry.proto.trace.v1.Span.SpanKind
-SPAN_KIND_CONSUMER: Final = 5
-FLAG_CONTEXT_HAS_IS_REMOTE: Final = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
-FLAG_CONTEXT_IS_REMOTE: Final = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-
-MAX_DURATION_NS: Final = 366 * 24 * 3600 * 10**9
-"""Longer spans are taken for bad data (e.g. an unset start time), not priced."""
 
 LAMBDA_MAX_MEMORY_MB: Final = 10_240
 _MIB: Final = 1024 * 1024

@@ -1,9 +1,9 @@
 """What the pricing core needs to know about a resource and a span, as plain values.
 
 The plugin reads OTLP attributes into plain Python values (``str``, ``int``,
-``float``, ``bool``; `Unusable` for arrays, maps, bytes and empty values) and
-hands them here; nothing in this module knows protobuf. Attribute names follow
-the OpenTelemetry semantic conventions.
+``float``, ``bool``; `Unusable` for arrays, maps, bytes and empty values:
+`spancost.vocabulary.otlp`) and hands them here; nothing in this module knows
+protobuf. The attribute keys are the vocabulary's (`spancost.vocabulary.keys`).
 """
 
 from __future__ import annotations
@@ -13,73 +13,42 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = [
-    "ATTR_AWS_ECS_LAUNCHTYPE",
-    "ATTR_AWS_ECS_TASK_CPU",
-    "ATTR_AWS_ECS_TASK_MEMORY",
-    "ATTR_CLOUD_AVAILABILITY_ZONE",
-    "ATTR_CLOUD_PLATFORM",
-    "ATTR_CLOUD_PROVIDER",
-    "ATTR_CLOUD_REGION",
-    "ATTR_FAAS_MAX_MEMORY",
-    "ATTR_FAAS_TRIGGER",
-    "ATTR_HOST_ARCH",
-    "ATTR_HOST_TYPE",
-    "ATTR_K8S_NODE_NAME",
-    "ATTR_OS_TYPE",
-    "ATTR_SERVICE_NAME",
-    "RESOURCE_KEYS",
-    "ResourceFacts",
-    "Unusable",
-    "Value",
-    "as_count",
-    "as_text",
-]
+from spancost.vocabulary.keys import (
+    AWS_ECS_LAUNCHTYPE,
+    AWS_ECS_TASK_CPU,
+    AWS_ECS_TASK_MEMORY,
+    CLOUD_AVAILABILITY_ZONE,
+    CLOUD_PLATFORM,
+    CLOUD_PROVIDER,
+    CLOUD_REGION,
+    FAAS_MAX_MEMORY,
+    HOST_ARCH,
+    HOST_TYPE,
+    K8S_NODE_NAME,
+    OS_TYPE,
+    SERVICE_NAME,
+)
+from spancost.vocabulary.otlp import Value
 
-ATTR_CLOUD_PROVIDER: Final = "cloud.provider"
-ATTR_CLOUD_PLATFORM: Final = "cloud.platform"
-ATTR_CLOUD_REGION: Final = "cloud.region"
-ATTR_CLOUD_AVAILABILITY_ZONE: Final = "cloud.availability_zone"
-ATTR_HOST_TYPE: Final = "host.type"
-ATTR_HOST_ARCH: Final = "host.arch"
-ATTR_OS_TYPE: Final = "os.type"
-ATTR_FAAS_MAX_MEMORY: Final = "faas.max_memory"
-ATTR_FAAS_TRIGGER: Final = "faas.trigger"
-ATTR_AWS_ECS_LAUNCHTYPE: Final = "aws.ecs.launchtype"
-ATTR_AWS_ECS_TASK_CPU: Final = "aws.ecs.task.cpu"
-ATTR_AWS_ECS_TASK_MEMORY: Final = "aws.ecs.task.memory"
-ATTR_SERVICE_NAME: Final = "service.name"
-ATTR_K8S_NODE_NAME: Final = "k8s.node.name"
+__all__ = ["RESOURCE_KEYS", "ResourceFacts", "as_count", "as_text"]
 
+_TEXT_KEYS: Final = (
+    CLOUD_PROVIDER,
+    CLOUD_PLATFORM,
+    CLOUD_REGION,
+    CLOUD_AVAILABILITY_ZONE,
+    HOST_TYPE,
+    HOST_ARCH,
+    OS_TYPE,
+    AWS_ECS_LAUNCHTYPE,
+    SERVICE_NAME,
+    K8S_NODE_NAME,
+)
+"""The resource attributes read as text; the first of the wrong type is ``bad``."""
 RESOURCE_KEYS: Final = frozenset(
-    {
-        ATTR_CLOUD_PROVIDER,
-        ATTR_CLOUD_PLATFORM,
-        ATTR_CLOUD_REGION,
-        ATTR_CLOUD_AVAILABILITY_ZONE,
-        ATTR_HOST_TYPE,
-        ATTR_HOST_ARCH,
-        ATTR_OS_TYPE,
-        ATTR_FAAS_MAX_MEMORY,
-        ATTR_AWS_ECS_LAUNCHTYPE,
-        ATTR_AWS_ECS_TASK_CPU,
-        ATTR_AWS_ECS_TASK_MEMORY,
-        ATTR_SERVICE_NAME,
-        ATTR_K8S_NODE_NAME,
-    }
+    (*_TEXT_KEYS, FAAS_MAX_MEMORY, AWS_ECS_TASK_CPU, AWS_ECS_TASK_MEMORY)
 )
 """The resource attributes the built-in pricers read (rules and spot add their own)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Unusable:
-    """A value of a type no pricer reads (``array``, ``kvlist``, ``bytes``, ``empty``)."""
-
-    type_name: str
-
-
-Value = str | int | float | bool | Unusable
-"""A plain attribute value, as the plugin hands it to the core."""
 
 
 def as_text(value: Value | None) -> str | None:
@@ -146,18 +115,7 @@ class ResourceFacts:
         """
         texts: dict[str, str | None] = {}
         bad: str | None = None
-        for key in (
-            ATTR_CLOUD_PROVIDER,
-            ATTR_CLOUD_PLATFORM,
-            ATTR_CLOUD_REGION,
-            ATTR_CLOUD_AVAILABILITY_ZONE,
-            ATTR_HOST_TYPE,
-            ATTR_HOST_ARCH,
-            ATTR_OS_TYPE,
-            ATTR_AWS_ECS_LAUNCHTYPE,
-            ATTR_SERVICE_NAME,
-            ATTR_K8S_NODE_NAME,
-        ):
+        for key in _TEXT_KEYS:
             try:
                 texts[key] = as_text(values.get(key))
             except TypeError:
@@ -165,11 +123,11 @@ class ResourceFacts:
                 bad = bad or key
         memory: float | None = None
         try:
-            memory = as_count(values.get(ATTR_FAAS_MAX_MEMORY), maximum=2.0**62)
+            memory = as_count(values.get(FAAS_MAX_MEMORY), maximum=2.0**62)
         except ValueError:
-            bad = bad or ATTR_FAAS_MAX_MEMORY
-        region = texts[ATTR_CLOUD_REGION]
-        zone = texts[ATTR_CLOUD_AVAILABILITY_ZONE]
+            bad = bad or FAAS_MAX_MEMORY
+        region = texts[CLOUD_REGION]
+        zone = texts[CLOUD_AVAILABILITY_ZONE]
         if region is None and zone is not None and zone[-1:].isalpha():
             # "us-east-1a" -> "us-east-1": detectors that know the zone know the region.
             region = zone[:-1]
@@ -180,19 +138,19 @@ class ResourceFacts:
                 isinstance(marker, str) and marker.strip().casefold() in spot_values
             )
         return cls(
-            provider=_lower(texts[ATTR_CLOUD_PROVIDER]),
-            platform=_lower(texts[ATTR_CLOUD_PLATFORM]),
+            provider=_lower(texts[CLOUD_PROVIDER]),
+            platform=_lower(texts[CLOUD_PLATFORM]),
             region=_lower(region),
             availability_zone=_lower(zone),
-            host_type=_lower(texts[ATTR_HOST_TYPE]),
-            arch=_lower(texts[ATTR_HOST_ARCH]),
-            os_type=_lower(texts[ATTR_OS_TYPE]),
+            host_type=_lower(texts[HOST_TYPE]),
+            arch=_lower(texts[HOST_ARCH]),
+            os_type=_lower(texts[OS_TYPE]),
             faas_max_memory=memory,
-            ecs_launchtype=_lower(texts[ATTR_AWS_ECS_LAUNCHTYPE]),
-            task_cpu=values.get(ATTR_AWS_ECS_TASK_CPU),
-            task_memory=values.get(ATTR_AWS_ECS_TASK_MEMORY),
-            service_name=texts[ATTR_SERVICE_NAME],
-            k8s_node_name=texts[ATTR_K8S_NODE_NAME],
+            ecs_launchtype=_lower(texts[AWS_ECS_LAUNCHTYPE]),
+            task_cpu=values.get(AWS_ECS_TASK_CPU),
+            task_memory=values.get(AWS_ECS_TASK_MEMORY),
+            service_name=texts[SERVICE_NAME],
+            k8s_node_name=texts[K8S_NODE_NAME],
             spot=spot,
             bad=bad,
         )

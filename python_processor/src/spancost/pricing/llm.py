@@ -28,14 +28,31 @@ import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 
-from spancost.pricing.facts import Value, as_count
+from spancost.pricing.facts import as_count
 from spancost.pricing.model import Priced, Unpriced
+from spancost.vocabulary.keys import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_SYSTEM,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS_FLAT,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS_FLAT,
+    GEN_AI_USAGE_CACHED_TOKENS,
+    GEN_AI_USAGE_COMPLETION_TOKENS,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    GEN_AI_USAGE_PROMPT_TOKENS,
+)
+from spancost.vocabulary.limits import MAX_TOKENS
+from spancost.vocabulary.otlp import Value
 
 __all__ = [
     "AGGREGATE_OPERATIONS",
     "AS_OF",
     "LLM_KEYS",
-    "MAX_TOKENS",
     "MODEL",
     "SOURCE",
     "LlmPricer",
@@ -48,36 +65,28 @@ logger = logging.getLogger(__name__)
 SOURCE: Final = "genai-prices"
 MODEL: Final = "llm.tokens"
 AS_OF: Final = f"genai-prices {genai_prices.__version__}"
-MAX_TOKENS: Final = 1e12
-"""More tokens than this on one span is bad data, not a price."""
-
-ATTR_PROVIDER: Final = "gen_ai.provider.name"
-ATTR_SYSTEM: Final = "gen_ai.system"  # before semantic conventions 1.37
-ATTR_OPERATION: Final = "gen_ai.operation.name"
-ATTR_REQUEST_MODEL: Final = "gen_ai.request.model"
-ATTR_RESPONSE_MODEL: Final = "gen_ai.response.model"
 
 # First present wins within each list.
-INPUT_KEYS: Final = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-OUTPUT_KEYS: Final = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+INPUT_KEYS: Final = (GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_PROMPT_TOKENS)
+OUTPUT_KEYS: Final = (GEN_AI_USAGE_OUTPUT_TOKENS, GEN_AI_USAGE_COMPLETION_TOKENS)
 CACHE_READ_KEYS: Final = (
-    "gen_ai.usage.cache_read.input_tokens",
-    "gen_ai.usage.cache_read_input_tokens",
-    "gen_ai.usage.cached_tokens",
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS_FLAT,
+    GEN_AI_USAGE_CACHED_TOKENS,
 )
 CACHE_WRITE_KEYS: Final = (
-    "gen_ai.usage.cache_creation.input_tokens",
-    "gen_ai.usage.cache_creation_input_tokens",
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS_FLAT,
 )
 USAGE_KEYS: Final = INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS
 _USAGE_KEY_SET: Final = frozenset(USAGE_KEYS)
 LLM_KEYS: Final = frozenset(
     (
-        ATTR_PROVIDER,
-        ATTR_SYSTEM,
-        ATTR_OPERATION,
-        ATTR_REQUEST_MODEL,
-        ATTR_RESPONSE_MODEL,
+        GEN_AI_PROVIDER_NAME,
+        GEN_AI_SYSTEM,
+        GEN_AI_OPERATION_NAME,
+        GEN_AI_REQUEST_MODEL,
+        GEN_AI_RESPONSE_MODEL,
         *USAGE_KEYS,
     )
 )
@@ -139,7 +148,7 @@ def token_usage(values: Mapping[str, Value]) -> TokenUsage | Unpriced | None:
     """
     if _USAGE_KEY_SET.isdisjoint(values):
         return None
-    operation = values.get(ATTR_OPERATION)
+    operation = values.get(GEN_AI_OPERATION_NAME)
     if isinstance(operation, str) and operation.strip().casefold() in AGGREGATE_OPERATIONS:
         return None
     try:
@@ -186,9 +195,9 @@ class LlmPricer:
         self, values: Mapping[str, Value], usage: TokenUsage, start_ns: int = 0
     ) -> Priced | Unpriced:
         """The price of `usage` for the model the span names (response model first)."""
-        provider = _text(values.get(ATTR_PROVIDER)) or _text(values.get(ATTR_SYSTEM))
+        provider = _text(values.get(GEN_AI_PROVIDER_NAME)) or _text(values.get(GEN_AI_SYSTEM))
         model: ModelInfo | None = None
-        for key in (ATTR_RESPONSE_MODEL, ATTR_REQUEST_MODEL):
+        for key in (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL):
             value = values.get(key)
             if value is None:
                 continue

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from spancost.pricing.compute import SegmentPricing
-from spancost.pricing.facts import Value
+from spancost.vocabulary.otlp import Value
 
 if TYPE_CHECKING:
     from spancost.settings.rules import MatchValue, RuleSettings

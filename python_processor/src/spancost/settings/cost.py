@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -16,13 +16,14 @@ from spancost.config import (
     default,
     invalid,
 )
-from spancost.pricing.compute import MAX_DURATION_NS, normalize_arch
+from spancost.pricing.compute import normalize_arch
 from spancost.settings.node_facts import NodeFactsSettings
 from spancost.settings.prices import PricesSettings
 from spancost.settings.rules import Rules
+from spancost.vocabulary.keys import AWS_EC2_INSTANCE_LIFECYCLE
+from spancost.vocabulary.limits import MAX_DURATION_NS, MAX_SPAN_USD, MAX_TOKENS
 
 __all__ = [
-    "MAX_SPAN_USD",
     "CostSettings",
     "FargateSettings",
     "FargateTaskSettings",
@@ -32,14 +33,11 @@ __all__ = [
     "SpotSettings",
 ]
 
-MAX_SPAN_USD: Final = 1e9
-"""A higher price for one span is bad data (e.g. a huge count), not a price."""
-
 
 class SpotSettings(ConfigModel):
     """What marks a spot instance, and its discount when no live spot price answers."""
 
-    attribute: Name = "aws.ec2.instance.lifecycle"
+    attribute: Name = AWS_EC2_INSTANCE_LIFECYCLE
     """The resource attribute that marks a spot instance."""
     values: NameList = Field(("spot",), min_length=1)
     """Its values meaning spot (any case); a boolean ``true`` counts too."""
@@ -51,7 +49,7 @@ class LimitsSettings(ConfigModel):
     """Plausibility: beyond these a span is not booked but counted unpriced."""
 
     max_span_usd: Annotated[float, Number(ge=0, gt=0, le=MAX_SPAN_USD)] = 1000
-    max_tokens: Annotated[float, Number(ge=0, gt=0, le=1e12)] = 2_000_000
+    max_tokens: Annotated[float, Number(ge=0, gt=0, le=MAX_TOKENS)] = 2_000_000
     max_duration: Duration = default("24h")
     """Compute is not charged for a span longer than this (at most 366 days)."""
 

@@ -18,7 +18,8 @@ from spancost.config import (
     list_of,
 )
 from spancost.settings.allocation import AllocationSettings
-from spancost.totals.naming import DEFAULT_TRANSACTION_ATTRIBUTE, UNATTRIBUTED
+from spancost.totals.naming import UNATTRIBUTED
+from spancost.vocabulary.keys import BUSINESS_TRANSACTION, SERVICE_NAME
 
 __all__ = [
     "DomainsSettings",
@@ -72,7 +73,7 @@ NameMap = Annotated[dict[str, Name], AfterValidator(_names)]
 
 
 class RootMatchSettings(ConfigModel):
-    service_name: Pattern | None = default(None, alias="service.name")
+    service_name: Pattern | None = default(None, alias=SERVICE_NAME)
     """The root span's ``service.name``."""
     name: Pattern | None = None
     """The root span's name."""
@@ -92,7 +93,7 @@ class TransactionRuleSettings(ConfigModel):
 
 
 class TransactionSettings(ConfigModel):
-    attribute: Name = DEFAULT_TRANSACTION_ATTRIBUTE
+    attribute: Name = BUSINESS_TRANSACTION
     """The attribute that names a trace's transaction (on the root span, else its resource)."""
     rules: Annotated[tuple[TransactionRuleSettings, ...], list_of("a list")] = ()
     """Tried in order when the root carries no such attribute."""

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Final
 
 from spancost.pricing.rules import Matcher
 from spancost.totals.aggregate import SpanContribution, ns_from_duration, ns_from_utc
+from spancost.vocabulary.keys import BUSINESS_TRANSACTION, SERVICE_NAME
 
 if TYPE_CHECKING:
     from spancost.settings.totals import NamingSettings
@@ -53,7 +54,6 @@ __all__ = [
     "CONTESTED",
     "DEFAULT_MAX_CLOCK_SKEW",
     "DEFAULT_ORPHAN_GRACE",
-    "DEFAULT_TRANSACTION_ATTRIBUTE",
     "UNATTRIBUTED",
     "TotalsConfig",
     "TraceState",
@@ -67,7 +67,6 @@ __all__ = [
     "transaction_name",
 ]
 
-DEFAULT_TRANSACTION_ATTRIBUTE: Final = "business.transaction"
 DEFAULT_MAX_CLOCK_SKEW: Final = timedelta(hours=2)
 DEFAULT_ORPHAN_GRACE: Final = timedelta(minutes=10)
 UNATTRIBUTED: Final = "(unattributed)"
@@ -84,7 +83,7 @@ CONFIG_KEYS: Final = (
 """The keys of `NamingSettings`, which `parse_config` reads (the sink's settings hold them
 and its own); spelled out so that the totals core imports no validation library."""
 
-MATCH_SERVICE: Final = "service.name"
+MATCH_SERVICE: Final = SERVICE_NAME  # a rule matches the root's service.name
 MATCH_NAME: Final = "name"
 
 
@@ -107,7 +106,7 @@ class TransactionRule:
 class TotalsConfig:
     """The validated totals configuration (defaults as documented in the README)."""
 
-    transaction_attribute: str = DEFAULT_TRANSACTION_ATTRIBUTE
+    transaction_attribute: str = BUSINESS_TRANSACTION
     rules: tuple[TransactionRule, ...] = ()
     domains_by_transaction: Mapping[str, str] = field(default_factory=dict)
     domains_by_service: Mapping[str, str] = field(default_factory=dict)

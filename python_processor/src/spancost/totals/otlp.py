@@ -24,24 +24,36 @@ the span as ``future``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from spancost.allocation.sampling import adjusted_count
-from spancost.attributes import value_type
 from spancost.plugin import Events
 from spancost.totals.aggregate import SpanContribution
-from spancost.totals.naming import DEFAULT_TRANSACTION_ATTRIBUTE
-from spancost.vocabulary import ENVIRONMENT_KEYS, normalize_environment
+from spancost.vocabulary import normalize_environment
+from spancost.vocabulary.keys import (
+    BUSINESS_TRANSACTION,
+    CLOUD_ACCOUNT_ID,
+    COST_MODEL,
+    COST_UNPRICED_REASON,
+    COST_USD,
+    ENVIRONMENT_KEYS,
+    K8S_POD_UID,
+    SERVICE_NAME,
+)
+from spancost.vocabulary.limits import INT64_MAX, MAX_SPAN_USD
+from spancost.vocabulary.otlp import (
+    FLAG_CONTEXT_HAS_IS_REMOTE,
+    FLAG_CONTEXT_IS_REMOTE,
+    SPAN_KIND_CONSUMER,
+    SPAN_KIND_SERVER,
+    first_values,
+    value_type,
+)
 
 __all__ = [
-    "ATTR_CLOUD_ACCOUNT_ID",
-    "ATTR_SERVICE_NAME",
-    "ATTR_UNPRICED_REASON",
-    "ATTR_USD",
     "EVENT_SANITIZED",
     "MAX_SPAN_COST_USD",
     "MAX_TIME_NS",
@@ -50,44 +62,22 @@ __all__ = [
     "contributions",
 ]
 
-# The contract of "Attributes written" (spancost.plugins.cost); repeated rather than
-# imported so the totals path does not load the pricing engine (a test keeps them equal).
-ATTR_USD: Final = "cost.usd"
-ATTR_UNPRICED_REASON: Final = "cost.unpriced_reason"
-ATTR_MODEL: Final = "cost.model"
 _NODE_MODEL: Final = "ec2."
 """The models of compute a node's allocation covers (the span's price is an estimate)."""
-ATTR_SERVICE_NAME: Final = "service.name"
-ATTR_CLOUD_ACCOUNT_ID: Final = "cloud.account.id"
-ATTR_K8S_POD_UID: Final = "k8s.pod.uid"
 
 REASON_COST_MISSING: Final = "cost_missing"
 """Neither ``cost.usd`` nor ``cost.unpriced_reason``: the span was not priced (e.g. the
 sidecar failed and ``on_error: pass`` forwarded the batch unchanged)."""
 REASON_COST_INVALID: Final = "cost_invalid"
-MAX_SPAN_COST_USD: Final = 1e9
-"""No span costs a billion dollars; above, ``cost.usd`` is ``cost_invalid`` (and sums of
-any number of valid costs stay finite)."""
-MAX_TIME_NS: Final = 2**63 - 1
+MAX_SPAN_COST_USD: Final = MAX_SPAN_USD
+"""Above, ``cost.usd`` is ``cost_invalid``: the pricer's own bound."""
+MAX_TIME_NS: Final = INT64_MAX
 """The last instant a signed 64-bit nanosecond column holds (2262-04-11)."""
 EVENT_SANITIZED: Final = "sanitized"
 
-_ENVIRONMENT_KEYS: Final = ENVIRONMENT_KEYS
-# A local root, as spancost.pricing.compute.is_local_root decides (repeated here, with a
-# test keeping them equal, so that the totals path does not load the pricing engine).
-_HAS_IS_REMOTE: Final = 0x100
-_IS_REMOTE: Final = 0x200
-_ENTRY_KINDS: Final = frozenset({2, 5})  # SPAN_KIND_SERVER, SPAN_KIND_CONSUMER
-
-
-def _read(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, AnyValue]:
-    """The `wanted` attributes; the first of a repeated key wins (as in ``pcommon.Map``)."""
-    found: dict[str, AnyValue] = {}
-    for attribute in attributes:
-        key = attribute.key
-        if key in wanted and key not in found:
-            found[key] = attribute.value
-    return found
+# A local root, as spancost.pricing.compute.is_local_root decides (inlined in the hot
+# loop below, with a test keeping them equal).
+_ENTRY_KINDS: Final = frozenset({SPAN_KIND_SERVER, SPAN_KIND_CONSUMER})
 
 
 def _clean(text: str, fact: str, events: Events | None, spans: int = 1) -> str:
@@ -120,7 +110,7 @@ def _text(value: AnyValue | None, fact: str, events: Events | None, spans: int =
 
 
 def _environment(values: dict[str, AnyValue], events: Events | None, spans: int = 1) -> str | None:
-    for key in _ENVIRONMENT_KEYS:
+    for key in ENVIRONMENT_KEYS:
         name = _text(values.get(key), "environment", events, spans)
         if name is not None:
             return normalize_environment(name)
@@ -129,14 +119,14 @@ def _environment(values: dict[str, AnyValue], events: Events | None, spans: int 
 
 def _cost(values: dict[str, AnyValue], events: Events | None) -> tuple[float, str | None]:
     """(cost in USD, None) for a priced span; (0.0, reason) for an unpriced one."""
-    usd = values.get(ATTR_USD)
+    usd = values.get(COST_USD)
     if usd is not None:
         if usd.WhichOneof("value") == "double_value":
             number = usd.double_value
             if math.isfinite(number) and 0 <= number <= MAX_SPAN_COST_USD:
                 return number + 0.0, None  # + 0.0: -0.0 becomes 0.0
         return 0.0, REASON_COST_INVALID
-    reason = values.get(ATTR_UNPRICED_REASON)
+    reason = values.get(COST_UNPRICED_REASON)
     if reason is None:
         return 0.0, REASON_COST_MISSING
     if reason.WhichOneof("value") == "string_value" and reason.string_value:
@@ -147,7 +137,7 @@ def _cost(values: dict[str, AnyValue], events: Events | None) -> tuple[float, st
 def contributions(
     batch: ExportTraceServiceRequest,
     *,
-    transaction_attribute: str = DEFAULT_TRANSACTION_ATTRIBUTE,
+    transaction_attribute: str = BUSINESS_TRANSACTION,
     owner_attribute: str | None = None,
     default_pod: str | None = None,
     events: Events | None = None,
@@ -162,25 +152,25 @@ def contributions(
     """
     resource_keys = frozenset(
         (
-            ATTR_SERVICE_NAME,
-            ATTR_CLOUD_ACCOUNT_ID,
-            ATTR_K8S_POD_UID,
+            SERVICE_NAME,
+            CLOUD_ACCOUNT_ID,
+            K8S_POD_UID,
             transaction_attribute,
-            *_ENVIRONMENT_KEYS,
+            *ENVIRONMENT_KEYS,
         )
     )
     if owner_attribute is not None:
         resource_keys |= {owner_attribute}
-    span_keys = frozenset((ATTR_USD, ATTR_UNPRICED_REASON, ATTR_MODEL, transaction_attribute))
+    span_keys = frozenset((COST_USD, COST_UNPRICED_REASON, COST_MODEL, transaction_attribute))
     result: list[SpanContribution] = []
     append = result.append
     for resource_spans in batch.resource_spans:
         spans = sum(len(scope_spans.spans) for scope_spans in resource_spans.scope_spans)
         if not spans:
             continue
-        resource = _read(resource_spans.resource.attributes, resource_keys)
-        service = _text(resource.get(ATTR_SERVICE_NAME), "service", events, spans)
-        account = _text(resource.get(ATTR_CLOUD_ACCOUNT_ID), "account", events, spans)
+        resource = first_values(resource_spans.resource.attributes, resource_keys)
+        service = _text(resource.get(SERVICE_NAME), "service", events, spans)
+        account = _text(resource.get(CLOUD_ACCOUNT_ID), "account", events, spans)
         resource_environment = _environment(resource, events, spans)
         resource_transaction = resource.get(transaction_attribute)
         owner = (
@@ -188,22 +178,22 @@ def contributions(
             if owner_attribute is None
             else _text(resource.get(owner_attribute), "owner", events, spans)
         )
-        pod = _text(resource.get(ATTR_K8S_POD_UID), "pod", events, spans) or default_pod
-        wanted = span_keys if resource_environment else span_keys.union(_ENVIRONMENT_KEYS)
+        pod = _text(resource.get(K8S_POD_UID), "pod", events, spans) or default_pod
+        wanted = span_keys if resource_environment else span_keys.union(ENVIRONMENT_KEYS)
         # The sink's hot loop (every span it stores): the contribution built
         # positionally (SpanContribution's field order), rare checks guarded.
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                values = _read(span.attributes, wanted)
+                values = first_values(span.attributes, wanted)
                 cost_usd, unpriced_reason = _cost(values, events)
-                model = values.get(ATTR_MODEL)
+                model = values.get(COST_MODEL)
                 compute = model is not None and model.string_value.startswith(_NODE_MODEL)
                 is_root = not span.parent_span_id.strip(b"\x00")  # absent, or all zeros
                 flags = span.flags
                 if is_root:
                     segment = True
-                elif flags & _HAS_IS_REMOTE:
-                    segment = bool(flags & _IS_REMOTE)
+                elif flags & FLAG_CONTEXT_HAS_IS_REMOTE:
+                    segment = bool(flags & FLAG_CONTEXT_IS_REMOTE)
                 else:
                     segment = span.kind in _ENTRY_KINDS
                 trace_state = span.trace_state
