@@ -46,7 +46,7 @@ from spancost.pricing.aws_products import (
     lambda_prices,
     lambda_query,
 )
-from spancost.pricing.live_cache import LiveCache, Wording
+from spancost.pricing.live_cache import CacheCounters, LiveCache, Wording
 from spancost.pricing.model import ARCHES, Arch, Ec2Key, FargatePrice, LambdaPrice, Price
 from spancost.settings.prices import AwsPriceListSettings
 
@@ -117,7 +117,7 @@ class _FargateKey:
 CacheKey = Ec2Key | _LambdaKey | _FargateKey
 
 
-class AwsPriceList:
+class AwsPriceList(CacheCounters):
     """A `PriceSource` answering from memory, refreshed from the AWS Price List API.
 
     Counters (read them any time): `fetches` (fetches started), `failures`,
@@ -167,30 +167,6 @@ class AwsPriceList:
     def operating_system(self) -> str:
         """The OS to price EC2 instances with when a span does not say (``os.type``)."""
         return self.config.operating_system
-
-    @property
-    def fetches(self) -> int:
-        return self._cache.fetches
-
-    @property
-    def failures(self) -> int:
-        return self._cache.failures
-
-    @property
-    def hits(self) -> int:
-        return self._cache.hits
-
-    @property
-    def stale_hits(self) -> int:
-        return self._cache.stale_hits
-
-    @property
-    def misses(self) -> int:
-        return self._cache.misses
-
-    @property
-    def dropped(self) -> int:
-        return self._cache.dropped
 
     # -- the hot path: memory only ------------------------------------------------
 

@@ -38,7 +38,7 @@ from spancost.pricing.aws_spot_history import (
     spot_prices,
     spot_query,
 )
-from spancost.pricing.live_cache import LiveCache, Wording
+from spancost.pricing.live_cache import CacheCounters, LiveCache, Wording
 from spancost.pricing.model import Arch, Ec2Key, FargatePrice, LambdaPrice, Price
 from spancost.settings.prices import AwsSpotSettings
 
@@ -88,7 +88,7 @@ class AwsSpotConfig:
         return cls(**{**settings.model_dump(), "enabled": settings.enabled is not False})
 
 
-class AwsSpotPrices:
+class AwsSpotPrices(CacheCounters):
     """A price source of EC2 spot prices only, answering from memory.
 
     Counters (read them any time): `fetches`, `failures`, `hits` (fresh
@@ -138,34 +138,6 @@ class AwsSpotPrices:
     def healthy(self) -> bool:
         """Whether the last fetch succeeded."""
         return self._cache.ready
-
-    @property
-    def fetches(self) -> int:
-        return self._cache.fetches
-
-    @property
-    def failures(self) -> int:
-        return self._cache.failures
-
-    @property
-    def hits(self) -> int:
-        return self._cache.hits
-
-    @property
-    def stale_hits(self) -> int:
-        return self._cache.stale_hits
-
-    @property
-    def expired(self) -> int:
-        return self._cache.expired
-
-    @property
-    def misses(self) -> int:
-        return self._cache.misses
-
-    @property
-    def dropped(self) -> int:
-        return self._cache.dropped
 
     # -- the hot path: memory only ------------------------------------------------
 

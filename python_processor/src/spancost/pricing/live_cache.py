@@ -26,11 +26,11 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from spancost.pricing.refresher import Refresher
 
-__all__ = ["REFRESH_AHEAD", "LiveCache", "Wording"]
+__all__ = ["REFRESH_AHEAD", "CacheCounters", "LiveCache", "Wording"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -277,3 +277,38 @@ class LiveCache(Generic[K, V]):
                     failures,
                     exc,
                 )
+
+
+class CacheCounters:
+    """A live source's counters, read from its `LiveCache` (``self._cache``): the
+    properties every source exposes the same way."""
+
+    _cache: LiveCache[Any, Any]
+
+    @property
+    def fetches(self) -> int:
+        return self._cache.fetches
+
+    @property
+    def failures(self) -> int:
+        return self._cache.failures
+
+    @property
+    def hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def stale_hits(self) -> int:
+        return self._cache.stale_hits
+
+    @property
+    def expired(self) -> int:
+        return self._cache.expired
+
+    @property
+    def misses(self) -> int:
+        return self._cache.misses
+
+    @property
+    def dropped(self) -> int:
+        return self._cache.dropped
