@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -107,10 +108,10 @@ def test_umask_restrict_and_remove(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as bound:
         bound.bind(str(address.unix_path))
     os.chmod(address.unix_path, 0o666)  # noqa: S103 - what restrict_socket must undo
-    inode = restrict_socket(address)
+    ours = restrict_socket(address)
     assert stat.S_IMODE(address.unix_path.stat().st_mode) == 0o600
-    remove_socket(address, inode)
-    remove_socket(address, inode)  # already gone: fine
+    remove_socket(address, ours)
+    remove_socket(address, ours)  # already gone: fine
     assert not address.unix_path.exists()
     tcp = parse_listen_address("127.0.0.1:0")
     with private_umask(tcp):
@@ -123,5 +124,29 @@ def test_remove_socket_leaves_what_it_did_not_bind(tmp_path: Path) -> None:
     assert address.unix_path is not None
     address.unix_path.write_text("not ours")
     remove_socket(address, None)
-    remove_socket(address, address.unix_path.stat().st_ino)  # not a socket
+    st = address.unix_path.stat()
+    remove_socket(address, (st.st_dev, st.st_ino, st.st_ctime_ns))  # not a socket
     assert address.unix_path.read_text() == "not ours"
+
+
+def test_remove_socket_leaves_a_successors_socket_with_our_inode_number(tmp_path: Path) -> None:
+    # A sidecar restarted beside one still stopping binds the same path; its socket
+    # may get the inode number ours had. The stopping one must not remove it.
+    address = parse_listen_address(f"unix://{tmp_path / 's.sock'}")
+    assert address.unix_path is not None
+    with socket.socket(socket.AF_UNIX) as first:
+        first.bind(str(address.unix_path))
+    ours = restrict_socket(address)
+    assert ours is not None
+    time.sleep(0.05)  # file times are coarse (a jiffy): the successor binds later
+    address.unix_path.unlink()  # the successor removes the stale file, then binds
+    with socket.socket(socket.AF_UNIX) as successor:
+        successor.bind(str(address.unix_path))
+    theirs = address.unix_path.stat()
+    # The same inode number and device as ours, as the file system may well give it:
+    # only the change time tells the two files apart.
+    same_number = (theirs.st_dev, theirs.st_ino, ours[2])
+    remove_socket(address, same_number)
+    assert address.unix_path.exists(), "a successor's socket was removed"
+    remove_socket(address, (theirs.st_dev, theirs.st_ino, theirs.st_ctime_ns))
+    assert not address.unix_path.exists()

@@ -149,31 +149,43 @@ def private_umask(address: ListenAddress) -> Iterator[None]:
         os.umask(previous)
 
 
-def restrict_socket(address: ListenAddress) -> int | None:
+SocketId = tuple[int, int, int]
+"""A socket file's device, inode and change time (ns): which file it is, even after
+a successor bound the same path and got the same, freed, inode number."""
+
+
+def _socket_id(st: os.stat_result) -> SocketId:
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+def restrict_socket(address: ListenAddress) -> SocketId | None:
     """Set the bound socket file to mode 0600 (the umask already should have).
 
-    Returns the socket's inode, for `remove_socket`; None for TCP.
+    Returns which file it is, for `remove_socket`; None for TCP.
     """
     if address.unix_path is None:
         return None
     try:
         os.chmod(address.unix_path, SOCKET_MODE)
-        return address.unix_path.stat().st_ino
+        return _socket_id(address.unix_path.stat())
     except OSError as exc:
         raise ServerStartError(f"cannot set mode 0600 on {address.unix_path}: {exc}") from exc
 
 
-def remove_socket(address: ListenAddress, inode: int | None) -> None:
-    """Remove the socket file we bound (inode `inode`), if gRPC has not already.
+def remove_socket(address: ListenAddress, ours: SocketId | None) -> None:
+    """Remove the socket file we bound (`ours`, from `restrict_socket`), if gRPC has not.
 
-    Anything else found at the path, e.g. a file that kept us from binding, stays.
+    Anything else found at the path stays: a file that kept us from binding, or the
+    socket of a successor that bound the path while we were stopping. The inode alone
+    does not tell that one from ours: a freed inode number is often given to the next
+    file (a sidecar restarted beside a stopping one lost its socket that way).
     """
-    if address.unix_path is None or inode is None:
+    if address.unix_path is None or ours is None:
         return
     try:
         current = address.unix_path.lstat()
     except FileNotFoundError:
         return
-    if stat.S_ISSOCK(current.st_mode) and current.st_ino == inode:
+    if stat.S_ISSOCK(current.st_mode) and _socket_id(current) == ours:
         with contextlib.suppress(FileNotFoundError):
             address.unix_path.unlink()

@@ -30,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from spancost.errors import ServerStartError
 from spancost.sidecar.address import (
     ListenAddress,
+    SocketId,
     prepare_unix_socket,
     private_umask,
     remove_socket,
@@ -145,7 +146,7 @@ class ThreadedSidecarServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._started = False
         self._stopped = False
-        self._socket_inode: int | None = None
+        self._socket_id: SocketId | None = None
 
     def start(self) -> None:
         address = self._options.listen
@@ -159,7 +160,7 @@ class ThreadedSidecarServer:
             self.address = _bound(address, port)
             self._server.start()
         self._started = True
-        self._socket_inode = restrict_socket(address)
+        self._socket_id = restrict_socket(address)
         for service in HEALTH_SERVICES:
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -170,12 +171,14 @@ class ThreadedSidecarServer:
         self._health.enter_graceful_shutdown()
         if self._started:
             self._server.stop(grace).wait()
+        # Before closing the plugins and sinks (which may take a while): the path is
+        # free for a successor as soon as nobody listens on it.
+        remove_socket(self._options.listen, self._socket_id)
         self._batch_pool.shutdown(wait=False)
         self._control_pool.shutdown(wait=False)
         self._sink_pool.shutdown(wait=False)
         self._stream_pool.shutdown(wait=False)
         self._instances.close()
-        remove_socket(self._options.listen, self._socket_inode)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
