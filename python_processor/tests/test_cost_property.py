@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import hypothesis
 from hypothesis import HealthCheck, given, settings
@@ -15,9 +15,17 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from spancost.changes import Changes, span_count
 from spancost.plugin import Events
 from spancost.plugins.cost import CostPlugin
-from spancost.pricing.compute import is_local_root, span_duration_ns
+from spancost.pricing.catalog import PriceBook
+from spancost.pricing.compute import (
+    ComputeSettings,
+    SegmentPricing,
+    is_local_root,
+    span_duration_ns,
+)
+from spancost.pricing.decision import Override, Plan, SpanPricer, override
 from spancost.pricing.model import UNPRICED_REASONS
 from spancost.vocabulary.limits import MAX_DURATION_NS
+from spancost.vocabulary.otlp import AttributeValue
 from tests.builders import any_value, attribute_map
 
 RESOURCE_TEMPLATES: list[dict[str, Any]] = [
@@ -367,3 +375,61 @@ def test_inlined_fast_path_agrees_with_the_core(
         assert attrs["cost.model"] == "ec2.on_demand.duration"
         assert attrs["cost.usd"] == 0.096 / 3600 * (duration / 1e9)
         assert duration <= MAX_DURATION_NS
+
+
+DAY_NS = 24 * 3600 * 10**9
+BOUNDARIES = (0, 1, 10**9, 10**9 + 1, DAY_NS, DAY_NS + 1, MAX_DURATION_NS, MAX_DURATION_NS + 1)
+
+
+@given(
+    start=times,
+    duration=st.one_of(
+        st.integers(-(10**9), 2 * MAX_DURATION_NS), st.sampled_from(BOUNDARIES), times
+    ),
+    usd_per_hour=st.one_of(
+        st.floats(min_value=0, max_value=1e12), st.sampled_from((0.0, 0.096, 1e9, math.nan))
+    ),
+    minimum=st.sampled_from((0.0, 1e-6, 1.0)),
+    max_usd=st.sampled_from((1e-4, 1000.0, 1e9)),
+    max_duration_s=st.sampled_from((1, 24 * 3600, 366 * 24 * 3600)),
+)
+def test_the_local_roots_charged_in_bulk_cost_what_charge_usd_says(
+    *,
+    start: int,
+    duration: int,
+    usd_per_hour: float,
+    minimum: float,
+    max_usd: float,
+    max_duration_s: int,
+) -> None:
+    """`charge_local_roots` accepts the common case inline; whatever it decides is what
+    `SpanPricer._charge_usd`, the one definition of a compute charge, decides."""
+    pricer = SpanPricer(
+        cast(PriceBook, None),
+        ComputeSettings(),
+        minimum_usd=minimum,
+        max_usd=max_usd,
+        max_duration_ns=max_duration_s * 10**9,
+    )
+    segment = SegmentPricing(
+        source="test",
+        model="ec2.on_demand.duration",
+        included_model="ec2.included_in_segment",
+        as_of="",
+        instance_type="",
+        usd_per_second=usd_per_hour / 3600,
+    )
+    base: dict[str, AttributeValue] = {"cost.usd": 0.0}
+    plan = Plan({}, base, ("priced", "test"), segment, False, False, None, ())
+    end = min(max(start + duration, 0), 2**64 - 1)
+    span = Span(name="s", start_time_unix_nano=start, end_time_unix_nano=end)
+    overrides: list[Override] = []
+    roots: list[tuple[int, float]] = []
+    pricer.charge_local_roots(
+        plan, segment, [span], 7, overrides=overrides, roots=roots, skip=set()
+    )
+    expected = pricer._charge_usd(segment, start, end)
+    if isinstance(expected, float):
+        assert (roots, overrides) == ([(7, expected)], [])
+    else:
+        assert (roots, overrides) == ([], [override(7, base, expected)])

@@ -88,5 +88,14 @@ def first_values(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict
 
 
 def read_values(attributes: Iterable[KeyValue], wanted: frozenset[str]) -> dict[str, Value]:
-    """The `wanted` attributes as plain values; the first of a repeated key wins."""
-    return {key: plain_value(value) for key, value in first_values(attributes, wanted).items()}
+    """The `wanted` attributes as plain values; the first of a repeated key wins.
+
+    `first_values`' loop again rather than converting its result: this one runs for
+    every span the cost plugin reads attribute by attribute, and the second pass cost
+    the plugin 1.4 % more instructions (callgrind, bench_cost_plugin's batch)."""
+    found: dict[str, Value] = {}
+    for attribute in attributes:
+        key = attribute.key
+        if key in wanted and key not in found:
+            found[key] = plain_value(attribute.value)
+    return found
