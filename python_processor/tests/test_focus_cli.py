@@ -5,7 +5,6 @@ per request) written into a real store, SQLite and PostgreSQL: the dataset adds 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -50,8 +49,9 @@ def filled(
     store = open_store(url)
     try:
         store.migrate()
-        invocation = dataclasses.replace(
-            segment(500, 1, pod="web", start_s=60, seconds=1, root=True, transaction="checkout"),
+        invocation = segment(
+            500, 1, pod="web", start_s=60, seconds=1, root=True, transaction="checkout"
+        )._replace(
             pod=None,
             cost_usd=LAMBDA_USD,
         )

@@ -4,7 +4,6 @@ second node beside it, per-request prices, and the split of other weights told a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -144,8 +143,9 @@ def test_two_nodes_apart_add_up_to_the_stored_allocation(store: Store) -> None:
 
 
 def test_per_request_prices_by_hour_as_allocated(store: Store) -> None:
-    invocation = dataclasses.replace(
-        segment(500, 1, pod="web", start_s=60, seconds=1, root=True, transaction="checkout"),
+    invocation = segment(
+        500, 1, pod="web", start_s=60, seconds=1, root=True, transaction="checkout"
+    )._replace(
         pod=None,
         cost_usd=0.25,
     )

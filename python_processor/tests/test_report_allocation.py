@@ -3,7 +3,6 @@ worked example written into a real SQLite store."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -70,8 +69,9 @@ def test_per_request_prices_are_added_to_the_transactions(tmp_path: Path) -> Non
     path = tmp_path / "lambda.db"
     store = SQLiteStore(path, CONFIG)
     store.migrate()
-    invocation = dataclasses.replace(
-        segment(500, 1, pod="web", start_s=60, seconds=1, root=True, transaction="checkout"),
+    invocation = segment(
+        500, 1, pod="web", start_s=60, seconds=1, root=True, transaction="checkout"
+    )._replace(
         pod=None,
         cost_usd=0.25,
     )

@@ -4,7 +4,6 @@ with its price, the hour allocated, reconciled and repriced."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -202,14 +201,15 @@ def test_per_request_prices_are_added_to_their_transaction(store: Store) -> None
     """A Lambda invocation (no pod) and an LLM call on the web pod, priced per request,
     are added to checkout as they are (outside the node's bill), moved with the trace
     when its root names it, and the Lambda counts as a request."""
-    lambda_call = dataclasses.replace(
-        segment(1, 3, pod="web", start_s=120, seconds=1), pod=None, cost_usd=0.002
+    lambda_call = segment(1, 3, pod="web", start_s=120, seconds=1)._replace(
+        pod=None, cost_usd=0.002
     )
-    llm_call = dataclasses.replace(
-        segment(1, 4, pod="web", start_s=130, seconds=2), segment=False, cost_usd=0.01
+    llm_call = segment(1, 4, pod="web", start_s=130, seconds=2)._replace(
+        segment=False, cost_usd=0.01
     )
-    node_estimate = dataclasses.replace(  # a node's compute: the allocation's, not added
-        segment(1, 2, pod="worker", start_s=10, seconds=25), cost_usd=0.5, compute=True
+    node_estimate = segment(1, 2, pod="worker", start_s=10, seconds=25)._replace(
+        cost_usd=0.5,
+        compute=True,  # a node's compute: the allocation's, not added
     )
     write_spans(store, [lambda_call, llm_call, node_estimate])
     store.write_usage([(NODE, NODE_PRICE)], PODS, NOW)

@@ -4,7 +4,6 @@ one at version 7 to 8 (the allocation): old traces take busy time and move it.""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -273,7 +272,7 @@ def version_7(
 
 def segment_of(trace_id: str, span_id: str, pod: str, *, root: bool = False) -> SpanContribution:
     """A service segment of one second on `pod`, in the hour before KEYED."""
-    return dataclasses.replace(span(trace_id, span_id, 0.0, root=root), pod=pod, segment=True)
+    return span(trace_id, span_id, 0.0, root=root)._replace(pod=pod, segment=True)
 
 
 def test_migrating_version_7_data_keeps_totals_and_adds_the_allocation(

@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 __all__ = [
     "QUARANTINE_REASONS",
@@ -84,12 +84,16 @@ def ns_from_duration(duration: timedelta) -> int:
     return duration // _MICROSECOND * _NS_PER_US
 
 
-@dataclass(frozen=True, slots=True)
-class SpanContribution:
+class SpanContribution(NamedTuple):
     """What one span adds to its trace's totals, and the facts that name the trace.
 
     Keyed by (`trace_id`, `span_id`): a store inserts each key once, so a span
     delivered twice contributes once.
+
+    A named tuple, not a frozen dataclass: the sink builds one for every span it
+    stores, and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per
+    field) took 1.9 µs of it against 0.3 µs here (issue 15). Immutable all the same;
+    change one with ``_replace``.
     """
 
     trace_id: str
