@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import genai_prices
 import pytest
 from genai_prices import Usage, calc_price
+from genai_prices.data import providers
+from genai_prices.data_snapshot import DataSnapshot
 
+from spancost.pricing import llm
 from spancost.pricing.llm import AS_OF, LlmPricer, TokenUsage, token_usage
 from spancost.pricing.model import Priced, Unpriced
 from spancost.vocabulary.otlp import Value
@@ -224,3 +229,48 @@ def test_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     for model in ("gpt-4o", "claude-3-5-sonnet", "gemini-1.5-pro", "deepseek-chat", "nope"):
         pricer.price({"gen_ai.request.model": model}, TokenUsage(1000, 100), START_NS)
     assert calls == []
+
+
+def test_a_given_snapshot_is_the_one_priced_with() -> None:
+    """A snapshot passed in (loaded lazily, like the bundled one) replaces the bundled."""
+    only_anthropic = DataSnapshot(
+        providers=[p for p in providers if p.id == "anthropic"], from_auto_update=False
+    )
+    pricer = LlmPricer(only_anthropic, clock=lambda: START)
+    usage = TokenUsage(1000, 100)
+    gpt = pricer.price({"gen_ai.request.model": "gpt-4o"}, usage, START_NS)
+    assert gpt == Unpriced("unknown_model")
+    claude = pricer.price({"gen_ai.request.model": "claude-3-5-sonnet-20241022"}, usage, START_NS)
+    assert isinstance(claude, Priced)
+    assert claude.usd == pytest.approx(reference("claude-3-5-sonnet-20241022", None, usage))
+
+
+def test_threads_that_price_at_once_load_genai_prices_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first spans of several RPC threads at once: one load, every span priced."""
+    loads: list[object] = []
+    real = llm._load_prices
+
+    def slow_load(snapshot: DataSnapshot | None) -> Any:
+        loads.append(snapshot)
+        time.sleep(0.05)  # a window for the other threads to arrive
+        return real(snapshot)
+
+    monkeypatch.setattr(llm, "_load_prices", slow_load)
+    pricer = LlmPricer(clock=lambda: START)
+    start = threading.Barrier(8)
+    results: list[object] = []
+
+    def price() -> None:
+        start.wait()
+        results.append(pricer.price({"gen_ai.request.model": "gpt-4o"}, TokenUsage(10, 10)))
+
+    threads = [threading.Thread(target=price) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert loads == [None]
+    assert len(results) == 8 and len(set(results)) == 1
+    assert isinstance(results[0], Priced)

@@ -106,6 +106,8 @@ NETWORK = ("ssl", "http", "urllib3", "requests", "httpx")
         "spancost.pricing.fx",
         "spancost.pricing.aws_products",
         "spancost.pricing.facts",
+        "spancost.pricing.llm",  # genai-prices (and its updater's httpx) wait in llm_genai
+        "spancost.pricing.decision",
         "spancost.pricing.schedule",
         "spancost.pricing.refresher",
         "spancost.pricing.live_cache",

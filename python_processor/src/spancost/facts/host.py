@@ -13,7 +13,10 @@ at start-up and then every `refresh` in the background, never per span:
   zone, and the task's CPU and memory limits (what Fargate bills).
 
 `parse_identity_document` and `parse_ecs_task` are pure; `fetch_ec2` and
-`fetch_ecs` do the I/O, with urllib3's retries.
+`fetch_ecs` do the I/O, with urllib3's retries. urllib3 (about 1.5 MiB of a process)
+is imported by the first fetch, not with this module (issue 15): the cost plugin
+imports this module whatever its config, and only a ``node_facts`` that asks EC2 or
+ECS metadata needs an HTTP client.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
-
-import urllib3
-from urllib3.util import Retry, Timeout
+from typing import TYPE_CHECKING, Any, Final
 
 from spancost.facts.model import Capacity, folded, stripped
 from spancost.settings.node_facts import DEFAULT_IMDS_ENDPOINT
+
+if TYPE_CHECKING:
+    import urllib3
 
 __all__ = [
     "DEFAULT_IMDS_ENDPOINT",
@@ -129,6 +132,10 @@ def parse_ecs_task(task: Mapping[str, Any]) -> HostFacts:
 
 
 def _pool(timeout_s: float, retries: int) -> urllib3.PoolManager:
+    """An HTTP client for one fetch (the first imports urllib3, issue 15)."""
+    import urllib3  # noqa: PLC0415 - only a config that asks the host's metadata needs it
+    from urllib3.util import Retry, Timeout  # noqa: PLC0415
+
     return urllib3.PoolManager(
         timeout=Timeout(connect=timeout_s, read=timeout_s),
         retries=Retry(
@@ -145,6 +152,8 @@ def fetch_ec2(
     endpoint: str = DEFAULT_IMDS_ENDPOINT, *, timeout_s: float = 1.0, retries: int = 2
 ) -> HostFacts:
     """Ask EC2's instance metadata service (IMDSv2); `HostFactsError` if it does not answer."""
+    from urllib3.exceptions import HTTPError  # noqa: PLC0415 - see _pool
+
     base = endpoint.rstrip("/")
     pool = _pool(timeout_s, retries)
     try:
@@ -162,7 +171,7 @@ def fetch_ec2(
         if identity.status != 200:
             raise HostFactsError(f"{base}: the identity document answered {identity.status}")
         life = pool.request("GET", f"{base}/latest/meta-data/instance-life-cycle", headers=headers)
-    except urllib3.exceptions.HTTPError as exc:
+    except HTTPError as exc:
         raise HostFactsError(f"{base}: {exc}") from exc
     document = _json_object(identity.data, f"{base}: the identity document")
     life_cycle = life.data.decode(errors="replace") if life.status == 200 else None
@@ -171,10 +180,12 @@ def fetch_ec2(
 
 def fetch_ecs(base: str, *, timeout_s: float = 1.0, retries: int = 2) -> HostFacts:
     """Ask the ECS task metadata endpoint `base` (``$ECS_CONTAINER_METADATA_URI_V4``)."""
+    from urllib3.exceptions import HTTPError  # noqa: PLC0415 - see _pool
+
     url = f"{base.rstrip('/')}/task"
     try:
         answer = _pool(timeout_s, retries).request("GET", url)
-    except urllib3.exceptions.HTTPError as exc:
+    except HTTPError as exc:
         raise HostFactsError(f"{url}: {exc}") from exc
     if answer.status != 200:
         raise HostFactsError(f"{url} answered {answer.status}")

@@ -107,6 +107,7 @@ class CostPlugin(AnnotatingPlugin):
         rules = rules_of(settings.rules)
         # A span without a start time is priced at the time it is priced.
         now = partial(datetime.now, UTC)
+        # genai-prices and its data load on the first span priced by tokens (issue 15).
         llm = LlmPricer(clock=now) if settings.llm.enabled else None
         # Last: a source may start a background thread.
         self._book: PriceBook = build_price_book(config.get("prices", {}))

@@ -7,26 +7,27 @@ this module never starts `genai_prices.UpdatePrices` (the only part of the
 library that fetches), so pricing a span never touches the network, and
 ``cost.price_as_of`` is the library's version (``genai-prices 0.2.3``).
 
-Speed: genai-prices computes in `Decimal` (~80 µs a call). For a model whose
-price is linear in the token counts (no tiers), the per-token rates are
-derived once from genai-prices itself and cached, so a span costs a few
-multiplications; tiered prices (e.g. above 200k input tokens) are computed by
-genai-prices for every span.
+Loaded when first needed (issue 15): this module imports no genai-prices, so the
+attribute keys (`LLM_KEYS`) and the token counts (`token_usage`) cost the sidecar
+nothing, and a `LlmPricer` imports the library and loads its data snapshot
+(`spancost.pricing.llm_genai`; about 7.5 MiB of the sidecar's RSS, about 0.1 s on a
+2-core machine) when it first looks a model up, that is on the first span with token
+usage and a model name. That span's batch pays the load; later ones do not. One load per process,
+under a lock, however many RPC threads price at once; it is logged at INFO with
+the time it took.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Final
-
-import genai_prices
-from genai_prices import Usage, data_snapshot
-from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
+from datetime import datetime
+from importlib import metadata
+from typing import TYPE_CHECKING, Final
 
 from spancost.pricing.facts import as_count
 from spancost.pricing.model import Priced, Unpriced
@@ -49,6 +50,12 @@ from spancost.vocabulary.keys import (
 from spancost.vocabulary.limits import MAX_TOKENS
 from spancost.vocabulary.otlp import Value
 
+if TYPE_CHECKING:
+    from genai_prices.data_snapshot import DataSnapshot
+    from genai_prices.types import ModelInfo
+
+    from spancost.pricing.llm_genai import GenaiPrices
+
 __all__ = [
     "AGGREGATE_OPERATIONS",
     "AS_OF",
@@ -64,7 +71,9 @@ logger = logging.getLogger(__name__)
 
 SOURCE: Final = "genai-prices"
 MODEL: Final = "llm.tokens"
-AS_OF: Final = f"genai-prices {genai_prices.__version__}"
+# From the installed distribution's metadata: the same as genai_prices.__version__,
+# without importing the library.
+AS_OF: Final = f"genai-prices {metadata.version('genai-prices')}"
 
 # First present wins within each list.
 INPUT_KEYS: Final = (GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_PROMPT_TOKENS)
@@ -95,27 +104,11 @@ LLM_KEYS: Final = frozenset(
 AGGREGATE_OPERATIONS: Final = frozenset({"invoke_agent", "create_agent", "execute_tool"})
 """Operations whose token counts (if any) sum their child calls: not priced again."""
 
-# gen_ai.provider.name / gen_ai.system values → genai-prices provider ids.
-PROVIDER_IDS: Final[Mapping[str, str]] = {
-    "aws.bedrock": "aws",
-    "azure.ai.openai": "azure",
-    "azure.ai.inference": "azure",
-    "az.ai.openai": "azure",
-    "az.ai.inference": "azure",
-    "gcp.vertex_ai": "google",
-    "gcp.gemini": "google",
-    "gcp.gen_ai": "google",
-    "vertex_ai": "google",
-    "gemini": "google",
-    "mistral_ai": "mistral",
-    "x_ai": "x-ai",
-    "xai": "x-ai",
-}
-
 _UNKNOWN_MODEL: Final = Unpriced("unknown_model")
 _BAD: Final = Unpriced("bad_attribute")
-_PROBE: Final = 1_000_000
-_CACHE_LIMIT: Final = 4096
+_DATA_MODULE: Final = "genai_prices.data"  # what the bundled snapshot loads
+_LOAD_LOCK: Final = threading.Lock()
+"""Held while a pricer loads genai-prices: concurrent first spans load it once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,39 +156,32 @@ def token_usage(values: Mapping[str, Value]) -> TokenUsage | Unpriced | None:
     return TokenUsage(tokens_in, tokens_out, cache_read, cache_write)
 
 
-@dataclass(frozen=True, slots=True)
-class _Linear:
-    """usd = base + sum(rate * tokens): genai-prices' price of a model without tiers."""
-
-    base: float
-    uncached_input: float
-    output: float
-    cache_read: float
-    cache_write: float
-
-
 class LlmPricer:
-    """Prices token usage with genai-prices' bundled snapshot; safe to share across threads."""
+    """Prices token usage with genai-prices' bundled snapshot (or `snapshot`); safe to
+    share across threads.
+
+    genai-prices is imported, and its bundled snapshot loaded, by the first `price`
+    that looks a model up (see the module docstring), not here.
+    """
 
     def __init__(
         self,
-        snapshot: data_snapshot.DataSnapshot | None = None,
+        snapshot: DataSnapshot | None = None,
         *,
         clock: Callable[[], datetime],
     ) -> None:
         """`clock`: the time a span without a start time is priced at (the plugin's;
         passed in, so that this stays arithmetic on its inputs)."""
         self._clock = clock
-        self._snapshot = snapshot or data_snapshot.get_snapshot()
-        self._models: dict[tuple[str | None, str], ModelInfo | None] = {}
-        self._linear: dict[int, tuple[ModelPrice, _Linear | None]] = {}
-        self._lock = threading.Lock()
+        self._snapshot = snapshot
+        self._prices: GenaiPrices | None = None
 
     def price(
         self, values: Mapping[str, Value], usage: TokenUsage, start_ns: int = 0
     ) -> Priced | Unpriced:
         """The price of `usage` for the model the span names (response model first)."""
         provider = _text(values.get(GEN_AI_PROVIDER_NAME)) or _text(values.get(GEN_AI_SYSTEM))
+        prices = self._prices
         model: ModelInfo | None = None
         for key in (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL):
             value = values.get(key)
@@ -205,13 +191,15 @@ class LlmPricer:
                 return _BAD
             reference = value.strip()
             if reference:
-                model = self._model(provider, reference)
+                if prices is None:
+                    prices = self._load()
+                model = prices.model(provider, reference)
                 if model is not None:
                     break
-        if model is None:
+        if model is None or prices is None:
             return _UNKNOWN_MODEL
         try:
-            usd = self._usd(model, usage, start_ns)
+            usd = prices.usd(model, usage, start_ns, self._clock)
         except Exception:  # odd usage or data never fails a batch
             logger.debug("genai-prices refused usage %r for %s", usage, model.id, exc_info=True)
             return _BAD
@@ -219,108 +207,29 @@ class LlmPricer:
             return _BAD
         return Priced(usd, SOURCE, MODEL, AS_OF)
 
-    def _model(self, provider: str | None, reference: str) -> ModelInfo | None:
-        key = (provider, reference.casefold())
-        try:
-            return self._models[key]
-        except KeyError:
-            pass
-        model = self._find(provider, key[1])
-        if len(self._models) >= _CACHE_LIMIT:
-            self._models.clear()
-        self._models[key] = model
-        return model
+    def _load(self) -> GenaiPrices:
+        with _LOAD_LOCK:
+            if self._prices is None:
+                self._prices = _load_prices(self._snapshot)
+            return self._prices
 
-    def _find(self, provider: str | None, reference: str) -> ModelInfo | None:
-        attempts: list[str | None] = []
-        if provider:
-            attempts.append(PROVIDER_IDS.get(provider.casefold(), provider.casefold()))
-        attempts.append(None)  # the provider whose models match the reference
-        for provider_id in attempts:
-            try:
-                _, model = self._snapshot.find_provider_model(reference, None, provider_id, None)
-            except LookupError:
-                continue
-            return model
-        return None
 
-    def _usd(self, model: ModelInfo, usage: TokenUsage, start_ns: int) -> float:
-        if isinstance(model.prices, ModelPrice):
-            model_price = model.prices
-        else:  # prices that changed over time, or by time of day
-            model_price = model.get_prices(_timestamp(start_ns, self._clock))
-        linear = self._linear_for(model_price)
-        if linear is None:
-            calc = model_price.calc_price(_usage(usage))
-            return float(calc["total_price"])
-        return (
-            linear.base
-            + linear.uncached_input * (usage.input - usage.cache_read - usage.cache_write)
-            + linear.cache_read * usage.cache_read
-            + linear.cache_write * usage.cache_write
-            + linear.output * usage.output
+def _load_prices(snapshot: DataSnapshot | None) -> GenaiPrices:
+    """genai-prices, imported now, over `snapshot` or its bundled one; under _LOAD_LOCK.
+    Logs the first load of the bundled data in the process."""
+    started = time.perf_counter()
+    loading = snapshot is None and _DATA_MODULE not in sys.modules
+    from spancost.pricing.llm_genai import GenaiPrices  # noqa: PLC0415 - on first use (issue 15)
+
+    prices = GenaiPrices(snapshot)
+    if loading:
+        logger.info(
+            "LLM prices: %s and its bundled data loaded in %.0f ms, for the first span "
+            "priced by tokens",
+            AS_OF,
+            (time.perf_counter() - started) * 1e3,
         )
-
-    def _linear_for(self, model_price: ModelPrice) -> _Linear | None:
-        found = self._linear.get(id(model_price))
-        if found is not None and found[0] is model_price:
-            return found[1]
-        linear = _derive_linear(model_price)
-        with self._lock:
-            if len(self._linear) >= _CACHE_LIMIT:
-                self._linear.clear()
-            # The ModelPrice is kept in the value so that its id is never reused.
-            self._linear[id(model_price)] = (model_price, linear)
-        return linear
-
-
-def _derive_linear(model_price: ModelPrice) -> _Linear | None:
-    if any(isinstance(v, TieredPrices) for v in vars(model_price).values()):
-        return None
-    try:
-        base = _total(model_price, Usage())
-        per = Decimal(_PROBE)
-
-        def rate(**tokens: int) -> float:
-            return float((_total(model_price, Usage(**tokens)) - base) / per)
-
-        return _Linear(
-            base=float(base),
-            uncached_input=rate(input_tokens=_PROBE),
-            output=rate(output_tokens=_PROBE),
-            cache_read=rate(input_tokens=_PROBE, cache_read_tokens=_PROBE),
-            cache_write=rate(input_tokens=_PROBE, cache_write_tokens=_PROBE),
-        )
-    except Exception:
-        # Price units this simple model does not capture: let genai-prices compute each span.
-        return None
-
-
-def _total(model_price: ModelPrice, usage: Usage) -> Decimal:
-    return model_price.calc_price(usage)["total_price"]
-
-
-def _usage(usage: TokenUsage) -> Usage:
-    def whole(count: float) -> int | float:
-        number = float(count)
-        return int(number) if number.is_integer() else number
-
-    return Usage(
-        input_tokens=whole(usage.input),
-        output_tokens=whole(usage.output),
-        cache_read_tokens=whole(usage.cache_read) or None,
-        cache_write_tokens=whole(usage.cache_write) or None,
-    )
-
-
-def _timestamp(start_ns: int, clock: Callable[[], datetime]) -> datetime:
-    """When the span started, or `clock` for a span that does not say."""
-    if start_ns > 0:
-        try:
-            return datetime.fromtimestamp(start_ns / 1e9, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            pass
-    return clock()
+    return prices
 
 
 def _text(value: Value | None) -> str | None:
