@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import grpc
 import pytest
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spancost import __version__
-from spancost.cli import cli
+from spancost.cli import COMMANDS, cli
 from spancost.wire.v1 import sidecar_pb2, sidecar_pb2_grpc
 from tests.builders import batch, resource_spans, span
 
@@ -205,3 +206,15 @@ def test_sigint_on_tcp_loopback(start_sidecar: object) -> None:
     os.kill(process.pid, signal.SIGINT)
     process.communicate(timeout=15)
     assert process.returncode == 0
+
+
+def test_every_command_listed_is_its_modules_command() -> None:
+    """The lazily loaded commands: each name `--help` lists resolves to the click
+    command of that name (a misspelt entry would fail only when someone runs it)."""
+    context = click.Context(cli)
+    resolved = {name: cli.get_command(context, name) for name in cli.list_commands(context)}
+    assert list(resolved) == list(COMMANDS)
+    assert all(c is not None and c.name == name for name, c in resolved.items())
+    assert cli.get_command(context, "nonsense") is None
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    assert all(f"  {name} " in help_text for name in COMMANDS)

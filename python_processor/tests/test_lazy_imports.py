@@ -162,3 +162,21 @@ def test_genai_prices_and_urllib3_wait_for_a_span_that_needs_them() -> None:
         r"in \d+ ms, for the first span priced by tokens",
         loads[0],
     ), loads
+
+
+def test_the_sidecar_command_loads_no_other_command() -> None:
+    """``spancost sidecar`` (how the collector starts the sidecar) imports its own
+    module only, not the report, demo, export, ... code it never runs."""
+    probe = (
+        "import json, sys, click\n"
+        "from spancost.cli import cli\n"
+        "command = cli.get_command(click.Context(cli), 'sidecar')\n"
+        "print(json.dumps([command.name,"
+        " sorted(m for m in sys.modules if m.startswith('spancost.cli.'))]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    name, modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert name == "sidecar"
+    assert modules == ["spancost.cli.options", "spancost.cli.sidecar"]
