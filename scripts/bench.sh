@@ -4,7 +4,8 @@
 # throughput/CPU/latency/RSS with and without python (bench/pipeline.py, driven
 # by our own load generator), what pricing adds per span
 # (bench/bench_cost_plugin.py, bench/pricing_bridge.py), what the totals sink
-# spends reading a batch (bench/bench_totals_adapter.py), the
+# spends reading a batch (bench/bench_totals_adapter.py), what SQLite alone costs it
+# per stored span (bench/sqlite_floor.py), the
 # PostgreSQL totals store (bench/bench_store.py, on a private server it starts), the
 # whole totals path through the collector (bench/totals_path.py), and the sidecar's
 # memory at idle (bench/sidecar_rss.py).
@@ -26,6 +27,8 @@ log "what spancost.cost adds per span at the bridge (CPU with and without it, ab
 "$VENV/bin/python" -m bench.pricing_bridge
 log "what the totals sink spends reading a 1,000-span batch (parse, contributions, split)"
 "$VENV/bin/python" -m bench.bench_totals_adapter
+log "what SQLite alone costs the totals sink per stored span (no spancost Python)"
+"$VENV/bin/python" -m bench.sqlite_floor
 log "PostgreSQL totals store: write throughput, 24 h rollup with 10M trace rows (about 5 minutes)"
 "$VENV/bin/python" -m bench.bench_store
 log "the trace-totals path end to end: span end to visible, stored spans per second (about 2 minutes)"
