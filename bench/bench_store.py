@@ -5,7 +5,8 @@ The targets of issue #4, and the cost of the latest migration:
   1,000-span batches of 5-span traces (a root and four children, as the sink hands
   them over), by 1 writer and by several (threads sharing one store and its pool, as
   the sink's exporter workers would; and processes, as several collectors would), and
-  with each trace split across two batches; with ``--usage``, every span carries its
+  with each trace split across two batches, and where the time goes (the writers' and
+  the server's CPU per trace while they write); with ``--usage``, every span carries its
   pod and each root starts a service segment, as the sink's contributions do on
   Kubernetes (issue 12: the store keeps each trace's busy time and ``pod_busy``);
 - migration 4 of a version-3 database (200,000 traces, 1,000,000 span keys), timed;
@@ -39,6 +40,7 @@ from types import ModuleType
 from typing import Any
 from unittest import mock
 
+import psutil
 import psycopg
 import spancost.store.postgres as postgres_module
 from psycopg import sql
@@ -171,6 +173,34 @@ def _process_writer(job: tuple[str, int, int, int, bool, bool], start: Any, resu
     store.close()
 
 
+def _postmaster(dsn: str) -> psutil.Process:
+    """The server's postmaster (pg_ctl daemonizes it: it is no child of this process)."""
+    with psycopg.connect(dsn) as connection:
+        row = connection.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    pid = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+    return psutil.Process(pid)
+
+
+def _server_cpu(postmaster: psutil.Process) -> float:
+    """User + system CPU seconds of the server: the postmaster and every process it
+    runs (backends, the WAL writer, the checkpointer), those that ended included (the
+    postmaster's children times, once it has waited for them)."""
+    own = postmaster.cpu_times()
+    total = own.user + own.system + own.children_user + own.children_system
+    for process in postmaster.children():
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # ended just now: in children times once reaped
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 def write_throughput(
     server: str,
     label: str,
@@ -185,6 +215,7 @@ def write_throughput(
     """Trace totals a second: the traces stored (each once, whole) over the time taken;
     ``trace_writes`` counts every addition to a trace row (twice a trace when split)."""
     dsn = _new_database(server, f"bench_write_{label}")
+    postmaster = _postmaster(dsn)
     store = PostgresStore(dsn, CONFIG, max_connections=max(1, writers))
     store.migrate()
     now = datetime.now(UTC)
@@ -204,10 +235,14 @@ def write_throughput(
         for worker in workers:
             worker.start()
         time.sleep(2.0)  # let every process build its batches and connect
+        clients = [psutil.Process(worker.pid) for worker in workers if worker.pid is not None]
+        client_cpu, server_cpu = _cpu(clients), _server_cpu(postmaster)
         began = time.perf_counter()
         start_event.set()
         outcomes = [results.get(timeout=600) for _ in workers]
         elapsed = time.perf_counter() - began
+        client_cpu = _cpu(clients) - client_cpu
+        server_cpu = _server_cpu(postmaster) - server_cpu
         for worker in workers:
             worker.join()
         traces = sum(count for count, _ in outcomes)
@@ -222,12 +257,15 @@ def write_throughput(
             counts[index] = _write_all(store, work[index], now)
 
         threads = [threading.Thread(target=run, args=(index,)) for index in range(writers)]
+        client_cpu, server_cpu = _cpu([psutil.Process()]), _server_cpu(postmaster)
         began = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - began
+        client_cpu = _cpu([psutil.Process()]) - client_cpu
+        server_cpu = _server_cpu(postmaster) - server_cpu
         traces = sum(counts)
     with psycopg.connect(dsn) as connection:
         stored = connection.execute("SELECT count(*) FROM traces").fetchone()
@@ -259,6 +297,10 @@ def write_throughput(
         "traces_per_s": round(written / elapsed),
         "spans_per_s": round(written * SPANS_PER_TRACE / elapsed),
         "ms_per_batch": round(1000 * elapsed / batches, 2),
+        # Where the time goes: the writers' Python and psycopg, and PostgreSQL's own
+        # work (every backend), CPU µs per trace while the writes ran.
+        "writer_cpu_us_per_trace": round(client_cpu / written * 1e6, 1),
+        "server_cpu_us_per_trace": round(server_cpu / written * 1e6, 1),
     }
 
 
@@ -566,16 +608,18 @@ def _print_results(results: dict[str, Any]) -> None:
     print(f"PostgreSQL {results['postgresql']}, {results['machine']}, {results['date']}\n")
     print(
         "| writers | traces/s (median) | spans/s | ms per batch (per writer)"
-        " | traces/s, every run |"
+        " | CPU µs per trace: writers / server | traces/s, every run |"
     )
-    print("|---|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|")
     for outcome in results["writes"]:
         every = " · ".join(f"{count:,}" for count in outcome["traces_per_s_runs"])
         split = ", traces split in two batches" if outcome["split"] else ""
         split += ", spans with pods and segments" if outcome["usage"] else ""
         print(
             f"| {outcome['writers']} {outcome['kind']}{split} | {outcome['traces_per_s']:,} |"
-            f" {outcome['spans_per_s']:,} | {outcome['ms_per_batch']} | {every} |"
+            f" {outcome['spans_per_s']:,} | {outcome['ms_per_batch']} |"
+            f" {outcome['writer_cpu_us_per_trace']} / {outcome['server_cpu_us_per_trace']} |"
+            f" {every} |"
         )
     if "migration_4" in results:
         migration = results["migration_4"]
