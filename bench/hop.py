@@ -3,6 +3,10 @@
 The same otelcol-spancost in three pipelines, each measured in one run:
 
 - ``stock``: otlp → batch → debug (no python);
+- ``noop``: otlp → python/noop → batch → debug, where python/noop is
+  spancost.environment with nothing to drop or tag: the hop itself (encoding, gRPC
+  both ways, parsing, an empty answer applied) with next to no plugin work, the floor
+  under ``chain``;
 - ``chain``: otlp → python/spancost (spancost.chain of spancost.environment and
   spancost.cost, configured as configs/local.yaml configures it) → batch → debug;
 - ``chain+sink``: the same, and the trace-totals path of configs/local.yaml as
@@ -55,7 +59,7 @@ TRACE_SIZE = 10
 POOL = 64
 FIXED_RATE = 20_000
 BURST_RATE = 200_000  # spans/s for 3 s: the totals exporter's backlog
-PIPELINES = ("stock", "chain", "chain+sink")
+PIPELINES = ("stock", "noop", "chain", "chain+sink")
 
 
 def shipped_chain() -> dict[str, Any]:
@@ -84,6 +88,14 @@ def pipeline_config(name: str, workdir: Path) -> dict[str, Any]:
     # The extension as shipped: its own defaults (base_config's are tuned for tests:
     # a health check every 200 ms would be paid here as CPU per span).
     cfg["extensions"]["python"] = {"command": cfg["extensions"]["python"]["command"]}
+    if name == "noop":
+        cfg["processors"]["python/noop"] = {
+            **{k: v for k, v in shipped_chain().items() if k not in ("plugin", "config")},
+            "plugin": "spancost.environment",
+            "config": {},
+        }
+        pipeline["processors"] = ["python/noop", "batch"]
+        return cfg
     cfg["processors"]["python/spancost"] = shipped_chain()
     pipeline["processors"] = ["python/spancost", "batch"]
     if name == "chain+sink":
