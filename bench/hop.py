@@ -1,6 +1,6 @@
 """`make bench`: what the Python hop costs with the shipped chain (issue #15).
 
-The same otelcol-spancost in three pipelines, each measured in one run:
+The same otelcol-spancost in four pipelines, each measured in one run:
 
 - ``stock``: otlp → batch → debug (no python);
 - ``noop``: otlp → python/noop → batch → debug, where python/noop is

@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 "$ROOT/scripts/build.sh"
 run_quiet "build spancost-loadgen" go -C collector build -o "$ROOT/_build/spancost-loadgen" ./cmd/spancost-loadgen
-log "the Python hop with the shipped chain, issue 15's workload (about 3 minutes)"
+log "the Python hop with the shipped chain, issue 15's workload (about 4 minutes)"
 "$VENV/bin/python" -m bench.hop
 log "what grpcio costs a Python server per message, with no spancost code (about 1 minute)"
 "$VENV/bin/python" -m bench.grpc_floor
