@@ -40,6 +40,9 @@ type pooledStream struct {
 	stream traceStream
 	cancel context.CancelFunc
 	used   bool // it answered a batch before
+	// cancelled: a batch's deadline cancelled the stream (even if its answer
+	// arrived first); it must not be pooled again.
+	cancelled bool
 }
 
 func newStreamPool(open func(ctx context.Context) (traceStream, error)) *streamPool {
@@ -62,8 +65,12 @@ func (p *streamPool) roundTrip(ctx context.Context, req *wirepb.ProcessTracesReq
 		}
 		resp, err := s.exchange(ctx, req)
 		if err == nil {
-			s.used = true
-			p.idle <- s
+			if s.cancelled {
+				p.discard(s)
+			} else {
+				s.used = true
+				p.idle <- s
+			}
 			return resp, nil
 		}
 		p.discard(s)
@@ -127,10 +134,15 @@ func (p *streamPool) reset() {
 	}
 }
 
-// exchange sends req and waits for its answer; ctx's end cancels the stream.
+// exchange sends req and waits for its answer; ctx's end cancels the stream
+// (and marks it cancelled, should that happen as the answer arrives).
 func (s *pooledStream) exchange(ctx context.Context, req *wirepb.ProcessTracesRequest) (*wirepb.ProcessTracesResponse, error) {
 	stop := context.AfterFunc(ctx, s.cancel)
-	defer stop()
+	defer func() {
+		if !stop() {
+			s.cancelled = true
+		}
+	}()
 	if err := s.stream.Send(req); err != nil {
 		if !errors.Is(err, io.EOF) {
 			return nil, err

@@ -145,3 +145,37 @@ func TestStreamPoolReturnsTheSidecarsStatus(t *testing.T) {
 		t.Fatalf("%d streams opened, want 2", n)
 	}
 }
+
+// hookStream is a stream whose Send and Recv a test decides.
+type hookStream struct {
+	traceStream
+	recv func() (*wirepb.ProcessTracesResponse, error)
+}
+
+func (h *hookStream) Send(*wirepb.ProcessTracesRequest) error { return nil }
+
+func (h *hookStream) Recv() (*wirepb.ProcessTracesResponse, error) { return h.recv() }
+
+// A batch whose deadline passes just as its answer arrives: the answer is
+// used, but the stream its deadline cancelled is closed, not pooled for the
+// next batch (which would fail on it, or be retried).
+func TestAStreamCancelledAsItAnsweredIsNotPooled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool := newStreamPool(func(sctx context.Context) (traceStream, error) {
+		return &hookStream{recv: func() (*wirepb.ProcessTracesResponse, error) {
+			cancel()
+			<-sctx.Done() // the deadline has cancelled the stream
+			return &wirepb.ProcessTracesResponse{}, nil
+		}}, nil
+	})
+	if _, err := pool.roundTrip(ctx, &wirepb.ProcessTracesRequest{Instance: "p"}); err != nil {
+		t.Fatalf("the answer that arrived was lost: %v", err)
+	}
+	if n := len(pool.idle); n != 0 {
+		t.Fatalf("%d cancelled stream(s) pooled for the next batch", n)
+	}
+	if n := len(pool.slots); n != 0 {
+		t.Fatalf("%d stream slot(s) still taken", n)
+	}
+}
