@@ -95,22 +95,16 @@ attributes to set, and its (event, reason)."""
 _ENTRY_KINDS: Final = (SPAN_KIND_SERVER, SPAN_KIND_CONSUMER)
 _LLM_NEEDLE: Final = GEN_AI_USAGE_PREFIX.encode()
 _EVENT_TRUSTED: Final = ("trusted", "upstream")
-_BAD_OUTCOME: Final[Outcome] = (
-    {COST_UNPRICED_REASON: "bad_attribute"},
-    ("unpriced", "bad_attribute"),
-)
-_COST_OUTCOME: Final[Outcome] = (
-    {COST_UNPRICED_REASON: "implausible_cost"},
-    ("unpriced", "implausible_cost"),
-)
-_TOKENS_OUTCOME: Final[Outcome] = (
-    {COST_UNPRICED_REASON: "implausible_tokens"},
-    ("unpriced", "implausible_tokens"),
-)
-_DURATION_OUTCOME: Final[Outcome] = (
-    {COST_UNPRICED_REASON: "implausible_duration"},
-    ("unpriced", "implausible_duration"),
-)
+
+
+def _unpriced(reason: UnpricedReason) -> Outcome:
+    return {COST_UNPRICED_REASON: reason}, ("unpriced", reason)
+
+
+_BAD_OUTCOME: Final = _unpriced("bad_attribute")
+_COST_OUTCOME: Final = _unpriced("implausible_cost")
+_TOKENS_OUTCOME: Final = _unpriced("implausible_tokens")
+_DURATION_OUTCOME: Final = _unpriced("implausible_duration")
 
 
 @dataclass(slots=True)
@@ -418,10 +412,6 @@ def _priced_outcome(usd: float, source: str, model: str, as_of: str, instance_ty
     if instance_type:  # compute only
         attributes[COST_INSTANCE_TYPE] = instance_type
     return attributes, ("priced", source)
-
-
-def _unpriced(reason: UnpricedReason) -> Outcome:
-    return {COST_UNPRICED_REASON: reason}, ("unpriced", reason)
 
 
 def _is_upstream_price(value: Value | None) -> bool:
