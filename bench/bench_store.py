@@ -167,9 +167,10 @@ def _process_writer(job: tuple[str, int, int, int, bool, bool], start: Any, resu
     batches = make_batches(writer, count, batch_spans, now, split=split, usage=usage)
     store = PostgresStore(dsn, CONFIG, max_connections=1)
     start.wait()
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     traces = _write_all(store, batches, now)
-    result.put((traces, time.perf_counter() - began))
+    # Its own CPU, measured here: once it put its result the process may be gone.
+    result.put((traces, time.perf_counter() - began, time.process_time() - cpu))
     store.close()
 
 
@@ -195,10 +196,6 @@ def _server_cpu(postmaster: psutil.Process) -> float:
             continue
         total += times.user + times.system
     return total
-
-
-def _cpu(processes: list[psutil.Process]) -> float:
-    return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
 def write_throughput(
@@ -235,17 +232,16 @@ def write_throughput(
         for worker in workers:
             worker.start()
         time.sleep(2.0)  # let every process build its batches and connect
-        clients = [psutil.Process(worker.pid) for worker in workers if worker.pid is not None]
-        client_cpu, server_cpu = _cpu(clients), _server_cpu(postmaster)
+        server_cpu = _server_cpu(postmaster)
         began = time.perf_counter()
         start_event.set()
         outcomes = [results.get(timeout=600) for _ in workers]
         elapsed = time.perf_counter() - began
-        client_cpu = _cpu(clients) - client_cpu
+        client_cpu = sum(cpu for _, _, cpu in outcomes)
         server_cpu = _server_cpu(postmaster) - server_cpu
         for worker in workers:
             worker.join()
-        traces = sum(count for count, _ in outcomes)
+        traces = sum(count for count, _, _ in outcomes)
     else:
         work = [
             make_batches(writer, batches, batch_spans, now, split=split, usage=usage)
@@ -257,14 +253,14 @@ def write_throughput(
             counts[index] = _write_all(store, work[index], now)
 
         threads = [threading.Thread(target=run, args=(index,)) for index in range(writers)]
-        client_cpu, server_cpu = _cpu([psutil.Process()]), _server_cpu(postmaster)
+        client_cpu, server_cpu = time.process_time(), _server_cpu(postmaster)
         began = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - began
-        client_cpu = _cpu([psutil.Process()]) - client_cpu
+        client_cpu = time.process_time() - client_cpu
         server_cpu = _server_cpu(postmaster) - server_cpu
         traces = sum(counts)
     with psycopg.connect(dsn) as connection:
