@@ -17,7 +17,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from spancost.sidecar.address import parse_listen_address
 from spancost.sidecar.instances import PluginInstances
-from spancost.sidecar.server import ServerOptions, SidecarServer, create_server
+from spancost.sidecar.server import ServerOptions, SidecarServer
 from spancost.wire.v1 import sidecar_pb2_grpc
 from tests.pg import PostgresUnavailableError, postgres_server
 
@@ -74,7 +74,7 @@ def sidecar_server(tmp_path: Path, test_plugin_site: Path) -> Iterator[SidecarSe
         listen=parse_listen_address(f"unix://{tmp_path / 'sidecar.sock'}"),
         workers=2,
     )
-    server = create_server(options, PluginInstances())
+    server = SidecarServer(options, PluginInstances())
     server.start()
     yield server
     server.stop(grace=1.0)

@@ -22,7 +22,7 @@ from spancost.changes import apply
 from spancost.plugin import ExportTraceServiceRequest
 from spancost.sidecar.address import parse_listen_address
 from spancost.sidecar.instances import PluginInstances
-from spancost.sidecar.server import ServerOptions, SidecarServer, create_server
+from spancost.sidecar.server import ServerOptions, SidecarServer
 from spancost.wire.v1 import sidecar_pb2, sidecar_pb2_grpc
 from tests.builders import all_spans, attribute_map, batch, resource_spans, span
 
@@ -286,7 +286,7 @@ def test_health_and_configure_answer_while_every_worker_is_busy(tmp_path: Path) 
         listen=parse_listen_address(f"unix://{tmp_path / 'busy.sock'}"),
         workers=1,
     )
-    server = create_server(options, PluginInstances())
+    server = SidecarServer(options, PluginInstances())
     server.start()
     started, release = tmp_path / "started", tmp_path / "release"
     # Each batch holds the only worker until `release` exists (30 s bounds a hang).

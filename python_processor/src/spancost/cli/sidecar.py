@@ -27,7 +27,7 @@ from spancost.sidecar.server import (
     DEFAULT_WORKERS,
     SINK_THREADS,
     ServerOptions,
-    create_server,
+    SidecarServer,
     serve_until_signalled,
 )
 from spancost.sidecar.sinkhost import SinkHost
@@ -125,6 +125,6 @@ def sidecar(
         )
         sinks = SinkHost(log_level, SINK_THREADS)
         instances = PluginInstances(answer_form=answer_form, sinks=sinks)
-        serve_until_signalled(create_server(options, instances), grace_period)
+        serve_until_signalled(SidecarServer(options, instances), grace_period)
     except SpancostError as exc:
         raise click.ClickException(str(exc)) from exc

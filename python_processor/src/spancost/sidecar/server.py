@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -50,7 +50,6 @@ __all__ = [
     "SINK_THREADS",
     "ServerOptions",
     "SidecarServer",
-    "create_server",
     "serve_until_signalled",
 ]
 
@@ -94,25 +93,6 @@ class ServerOptions:
         ]
 
 
-class SidecarServer(Protocol):
-    """A started-once, stopped-once sidecar gRPC server."""
-
-    @property
-    def address(self) -> ListenAddress:
-        """Where it listens (for TCP port 0: the port actually bound, once started)."""
-
-    def start(self) -> None:
-        """Bind and start serving; `ServerStartError` if it cannot."""
-
-    def stop(self, grace: float) -> None:
-        """NOT_SERVING, refuse new calls, wait up to `grace` s for in-flight ones, close plugins."""
-
-
-def create_server(options: ServerOptions, instances: PluginInstances) -> SidecarServer:
-    """A server for `options`, serving `instances` (not started yet)."""
-    return ThreadedSidecarServer(options, instances)
-
-
 def _bound(address: ListenAddress, port: int) -> ListenAddress:
     # add_insecure_port returns 0 (older gRPC) or raises (newer) when it cannot bind.
     if port == 0:
@@ -122,8 +102,9 @@ def _bound(address: ListenAddress, port: int) -> ListenAddress:
     return address
 
 
-class ThreadedSidecarServer:
-    """`grpc.server`: batches on `options.workers` threads, the rest on two more."""
+class SidecarServer:
+    """The sidecar's `grpc.server`, started once and stopped once: batches on
+    `options.workers` threads, the rest on pools of their own (module docstring)."""
 
     def __init__(self, options: ServerOptions, instances: PluginInstances) -> None:
         self._options = options
